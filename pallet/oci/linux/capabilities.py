@@ -1,0 +1,230 @@
+"""Linux capabilities of the container process: validate the spec's
+process.capabilities and apply the bounding, permitted, effective, inheritable and ambient sets.
+
+Intended call order in the container child (as runc does it):
+
+    capabilities.drop_bounding(caps)   # while still root with CAP_SETPCAP
+    capabilities.set_keepcaps(True)    # so setuid() keeps the permitted set
+    os.setgroups(...); os.setgid(...); os.setuid(...)
+    capabilities.apply(caps)           # bounding again (idempotent), capset, ambient;
+                                       # also clears keepcaps
+
+`apply` alone is enough too: it first re-raises the effective set that setuid()
+cleared, so it can still drop from the bounding set.
+
+Capabilities this kernel does not know (above /proc/sys/kernel/cap_last_cap) and
+ones the runtime itself does not hold (this host has no CAP_SYS_RESOURCE) are
+skipped with a debug message, like runc, rather than failing the container.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from pallet.errors import SpecError, SystemFailure
+
+
+def _debug(message: str, *args: object) -> None:
+    # logging costs milliseconds to import on every container start; only
+    # the rare skip message pays for it.
+    import logging
+
+    logging.getLogger(__name__).debug(message, *args)
+
+
+_NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+
+CAPS: dict[str, int] = {name: number for number, name in enumerate(_NAMES)}
+
+SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+
+_PR_CAPBSET_READ = 23
+_PR_CAPBSET_DROP = 24
+_PR_SET_KEEPCAPS = 8
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_prctl.restype = ctypes.c_int
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+_CapData2 = _CapData * 2
+_capget = _libc.capget
+_capget.argtypes = (ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
+_capget.restype = ctypes.c_int
+_capset = _libc.capset
+_capset.argtypes = (ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
+_capset.restype = ctypes.c_int
+
+
+def validate(caps: dict | None) -> None:
+    """SpecError naming the set and value for anything in process.capabilities that is not valid."""
+    if caps is None:
+        return
+    if not isinstance(caps, dict):
+        raise SpecError("process.capabilities: must be an object")
+    for key, names in caps.items():
+        field = f"process.capabilities.{key}"
+        if key not in SETS:
+            raise SpecError(f"{field}: unknown capability set (expected one of {', '.join(SETS)})")
+        if names is None:
+            continue
+        if not isinstance(names, list):
+            raise SpecError(f"{field}: must be a list of capability names")
+        for name in names:
+            if name not in CAPS:
+                raise SpecError(f'{field}: unknown capability "{name}"')
+
+
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+            return int(f.read())
+    except OSError:
+        # No /proc yet (or a masked one): assume every capability we can name.
+        return len(_NAMES) - 1
+
+
+def _mask(names: list[str] | None, last: int) -> int:
+    mask = 0
+    for name in names or ():
+        number = CAPS.get(name)
+        if number is None:
+            raise SpecError(f'process.capabilities: unknown capability "{name}"')
+        if number > last:
+            _debug("capability %s is not known to this kernel; skipped", name)
+            continue
+        mask |= 1 << number
+    return mask
+
+
+def _fail(what: str) -> SystemFailure:
+    err = ctypes.get_errno()
+    return SystemFailure(f"capabilities: {what}: {os.strerror(err)}")
+
+
+def _get() -> tuple[int, int, int]:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _CapData2()
+    if _capget(ctypes.byref(header), data) != 0:
+        raise _fail("capget")
+    return tuple(  # type: ignore[return-value]
+        getattr(data[0], f) | getattr(data[1], f) << 32
+        for f in ("effective", "permitted", "inheritable")
+    )
+
+
+def _set(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _CapData2()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    if _capset(ctypes.byref(header), data) != 0:
+        raise _fail(
+            f"capset(effective={effective:#x}, permitted={permitted:#x}, inheritable={inheritable:#x})"
+        )
+
+
+def _names(mask: int) -> str:
+    return ", ".join(name for name, n in CAPS.items() if mask >> n & 1)
+
+
+def drop_bounding(caps: dict | None) -> None:
+    """Drop every capability not in caps["bounding"] from the bounding set.
+
+    Needs CAP_SETPCAP in the effective set; None leaves everything as it is.
+    """
+    if caps is None:
+        return
+    last = last_cap()
+    keep = _mask(caps.get("bounding"), last)
+    for number in range(last + 1):
+        if keep >> number & 1:
+            continue
+        # Only drop what is still there, so a second call needs no privilege.
+        if _prctl(_PR_CAPBSET_READ, number, 0, 0, 0) != 1:
+            continue
+        if _prctl(_PR_CAPBSET_DROP, number, 0, 0, 0) != 0:
+            raise _fail(f"dropping {_NAMES[number]} from the bounding set")
+
+
+def set_keepcaps(on: bool) -> None:
+    """PR_SET_KEEPCAPS: whether setuid() away from root keeps the permitted set."""
+    if _prctl(_PR_SET_KEEPCAPS, int(on), 0, 0, 0) != 0:
+        raise _fail("PR_SET_KEEPCAPS")
+
+
+def apply(caps: dict | None) -> None:
+    """Give this process exactly the spec's capability sets; call after setuid/setgid.
+
+    None means the spec has no process.capabilities: nothing changes (runc).
+    """
+    set_keepcaps(False)
+    if caps is None:
+        return
+    last = last_cap()
+    _, held, inheritable_now = _get()
+    # setuid() with keepcaps emptied the effective set; bring it back so the
+    # bounding set can still be changed.
+    _set(held, held, inheritable_now)
+    drop_bounding(caps)
+
+    wanted = {
+        key: _mask(caps.get(key), last)
+        for key in ("effective", "permitted", "inheritable", "ambient")
+    }
+    # The kernel never lets a process gain a capability it does not hold:
+    # skip those, like runc, instead of failing the container.
+    for key, mask in wanted.items():
+        missing = mask & ~held
+        if missing:
+            _debug(
+                "capabilities %s in %s are not held by the runtime; skipped", _names(missing), key
+            )
+            wanted[key] = mask & held
+    # capset() insists effective is within permitted; a spec asking for more
+    # gets what the kernel can give.
+    _set(wanted["effective"] & wanted["permitted"], wanted["permitted"], wanted["inheritable"])
+
+    if _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0:
+        raise _fail("clearing the ambient set")
+    for number in range(last + 1):
+        if not wanted["ambient"] >> number & 1:
+            continue
+        if _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, number, 0, 0) != 0:
+            raise SystemFailure(
+                f"capabilities: cannot raise {_NAMES[number]} in the ambient set: "
+                f"{os.strerror(ctypes.get_errno())}; an ambient capability must also be "
+                "in process.capabilities.permitted and .inheritable"
+            )

@@ -1,0 +1,175 @@
+"""A compiled filter installed in a real child process: the syscalls it names
+fail the way the spec says, before and after execve."""
+
+import errno
+import json
+import os
+import select
+import signal
+import time
+
+import pytest
+
+from pallet.errors import SystemFailure
+from pallet.oci.linux import process, seccomp
+
+pytestmark = pytest.mark.root
+
+LINUX32 = 0x0008
+
+
+def run_child(body, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Fork, run body() in the child with stdout on a pipe, and return
+    (wait status, output). The child always _exits; a stuck one is killed."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.dup2(w, 1)
+            result = {"ok": body()}
+        except BaseException as e:  # report everything to the parent
+            result = {"error": type(e).__name__, "message": str(e)}
+        try:
+            os.write(1, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"child did not finish in {timeout}s; output so far {out!r}")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    return status, out
+
+
+def result(status: int, out: bytes):
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return json.loads(out)
+
+
+def deny(names, **call) -> bytes:
+    return seccomp.compile_filter(
+        {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", **call}],
+        }
+    )
+
+
+def test_mkdir_denied_with_eperm(tmp_path):
+    bpf = deny(["mkdir", "mkdirat"])
+
+    def body():
+        seccomp.install_filter(bpf, [])
+        try:
+            os.mkdir(tmp_path / "x")
+        except OSError as e:
+            return e.errno
+        return "created"
+
+    assert result(*run_child(body)) == {"ok": errno.EPERM}
+    assert not (tmp_path / "x").exists()
+
+
+def test_errno_ret_chooses_the_error_and_flags_are_accepted(tmp_path):
+    bpf = deny(["mkdir", "mkdirat"], errnoRet=errno.EROFS)
+
+    def body():
+        seccomp.install_filter(
+            bpf,
+            [
+                "SECCOMP_FILTER_FLAG_TSYNC",
+                "SECCOMP_FILTER_FLAG_LOG",
+                "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+            ],
+        )
+        try:
+            os.mkdir(tmp_path / "x")
+        except OSError as e:
+            return e.errno
+        return "created"
+
+    assert result(*run_child(body)) == {"ok": errno.EROFS}
+
+
+def test_the_filter_survives_execve(tmp_path):
+    bpf = deny(["mkdir", "mkdirat"])
+    target = tmp_path / "made-by-mkdir"
+
+    def body():
+        seccomp.install_filter(bpf, [])
+        os.dup2(1, 2)
+        os.execv("/bin/mkdir", ["mkdir", str(target)])
+
+    status, out = run_child(body)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert b"Operation not permitted" in out
+    assert not target.exists()
+
+
+def test_argument_filter_blocks_only_the_matching_call():
+    # Like Docker's profile: personality(0xffffffff) (a query) is fine,
+    # switching to LINUX32 is not.
+    bpf = deny(["personality"], args=[{"index": 0, "value": LINUX32, "op": "SCMP_CMP_EQ"}])
+
+    def body():
+        seccomp.install_filter(bpf, [])
+        query = process._personality(0xFFFFFFFF)
+        try:
+            process.set_personality("LINUX32")
+        except SystemFailure as e:
+            return [query, str(e)]
+        return [query, "switched"]
+
+    query, message = result(*run_child(body))["ok"]
+    assert query >= 0
+    assert message == "setting personality LINUX32: Operation not permitted"
+
+
+def test_kill_process_kills_the_child_with_sigsys(tmp_path):
+    bpf = seccomp.compile_filter(
+        {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}],
+        }
+    )
+
+    def body():
+        seccomp.install_filter(bpf, [])
+        os.mkdir(tmp_path / "x")
+
+    status, out = run_child(body)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
+    assert out == b""
+
+
+def test_a_truncated_program_is_refused_in_the_child():
+    def body():
+        seccomp.install_filter(b"\0" * 12, [])
+
+    assert result(*run_child(body)) == {
+        "error": "SystemFailure",
+        "message": "seccomp: BPF program of 12 bytes is not a whole number of instructions",
+    }
+
+
+def test_a_garbage_program_is_reported_by_the_kernel():
+    def body():
+        # BPF_RET with an invalid class: the kernel's checker rejects it.
+        seccomp.install_filter(b"\xff\xff" + b"\0" * 6, [])
+
+    res = result(*run_child(body))
+    assert res["error"] == "SystemFailure"
+    assert res["message"] == "seccomp: installing the filter failed: Invalid argument"

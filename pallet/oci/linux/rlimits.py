@@ -8,9 +8,11 @@ import resource
 
 from pallet.errors import SpecError, SystemFailure
 
-# OCI type name -> RLIMIT_* number; the names are the kernel's own.
+# OCI type name -> RLIMIT_* number; the names are the kernel's own. Python's
+# resource module knows the per-architecture numbers but lacks RLIMIT_LOCKS,
+# which is 10 everywhere (asm-generic).
 RLIMITS: dict[str, int] = {
-    name: getattr(resource, name)
+    name: getattr(resource, name, 10 if name == "RLIMIT_LOCKS" else None)
     for name in (
         "RLIMIT_AS",
         "RLIMIT_CORE",
@@ -29,7 +31,6 @@ RLIMITS: dict[str, int] = {
         "RLIMIT_SIGPENDING",
         "RLIMIT_STACK",
     )  # fmt: skip
-    if hasattr(resource, name)
 }
 
 _U64_MAX = (1 << 64) - 1

@@ -1,0 +1,444 @@
+"""The parent side of the OCI lifecycle: create, start, state, kill, delete, exec.
+
+`Runtime` is the library API (pallet.oci.Runtime); the runc-compatible CLI is a
+thin skin over it. Children are forked from the caller, never exec'd anew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pallet.errors import FailedPrecondition, NotFound, PalletError, SpecError, SystemFailure
+from pallet.oci import spec as specmod
+from pallet.oci.state import (
+    DEFAULT_ROOT,
+    ContainerState,
+    StateDir,
+    list_ids,
+    now_rfc3339,
+    proc_start_time,
+)
+
+
+class InitError(PalletError):
+    """The container's init failed during setup; the message comes from the child."""
+
+
+@dataclass
+class ProcessHandle:
+    pid: int
+
+
+def _cgroup(st_or_spec: Any, container_id: str):  # noqa: ANN202 - lazy import of the type
+    from pallet.oci.cgroups import open_cgroup
+
+    return open_cgroup(st_or_spec, container_id)
+
+
+class Runtime:
+    """An OCI runtime rooted at a state directory, like `runc --root`."""
+
+    def __init__(self, root: str = DEFAULT_ROOT):
+        self.root = root
+
+    # -- create -------------------------------------------------------------------
+    def create(self, container_id: str, bundle: str, *, console_socket: str | None = None,
+               pid_file: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
+               stdio: tuple[int, int, int] | None = None) -> ContainerState:
+        from pallet.oci.init import InitContext
+
+        specmod.validate_id(container_id)
+        bundle = os.path.abspath(bundle)
+        spec = specmod.load(bundle)
+        if not spec.get("process"):
+            raise SpecError("process: the config must say which process to run")
+        linux = spec.get("linux") or {}
+        nss = [n["type"] for n in linux.get("namespaces") or []]
+        if "mount" not in nss:
+            raise SpecError("linux.namespaces: a mount namespace is required")
+        terminal = bool(spec["process"].get("terminal"))
+        if terminal and not console_socket:
+            raise SpecError("process.terminal is true: use --console-socket to receive the "
+                            "pty master (or run with terminal false)")
+        bpf = _compile_seccomp(linux)
+        sd = StateDir(self.root, container_id)
+        sd.create()
+        cg = None
+        init_pid = 0
+        console_sock = None
+        try:
+            cg = _cgroup(linux.get("cgroupsPath"), container_id)
+            cg.create()
+            cg.set(linux.get("resources") or {})
+            os.mkfifo(sd.fifo, 0o622)
+            if console_socket:
+                console_sock = _connect(console_socket)
+            rootfs = specmod.rootfs_path(spec, bundle)
+            ctx = InitContext(spec=spec, process=spec["process"], rootfs=rootfs, bundle=bundle,
+                              fifo=sd.fifo, seccomp_bpf=bpf,
+                              console_fd=console_sock.fileno() if console_sock else None,
+                              stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
+                              cgroup_paths=dict(cg.paths))
+            st = ContainerState(id=container_id, bundle=bundle, rootfs=rootfs,
+                                created=now_rfc3339(),
+                                annotations=spec.get("annotations") or {},
+                                cgroup_paths=dict(cg.paths),
+                                cgroups_path=linux.get("cgroupsPath"), config=spec)
+            init_pid = self._spawn(ctx, st, cg, spec, linux)
+            st.pid = init_pid
+            st.pid_start = proc_start_time(init_pid)
+            st.status = "created"
+            sd.save(st)
+            if pid_file:
+                _write_pid_file(pid_file, init_pid)
+            return st
+        except BaseException:
+            if init_pid:
+                _kill_and_reap(init_pid)
+            if cg is not None:
+                try:
+                    cg.destroy()
+                except Exception:  # noqa: BLE001 - the original error matters more
+                    pass
+            sd.remove()
+            raise
+        finally:
+            if console_sock is not None:
+                console_sock.close()
+
+    def _spawn(self, ctx: Any, st: ContainerState, cg: Any, spec: dict, linux: dict) -> int:
+        from pallet.oci import hooks
+        from pallet.oci.init import create_child, recv, send
+
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        init_pid = 0
+        first = os.fork()
+        if first == 0:
+            parent.close()
+            create_child(ctx, child)
+            os._exit(1)
+        child.close()
+        try:
+            cg.apply(first)
+            send(parent, go=True)
+            while True:
+                msg = _recv_or_fail(parent, recv)
+                if "userns" in msg:
+                    _write_id_maps(first, linux)
+                    send(parent, ok=True)
+                elif "pid" in msg:
+                    init_pid = msg["pid"]
+                    os.waitpid(first, 0)
+                    first = 0
+                elif "hooks" in msg:
+                    state = st.oci("creating") | {"pid": init_pid}
+                    for phase in ("prestart", "createRuntime", "createContainer"):
+                        hooks.run_hooks(spec, phase, state)
+                    send(parent, ok=True)
+                elif "created" in msg:
+                    return init_pid
+                elif "error" in msg:
+                    raise InitError(msg["error"])
+        except BaseException:
+            if init_pid:
+                _kill_and_reap(init_pid)
+            raise
+        finally:
+            if first:
+                try:
+                    os.kill(first, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(first, 0)
+            parent.close()
+
+    # -- queries --------------------------------------------------------------------
+    def load(self, container_id: str) -> ContainerState:
+        return StateDir(self.root, container_id).load()
+
+    def status(self, st: ContainerState) -> str:
+        if not st.pid or proc_start_time(st.pid) != st.pid_start:
+            return "stopped"
+        if os.path.exists(os.path.join(self.root, st.id, "exec.fifo")):
+            return "created"
+        if st.cgroup_paths and _frozen(st):
+            return "paused"
+        return "running"
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        st = self.load(container_id)
+        return st.oci(self.status(st))
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in list_ids(self.root):
+            try:
+                out.append(self.state(cid))
+            except NotFound:
+                continue
+        return out
+
+    # -- start / kill / delete --------------------------------------------------------
+    def start(self, container_id: str) -> None:
+        from pallet.oci import hooks
+
+        sd = StateDir(self.root, container_id)
+        st = sd.load()
+        status = self.status(st)
+        if status != "created":
+            raise FailedPrecondition("cannot start a container that has stopped"
+                                     if status == "stopped" else
+                                     "cannot start an already running container")
+        fd = os.open(sd.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not _read_fifo(fd, st.pid):
+                raise FailedPrecondition(f"container {container_id} init exited before start")
+        finally:
+            os.close(fd)
+            try:
+                os.unlink(sd.fifo)
+            except FileNotFoundError:
+                pass
+        hooks.run_hooks(st.config, "poststart", st.oci("running"))
+
+    def kill(self, container_id: str, sig: int = signal.SIGTERM, all: bool = False) -> None:
+        st = self.load(container_id)
+        status = self.status(st)
+        if status == "stopped":
+            raise FailedPrecondition("container not running")
+        if all and st.cgroup_paths:
+            _cgroup(st.cgroups_path, st.id).kill_all(sig)
+            return
+        os.kill(st.pid, sig)
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        from pallet.oci import hooks
+
+        sd = StateDir(self.root, container_id)
+        st = sd.load()
+        status = self.status(st)
+        if status in ("running", "paused") and not force:
+            raise FailedPrecondition(f"cannot delete container {container_id} that is not "
+                                     f"stopped: {status}")
+        if status != "stopped":
+            cg = _cgroup(st.cgroups_path, st.id) if st.cgroup_paths else None
+            if cg is not None and status == "paused":
+                cg.thaw()
+            _kill_and_reap(st.pid)
+            if cg is not None:
+                cg.kill_all(signal.SIGKILL)
+        if st.cgroup_paths:
+            _cgroup(st.cgroups_path, st.id).destroy()
+        sd.remove()
+        hooks.run_hooks(st.config, "poststop", st.oci("stopped"))
+
+    def pause(self, container_id: str) -> None:
+        st = self.load(container_id)
+        if self.status(st) not in ("running", "created"):
+            raise FailedPrecondition("container not running")
+        _cgroup(st.cgroups_path, st.id).freeze()
+
+    def resume(self, container_id: str) -> None:
+        st = self.load(container_id)
+        if self.status(st) != "paused":
+            raise FailedPrecondition("container not paused")
+        _cgroup(st.cgroups_path, st.id).thaw()
+
+    def ps(self, container_id: str) -> list[int]:
+        st = self.load(container_id)
+        return _cgroup(st.cgroups_path, st.id).pids()
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        st = self.load(container_id)
+        return _cgroup(st.cgroups_path, st.id).stats()
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        sd = StateDir(self.root, container_id)
+        st = sd.load()
+        _cgroup(st.cgroups_path, st.id).set(resources)
+        linux = st.config.setdefault("linux", {})
+        merged = linux.setdefault("resources", {})
+        for k, v in resources.items():
+            merged[k] = (merged.get(k) or {}) | v if isinstance(v, dict) else v
+        sd.save(st)
+
+    # -- exec -------------------------------------------------------------------------
+    def exec(self, container_id: str, process: dict[str, Any], *,
+             console_socket: str | None = None, preserve_fds: int = 0,
+             stdio: tuple[int, int, int] | None = None) -> int:
+        """Start PROCESS in the container; return its host pid (the caller reaps it)."""
+        from pallet.oci.init import InitContext, exec_child, recv
+
+        st = self.load(container_id)
+        status = self.status(st)
+        if status == "paused":
+            raise FailedPrecondition("cannot exec in a paused container")
+        if status != "running" and status != "created":
+            raise FailedPrecondition("cannot exec in a stopped container")
+        specmod.validate_process(process, "process")
+        if process.get("terminal") and not console_socket:
+            raise SpecError("process.terminal is true: use --console-socket")
+        bpf = _compile_seccomp(st.config.get("linux") or {})
+        console_sock = _connect(console_socket) if console_socket else None
+        procs = [os.path.join(p, "cgroup.procs") for p in st.cgroup_paths.values()]
+        ctx = InitContext(spec=st.config, process=process, rootfs=st.rootfs, bundle=st.bundle,
+                          seccomp_bpf=bpf, stdio=stdio, preserve_fds=preserve_fds,
+                          console_fd=console_sock.fileno() if console_sock else None,
+                          join_pid=st.pid, cgroup_procs=sorted(set(procs)))
+        _become_subreaper()
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        first = os.fork()
+        if first == 0:
+            parent.close()
+            exec_child(ctx, child)
+            os._exit(1)
+        child.close()
+        pid = 0
+        try:
+            while True:
+                msg = _recv_or_fail(parent, recv)
+                if "pid" in msg:
+                    pid = msg["pid"]
+                    os.waitpid(first, 0)
+                    first = 0
+                elif "created" in msg:
+                    return pid
+                elif "error" in msg:
+                    raise InitError(msg["error"])
+        except BaseException:
+            if pid:
+                _kill_and_reap(pid)
+            raise
+        finally:
+            if first:
+                _kill_and_reap(first)
+            parent.close()
+            if console_sock is not None:
+                console_sock.close()
+
+
+def _compile_seccomp(linux: dict[str, Any]) -> bytes | None:
+    if not linux.get("seccomp"):
+        return None
+    from pallet.oci.linux import seccomp
+
+    return seccomp.compile_filter(linux["seccomp"])
+
+
+def _recv_or_fail(sock: socket.socket, recv: Any) -> dict[str, Any]:
+    try:
+        return recv(sock)
+    except EOFError:
+        raise InitError("container init exited during setup") from None
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise NotFound(f"--console-socket {path}: {e.strerror}") from None
+    return s
+
+
+def _write_id_maps(pid: int, linux: dict[str, Any]) -> None:
+    def fmt(maps: list[dict[str, int]]) -> str:
+        return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+
+    try:
+        if linux.get("gidMappings"):
+            with open(f"/proc/{pid}/gid_map", "w") as f:
+                f.write(fmt(linux["gidMappings"]))
+        if linux.get("uidMappings"):
+            with open(f"/proc/{pid}/uid_map", "w") as f:
+                f.write(fmt(linux["uidMappings"]))
+    except OSError as e:
+        raise SystemFailure(f"writing user namespace id maps: {e.strerror}") from None
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _read_fifo(fd: int, pid: int) -> bool:
+    """Wait until the init writes to the exec fifo; False if it dies first."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        if poller.poll(100):
+            try:
+                data = os.read(fd, 1)
+            except BlockingIOError:
+                data = b""
+            if data:
+                return True
+        if not proc_start_time(pid):
+            return False
+
+
+def _frozen(st: ContainerState) -> bool:
+    try:
+        return bool(_cgroup(st.cgroups_path, st.id).is_frozen())
+    except Exception:  # noqa: BLE001 - a vanished cgroup is simply not frozen
+        return False
+
+
+def _become_subreaper() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _kill_and_reap(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL PID and wait until it is gone (reaping it when it is our child)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        select.select([pidfd], [], [], timeout)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    finally:
+        os.close(pidfd)
+
+
+def wait_exit(pid: int) -> int:
+    """Wait for a child (or reparented) PID; return a shell-style exit code."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+            128 + os.WTERMSIG(status)
+
+
+def json_dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)
+
+
+def wait_until_stopped(pid: int, timeout: float | None = None) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc_start_time(pid):
+        if deadline and time.monotonic() > deadline:
+            raise TimeoutError(pid)
+        time.sleep(0.005)

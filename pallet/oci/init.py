@@ -1,0 +1,326 @@
+"""The child side of create and exec: the ordered setup that ends in execve.
+
+Runs in forked children only (never in the caller). It reports to the runtime
+parent over a SOCK_SEQPACKET socket with small JSON messages and never returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pallet.oci.linux import syscalls as sc
+
+NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
+            "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER,
+            "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME}
+# /proc/PID/ns names, in the order exec joins them (user first, mount last).
+PROC_NS = [("user", "user"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"),
+           ("pid", "pid"), ("cgroup", "cgroup"), ("time", "time"), ("mount", "mnt")]
+
+
+@dataclass
+class InitContext:
+    """Everything the child needs, computed by the parent before fork."""
+
+    spec: dict[str, Any]
+    process: dict[str, Any]
+    rootfs: str
+    bundle: str
+    fifo: str | None = None             # None for exec
+    seccomp_bpf: bytes | None = None
+    console_fd: int | None = None       # connected --console-socket
+    stdio: tuple[int, int, int] | None = None
+    preserve_fds: int = 0
+    no_pivot: bool = False
+    cgroup_paths: dict[str, str] = field(default_factory=dict)
+    join_pid: int = 0                   # exec: join the namespaces of this pid
+    cgroup_procs: list[str] = field(default_factory=list)  # exec: cgroup.procs files to join
+
+
+def send(sock: socket.socket, **msg: Any) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def recv(sock: socket.socket) -> dict[str, Any]:
+    data = sock.recv(65536)
+    if not data:
+        raise EOFError("runtime parent went away")
+    return json.loads(data)
+
+
+def _fail(sock: socket.socket, e: BaseException) -> None:
+    try:
+        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{msg}: {e.filename}"
+        send(sock, error=msg or type(e).__name__)
+    except OSError:
+        pass
+    os._exit(1)
+
+
+def _namespaces(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return (spec.get("linux") or {}).get("namespaces") or []
+
+
+def create_child(ctx: InitContext, sock: socket.socket) -> None:
+    """First child of create: enter namespaces, fork the container init (pid 1), exit."""
+    try:
+        from pallet.oci.linux import process
+
+        process.set_dumpable(False)   # keep /proc/<pid>/exe of this interpreter unreachable
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        recv(sock)  # the parent has put us in the cgroup
+        nss = _namespaces(ctx.spec)
+        user = next((n for n in nss if n["type"] == "user"), None)
+        if user is not None:
+            if user.get("path"):
+                _join(user["path"], sc.CLONE_NEWUSER)
+            else:
+                sc.unshare(sc.CLONE_NEWUSER)
+                send(sock, userns=True)
+                recv(sock)  # the parent wrote uid_map and gid_map
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        flags = 0
+        for ns in nss:
+            if ns["type"] == "user":
+                continue
+            if ns.get("path"):
+                _join(ns["path"], NS_FLAGS[ns["type"]])
+            else:
+                flags |= NS_FLAGS[ns["type"]]
+        sc.unshare(flags)
+        pid = os.fork()
+        if pid:
+            send(sock, pid=pid)
+            os._exit(0)
+        container_init(ctx, sock)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, then _exit
+        _fail(sock, e)
+
+
+def _join(path: str, nstype: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, nstype)
+    finally:
+        os.close(fd)
+
+
+def container_init(ctx: InitContext, sock: socket.socket) -> None:
+    """PID 1 of the container: build the rootfs, wait for start, exec the user process."""
+    try:
+        from pallet.oci.linux import rootfs
+
+        spec, linux = ctx.spec, ctx.spec.get("linux") or {}
+        nss = {n["type"]: n for n in _namespaces(spec)}
+        if ctx.stdio:
+            _dup_stdio(ctx.stdio)
+        fifo_fd = os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC) if ctx.fifo else -1
+        root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"))
+        spec_mounts = spec.get("mounts") or []
+        rootfs.mount_all(root_fd, spec_mounts, ctx.bundle, ctx.cgroup_paths,
+                         "cgroup" in nss and not nss["cgroup"].get("path"))
+        binds_dev = any(m["destination"].rstrip("/") == "/dev" and
+                        "bind" in (m.get("options") or []) + [m.get("type")]
+                        for m in spec_mounts)
+        if not binds_dev:
+            rootfs.create_devices(root_fd, linux.get("devices") or [], "user" in nss)
+            rootfs.dev_symlinks(root_fd, any(m["destination"] == "/dev/pts"
+                                             for m in spec_mounts))
+        send(sock, hooks=True)
+        recv(sock)
+        os.close(root_fd)
+        rootfs.pivot(ctx.rootfs, ctx.no_pivot)
+        if spec.get("hostname") and "uts" in nss:
+            sc.sethostname(spec["hostname"])
+        if spec.get("domainname") and "uts" in nss:
+            sc.setdomainname(spec["domainname"])
+        rootfs.write_sysctls(linux.get("sysctl") or {})
+        rootfs.mask_paths(linux.get("maskedPaths") or [])
+        rootfs.readonly_paths(linux.get("readonlyPaths") or [])
+        if (spec.get("root") or {}).get("readonly"):
+            rootfs.readonly_root()
+        prepare_process(ctx, sock)
+        send(sock, created=True)
+        sock.close()
+        if fifo_fd >= 0:
+            # Blocks until `start` opens the fifo for reading.
+            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+            os.write(fd, b"0")
+            os.close(fd)
+            os.close(fifo_fd)
+        exec_process(ctx)
+    except BaseException as e:  # noqa: BLE001
+        _fail(sock, e)
+
+
+def _dup_stdio(stdio: tuple[int, int, int]) -> None:
+    for target, fd in enumerate(stdio):
+        if fd != target:
+            os.dup2(fd, target)
+
+
+class _Prepared:
+    path = ""
+    env: dict[str, str] = {}
+
+
+_PREPARED = _Prepared()
+
+
+def prepare_process(ctx: InitContext, sock: socket.socket | None) -> None:
+    """Everything up to the point of exec: terminal, limits, identity, capabilities."""
+    from pallet.oci.linux import capabilities, process, rlimits
+
+    proc = ctx.process
+    if proc.get("terminal"):
+        _setup_terminal(ctx)
+    elif ctx.join_pid == 0:
+        os.setsid()
+    if proc.get("oomScoreAdj") is not None:
+        process.set_oom_score_adj(proc["oomScoreAdj"])
+    rlimits.apply(proc.get("rlimits"))
+    if (ctx.spec.get("linux") or {}).get("personality"):
+        process.set_personality(ctx.spec["linux"]["personality"].get("domain", "LINUX"))
+    user = proc.get("user") or {}
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    env = _env(proc.get("env") or [])
+    cwd = proc.get("cwd") or "/"
+    os.chdir(cwd)
+    _PREPARED.path = _lookup(proc["args"][0], env.get("PATH"))
+    _PREPARED.env = env
+    caps = proc.get("capabilities")
+    nnp = bool(proc.get("noNewPrivileges"))
+    if ctx.seccomp_bpf is not None and not nnp:
+        # Without no_new_privs the filter can only be loaded while we still hold
+        # CAP_SYS_ADMIN, so before dropping privileges (as runc does).
+        from pallet.oci.linux import seccomp
+
+        seccomp.install_filter(ctx.seccomp_bpf,
+                               ((ctx.spec.get("linux") or {}).get("seccomp") or {})
+                               .get("flags"))
+    capabilities.drop_bounding(caps)
+    capabilities.set_keepcaps(True)
+    gids = user.get("additionalGids")
+    if gids is not None or not _setgroups_denied():
+        os.setgroups(list(gids or []))
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    capabilities.apply(caps)
+    if "umask" in user:
+        os.umask(user["umask"])
+    if nnp:
+        process.set_no_new_privs()
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
+
+
+def _setup_terminal(ctx: InitContext) -> None:
+    from pallet.oci.linux import console
+
+    master, slave_path = console.open_pty_in("/dev/ptmx")
+    slave = console.open_slave(master, slave_path)
+    size = (ctx.process.get("consoleSize") or {})
+    if size.get("height") and size.get("width"):
+        console.set_winsize(slave, size["height"], size["width"])
+    if ctx.console_fd is not None:
+        console.send_fd_on(ctx.console_fd, master)
+        os.close(ctx.console_fd)
+    os.close(master)
+    console.set_ctty(slave)
+
+
+def exec_process(ctx: InitContext) -> None:
+    from pallet.oci.linux import process
+
+    # startContainer hooks run in the container, after start and before the user process.
+    hooks = (ctx.spec.get("hooks") or {}).get("startContainer")
+    if hooks and ctx.fifo:
+        from pallet.oci import hooks as hk
+
+        hk.run_hooks(ctx.spec, "startContainer", {})
+    if ctx.seccomp_bpf is not None and ctx.process.get("noNewPrivileges"):
+        from pallet.oci.linux import seccomp
+
+        seccomp.install_filter(ctx.seccomp_bpf,
+                               ((ctx.spec.get("linux") or {}).get("seccomp") or {})
+                               .get("flags"))
+    process.close_fds_from(3 + ctx.preserve_fds)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.execve(_PREPARED.path, ctx.process["args"], _PREPARED.env)
+
+
+def _env(entries: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for e in entries:
+        k, _, v = e.partition("=")
+        env[k] = v
+    return env
+
+
+def _lookup(name: str, path: str | None) -> str:
+    if "/" in name:
+        if not os.path.exists(name):
+            raise FileNotFoundError(2, f'exec: "{name}": stat {name}: no such file or directory')
+        return name
+    for d in (path or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
+        candidate = os.path.join(d or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(2, f'exec: "{name}": executable file not found in $PATH')
+
+
+def exec_child(ctx: InitContext, sock: socket.socket) -> None:
+    """First child of exec: join the container's cgroup and namespaces, fork, exec."""
+    try:
+        from pallet.oci.linux import process
+
+        process.set_dumpable(False)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for procs in ctx.cgroup_procs:
+            try:
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
+            except FileNotFoundError:
+                pass
+        fds = []
+        for _spec_name, proc_name in PROC_NS:
+            mine = os.readlink(f"/proc/self/ns/{proc_name}") if os.path.exists(
+                f"/proc/self/ns/{proc_name}") else None
+            path = f"/proc/{ctx.join_pid}/ns/{proc_name}"
+            try:
+                theirs = os.readlink(path)
+            except FileNotFoundError:
+                continue
+            if theirs != mine:
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        for fd in fds:
+            sc.setns(fd, 0)
+            os.close(fd)
+        if ctx.stdio:
+            _dup_stdio(ctx.stdio)
+        pid = os.fork()
+        if pid:
+            send(sock, pid=pid)
+            os._exit(0)
+        prepare_process(ctx, sock)
+        send(sock, created=True)
+        sock.close()
+        exec_process(ctx)
+    except BaseException as e:  # noqa: BLE001
+        _fail(sock, e)
+    sys.exit(1)

@@ -1,0 +1,106 @@
+"""Resolve paths inside a container root with symlinks confined to it.
+
+Every mount destination, device node and masked path goes through here: openat2
+with RESOLVE_IN_ROOT gives an O_PATH fd, and callers act on that fd
+(/proc/self/fd/N), never on a path string an attacker could swap (CVE-2021-30465).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+
+from pallet.oci.linux import syscalls as sc
+
+_DIR = os.O_PATH | os.O_DIRECTORY
+_IN_ROOT = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+
+
+def clean(path: str) -> str:
+    """Lexically normalise a container path to a relative form ('' is the root)."""
+    p = posixpath.normpath("/" + path)
+    return p.lstrip("/")
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
+    """Open PATH as seen from inside the root; symlinks and '..' never leave it."""
+    rel = clean(path) or "."
+    return sc.openat2(root_fd, rel, flags, _IN_ROOT)
+
+
+def mkdir_all(root_fd: int, path: str, mode: int = 0o755) -> int:
+    """Create every missing directory of PATH inside the root; return an O_PATH fd to it."""
+    rel = clean(path)
+    fd = os.dup(root_fd)
+    if not rel:
+        return fd
+    try:
+        for part in rel.split("/"):
+            try:
+                nfd = sc.openat2(fd, part, _DIR, _IN_ROOT)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass  # a racing creator or a dangling symlink: openat2 below decides
+                nfd = sc.openat2(fd, part, _DIR, _IN_ROOT)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def ensure_file(root_fd: int, path: str, mode: int = 0o644) -> int:
+    """Make sure PATH exists inside the root as a non-directory; return an O_PATH fd."""
+    rel = clean(path)
+    try:
+        return open_in_root(root_fd, rel)
+    except FileNotFoundError:
+        pass
+    parent, name = posixpath.split(rel)
+    pfd = mkdir_all(root_fd, parent)
+    try:
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY,
+                             mode, dir_fd=pfd))
+        except FileExistsError:
+            pass
+        return sc.openat2(pfd, name, os.O_PATH, _IN_ROOT)
+    finally:
+        os.close(pfd)
+
+
+def ensure_target(root_fd: int, path: str, like: str | None) -> int:
+    """Create a mount target shaped like the source (dir unless the source is not one)."""
+    if like is not None:
+        try:
+            if not stat.S_ISDIR(os.stat(like).st_mode):
+                return ensure_file(root_fd, path)
+        except FileNotFoundError:
+            pass
+    try:
+        return mkdir_all(root_fd, path)
+    except NotADirectoryError:
+        return open_in_root(root_fd, path)
+
+
+def is_dir_fd(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+def exists_in_root(root_fd: int, path: str) -> bool:
+    try:
+        os.close(open_in_root(root_fd, path))
+        return True
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise

@@ -1,0 +1,140 @@
+"""The one interface every cgroup backend (v1, v2, hybrid) implements, with the parts they share.
+
+Removal, killing and pid listing work the same everywhere and live here; limits live in backends.
+"""
+
+import abc
+import errno
+import logging
+import os
+import signal
+import time
+
+from pallet.oci.cgroups import files
+from pallet.oci.cgroups.errors import CgroupError
+
+log = logging.getLogger("pallet.oci.cgroups")
+
+
+class Cgroup(abc.ABC):
+    """A container's cgroup in every hierarchy of the host."""
+
+    mode: str = ""
+
+    @property
+    @abc.abstractmethod
+    def paths(self) -> dict[str, str]:
+        """Controller (or "unified", or "name=x") -> absolute cgroup directory."""
+
+    @abc.abstractmethod
+    def create(self) -> None:
+        """Make the directory in every hierarchy, parents included; idempotent."""
+
+    @abc.abstractmethod
+    def apply(self, pid: int) -> None:
+        """Move pid into the cgroup in every hierarchy."""
+
+    @abc.abstractmethod
+    def set(self, resources: dict) -> None:
+        """Apply an OCI linux.resources dict (also what `update` passes)."""
+
+    @abc.abstractmethod
+    def freeze(self) -> None:
+        """Freeze every process; returns once the kernel reports frozen."""
+
+    @abc.abstractmethod
+    def thaw(self) -> None:
+        """Let frozen processes run again."""
+
+    @abc.abstractmethod
+    def is_frozen(self) -> bool:
+        """Whether the cgroup is frozen now."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict:
+        """Usage numbers shaped like the "data" of runc `events --stats`."""
+
+    @abc.abstractmethod
+    def _procs_dir(self) -> str:
+        """The directory whose cgroup.procs lists the container's processes."""
+
+    def _kill_file(self) -> str | None:
+        """A cgroup.kill file that kills everything at once, if the kernel has one."""
+        return None
+
+    def _can_freeze(self) -> bool:
+        return True
+
+    def exists(self) -> bool:
+        """Whether any of the cgroup's directories is still there."""
+        return any(os.path.isdir(p) for p in set(self.paths.values()))
+
+    def pids(self) -> list[int]:
+        """Every pid in the cgroup and its sub-cgroups; [] when the cgroup is gone."""
+        return sorted(set(files.read_procs(self._procs_dir())))
+
+    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+        """Signal every process; frozen meanwhile (v1-style) so none forks away unseen."""
+        kill_file = self._kill_file()
+        if sig == signal.SIGKILL and kill_file:
+            try:
+                files.write(os.path.dirname(kill_file), "cgroup.kill", "1")
+                return
+            except CgroupError:
+                if not os.path.isdir(os.path.dirname(kill_file)):
+                    return
+                raise
+        if not self.exists():
+            return
+        was_frozen = self._can_freeze() and self.is_frozen()
+        froze = False
+        if self._can_freeze() and not was_frozen:
+            try:
+                self.freeze()
+                froze = True
+            except CgroupError as e:
+                log.debug("kill_all: signalling without freezing: %s", e)
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            # A paused container stays paused, except that SIGKILL only lands on thawed tasks.
+            if froze or (was_frozen and sig == signal.SIGKILL):
+                self.thaw()
+
+    def destroy(self) -> None:
+        """Remove the cgroup (and sub-cgroups) everywhere; kill and retry while busy; idempotent."""
+        dirs = sorted(set(self.paths.values()))
+        delay = 0.01
+        busy: list[str] = []
+        for attempt in range(8):
+            busy = [d for d in dirs if not _remove_tree(d)]
+            if not busy:
+                return
+            if attempt == 0:
+                self.kill_all(signal.SIGKILL)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise CgroupError(
+            f"cannot remove cgroup {busy[0]}: still busy after killing its processes "
+            f"(pids left: {self.pids() or 'none'})"
+        )
+
+
+def _remove_tree(top: str) -> bool:
+    """rmdir top and its sub-cgroups, deepest first; True once top is gone."""
+    if not os.path.isdir(top):
+        return True
+    for root, _dirs, _files in os.walk(top, topdown=False):
+        try:
+            os.rmdir(root)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                return False
+            raise CgroupError(f"cannot remove cgroup {root}: {e.strerror}") from None
+    return not os.path.isdir(top)

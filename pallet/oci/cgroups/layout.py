@@ -1,0 +1,138 @@
+"""Where the cgroup hierarchies are: mountinfo parsing, v1/v2/hybrid detection, cgroupsPath resolution.
+
+Pure functions over the text of /proc/self/mountinfo and /proc/self/cgroup, so tests feed samples.
+"""
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from pallet.oci.cgroups.errors import InvalidCgroupValue
+
+# Kernel v1 controller names; other super options of a "cgroup" mount are mount flags.
+V1_CONTROLLERS = frozenset(
+    {
+        "cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls",
+        "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mounted cgroup hierarchy."""
+
+    mountpoint: str
+    root: str  # the cgroup mounted there, as mountinfo's 4th field gives it
+    version: int  # 1 or 2
+    controllers: frozenset[str] = frozenset()  # v1: its controllers and name=...; v2: empty
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The cgroup hierarchies of this host, as one mode."""
+
+    mode: str  # "v1", "v2" or "hybrid"
+    v1: dict[str, Mount] = field(default_factory=dict)  # controller (or name=x) -> mount
+    unified: Mount | None = None
+
+
+def _unescape(text: str) -> str:
+    # mountinfo octal-escapes space, tab, newline and backslash.
+    if "\\" not in text:
+        return text
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """The cgroup and cgroup2 mounts in a mountinfo text, in mount order."""
+    mounts: list[Mount] = []
+    for line in text.splitlines():
+        fields = line.split()
+        try:
+            sep = fields.index("-", 6)
+        except ValueError:
+            continue
+        if len(fields) < sep + 4:
+            continue
+        fstype = fields[sep + 1]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        if fstype == "cgroup2":
+            mounts.append(Mount(mountpoint, root, 2))
+            continue
+        opts = fields[sep + 3].split(",")
+        ctrls = frozenset(o for o in opts if o in V1_CONTROLLERS or o.startswith("name="))
+        mounts.append(Mount(mountpoint, root, 1, ctrls))
+    return mounts
+
+
+def detect(mountinfo_text: str) -> Layout:
+    """Decide v1, v2 or hybrid from the mounts; the first mount of each hierarchy wins."""
+    v1: dict[str, Mount] = {}
+    unified: Mount | None = None
+    for m in parse_mountinfo(mountinfo_text):
+        if m.version == 2:
+            unified = unified or m
+            continue
+        for c in m.controllers:
+            v1.setdefault(c, m)
+    real_v1 = any(not c.startswith("name=") for c in v1)
+    if real_v1:
+        return Layout("hybrid" if unified else "v1", v1, unified)
+    if unified:
+        # A lone name=systemd v1 hierarchy beside cgroup2 holds no controller: still pure v2.
+        return Layout("v2", {}, unified)
+    return Layout("none")
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/<pid>/cgroup as controller -> path; the cgroup2 entry is keyed ""."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, ctrls, path = parts
+        if ctrls == "":
+            out[""] = path
+        for c in ctrls.split(","):
+            if c:
+                out[c] = path
+    return out
+
+
+def normalize_cgroups_path(cgroups_path: str | None, container_id: str) -> str:
+    """The validated cgroupsPath; "/pallet/<id>" when the spec gives none."""
+    if cgroups_path is None or cgroups_path == "":
+        if not container_id or "/" in container_id:
+            raise InvalidCgroupValue(f"container id {container_id!r} cannot name a cgroup")
+        return f"/pallet/{container_id}"
+    if cgroups_path.count(":") == 2 and "/" not in cgroups_path:
+        raise InvalidCgroupValue(
+            f"cgroupsPath {cgroups_path!r} is in systemd slice:prefix:name form; pallet uses "
+            "the cgroupfs driver here, give a path such as /pallet/<id>"
+        )
+    if ".." in cgroups_path.split("/"):
+        raise InvalidCgroupValue(f"cgroupsPath {cgroups_path!r} must not contain '..'")
+    path = posixpath.normpath(cgroups_path)
+    if path in ("/", "."):
+        raise InvalidCgroupValue(f"cgroupsPath {cgroups_path!r} names the root cgroup")
+    return path
+
+
+def own_dir(mount: Mount, own_path: str) -> str:
+    """The directory of the caller's own cgroup (a /proc/self/cgroup path) in a mount."""
+    root = mount.root.rstrip("/")
+    if own_path == root or own_path.startswith(root + "/"):
+        own_path = own_path[len(root) :]
+    return posixpath.join(mount.mountpoint, own_path.lstrip("/"))
+
+
+def cgroup_dir(mount: Mount, cgroups_path: str, own_path: str | None) -> str:
+    """Like runc's cgroupfs driver: absolute paths hang off the mount, relative off our own cgroup."""
+    if cgroups_path.startswith("/"):
+        return posixpath.join(mount.mountpoint, cgroups_path.lstrip("/"))
+    base = own_dir(mount, own_path) if own_path is not None else mount.mountpoint
+    return posixpath.normpath(posixpath.join(base, cgroups_path))

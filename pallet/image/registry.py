@@ -1,0 +1,388 @@
+"""A distribution-spec (OCI registry API v2) client on httpx: pull, push, auth, retries.
+
+URL building and response interpretation are pure functions; `RegistryClient`
+does the I/O (auth challenge, backoff on 5xx/dropped connections, resumable blobs).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urljoin
+
+import httpx
+
+from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, SystemFailure
+from pallet.image import auth
+from pallet.image.content import BlobWriter, ContentStore, DigestMismatch, sha256_digest
+from pallet.image.manifest import ACCEPT, Descriptor
+
+MAX_MANIFEST = 4 << 20
+CHUNK = 1 << 20
+Progress = Callable[[str, str, int, int], None]  # (event, digest, done, total)
+
+
+class RegistryUnavailable(SystemFailure):
+    """The registry could not be reached or kept failing (5xx, dropped connections)."""
+
+
+class RegistryDenied(FailedPrecondition):
+    """The registry refused our credentials (401/403)."""
+
+
+# -- pure protocol pieces --------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1, with or without a port."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def manifest_path(repo: str, ref: str) -> str:
+    return f"/v2/{repo}/manifests/{ref}"
+
+
+def blob_path(repo: str, digest: str) -> str:
+    return f"/v2/{repo}/blobs/{digest}"
+
+
+def upload_start_path(repo: str, mount: str | None = None, from_repo: str | None = None) -> str:
+    path = f"/v2/{repo}/blobs/uploads/"
+    if mount and from_repo:
+        path += "?" + urlencode({"mount": mount, "from": from_repo})
+    return path
+
+
+def upload_finish_url(location: str, base: str, digest: str) -> str:
+    """The Location of an upload session may be relative and may already carry a query."""
+    url = urljoin(base + "/", location)
+    return url + ("&" if "?" in url else "?") + urlencode({"digest": digest})
+
+
+def error_detail(resp: httpx.Response) -> str:
+    """The registry's own error message from a distribution-spec error body, if any."""
+    try:
+        errs = resp.json().get("errors") or []
+        if errs:
+            e = errs[0]
+            return f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError):
+        pass
+    return resp.reason_phrase or str(resp.status_code)
+
+
+def response_error(resp: httpx.Response, what: str) -> Exception:
+    """Map a failed response to pallet's error hierarchy, naming `what` was asked for."""
+    detail = error_detail(resp)
+    if resp.status_code == 404:
+        return NotFound(f"{what}: not found ({detail})")
+    if resp.status_code in (401, 403):
+        return RegistryDenied(
+            f"{what}: access denied ({resp.status_code} {detail}); check `pallet login` credentials"
+        )
+    if resp.status_code >= 500:
+        return RegistryUnavailable(f"{what}: registry error {resp.status_code} ({detail})")
+    return FailedPrecondition(f"{what}: registry answered {resp.status_code} ({detail})")
+
+
+# -- I/O -------------------------------------------------------------------
+
+
+@dataclass
+class RegistryConfig:
+    """Registry settings shared by CLI and daemon."""
+
+    insecure: set[str] = field(default_factory=set)  # hosts allowed plain HTTP / skip-verify
+    mirrors: dict[str, list[str]] = field(default_factory=dict)  # host -> mirror endpoints
+    auths: dict[str, tuple[str, str]] | None = None  # None: read docker config.json lazily
+    retries: int = 4
+    backoff: float = 0.25
+    timeout: float = 30.0
+    concurrency: int = 4
+
+
+class RegistryClient:
+    """Talks to one registry host; safe to share between the threads of one pull."""
+
+    def __init__(self, host: str, config: RegistryConfig | None = None):
+        self.host = host
+        self.config = config or RegistryConfig()
+        self.insecure = is_loopback(host) or host in self.config.insecure
+        self._base: str | None = None
+        self._base_lock = threading.Lock()
+        self._auth_headers: dict[str, str] = {}  # scope -> Authorization
+        self._tokens = auth.TokenCache()
+        auths = self.config.auths if self.config.auths is not None else auth.load_auths()
+        self._creds = auth.credentials_for(host, auths)
+        self._http = httpx.Client(
+            verify=not self.insecure,
+            timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0)),
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=self.config.concurrency + 2),
+            headers={"User-Agent": "pallet/0.1"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # base URL: https always; plain http only for insecure/loopback, after https fails.
+    def base_url(self) -> str:
+        with self._base_lock:
+            if self._base:
+                return self._base
+            https = f"https://{self.host}"
+            if not self.insecure:
+                self._base = https
+                return https
+            try:
+                self._http.get(https + "/v2/", timeout=5.0)
+                self._base = https
+            except httpx.TransportError:
+                self._base = f"http://{self.host}"
+            return self._base
+
+    def _token(self, challenge: auth.Challenge, scope: str) -> str:
+        realm, service = challenge.realm, challenge.params.get("service", "")
+        cached = self._tokens.get(realm, service, scope)
+        if cached:
+            return cached
+        params = {"service": service, "scope": scope} if service else {"scope": scope}
+        headers = {}
+        if self._creds:
+            headers["Authorization"] = auth.basic_header(*self._creds)
+        try:
+            resp = self._http.get(realm, params=params, headers=headers)
+        except httpx.TransportError as e:
+            raise RegistryUnavailable(f"token server {realm} unreachable: {e}") from None
+        if resp.status_code != 200:
+            raise response_error(resp, f"token for {scope} from {realm}")
+        doc = resp.json()
+        token = doc.get("token") or doc.get("access_token")
+        if not token:
+            raise RegistryDenied(f"token server {realm} returned no token for {scope}")
+        self._tokens.put(realm, service, scope, token, float(doc.get("expires_in") or 60))
+        return token
+
+    def _authorize(self, resp: httpx.Response, scope: str) -> bool:
+        """Answer a 401 challenge; return True if a retry with new credentials makes sense."""
+        challenge = auth.parse_challenge(resp.headers.get("www-authenticate", ""))
+        if challenge is None:
+            return False
+        if challenge.scheme == "bearer":
+            scope = challenge.params.get("scope") or scope
+            header = "Bearer " + self._token(challenge, scope)
+        elif challenge.scheme == "basic" and self._creds:
+            header = auth.basic_header(*self._creds)
+        else:
+            return False
+        if self._auth_headers.get(scope) == header:
+            return False  # the same credentials were just refused
+        self._auth_headers[scope] = header
+        return True
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        scope: str,
+        what: str,
+        headers: dict[str, str] | None = None,
+        content: Any = None,
+        stream: bool = False,
+        ok: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        """Send with auth and retries; return a response whose status is in `ok`."""
+        url = path_or_url if "://" in path_or_url else self.base_url() + path_or_url
+        attempt = 0
+        authed = False
+        while True:
+            h = dict(headers or {})
+            if scope in self._auth_headers:
+                h["Authorization"] = self._auth_headers[scope]
+            body = content() if callable(content) else content
+            try:
+                req = self._http.build_request(method, url, headers=h, content=body)
+                resp = self._http.send(req, stream=stream)
+            except httpx.TransportError as e:
+                if attempt >= self.config.retries:
+                    raise RegistryUnavailable(f"{what}: cannot reach {self.host}: {_cause(e)}") from None
+                attempt += 1
+                time.sleep(self.config.backoff * 2 ** (attempt - 1))
+                continue
+            if resp.status_code in ok:
+                return resp
+            if stream:
+                resp.read()
+            if resp.status_code == 401 and not authed:
+                authed = True
+                if self._authorize(resp, scope):
+                    continue
+            if (resp.status_code >= 500 or resp.status_code == 429) and attempt < self.config.retries:
+                attempt += 1
+                time.sleep(self.config.backoff * 2 ** (attempt - 1))
+                continue
+            raise response_error(resp, what)
+
+    # -- pull --------------------------------------------------------------
+    def get_manifest(self, repo: str, ref: str, what: str) -> tuple[bytes, str, str]:
+        """Fetch a manifest by tag or digest: (bytes, media type, digest). Verified if by digest."""
+        resp = self.request(
+            "GET", manifest_path(repo, ref), auth.scope_for(repo, "pull"), what,
+            headers={"Accept": ACCEPT}, stream=True,
+        )
+        try:
+            data = bytearray()
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if len(data) > MAX_MANIFEST:
+                    raise InvalidArgument(f"{what}: manifest larger than {MAX_MANIFEST} bytes")
+        except httpx.TransportError as e:
+            raise RegistryUnavailable(f"{what}: manifest transfer failed: {_cause(e)}") from None
+        finally:
+            resp.close()
+        digest = sha256_digest(bytes(data))
+        if ref.startswith("sha256:") and digest != ref:
+            raise DigestMismatch(f"{what}: registry sent a manifest hashing to {digest}, not {ref}")
+        header = resp.headers.get("docker-content-digest")
+        if header and header.startswith("sha256:") and header != digest:
+            raise DigestMismatch(f"{what}: manifest digest {digest} disagrees with registry's {header}")
+        return bytes(data), resp.headers.get("content-type", ""), digest
+
+    def fetch_blob(
+        self, repo: str, desc: Descriptor, store: ContentStore, what: str,
+        progress: Progress | None = None,
+    ) -> None:
+        """Download a blob into `store`, verifying while streaming; resume after drops."""
+        if store.has(desc.digest, desc.size):
+            if progress:
+                progress("exists", desc.digest, desc.size, desc.size)
+            return
+        scope = auth.scope_for(repo, "pull")
+        attempts = 0
+        writer = BlobWriter(store, desc.digest, desc.size)
+        try:
+            while True:
+                headers = {"Range": f"bytes={writer.written}-"} if writer.written else {}
+                resp = self.request(
+                    "GET", blob_path(repo, desc.digest), scope, f"{what}: blob {desc.digest}",
+                    headers=headers, stream=True, ok=(200, 206),
+                )
+                try:
+                    if writer.written and resp.status_code == 200:
+                        # The server ignored Range: start over with a fresh temp file.
+                        writer.abort()
+                        writer = BlobWriter(store, desc.digest, desc.size)
+                    for chunk in resp.iter_raw(CHUNK):
+                        writer.write(chunk)
+                        if progress:
+                            progress("download", desc.digest, writer.written, desc.size)
+                    break
+                except httpx.TransportError as e:
+                    attempts += 1
+                    if attempts > self.config.retries:
+                        raise RegistryUnavailable(
+                            f"{what}: blob {desc.digest} transfer kept failing: {_cause(e)}"
+                        ) from None
+                    time.sleep(self.config.backoff * 2 ** (attempts - 1))
+                finally:
+                    resp.close()
+            writer.commit()
+        except OSError as e:
+            writer.abort()
+            if e.errno == errno.ENOSPC:
+                raise SystemFailure(f"{what}: no space left on device storing {desc.digest}") from None
+            raise
+        except BaseException:
+            writer.abort()
+            raise
+        if progress:
+            progress("done", desc.digest, desc.size, desc.size)
+
+    # -- push --------------------------------------------------------------
+    def blob_exists(self, repo: str, digest: str, scope: str) -> bool:
+        try:
+            self.request("HEAD", blob_path(repo, digest), scope, f"blob {digest}")
+            return True
+        except NotFound:
+            return False
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str, scope: str) -> bool:
+        """Cross-repository mount; True if the registry linked the blob without an upload."""
+        resp = self.request(
+            "POST", upload_start_path(repo, digest, from_repo), scope,
+            f"{self.host}/{repo}: mount {digest}", ok=(201, 202),
+        )
+        if resp.status_code == 202 and resp.headers.get("location"):
+            # Mount refused; cancel the upload session it opened (best effort).
+            try:
+                self.request("DELETE", urljoin(self.base_url() + "/", resp.headers["location"]),
+                             scope, "cancel upload", ok=(200, 202, 204, 404))
+            except (FailedPrecondition, NotFound, RegistryUnavailable):
+                pass
+        return resp.status_code == 201
+
+    def upload_blob(
+        self, repo: str, desc: Descriptor, store: ContentStore, what: str,
+        from_repo: str | None = None, progress: Progress | None = None,
+    ) -> None:
+        scope = auth.scope_for(repo, "pull,push")
+        if from_repo and from_repo != repo:
+            scope += " " + auth.scope_for(from_repo, "pull")
+        if self.blob_exists(repo, desc.digest, scope):
+            if progress:
+                progress("exists", desc.digest, desc.size, desc.size)
+            return
+        if from_repo and from_repo != repo and self.mount_blob(repo, desc.digest, from_repo, scope):
+            if progress:
+                progress("mounted", desc.digest, desc.size, desc.size)
+            return
+        # Monolithic upload: POST opens a session, PUT ?digest= sends all bytes and closes it.
+        start = self.request("POST", upload_start_path(repo), scope, f"{what}: start upload", ok=(202,))
+        url = upload_finish_url(start.headers["location"], self.base_url(), desc.digest)
+
+        def body() -> Iterator[bytes]:
+            with store.open(desc.digest) as f:
+                done = 0
+                while chunk := f.read(CHUNK):
+                    done += len(chunk)
+                    if progress:
+                        progress("upload", desc.digest, done, desc.size)
+                    yield chunk
+
+        self.request(
+            "PUT", url, scope, f"{what}: upload blob {desc.digest}",
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)},
+            content=body, ok=(201, 204),
+        )
+        if progress:
+            progress("done", desc.digest, desc.size, desc.size)
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str, what: str) -> str:
+        resp = self.request(
+            "PUT", manifest_path(repo, ref), auth.scope_for(repo, "pull,push"), what,
+            headers={"Content-Type": media_type}, content=data, ok=(201, 200, 202),
+        )
+        return resp.headers.get("docker-content-digest", "")
+
+
+def _cause(e: Exception) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0][:200]

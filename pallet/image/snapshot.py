@@ -1,0 +1,256 @@
+"""Snapshots: one directory per layer chain id, shared between images, mounted with overlayfs.
+
+The overlay driver stores each layer's own files (with overlay whiteouts); the copying
+fallback stores each chain fully merged. Container rootfs = overlay(lowers, upper) or a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from pallet.errors import SystemFailure
+from pallet.image.content import atomic_write, file_lock
+from pallet.image.unpack import LayerResult, apply_layer, copy_tree
+
+MNT_DETACH = 2
+
+
+def chain_ids(diff_ids: list[str] | tuple[str, ...]) -> list[str]:
+    """OCI ChainID: chain(L0)=diff(L0); chain(Ln)=sha256(chain(Ln-1) + " " + diff(Ln))."""
+    out: list[str] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mount as data (type, source, options), like containerd's mount.Mount."""
+
+    type: str
+    source: str
+    options: list[str] = field(default_factory=list)
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _libc_fn() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
+
+
+def mount(source: str, target: str, fstype: str, options: str, flags: int = 0) -> None:
+    rc = _libc_fn().mount(source.encode(), target.encode(), fstype.encode(), flags, options.encode())
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {fstype} on {target}: {os.strerror(e)}")
+
+
+def umount(target: str, flags: int = 0) -> None:
+    rc = _libc_fn().umount2(target.encode(), flags)
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"umount {target}: {os.strerror(e)}")
+
+
+def is_mountpoint(path: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            real = os.path.realpath(path)
+            return any(line.split()[4] == real for line in f)
+    except OSError:
+        return False
+
+
+def probe_overlay(base: Path) -> bool:
+    """Can we mount overlayfs with whiteouts here? (root, kernel support, a usable fs)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read():
+                return False
+    except OSError:
+        return False
+    with tempfile.TemporaryDirectory(dir=base, prefix=".probe-") as tmp:
+        t = Path(tmp)
+        for d in ("lower", "upper", "work", "merged"):
+            (t / d).mkdir()
+        try:
+            os.mknod(t / "lower" / "wh", 0o020000, os.makedev(0, 0))
+            os.setxattr(t / "lower", "trusted.overlay.opaque", b"y")
+            mount("overlay", str(t / "merged"), "overlay",
+                  f"lowerdir={t}/lower,upperdir={t}/upper,workdir={t}/work")
+        except OSError:
+            return False
+        hidden = not (t / "merged" / "wh").exists()
+        umount(str(t / "merged"))
+        return hidden
+
+
+class Snapshotter:
+    """Layer snapshots under `<root>/snapshots/<chain hex>/fs`."""
+
+    def __init__(self, root: str | os.PathLike[str], driver: str | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.driver = driver or self._detect_driver()
+
+    def _detect_driver(self) -> str:
+        marker = self.root / "driver"
+        # The driver is fixed once snapshots exist: overlay dirs are not merged trees.
+        with contextlib.suppress(FileNotFoundError):
+            return marker.read_text().strip()
+        with file_lock(self.root / "driver.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                return marker.read_text().strip()
+            driver = "overlay" if probe_overlay(self.root) else "copy"
+            atomic_write(marker, driver.encode())
+            return driver
+
+    def dir(self, chain_id: str) -> Path:
+        return self.root / chain_id.split(":", 1)[1]
+
+    def fs(self, chain_id: str) -> Path:
+        return self.dir(chain_id) / "fs"
+
+    def exists(self, chain_id: str) -> bool:
+        return (self.dir(chain_id) / "fs").is_dir()
+
+    def all(self) -> set[str]:
+        return {"sha256:" + p.name for p in self.root.iterdir() if len(p.name) == 64}
+
+    def ensure_layer(
+        self, chain_id: str, parent: str | None, open_layer: Callable[[], IO[bytes]],
+        diff_id: str, what: str,
+    ) -> LayerResult | None:
+        """Unpack a layer into its chain's snapshot unless it exists; atomic and lock-guarded."""
+        if self.exists(chain_id):
+            return None
+        hexid = chain_id.split(":", 1)[1]
+        with file_lock(self.root / f".{hexid}.lock"):
+            if self.exists(chain_id):
+                return None  # a concurrent pull made it while we waited
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+            try:
+                fs = tmp / "fs"
+                fs.mkdir()
+                os.chmod(fs, 0o755)
+                if self.driver == "copy" and parent:
+                    copy_tree(str(self.fs(parent)), str(fs))
+                with open_layer() as stream:
+                    result = apply_layer(stream, str(fs), overlay=self.driver == "overlay",
+                                         what=what, expected_diff_id=diff_id)
+                (tmp / "meta.json").write_text(json.dumps(
+                    {"chain_id": chain_id, "parent": parent, "diff_id": diff_id,
+                     "size": result.bytes_written}))
+                os.rename(tmp, self.dir(chain_id))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return result
+
+    def remove(self, chain_id: str) -> None:
+        d = self.dir(chain_id)
+        if d.exists():
+            # Rename first so a crash mid-delete never leaves a half snapshot under its id.
+            trash = self.root / f".rm-{d.name}-{os.getpid()}"
+            os.rename(d, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def clean_temp(self) -> None:
+        for p in self.root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".rm-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def mounts(self, chain: list[str], upper: str | None = None, work: str | None = None) -> list[Mount]:
+        """How to mount the rootfs for a layer chain (bottom first), overlay or bind."""
+        if self.driver == "copy" or not chain:
+            src = str(self.fs(chain[-1])) if chain else ""
+            return [Mount("bind", src, ["rbind", "ro" if upper is None else "rw"])]
+        lowers = ":".join(str(self.fs(c)) for c in reversed(chain))
+        opts = [f"lowerdir={lowers}"]
+        if upper and work:
+            opts += [f"upperdir={upper}", f"workdir={work}"]
+        return [Mount("overlay", "overlay", opts)]
+
+    def prepare_rootfs(self, chain: list[str], container_dir: str | os.PathLike[str]) -> Path:
+        """Make `<container_dir>/rootfs` writable over the image; the caller releases it."""
+        cdir = Path(container_dir)
+        rootfs = cdir / "rootfs"
+        rootfs.mkdir(parents=True, exist_ok=True)
+        self._write_lease(cdir, chain)
+        try:
+            if self.driver == "overlay":
+                if not is_mountpoint(str(rootfs)):
+                    upper, work = cdir / "upper", cdir / "work"
+                    upper.mkdir(exist_ok=True)
+                    work.mkdir(exist_ok=True)
+                    if not chain:
+                        return rootfs
+                    m = self.mounts(chain, str(upper), str(work))[0]
+                    opts = ",".join(m.options)
+                    if len(opts) >= 4096:
+                        raise SystemFailure(f"too many layers for one overlay mount ({len(chain)})")
+                    mount("overlay", str(rootfs), "overlay", opts)
+            elif chain and not any(rootfs.iterdir()):
+                copy_tree(str(self.fs(chain[-1])), str(rootfs))
+        except OSError as e:
+            self._drop_lease(cdir)
+            raise SystemFailure(f"cannot prepare rootfs in {cdir}: {e}") from None
+        return rootfs
+
+    def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
+        cdir = Path(container_dir)
+        rootfs = cdir / "rootfs"
+        if is_mountpoint(str(rootfs)):
+            try:
+                umount(str(rootfs))
+            except OSError:
+                # Busy (a process still holds it): detach so the dir can still be removed.
+                umount(str(rootfs), MNT_DETACH)
+        self._drop_lease(cdir)
+
+    # Leases keep a running container's snapshots safe from prune.
+    def _lease_path(self, cdir: Path) -> Path:
+        key = hashlib.sha256(str(cdir.resolve()).encode()).hexdigest()[:32]
+        return self.root.parent / "leases" / f"{key}.json"
+
+    def _write_lease(self, cdir: Path, chain: list[str]) -> None:
+        p = self._lease_path(cdir)
+        p.parent.mkdir(exist_ok=True)
+        atomic_write(p, json.dumps({"container_dir": str(cdir.resolve()), "chain": chain}).encode())
+
+    def _drop_lease(self, cdir: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._lease_path(cdir).unlink()
+
+    def leased(self) -> set[str]:
+        out: set[str] = set()
+        d = self.root.parent / "leases"
+        if not d.is_dir():
+            return out
+        for p in d.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads(p.read_text())
+                if Path(doc["container_dir"]).exists():
+                    out.update(doc["chain"])
+        return out

@@ -69,9 +69,22 @@ def _namespaces(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return (spec.get("linux") or {}).get("namespaces") or []
 
 
+def _preload(ctx: InitContext) -> None:
+    """Import now what the child needs later: after setns/pivot_root the package is gone."""
+    from pallet.oci.linux import capabilities, process, rlimits, rootfs  # noqa: F401
+
+    if ctx.process.get("terminal"):
+        from pallet.oci.linux import console  # noqa: F401
+    if ctx.seccomp_bpf is not None:
+        from pallet.oci.linux import seccomp  # noqa: F401
+    if (ctx.spec.get("hooks") or {}).get("startContainer"):
+        from pallet.oci import hooks  # noqa: F401
+
+
 def create_child(ctx: InitContext, sock: socket.socket) -> None:
     """First child of create: enter namespaces, fork the container init (pid 1), exit."""
     try:
+        _preload(ctx)
         from pallet.oci.linux import process
 
         process.set_dumpable(False)   # keep /proc/<pid>/exe of this interpreter unreachable
@@ -287,6 +300,7 @@ def _lookup(name: str, path: str | None) -> str:
 def exec_child(ctx: InitContext, sock: socket.socket) -> None:
     """First child of exec: join the container's cgroup and namespaces, fork, exec."""
     try:
+        _preload(ctx)
         from pallet.oci.linux import process
 
         process.set_dumpable(False)

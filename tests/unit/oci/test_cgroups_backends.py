@@ -32,7 +32,9 @@ def _v1(tmp_path, **contents) -> V1Cgroup:
     return V1Cgroup({c: str(tmp_path) for c in ctrls}, {c: "/" for c in ctrls})
 
 
-def _v2(tmp_path, controllers=("cpu", "memory", "pids", "io", "hugetlb", "cpuset"), **contents) -> V2Cgroup:
+def _v2(
+    tmp_path, controllers=("cpu", "memory", "pids", "io", "hugetlb", "cpuset"), **contents
+) -> V2Cgroup:
     for name, text in contents.items():
         (tmp_path / name.replace("__", ".")).write_text(text)
     return V2Cgroup(str(tmp_path), "/sys/fs/cgroup", frozenset(controllers))
@@ -41,13 +43,21 @@ def _v2(tmp_path, controllers=("cpu", "memory", "pids", "io", "hugetlb", "cpuset
 def test_v1_growing_memory_raises_memsw_first(tmp_path, writes):
     cg = _v1(tmp_path, memory__limit_in_bytes="1048576", memory__memsw__limit_in_bytes="1048576")
     cg.set({"memory": {"limit": 4 << 20, "swap": 8 << 20}})
-    assert writes == [("memory.memsw.limit_in_bytes", str(8 << 20)), ("memory.limit_in_bytes", str(4 << 20))]
+    assert writes == [
+        ("memory.memsw.limit_in_bytes", str(8 << 20)),
+        ("memory.limit_in_bytes", str(4 << 20)),
+    ]
 
 
 def test_v1_shrinking_memory_lowers_the_limit_first(tmp_path, writes):
-    cg = _v1(tmp_path, memory__limit_in_bytes=str(64 << 20), memory__memsw__limit_in_bytes=str(64 << 20))
+    cg = _v1(
+        tmp_path, memory__limit_in_bytes=str(64 << 20), memory__memsw__limit_in_bytes=str(64 << 20)
+    )
     cg.set({"memory": {"limit": 4 << 20, "swap": 4 << 20}})
-    assert writes == [("memory.limit_in_bytes", str(4 << 20)), ("memory.memsw.limit_in_bytes", str(4 << 20))]
+    assert writes == [
+        ("memory.limit_in_bytes", str(4 << 20)),
+        ("memory.memsw.limit_in_bytes", str(4 << 20)),
+    ]
 
 
 def test_v1_swappiness_out_of_range_is_refused(tmp_path, writes):
@@ -55,9 +65,18 @@ def test_v1_swappiness_out_of_range_is_refused(tmp_path, writes):
         _v1(tmp_path).set({"memory": {"swappiness": 101}})
 
 
-def test_v1_blkio_weight_without_weight_files_is_a_debug_note_not_an_error(tmp_path, writes, caplog):
+def test_v1_blkio_weight_without_weight_files_is_a_debug_note_not_an_error(
+    tmp_path, writes, caplog
+):
     caplog.set_level(logging.DEBUG, logger="pallet.oci.cgroups")
-    _v1(tmp_path).set({"blockIO": {"weight": 500, "throttleReadBpsDevice": [{"major": 7, "minor": 0, "rate": 10}]}})
+    _v1(tmp_path).set(
+        {
+            "blockIO": {
+                "weight": 500,
+                "throttleReadBpsDevice": [{"major": 7, "minor": 0, "rate": 10}],
+            }
+        }
+    )
     assert writes == [("blkio.throttle.read_bps_device", "7:0 10")]
     assert "blockIO.weight ignored" in caplog.text
 
@@ -74,7 +93,9 @@ def test_v1_missing_controller_is_named(tmp_path, writes):
 
 
 def test_v2_translates_cpu_like_runc(tmp_path, writes):
-    _v2(tmp_path).set({"cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"}})
+    _v2(tmp_path).set(
+        {"cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"}}
+    )
     assert writes == [
         ("cpu.weight", "39"),
         ("cpu.max", "50000 100000"),
@@ -107,7 +128,12 @@ def test_v2_realtime_is_refused(tmp_path, writes):
 
 def test_v2_io_throttles_and_weight(tmp_path, writes):
     _v2(tmp_path, io__weight="default 100").set(
-        {"blockIO": {"weight": 500, "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 0}]}}
+        {
+            "blockIO": {
+                "weight": 500,
+                "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 0}],
+            }
+        }
     )
     assert writes == [("io.weight", "4950"), ("io.max", "8:0 wiops=max")]
 

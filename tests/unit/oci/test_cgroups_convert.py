@@ -82,7 +82,12 @@ def test_a_later_deny_takes_back_part_of_an_allow():
 
 @pytest.mark.parametrize(
     "entry",
-    [{"type": "c"}, {"allow": True, "type": "x"}, {"allow": True, "access": "rwx"}, {"allow": True, "major": -5}],
+    [
+        {"type": "c"},
+        {"allow": True, "type": "x"},
+        {"allow": True, "access": "rwx"},
+        {"allow": True, "major": -5},
+    ],
 )
 def test_malformed_device_rules_are_refused(entry):
     with pytest.raises(InvalidCgroupValue):
@@ -117,7 +122,9 @@ def test_bpf_allow_all_is_a_single_verdict():
 
 
 def test_eperm_is_one_line_naming_file_value_and_capability():
-    err = files.write_error("/sys/fs/cgroup/memory/x/memory.limit_in_bytes", "1\n", OSError(errno.EPERM, "x"))
+    err = files.write_error(
+        "/sys/fs/cgroup/memory/x/memory.limit_in_bytes", "1\n", OSError(errno.EPERM, "x")
+    )
     assert isinstance(err, CgroupError)
     text = str(err)
     assert "\n" not in text and "memory.limit_in_bytes" in text and "CAP_SYS_RESOURCE" in text
@@ -130,5 +137,10 @@ def test_busy_limit_is_an_invalid_value_with_a_hint():
 
 
 def test_flat_and_nested_keyed_files_parse():
-    assert files.parse_flat_keyed("usage_usec 10\nnr_periods 2\nbad\nx max\n") == {"usage_usec": 10, "nr_periods": 2}
-    assert files.parse_nested_keyed("8:0 rbytes=5 wbytes=6 dbytes=0\n") == {"8:0": {"rbytes": 5, "wbytes": 6, "dbytes": 0}}
+    assert files.parse_flat_keyed("usage_usec 10\nnr_periods 2\nbad\nx max\n") == {
+        "usage_usec": 10,
+        "nr_periods": 2,
+    }
+    assert files.parse_nested_keyed("8:0 rbytes=5 wbytes=6 dbytes=0\n") == {
+        "8:0": {"rbytes": 5, "wbytes": 6, "dbytes": 0}
+    }

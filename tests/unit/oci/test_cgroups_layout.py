@@ -82,7 +82,13 @@ def test_escaped_mountpoints_are_decoded():
 
 def test_proc_cgroup_maps_every_controller_and_the_unified_entry():
     own = parse_proc_cgroup("4:memory:/process_api/x\n2:cpu,cpuacct:/a\n1:name=systemd:/s\n0::/u\n")
-    assert own == {"memory": "/process_api/x", "cpu": "/a", "cpuacct": "/a", "name=systemd": "/s", "": "/u"}
+    assert own == {
+        "memory": "/process_api/x",
+        "cpu": "/a",
+        "cpuacct": "/a",
+        "name=systemd": "/s",
+        "": "/u",
+    }
 
 
 def test_default_path_is_under_pallet():
@@ -103,7 +109,10 @@ def test_systemd_slice_form_is_refused_with_a_hint():
 
 def test_absolute_path_hangs_off_each_hierarchy_root():
     layout = detect(PURE_V1)
-    assert cgroup_dir(layout.v1["memory"], "/pallet/c1", "/ignored") == "/sys/fs/cgroup/memory/pallet/c1"
+    assert (
+        cgroup_dir(layout.v1["memory"], "/pallet/c1", "/ignored")
+        == "/sys/fs/cgroup/memory/pallet/c1"
+    )
 
 
 def test_relative_path_hangs_off_the_callers_own_cgroup():

@@ -9,7 +9,14 @@ import os
 from pallet.oci.cgroups.errors import CgroupError, InvalidCgroupValue
 
 # Errnos with which cgroupfs says "this value is wrong here", as opposed to "you may not".
-_VALUE_ERRNOS = {errno.EINVAL, errno.ERANGE, errno.EBUSY, errno.ENOSPC, errno.EOVERFLOW, errno.ENODEV}
+_VALUE_ERRNOS = {
+    errno.EINVAL,
+    errno.ERANGE,
+    errno.EBUSY,
+    errno.ENOSPC,
+    errno.EOVERFLOW,
+    errno.ENODEV,
+}
 
 
 def write(directory: str, name: str, value: str | int) -> None:

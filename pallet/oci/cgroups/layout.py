@@ -5,7 +5,7 @@ Pure functions over the text of /proc/self/mountinfo and /proc/self/cgroup, so t
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pallet.oci.cgroups.errors import InvalidCgroupValue
 
@@ -18,8 +18,7 @@ V1_CONTROLLERS = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     """One mounted cgroup hierarchy."""
 
     mountpoint: str
@@ -28,12 +27,11 @@ class Mount:
     controllers: frozenset[str] = frozenset()  # v1: its controllers and name=...; v2: empty
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """The cgroup hierarchies of this host, as one mode."""
 
     mode: str  # "v1", "v2" or "hybrid"
-    v1: dict[str, Mount] = field(default_factory=dict)  # controller (or name=x) -> mount
+    v1: dict[str, Mount] = {}  # controller (or name=x) -> mount; never mutated, so shared is fine
     unified: Mount | None = None
 
 

@@ -229,7 +229,8 @@ def test_kill_all_on_a_paused_container_leaves_it_paused(cg, spawn):
     cg.kill_all(signal.SIGTERM)
     assert cg.is_frozen()
     cg.kill_all(signal.SIGKILL)  # SIGKILL must thaw to land
-    assert p.wait(timeout=5) == -signal.SIGKILL
+    # On thaw the queued SIGTERM may be acted on first; either way the process is gone.
+    assert p.wait(timeout=5) in (-signal.SIGTERM, -signal.SIGKILL)
 
 
 def test_destroy_of_a_busy_cgroup_kills_and_removes_it(cg, spawn):

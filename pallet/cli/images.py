@@ -1,0 +1,350 @@
+"""`pallet` image commands: pull, push, images, rmi, tag, image inspect/prune, save, load.
+
+Parses and prints only; all work is done by pallet.image.store.ImageStore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pallet.image.store import Image, ImageStore
+
+
+def _store(args: argparse.Namespace) -> ImageStore:
+    from pallet.image.store import ImageStore
+
+    return ImageStore(args.root)
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("pull", help="pull an image from a registry")
+    p.add_argument("image")
+    p.add_argument("--platform", default=None, help="os/arch[/variant], default the host's")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="push an image to a registry")
+    p.add_argument("image")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("images", help="list images")
+    _images_args(p)
+
+    p = sub.add_parser("rmi", help="remove images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("-f", "--force", action="store_true")
+    p.set_defaults(func=cmd_rmi)
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source")
+    p.add_argument("target")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("save", help="write images to a tar archive")
+    p.add_argument("images", nargs="+")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=["docker-archive", "oci-archive"], default="docker-archive")
+    p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser("load", help="load images from a docker-archive or oci-archive tar")
+    p.add_argument("-i", "--input", required=True)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_load)
+
+    image = sub.add_parser("image", help="manage images")
+    isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
+    p = isub.add_parser("inspect", help="show images as JSON")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_inspect)
+    p = isub.add_parser("prune", help="remove unused blobs, snapshots and unnamed images")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (pallet never asks)")
+    p.add_argument("-a", "--all", action="store_true", help="accepted for docker compatibility")
+    p.set_defaults(func=cmd_prune)
+    p = isub.add_parser("ls", help="list images")
+    _images_args(p)
+    p = isub.add_parser("import-layout", help="import images from an OCI layout directory")
+    p.add_argument("dir")
+    p.add_argument("--tag", default=None, help="name for the image (one-image layouts)")
+    p.set_defaults(func=cmd_import_layout)
+    for name in ("build-busybox", "import-busybox"):
+        p = isub.add_parser(name, help="build a busybox image from the host's busybox-static")
+        p.add_argument("--tag", default="busybox:latest")
+        p.add_argument("--busybox", default="/bin/busybox")
+        p.set_defaults(func=cmd_build_busybox)
+    for name in ("pull", "push", "rm", "tag", "save", "load"):
+        # docker also accepts `image pull` etc.; reuse the top-level parsers' handlers.
+        alias = isub.add_parser(name, parents=[], add_help=True, help=f"same as `pallet {name}`")
+        _copy_args(name, alias)
+
+
+def _images_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", nargs="?", default=None)
+    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    p.add_argument("--digests", action="store_true")
+    p.add_argument("--no-trunc", action="store_true")
+    p.add_argument("--format", default=None, help="`json` or `table`")
+    p.set_defaults(func=cmd_images)
+
+
+def _copy_args(name: str, p: argparse.ArgumentParser) -> None:
+    if name in ("pull", "push"):
+        p.add_argument("image")
+        p.add_argument("-q", "--quiet", action="store_true")
+        if name == "pull":
+            p.add_argument("--platform", default=None)
+        p.set_defaults(func=cmd_pull if name == "pull" else cmd_push)
+    elif name == "rm":
+        p.add_argument("images", nargs="+")
+        p.add_argument("-f", "--force", action="store_true")
+        p.set_defaults(func=cmd_rmi)
+    elif name == "tag":
+        p.add_argument("source")
+        p.add_argument("target")
+        p.set_defaults(func=cmd_tag)
+    elif name == "save":
+        p.add_argument("images", nargs="+")
+        p.add_argument("-o", "--output", required=True)
+        p.add_argument("--format", choices=["docker-archive", "oci-archive"], default="docker-archive")
+        p.set_defaults(func=cmd_save)
+    elif name == "load":
+        p.add_argument("-i", "--input", required=True)
+        p.add_argument("-q", "--quiet", action="store_true")
+        p.set_defaults(func=cmd_load)
+
+
+# -- progress ----------------------------------------------------------------
+
+
+class _PlainProgress:
+    """One line per layer event, for logs and pipes (docker's non-tty style)."""
+
+    def __init__(self, push: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._started: set[str] = set()
+        self._verbs = ("Pushing", "Pushed") if push else ("Downloading", "Download complete")
+
+    def __call__(self, event: str, digest: str, done: int, total: int) -> None:
+        short = digest.split(":", 1)[1][:12]
+        with self._lock:
+            if event in ("download", "upload") and digest not in self._started:
+                self._started.add(digest)
+                print(f"{short}: {self._verbs[0]} {_human(total)}", flush=True)
+            elif event in ("done", "exists", "mounted"):
+                word = {"done": self._verbs[1], "exists": "Already exists",
+                        "mounted": "Mounted from another repository"}[event]
+                print(f"{short}: {word}", flush=True)
+
+
+class _RichProgress:
+    """Live per-layer bars on a terminal."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), transient=False)
+        self._tasks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: str, digest: str, done: int, total: int) -> None:
+        with self._lock:
+            if digest not in self._tasks:
+                self._tasks[digest] = self.progress.add_task(digest.split(":", 1)[1][:12], total=total)
+            task = self._tasks[digest]
+        label = {"exists": " (exists)", "mounted": " (mounted)"}.get(event, "")
+        self.progress.update(task, completed=done,
+                             description=digest.split(":", 1)[1][:12] + label)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1000
+    return f"{n}"
+
+
+# -- handlers --------------------------------------------------------------
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from pallet.image.reference import parse_reference
+
+    store = _store(args)
+    ref = parse_reference(args.image)
+    if args.quiet:
+        store.pull(args.image, platform=args.platform)
+        print(ref.familiar() if not ref.digest else str(ref))
+        return 0
+    tag = ref.tag or ref.digest
+    print(f"{tag}: Pulling from {ref.name.removeprefix('docker.io/')}", flush=True)
+    if sys.stdout.isatty():
+        with _RichProgress() as bars:
+            image = store.pull(args.image, platform=args.platform, progress=bars)
+    else:
+        image = store.pull(args.image, platform=args.platform, progress=_PlainProgress())
+    digest = image.repo_digests[0].rsplit("@", 1)[1] if image.repo_digests else image.manifest_digest
+    print(f"Digest: {digest}")
+    print(f"Status: Downloaded newer image for {ref.familiar()}")
+    print(str(ref))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pallet.image.reference import parse_reference
+
+    store = _store(args)
+    ref = parse_reference(args.image)
+    progress = None if args.quiet else _PlainProgress(push=True)
+    digest = store.push(args.image, progress=progress)
+    if not args.quiet:
+        print(f"{ref.tag}: digest: {digest} size: {store.content.size(digest)}")
+    return 0
+
+
+def _image_rows(store: ImageStore, images: list[Image], args: argparse.Namespace) -> list[dict[str, str]]:
+    from pallet.image.reference import parse_reference
+
+    rows = []
+    for image in images:
+        names = image.names or [""]
+        for n in names:
+            if n:
+                r = parse_reference(n)
+                repo = r.familiar().rsplit(":", 1)[0] if r.tag else r.familiar().split("@")[0]
+                tag = r.tag or "<none>"
+            else:
+                repo, tag = "<none>", "<none>"
+            digest = next((d.rsplit("@", 1)[1] for d in image.repo_digests
+                           if d.startswith(repo + "@")), "<none>")
+            rows.append({
+                "Repository": repo, "Tag": tag, "Digest": digest,
+                "ID": image.id if args.no_trunc else image.short_id,
+                "CreatedAt": image.created, "Size": _human(image.size),
+            })
+    return rows
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    store = _store(args)
+    images = store.list()
+    if args.reference:
+        from pallet.image.reference import parse_reference
+
+        want = parse_reference(args.reference, default_tag=False)
+        images = [i for i in images if any(
+            parse_reference(n).name == want.name and (not want.tag or parse_reference(n).tag == want.tag)
+            for n in i.names)]
+    if args.quiet:
+        seen = []
+        for i in images:
+            ident = i.id if args.no_trunc else i.short_id
+            if ident not in seen:
+                seen.append(ident)
+        print("\n".join(seen)) if seen else None
+        return 0
+    rows = _image_rows(store, images, args)
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedAt", "Size"]
+    heads = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
+             "CreatedAt": "CREATED", "Size": "SIZE"}
+    widths = {c: max([len(heads[c])] + [len(r[c]) for r in rows]) for c in cols}
+    print("   ".join(heads[c].ljust(widths[c]) for c in cols).rstrip())
+    for r in rows:
+        print("   ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    from pallet.errors import PalletError
+
+    store = _store(args)
+    code = 0
+    for ref in args.images:
+        try:
+            for line in store.remove(ref, force=args.force):
+                print(line)
+        except PalletError as e:
+            # Like docker: report each failure, go on with the rest, exit non-zero.
+            print(f"Error: {e}", file=sys.stderr)
+            code = 1
+    return code
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    _store(args).tag(args.source, args.target)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = _store(args)
+    print(json.dumps([store.get(ref).to_json() for ref in args.images], indent=4))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    result = _store(args).prune()
+    print(f"Deleted blobs: {result['blobs']}, snapshots: {result['snapshots']}")
+    print(f"Total reclaimed space: {_human(result['bytes'])}")
+    return 0
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    _store(args).save(args.images, args.output, format=args.format)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    images = _store(args).load(args.input)
+    _print_loaded(images)
+    return 0
+
+
+def _print_loaded(images: list[Image]) -> None:
+    from pallet.image.reference import parse_reference
+
+    for image in images:
+        if image.names:
+            for n in image.names:
+                print(f"Loaded image: {parse_reference(n).familiar()}")
+        else:
+            print(f"Loaded image ID: {image.id}")
+
+
+def cmd_import_layout(args: argparse.Namespace) -> int:
+    _print_loaded(_store(args).import_layout(args.dir, name=args.tag))
+    return 0
+
+
+def cmd_build_busybox(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from pallet.image.busybox import build_busybox_layout
+
+    store = _store(args)
+    with tempfile.TemporaryDirectory(dir=store.root) as tmp:
+        layout = build_busybox_layout(f"{tmp}/layout", busybox=args.busybox)
+        _print_loaded(store.import_layout(layout, name=args.tag))
+    return 0

@@ -248,7 +248,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                   i.get("owner") or "root") for i in items]
         widths = [max(len(r[c]) for r in rows) for c in range(6)]
         for r in rows:
-            print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+            print("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

@@ -73,16 +73,22 @@ class Runtime:
         cg = None
         init_pid = 0
         console_sock = None
+        listener = None
         try:
             cg = _cgroup(linux.get("cgroupsPath"), container_id)
             cg.create()
             cg.set(linux.get("resources") or {})
-            os.mkfifo(sd.fifo, 0o622)
             if console_socket:
                 console_sock = _connect(console_socket)
             rootfs = specmod.rootfs_path(spec, bundle)
+            # The init blocks in accept() on this socket until `start` connects. It
+            # inherits the listening fd, so it never reaches the state dir by path
+            # (which a user-namespaced or non-dumpable init may not).
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(sd.start_socket)
+            listener.listen(1)
             ctx = InitContext(spec=spec, process=spec["process"], rootfs=rootfs, bundle=bundle,
-                              fifo=sd.fifo, seccomp_bpf=bpf,
+                              start_fd=listener.fileno(), seccomp_bpf=bpf,
                               console_fd=console_sock.fileno() if console_sock else None,
                               stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
                               cgroup_paths=dict(cg.paths))
@@ -112,6 +118,8 @@ class Runtime:
         finally:
             if console_sock is not None:
                 console_sock.close()
+            if listener is not None:
+                listener.close()
 
     def _spawn(self, ctx: Any, st: ContainerState, cg: Any, spec: dict, linux: dict) -> int:
         from pallet.oci import hooks
@@ -166,7 +174,7 @@ class Runtime:
     def status(self, st: ContainerState) -> str:
         if not st.pid or proc_start_time(st.pid) != st.pid_start:
             return "stopped"
-        if os.path.exists(os.path.join(self.root, st.id, "exec.fifo")):
+        if os.path.exists(StateDir(self.root, st.id).start_socket):
             return "created"
         if st.cgroup_paths and _frozen(st):
             return "paused"
@@ -196,14 +204,14 @@ class Runtime:
             raise FailedPrecondition("cannot start a container that has stopped"
                                      if status == "stopped" else
                                      "cannot start an already running container")
-        fd = os.open(sd.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            if not _read_fifo(fd, st.pid):
-                raise FailedPrecondition(f"container {container_id} init exited before start")
+            _release(sd.start_socket)
+        except OSError:
+            raise FailedPrecondition(f"container {container_id} init exited before start") \
+                from None
         finally:
-            os.close(fd)
             try:
-                os.unlink(sd.fifo)
+                os.unlink(sd.start_socket)
             except FileNotFoundError:
                 pass
         hooks.run_hooks(st.config, "poststart", st.oci("running"))
@@ -371,20 +379,12 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
-def _read_fifo(fd: int, pid: int) -> bool:
-    """Wait until the init writes to the exec fifo; False if it dies first."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while True:
-        if poller.poll(100):
-            try:
-                data = os.read(fd, 1)
-            except BlockingIOError:
-                data = b""
-            if data:
-                return True
-        if not proc_start_time(pid):
-            return False
+def _release(path: str) -> None:
+    """Connect to the init's start socket and wait for its one-byte acknowledgement."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        if s.recv(1) != b"0":
+            raise ConnectionResetError("init closed the start socket")
 
 
 def _frozen(st: ContainerState) -> bool:

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ class InitContext:
     process: dict[str, Any]
     rootfs: str
     bundle: str
-    fifo: str | None = None             # None for exec
+    start_fd: int = -1                  # listening start socket; -1 for exec
     seccomp_bpf: bytes | None = None
     console_fd: int | None = None       # connected --console-socket
     stdio: tuple[int, int, int] | None = None
@@ -136,7 +137,6 @@ def container_init(ctx: InitContext, sock: socket.socket) -> None:
         nss = {n["type"]: n for n in _namespaces(spec)}
         if ctx.stdio:
             _dup_stdio(ctx.stdio)
-        fifo_fd = os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC) if ctx.fifo else -1
         root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"))
         spec_mounts = spec.get("mounts") or []
         rootfs.mount_all(root_fd, spec_mounts, ctx.bundle, ctx.cgroup_paths,
@@ -161,15 +161,17 @@ def container_init(ctx: InitContext, sock: socket.socket) -> None:
         rootfs.readonly_paths(linux.get("readonlyPaths") or [])
         if (spec.get("root") or {}).get("readonly"):
             rootfs.readonly_root()
-        prepare_process(ctx, sock)
-        send(sock, created=True)
-        sock.close()
-        if fifo_fd >= 0:
-            # Blocks until `start` opens the fifo for reading.
-            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-            os.write(fd, b"0")
-            os.close(fd)
-            os.close(fifo_fd)
+        def wait_for_start() -> None:
+            send(sock, created=True)
+            sock.close()
+            # Blocks until `start` connects.
+            listener = socket.socket(fileno=ctx.start_fd)
+            conn, _ = listener.accept()
+            conn.sendall(b"0")
+            conn.close()
+            listener.close()
+
+        prepare_process(ctx, wait_for_start)
         exec_process(ctx)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, e)
@@ -189,8 +191,11 @@ class _Prepared:
 _PREPARED = _Prepared()
 
 
-def prepare_process(ctx: InitContext, sock: socket.socket | None) -> None:
-    """Everything up to the point of exec: terminal, limits, identity, capabilities."""
+def prepare_process(ctx: InitContext, ready: Callable[[], None]) -> None:
+    """Everything up to the point of exec: terminal, limits, identity, capabilities.
+
+    READY is called once setup is complete and before privileges are dropped.
+    """
     from pallet.oci.linux import capabilities, process, rlimits
 
     proc = ctx.process
@@ -210,6 +215,7 @@ def prepare_process(ctx: InitContext, sock: socket.socket | None) -> None:
     os.chdir(cwd)
     _PREPARED.path = _lookup(proc["args"][0], env.get("PATH"))
     _PREPARED.env = env
+    ready()
     caps = proc.get("capabilities")
     nnp = bool(proc.get("noNewPrivileges"))
     if ctx.seccomp_bpf is not None and not nnp:
@@ -262,7 +268,7 @@ def exec_process(ctx: InitContext) -> None:
 
     # startContainer hooks run in the container, after start and before the user process.
     hooks = (ctx.spec.get("hooks") or {}).get("startContainer")
-    if hooks and ctx.fifo:
+    if hooks and ctx.start_fd >= 0:
         from pallet.oci import hooks as hk
 
         hk.run_hooks(ctx.spec, "startContainer", {})
@@ -331,9 +337,11 @@ def exec_child(ctx: InitContext, sock: socket.socket) -> None:
         if pid:
             send(sock, pid=pid)
             os._exit(0)
-        prepare_process(ctx, sock)
-        send(sock, created=True)
-        sock.close()
+        def report() -> None:
+            send(sock, created=True)
+            sock.close()
+
+        prepare_process(ctx, report)
         exec_process(ctx)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, e)

@@ -1,4 +1,4 @@
-"""Per-container state directory: state.json, the exec fifo, and a lock.
+"""Per-container state directory: state.json, the start socket, and a lock.
 
 The state dir lives under the runtime root (runc's default /run/runc; ours
 /run/pallet-runc); status is derived from the process, never trusted from disk.
@@ -19,7 +19,7 @@ from pallet.errors import AlreadyExists, NotFound
 from pallet.oci.spec import validate_id
 
 DEFAULT_ROOT = "/run/pallet-runc"
-FIFO = "exec.fifo"
+START_SOCKET = "start.sock"
 
 
 @dataclass
@@ -55,8 +55,8 @@ class StateDir:
         self.path = os.path.join(root, container_id)
 
     @property
-    def fifo(self) -> str:
-        return os.path.join(self.path, FIFO)
+    def start_socket(self) -> str:
+        return os.path.join(self.path, START_SOCKET)
 
     def create(self) -> None:
         os.makedirs(self.root, mode=0o711, exist_ok=True)

@@ -114,7 +114,9 @@ class HostState:
         for m in self._mounts() - self.mounts:
             out.append(f"mount {m}")
         for c in self._cgroups() - self.cgroups:
-            out.append(f"cgroup {c}")
+            # Other runs may share the machine: with an ident, only its cgroups count.
+            if ident in c or ident == "\0never\0":
+                out.append(f"cgroup {c}")
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue

@@ -89,6 +89,7 @@ def create_child(ctx: InitContext, sock: socket.socket) -> None:
         from pallet.oci.linux import process
 
         process.set_dumpable(False)   # keep /proc/<pid>/exe of this interpreter unreachable
+        _close_leaked_fds(ctx, sock)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         recv(sock)  # the parent has put us in the cgroup
         nss = _namespaces(ctx.spec)
@@ -118,6 +119,24 @@ def create_child(ctx: InitContext, sock: socket.socket) -> None:
         container_init(ctx, sock)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then _exit
         _fail(sock, e)
+
+
+def _close_leaked_fds(ctx: InitContext, sock: socket.socket) -> None:
+    """Close every fd the caller had open that the container must not get.
+
+    Done first, before any chdir or namespace change: a leaked fd to a host
+    directory used as cwd is the CVE-2024-21626 escape.
+    """
+    keep = {sock.fileno(), ctx.start_fd, ctx.console_fd if ctx.console_fd is not None else -1}
+    keep.update(ctx.stdio or ())
+    keep.update(range(3 + ctx.preserve_fds))
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _join(path: str, nstype: int) -> None:
@@ -213,6 +232,10 @@ def prepare_process(ctx: InitContext, ready: Callable[[], None]) -> None:
     env = _env(proc.get("env") or [])
     cwd = proc.get("cwd") or "/"
     os.chdir(cwd)
+    try:
+        os.getcwd()  # fails when cwd lies outside the container's root
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"process.cwd {cwd} is outside the container") from None
     _PREPARED.path = _lookup(proc["args"][0], env.get("PATH"))
     _PREPARED.env = env
     ready()
@@ -310,6 +333,7 @@ def exec_child(ctx: InitContext, sock: socket.socket) -> None:
         from pallet.oci.linux import process
 
         process.set_dumpable(False)
+        _close_leaked_fds(ctx, sock)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         for procs in ctx.cgroup_procs:
             try:

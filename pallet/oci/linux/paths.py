@@ -34,28 +34,47 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
     return sc.openat2(root_fd, rel, flags, _IN_ROOT)
 
 
-def mkdir_all(root_fd: int, path: str, mode: int = 0o755) -> int:
-    """Create every missing directory of PATH inside the root; return an O_PATH fd to it."""
+def mkdir_all(root_fd: int, path: str, mode: int = 0o755, _depth: int = 0) -> int:
+    """Create every missing directory of PATH inside the root; return an O_PATH fd to it.
+
+    A dangling symlink on the way is followed as the container would see it: its
+    target is created inside the root, never outside.
+    """
     rel = clean(path)
     fd = os.dup(root_fd)
     if not rel:
         return fd
+    done = ""
     try:
         for part in rel.split("/"):
             try:
-                nfd = sc.openat2(fd, part, _DIR, _IN_ROOT)
+                nfd = sc.openat2(root_fd, f"{done}/{part}".lstrip("/"), _DIR, _IN_ROOT)
             except FileNotFoundError:
                 try:
                     os.mkdir(part, mode, dir_fd=fd)
                 except FileExistsError:
-                    pass  # a racing creator or a dangling symlink: openat2 below decides
-                nfd = sc.openat2(fd, part, _DIR, _IN_ROOT)
+                    _follow_dangling(root_fd, fd, done, part, mode, _depth)
+                nfd = sc.openat2(root_fd, f"{done}/{part}".lstrip("/"), _DIR, _IN_ROOT)
             os.close(fd)
             fd = nfd
+            done = f"{done}/{part}"
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _follow_dangling(root_fd: int, parent_fd: int, parent: str, name: str, mode: int,
+                     depth: int) -> None:
+    if depth > 40:
+        raise OSError(errno.ELOOP, "too many levels of symbolic links", f"{parent}/{name}")
+    try:
+        target = os.readlink(name, dir_fd=parent_fd)
+    except OSError:
+        return  # not a symlink: someone raced us creating it, which is fine
+    # The link's target as the container sees it: relative to its dir, clamped at root.
+    inside = target if target.startswith("/") else f"{parent}/{target}"
+    os.close(mkdir_all(root_fd, inside, mode, depth + 1))
 
 
 def ensure_file(root_fd: int, path: str, mode: int = 0o644) -> int:

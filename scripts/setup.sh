@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything pallet and its tests need on Debian 12, as root: system
+# packages (the kernel-facing tools and the peers we test against) and a venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(busybox-static libseccomp2 libseccomp-dev iptables iproute2 containernetworking-plugins
+          docker-registry skopeo umoci runc crun podman containerd procps)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The docker-registry package starts a system registry on :5000; tests run their own.
+if command -v systemctl >/dev/null && systemctl is-active -q docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q -e '.[test]'
+echo "setup: ok ($(.venv/bin/pallet --version))"

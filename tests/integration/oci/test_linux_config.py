@@ -253,12 +253,21 @@ def test_preserve_fds(runtime_root, bundle, cid, tmp_path):
 
     extra = tmp_path / "extra"
     extra.write_text("passed-fd")
-    b = bundle(["sh", "-c", "cat <&3; ls /proc/$$/fd | sort -n | tr '\\n' ' '"])
-    cmd = " ".join(pallet_runc(runtime_root, "run", "--preserve-fds", "1", "--bundle", b, cid))
-    out = subprocess.run(["sh", "-c", f"exec 3<{extra}; exec {cmd}"], capture_output=True,
-                         text=True, timeout=30)
-    assert out.stdout.startswith("passed-fd"), out.stderr
-    assert out.stdout[len("passed-fd"):].split() == ["0", "1", "2", "3"]
+    b = bundle(["sh", "-c", "cat <&3; exec sleep 30"])
+    cmd = " ".join(pallet_runc(runtime_root, "run", "-d", "--preserve-fds", "1", "--bundle", b,
+                               cid))
+    out = subprocess.run(["sh", "-c", f"exec 3<{extra}; exec {cmd} >{tmp_path}/out 2>&1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, (tmp_path / "out").read_text()
+    pid = json.loads(subprocess.run(pallet_runc(runtime_root, "state", cid),
+                                    capture_output=True, text=True).stdout)["pid"]
+    deadline = time.monotonic() + 5
+    while "passed-fd" not in (tmp_path / "out").read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (tmp_path / "out").read_text() == "passed-fd"
+    # Checked from the host, so nothing the check opens is counted.
+    assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2, 3]
+    subprocess.run(pallet_runc(runtime_root, "delete", "--force", cid), capture_output=True)
 
 
 def test_cgroup_limits_pause_resume_update_events(runc_cli, bundle, cid):

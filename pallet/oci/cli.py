@@ -170,9 +170,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     if not args.detach:
         _become_subreaper()
-    st = rt.create(args.id, args.bundle, console_socket=args.console_socket,
-                   pid_file=args.pid_file, no_pivot=args.no_pivot,
-                   preserve_fds=args.preserve_fds)
+    console = None
+    if not args.console_socket and not args.detach and _wants_terminal(args.bundle):
+        from pallet.oci.terminal import ConsoleReceiver
+
+        console = ConsoleReceiver()  # runc gives `run` a terminal of its own; so do we
+    try:
+        st = rt.create(args.id, args.bundle,
+                       console_socket=console.path if console else args.console_socket,
+                       pid_file=args.pid_file, no_pivot=args.no_pivot,
+                       preserve_fds=args.preserve_fds)
+        master = console.master() if console else -1
+    finally:
+        if console:
+            console.close()
     try:
         rt.start(args.id)
     except BaseException:
@@ -181,10 +192,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     _forward_signals(st.pid)
+    if master >= 0:
+        from pallet.oci.terminal import proxy
+
+        proxy(master, st.pid)
     code = wait_exit(st.pid)
     if not args.keep:
         rt.delete(args.id, force=True)
     return code
+
+
+def _wants_terminal(bundle: str) -> bool:
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            return bool(json.load(f).get("process", {}).get("terminal"))
+    except (OSError, ValueError, AttributeError):
+        return False  # create reports the real problem
 
 
 def _forward_signals(pid: int) -> None:
@@ -284,8 +307,21 @@ def cmd_exec(args: argparse.Namespace) -> int:
             process["capabilities"] = caps
         if args.no_new_privs:
             process["noNewPrivileges"] = True
-    pid = rt.exec(args.id, process, console_socket=args.console_socket,
-                  preserve_fds=args.preserve_fds)
+    console = None
+    if process.get("terminal") and not args.console_socket and not args.detach:
+        from pallet.oci.create import _become_subreaper
+        from pallet.oci.terminal import ConsoleReceiver
+
+        _become_subreaper()
+        console = ConsoleReceiver()
+    try:
+        pid = rt.exec(args.id, process,
+                      console_socket=console.path if console else args.console_socket,
+                      preserve_fds=args.preserve_fds)
+        master = console.master() if console else -1
+    finally:
+        if console:
+            console.close()
     if args.pid_file:
         from pallet.oci.create import _write_pid_file
 
@@ -293,6 +329,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     _forward_signals(pid)
+    if master >= 0:
+        from pallet.oci.terminal import proxy
+
+        proxy(master, pid)
     return wait_exit(pid)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import time
@@ -289,3 +290,36 @@ def test_cgroup_limits_pause_resume_update_events(runc_cli, bundle, cid):
     assert stats["data"]["pids"]["limit"] == 77
     assert stats["data"]["memory"]["usage"]["limit"] == 128 << 20
     assert runc_cli("delete", "--force", cid).returncode == 0
+
+
+def test_run_gives_a_terminal_without_console_socket(runtime_root, bundle, cid):
+    """`pallet-runc run` of a terminal: true config proxies a pty, as runc does."""
+    import pty
+
+    from tests.conftest import pallet_runc
+
+    b = bundle(["sh", "-c", "tty; read line; echo got:$line; exit 2"], terminal=True)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(pallet_runc(runtime_root, "run", "--bundle", b, cid), stdin=slave,
+                            stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    data = b""
+    deadline = time.monotonic() + 15
+    sent = False
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            data += chunk
+        if b"/dev/pts/" in data and not sent:
+            os.write(master, b"hello\n")
+            sent = True
+        if b"got:hello" in data:
+            break
+    assert proc.wait(timeout=15) == 2
+    os.close(master)
+    text = data.decode(errors="replace")
+    assert "/dev/pts/0" in text and "got:hello" in text

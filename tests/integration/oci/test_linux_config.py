@@ -323,3 +323,52 @@ def test_run_gives_a_terminal_without_console_socket(runtime_root, bundle, cid):
     os.close(master)
     text = data.decode(errors="replace")
     assert "/dev/pts/0" in text and "got:hello" in text
+
+
+def test_seccomp_errno_rule(runc_cli, bundle, cid):
+    b = bundle(["sh", "-c", "mkdir /tmp/d 2>&1; echo rc=$?; uname -s"])
+    edit_config(b, lambda s: s["linux"].update(seccomp={
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 1}]}))
+    out = run(runc_cli, b, cid)
+    assert "Operation not permitted" in out.stdout and "rc=1" in out.stdout, out.stderr
+    assert out.stdout.strip().endswith("Linux")
+
+
+def test_oom_score_adj_personality_and_start_hook(runc_cli, bundle, cid):
+    b = bundle(["sh", "-c", "cat /proc/self/oom_score_adj; uname -m; cat /tmp/hook-ran"])
+
+    def cfg(s):
+        s["process"]["oomScoreAdj"] = 500
+        s["linux"]["personality"] = {"domain": "LINUX32"}
+        # startContainer hooks run inside the container, after start, before the process.
+        s["hooks"] = {"startContainer": [{"path": "/bin/sh",
+                                          "args": ["sh", "-c", "echo yes > /tmp/hook-ran"]}]}
+
+    edit_config(b, cfg)
+    out = run(runc_cli, b, cid)
+    assert out.stdout.split() == ["500", "i686", "yes"], out.stderr
+
+
+def test_device_cgroup_denies_unlisted_devices(runc_cli, bundle, cid):
+    b = bundle(["sh", "-c", "echo > /dev/null && echo null-ok; "
+                            "head -c1 /dev/fuse 2>&1 | head -1"])
+
+    def cfg(s):
+        s["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                  "fileMode": 0o666}]
+        s["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+
+    edit_config(b, cfg)
+    out = run(runc_cli, b, cid)
+    assert "null-ok" in out.stdout
+    assert "Operation not permitted" in out.stdout, out.stdout + out.stderr
+
+
+def test_container_sees_its_own_cgroup(runc_cli, bundle, cid):
+    b = bundle(["sh", "-c", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
+                            "cat /sys/fs/cgroup/pids.max"])
+    edit_config(b, lambda s: s["linux"].update(resources={"pids": {"limit": 42}}))
+    out = run(runc_cli, b, cid)
+    assert out.stdout.strip() == "42", out.stderr

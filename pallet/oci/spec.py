@@ -14,7 +14,7 @@ from typing import Any
 from pallet.errors import NotFound, SpecError
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
-_ID_RE = re.compile(r"^[\w+\-.]+$")
+_ID_RE = re.compile(r"[\w+\-.]+", re.ASCII)
 
 Spec = dict[str, Any]
 
@@ -22,7 +22,7 @@ Spec = dict[str, Any]
 def validate_id(container_id: str) -> None:
     if not container_id:
         raise SpecError("container id cannot be empty")
-    if container_id in (".", "..") or not _ID_RE.match(container_id):
+    if container_id in (".", "..") or not _ID_RE.fullmatch(container_id):
         raise SpecError(f"invalid container id {container_id!r}: use letters, digits, "
                         "'_', '+', '-' and '.' only (no '/' or '..')")
 

@@ -77,13 +77,18 @@ def _follow_dangling(root_fd: int, parent_fd: int, parent: str, name: str, mode:
     os.close(mkdir_all(root_fd, inside, mode, depth + 1))
 
 
-def ensure_file(root_fd: int, path: str, mode: int = 0o644) -> int:
-    """Make sure PATH exists inside the root as a non-directory; return an O_PATH fd."""
+def ensure_file(root_fd: int, path: str, mode: int = 0o644, _depth: int = 0) -> int:
+    """Make sure PATH exists inside the root as a non-directory; return an O_PATH fd.
+
+    A dangling symlink at PATH gets its target created inside the root.
+    """
     rel = clean(path)
     try:
         return open_in_root(root_fd, rel)
     except FileNotFoundError:
         pass
+    if _depth > 40:
+        raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
     parent, name = posixpath.split(rel)
     pfd = mkdir_all(root_fd, parent)
     try:
@@ -91,8 +96,14 @@ def ensure_file(root_fd: int, path: str, mode: int = 0o644) -> int:
             os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY,
                              mode, dir_fd=pfd))
         except FileExistsError:
-            pass
-        return sc.openat2(pfd, name, os.O_PATH, _IN_ROOT)
+            try:
+                target = os.readlink(name, dir_fd=pfd)
+            except OSError:
+                target = None  # a racing creator made a real file: fine
+            if target is not None:
+                inside = target if target.startswith("/") else f"{parent}/{target}"
+                os.close(ensure_file(root_fd, inside, mode, _depth + 1))
+        return open_in_root(root_fd, rel)
     finally:
         os.close(pfd)
 

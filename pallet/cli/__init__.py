@@ -17,6 +17,8 @@ from pallet.errors import PalletError
 GROUPS = [
     "pallet.cli.images",
     "pallet.cli.containers",
+    "pallet.cli.networks",
+    "pallet.cli.daemon",
 ]
 
 

@@ -1,0 +1,976 @@
+"""pallet networks (bridge networks kept in the engine Store as CNI conflists) and the
+attach/detach/check of network namespaces to them through the real CNI plugins."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import ipaddress
+import os
+import shutil
+import socket
+import struct
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pallet.engine import cni, netns
+from pallet.engine.store import NetworkRecord, Store, new_id, validate_name
+from pallet.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PalletError,
+    SystemFailure,
+)
+
+DEFAULT_NETWORK = "pallet"
+DEFAULT_BRIDGE = "pallet0"
+# Not podman's 10.88.0.0/16 (its cni-podman0 conflist ships on the same hosts, and
+# the benches run both side by side), nor its 10.89.x user pool, nor CRI-O's 10.85.
+DEFAULT_SUBNET = "10.87.0.0/16"
+AUTO_SUBNET_POOL = "10.86.0.0/16"  # carved into /24s for user networks, as podman does
+AUTO_PREFIX = 24
+DRIVERS = ("bridge",)
+PROTOCOLS = ("tcp", "udp", "sctp")
+LOOPBACK_NETWORK = "pallet-loopback"
+
+# Names `--network` gives another meaning to, so no network may take them.
+RESERVED_NAMES = ("host", "none", "container", "default", "bridge")
+
+# Bridge options accepted by `network create -o`, with docker's keys.
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_MTU = "com.docker.network.driver.mtu"
+
+
+@dataclass
+class Attachment:
+    """One interface of one network namespace on one network."""
+
+    network: str
+    container_id: str
+    interface: str  # the name inside the namespace, e.g. eth0
+    ips: list[str]  # CIDR form, e.g. 10.87.0.5/16
+    gateway: str
+    mac: str
+    netns: str = ""
+    aliases: list[str] = field(default_factory=list)
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ip(self) -> str:
+        """The first address without its prefix length ("" if none)."""
+        return self.ips[0].split("/")[0] if self.ips else ""
+
+
+# ----------------------------------------------------------------- pure functions
+
+
+def parse_subnet(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as e:
+        hint = ""
+        try:
+            loose = ipaddress.ip_network(text.strip(), strict=False)
+            hint = f" (did you mean {loose}?)"
+        except ValueError:
+            pass
+        raise InvalidArgument(
+            f"invalid subnet {text!r}: {e}{hint}; give a CIDR such as 10.86.7.0/24"
+        ) from None
+    if net.is_loopback or net.is_multicast or net.is_unspecified or net.is_link_local:
+        raise InvalidArgument(
+            f"invalid subnet {text!r}: loopback, link-local and multicast ranges cannot be used"
+        )
+    if net.num_addresses < 4:
+        raise InvalidArgument(
+            f"invalid subnet {text!r}: too small, it needs room for a gateway and containers"
+        )
+    return net
+
+
+def pick_gateway(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: str = "") -> str:
+    """GATEWAY checked to lie inside SUBNET, or the subnet's first host address."""
+    if not gateway:
+        return str(next(subnet.hosts()))
+    try:
+        gw = ipaddress.ip_address(gateway.strip())
+    except ValueError:
+        raise InvalidArgument(f"invalid gateway {gateway!r}: not an IP address") from None
+    if gw not in subnet or gw in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidArgument(f"invalid gateway {gateway}: not a host address in subnet {subnet}")
+    return str(gw)
+
+
+def validate_bridge_name(name: str) -> str:
+    # IFNAMSIZ is 16 with the NUL; '/' and whitespace would break sysfs paths.
+    if not name or len(name) > 15 or any(c in name for c in "/ \t\n:") or name in (".", ".."):
+        raise InvalidArgument(
+            f"invalid bridge name {name!r}: at most 15 characters, no '/', ':' or spaces"
+        )
+    return name
+
+
+def validate_ifname(name: str) -> str:
+    try:
+        return validate_bridge_name(name)
+    except InvalidArgument:
+        raise InvalidArgument(
+            f"invalid interface name {name!r}: at most 15 characters, no '/', ':' or spaces"
+        ) from None
+
+
+def build_conflist(
+    name: str,
+    *,
+    bridge: str,
+    subnet: str,
+    gateway: str,
+    data_dir: str,
+    ip_masq: bool = True,
+    internal: bool = False,
+    portmap: bool = True,
+    firewall: bool = True,
+    mtu: int = 0,
+) -> dict[str, Any]:
+    """The CNI 1.0 conflist of a pallet bridge network (the shape podman writes)."""
+    net = ipaddress.ip_network(subnet)
+    default_dst = "0.0.0.0/0" if net.version == 4 else "::/0"
+    ipam: dict[str, Any] = {
+        "type": "host-local",
+        "ranges": [[{"subnet": subnet, "gateway": gateway}]],
+        # Under pallet's root: reservations go with it, and tests get their own.
+        "dataDir": data_dir,
+    }
+    if not internal:
+        ipam["routes"] = [{"dst": default_dst}]
+    bridge_conf: dict[str, Any] = {
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": True,
+        "ipMasq": ip_masq and not internal,
+        # So a container reaches itself through its own published port.
+        "hairpinMode": True,
+        "ipam": ipam,
+    }
+    if mtu:
+        bridge_conf["mtu"] = mtu
+    plugins: list[dict[str, Any]] = [bridge_conf]
+    if portmap:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
+    if firewall:
+        # Needed where FORWARD's policy is DROP (e.g. hosts running docker).
+        plugins.append({"type": "firewall", "backend": "iptables"})
+    return {"cniVersion": cni.CNI_VERSION, "name": name, "plugins": plugins}
+
+
+def normalize_port_mappings(mappings: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """CNI portMappings from CRI/docker-style dicts: validated, protocol lower-case,
+    hostIP "" for all addresses; mappings without a host port are dropped (CRI's
+    meaning of hostPort 0)."""
+    out = []
+    for m in mappings:
+        try:
+            host = int(m.get("hostPort", m.get("host_port", 0)) or 0)
+            ctr = int(m.get("containerPort", m.get("container_port", 0)) or 0)
+        except (TypeError, ValueError):
+            raise InvalidArgument(
+                f"invalid port mapping {dict(m)}: ports must be numbers"
+            ) from None
+        proto = str(m.get("protocol", "tcp") or "tcp").lower()
+        host_ip = str(m.get("hostIP", m.get("host_ip", "")) or "")
+        if proto not in PROTOCOLS:
+            raise InvalidArgument(
+                f"invalid protocol {proto!r} in port mapping; use tcp, udp or sctp"
+            )
+        if not 0 <= host <= 65535 or not 1 <= ctr <= 65535:
+            raise InvalidArgument(
+                f"invalid port mapping {host}:{ctr}/{proto}: ports must be between 1 and 65535"
+            )
+        if host_ip:
+            try:
+                host_ip = str(ipaddress.ip_address(host_ip))
+            except ValueError:
+                raise InvalidArgument(f"invalid host IP {host_ip!r} in port mapping") from None
+        if host == 0:
+            continue
+        out.append({"hostPort": host, "containerPort": ctr, "protocol": proto, "hostIP": host_ip})
+    seen: set[tuple[str, int, str]] = set()
+    for m in out:
+        key = (m["protocol"], m["hostPort"], m["hostIP"])
+        if key in seen:
+            raise InvalidArgument(f"port {_addr(m)} is published twice; give each host port once")
+        seen.add(key)
+    return out
+
+
+def parse_publish(spec: str) -> dict[str, Any]:
+    """docker's `-p [IP:][HOST:]CTR[/PROTO]` as one mapping; HOST absent means 0
+    (the caller picks a free port with `allocate_host_ports`)."""
+    text, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    host_ip = ""
+    if text.startswith("["):  # [v6]:host:ctr
+        end = text.find("]")
+        if end < 0:
+            raise InvalidArgument(f"invalid publish spec {spec!r}: unclosed '['")
+        host_ip, text = text[1:end], text[end + 1 :].lstrip(":")
+    parts = text.split(":")
+    if len(parts) == 3:
+        host_ip, host, ctr = parts
+    elif len(parts) == 2:
+        host, ctr = parts
+    elif len(parts) == 1:
+        host, ctr = "", parts[0]
+    else:
+        raise InvalidArgument(f"invalid publish spec {spec!r}: use [IP:][HOST:]CONTAINER[/PROTO]")
+    for value in (host, ctr):
+        if value and not value.isdigit():
+            raise InvalidArgument(f"invalid publish spec {spec!r}: {value!r} is not a port number")
+    if not ctr:
+        raise InvalidArgument(f"invalid publish spec {spec!r}: no container port")
+    mapping = {
+        "hostPort": int(host or 0),
+        "containerPort": int(ctr),
+        "protocol": proto,
+        "hostIP": host_ip,
+    }
+    if mapping["hostPort"]:
+        normalize_port_mappings([mapping])
+    elif proto not in PROTOCOLS or not 1 <= mapping["containerPort"] <= 65535:
+        normalize_port_mappings([{**mapping, "hostPort": 1}])
+    return mapping
+
+
+def _addr(m: Mapping[str, Any]) -> str:
+    ip = m.get("hostIP") or "0.0.0.0"
+    ip = f"[{ip}]" if ":" in ip else ip
+    return f"{ip}:{m['hostPort']}/{m['protocol']}"
+
+
+def _overlaps(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a["protocol"] != b["protocol"] or int(a["hostPort"]) != int(b["hostPort"]):
+        return False
+    wild = ("", "0.0.0.0", "::")
+    return a.get("hostIP", "") in wild or b.get("hostIP", "") in wild or a["hostIP"] == b["hostIP"]
+
+
+def port_conflicts(
+    wanted: Sequence[Mapping[str, Any]], taken: Iterable[tuple[str, Mapping[str, Any]]]
+) -> str:
+    """The first clash between WANTED and (owner, mapping) pairs already published,
+    as a docker-style message, or ""."""
+    for owner, m in taken:
+        for w in wanted:
+            if _overlaps(w, m):
+                return (
+                    f"Bind for {_addr(w)} failed: port is already allocated "
+                    f"(published by {owner[:12]})"
+                )
+    return ""
+
+
+def attachment_from_entry(entry: Mapping[str, Any]) -> Attachment:
+    """An Attachment from a CNI cache entry (ADD's result plus what we stored)."""
+    ifname = entry.get("ifName", "eth0")
+    result = entry.get("result") or {}
+    interfaces = result.get("interfaces") or []
+    index = None
+    for i, iface in enumerate(interfaces):
+        if iface.get("name") == ifname and iface.get("sandbox"):
+            index = i
+    mac = interfaces[index].get("mac", "") if index is not None else ""
+    ips, gateway = [], ""
+    for ip in result.get("ips") or []:
+        if index is not None and ip.get("interface") not in (None, index):
+            continue
+        ips.append(ip.get("address", ""))
+        gateway = gateway or ip.get("gateway", "")
+    return Attachment(
+        network=entry.get("networkName", ""),
+        container_id=entry.get("containerId", ""),
+        interface=ifname,
+        ips=[a for a in ips if a],
+        gateway=gateway,
+        mac=mac,
+        netns=entry.get("netns", ""),
+        aliases=list(entry.get("aliases") or []),
+        port_mappings=list((entry.get("capabilityArgs") or {}).get("portMappings") or []),
+    )
+
+
+def _subnet_of(conflist: Mapping[str, Any]) -> tuple[str, str]:
+    """(subnet, gateway) of the first host-local range of a conflist, if any."""
+    for p in conflist.get("plugins", []):
+        for rs in (p.get("ipam") or {}).get("ranges") or []:
+            for r in rs:
+                return r.get("subnet", ""), r.get("gateway", "")
+        sub = (p.get("ipam") or {}).get("subnet")
+        if sub:
+            return sub, (p.get("ipam") or {}).get("gateway", "")
+    return "", ""
+
+
+def _rfc3339(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
+
+
+# ----------------------------------------------------------------- host facts (acts)
+
+
+def _host_routes() -> list[tuple[str, ipaddress.IPv4Network]]:
+    """(device, destination) of every IPv4 route but the default one."""
+    out = []
+    try:
+        with open("/proc/net/route") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        cols = line.split()
+        if len(cols) < 8:
+            continue
+        dst = socket.inet_ntoa(struct.pack("<I", int(cols[1], 16)))
+        mask = socket.inet_ntoa(struct.pack("<I", int(cols[7], 16)))
+        net = ipaddress.IPv4Network(f"{dst}/{mask}", strict=False)
+        if net.prefixlen:
+            out.append((cols[0], net))
+    return out
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def _is_bridge(name: str) -> bool:
+    return os.path.isdir(f"/sys/class/net/{name}/bridge")
+
+
+def delete_link(name: str) -> bool:
+    """Delete the interface NAME with one rtnetlink RTM_DELLINK (no `ip` fork).
+    False when it did not exist."""
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return False
+    rtm_dellink, nlm_f_request, nlm_f_ack, nlmsg_error = 17, 1, 4, 2
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+    msg = struct.pack("=IHHII", 16 + len(body), rtm_dellink, nlm_f_request | nlm_f_ack, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0) as s:
+        s.bind((0, 0))
+        s.send(msg + body)
+        reply = s.recv(65536)
+    _, kind, _, _, _ = struct.unpack_from("=IHHII", reply)
+    if kind == nlmsg_error:
+        (err,) = struct.unpack_from("=i", reply, 16)
+        if err == -errno.ENODEV:
+            return False
+        if err:
+            raise SystemFailure(f"cannot delete interface {name}: {os.strerror(-err)}")
+    return True
+
+
+def ipmasq_chain(network: str, container_id: str) -> str:
+    """The nat chain the bridge plugin makes for ipMasq (utils.FormatChainName)."""
+    return ("CNI-" + hashlib.sha512(f"{network}{container_id}".encode()).hexdigest())[:28]
+
+
+def teardown_ipmasq(entry: Mapping[str, Any]) -> None:
+    """Remove the bridge plugin's masquerade rules of a detached attachment if they
+    are still there. The plugin (1.1) only removes them when it finds the interface
+    in the namespace, so a namespace or link that went first leaves them behind."""
+    config = entry.get("config") or {}
+    if not any(p.get("type") == "bridge" and p.get("ipMasq") for p in config.get("plugins", [])):
+        return
+    name, cid = entry.get("networkName", ""), entry.get("containerId", "")
+    chain = ipmasq_chain(name, cid)
+    comment = f'name: "{name}" id: "{cid}"'  # Go's %q of plain names
+    ips = [
+        ip.get("address", "").split("/")[0] for ip in (entry.get("result") or {}).get("ips") or []
+    ]
+    for tool, v6 in (("iptables", False), ("ip6tables", True)):
+        addrs = [a for a in ips if a and (":" in a) == v6]
+        exe = shutil.which(tool)
+        if not addrs or not exe:
+            continue
+        # One probe per DEL; the common case (the plugin cleaned up) stops here.
+        probe = subprocess.run([exe, "-w", "-t", "nat", "-S", chain], capture_output=True)
+        if probe.returncode != 0:
+            continue
+        for addr in addrs:
+            subprocess.run(
+                [
+                    exe,
+                    "-w",
+                    "-t",
+                    "nat",
+                    "-D",
+                    "POSTROUTING",
+                    "-s",
+                    addr,
+                    "-j",
+                    chain,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    comment,
+                ],
+                capture_output=True,
+            )
+        subprocess.run([exe, "-w", "-t", "nat", "-F", chain], capture_output=True)
+        gone = subprocess.run([exe, "-w", "-t", "nat", "-X", chain], capture_output=True)
+        if gone.returncode != 0:
+            raise SystemFailure(
+                f"cannot remove masquerade chain {chain} of {cid[:12]}: "
+                f"{gone.stderr.decode(errors='replace').strip()}"
+            )
+
+
+def check_ports_bindable(mappings: Sequence[Mapping[str, Any]]) -> None:
+    """portmap only writes DNAT rules and never notices a host process already
+    serving the port; try binding each one so `-p 8080:80` fails clearly instead."""
+    for m in mappings:
+        host_ip = m.get("hostIP") or ""
+        family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+        kind = socket.SOCK_DGRAM if m["protocol"] == "udp" else socket.SOCK_STREAM
+        if m["protocol"] == "sctp":
+            continue  # the sctp module may be absent; portmap's rules are all we have
+        try:
+            with socket.socket(family, kind) as s:
+                # REUSEADDR: a port left in TIME_WAIT is free to use, a listener is not.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host_ip or "0.0.0.0", int(m["hostPort"])))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise FailedPrecondition(
+                    f"Bind for {_addr(m)} failed: port is already allocated"
+                ) from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise InvalidArgument(
+                    f"cannot publish {_addr(m)}: {host_ip} is not an address of this host"
+                ) from None
+            raise SystemFailure(f"cannot check host port {_addr(m)}: {e.strerror}") from None
+
+
+# ----------------------------------------------------------------- networks
+
+
+class Networks:
+    """The networks of one pallet root: the default network `pallet` (bridge pallet0,
+    10.87.0.0/16, NAT, portmap, firewall) exists lazily; user networks get a bridge
+    br-<id12> and a free /24 of 10.86.0.0/16 unless told otherwise. Attachments are
+    the CNI result cache; `hosts_entries` (for the engine's /etc/hosts) and
+    `inspect` read them. Cheap to construct; holds no open resources
+    but the Store given to it.
+
+    root: pallet's root dir (IPAM reservations go to <root>/cni/networks, the
+    attachment records to <root>/cni/results); conf_dir: optional CNI conf dir whose
+    conflists are offered as read-only networks (the CRI's usual /etc/cni/net.d)."""
+
+    def __init__(
+        self,
+        store: Store,
+        root: str,
+        *,
+        bin_dirs: Sequence[str] = cni.DEFAULT_BIN_DIRS,
+        conf_dir: str = "",
+        default_subnet: str = DEFAULT_SUBNET,
+        default_bridge: str = DEFAULT_BRIDGE,
+        firewall: bool = True,
+        netns_dir: str = netns.DEFAULT_RUN_DIR,
+    ):
+        self.store = store
+        self.root = root
+        self.bin_dirs = tuple(bin_dirs)
+        self.conf_dir = conf_dir
+        self.default_subnet = str(parse_subnet(default_subnet))
+        self.default_bridge = validate_bridge_name(default_bridge)
+        self.firewall = firewall
+        self.netns_dir = netns_dir
+        self.ipam_dir = os.path.join(root, "cni", "networks")
+        self.executor = cni.Executor(self.bin_dirs, os.path.join(root, "cni", "results"))
+
+    # -- records
+
+    def _conflist(
+        self, name: str, bridge: str, subnet: str, gateway: str, opts: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return build_conflist(
+            name,
+            bridge=bridge,
+            subnet=subnet,
+            gateway=gateway,
+            data_dir=self.ipam_dir,
+            ip_masq=bool(opts.get("ip_masq", True)),
+            internal=bool(opts.get("internal", False)),
+            firewall=self.firewall,
+            mtu=int(opts.get("mtu", 0) or 0),
+        )
+
+    def _ensure_default(self) -> NetworkRecord:
+        """The default network, created on first use and kept in step with the
+        configured subnet and bridge (attachments keep the config they were made
+        with in their record, so DEL still matches an older subnet)."""
+        subnet = self.default_subnet
+        gateway = pick_gateway(ipaddress.ip_network(subnet))
+        opts = {"bridge": self.default_bridge, "ip_masq": True, "internal": False}
+        conflist = self._conflist(DEFAULT_NETWORK, self.default_bridge, subnet, gateway, opts)
+        config = {"conflist": conflist, "options": opts, "default": True}
+        with self.store.transaction():
+            try:
+                rec = self.store.get_network(DEFAULT_NETWORK)
+            except NotFound:
+                rec = None
+            if rec is None:
+                return self.store.add_network(
+                    NetworkRecord(
+                        new_id(), DEFAULT_NETWORK, "bridge", subnet, gateway, config=config
+                    )
+                )
+            if rec.config != config or rec.subnet != subnet:
+                rec = self.store.update_network(
+                    rec.id, subnet=subnet, gateway=gateway, config=config
+                )
+            return rec
+
+    def _file_networks(self) -> list[NetworkRecord]:
+        if not self.conf_dir:
+            return []
+        out = []
+        for conflist in cni.load_conf_dir(self.conf_dir):
+            subnet, gateway = _subnet_of(conflist)
+            rid = hashlib.sha256(f"cni-conf:{conflist['name']}".encode()).hexdigest()
+            made = os.stat(self.conf_dir).st_mtime_ns
+            out.append(
+                NetworkRecord(
+                    rid,
+                    conflist["name"],
+                    conflist["plugins"][0].get("type", ""),
+                    subnet,
+                    gateway,
+                    created_at=made,
+                    config={"conflist": conflist, "source": self.conf_dir, "readonly": True},
+                )
+            )
+        return out
+
+    def get(self, ref: str) -> NetworkRecord:
+        """By name, full id or unique id prefix; the default network always exists."""
+        if not ref:
+            raise InvalidArgument("network name is empty")
+        if ref == DEFAULT_NETWORK:
+            return self._ensure_default()
+        try:
+            return self.store.get_network(ref)
+        except NotFound:
+            for rec in self._file_networks():
+                if ref in (rec.name, rec.id) or (len(ref) >= 3 and rec.id.startswith(ref)):
+                    return rec
+            raise NotFound(f"network {ref} not found") from None
+
+    def list(self) -> list[NetworkRecord]:
+        """Every network: the default one, the store's and the conf dir's."""
+        self._ensure_default()
+        recs = self.store.list_networks()
+        names = {r.name for r in recs}
+        return recs + [r for r in self._file_networks() if r.name not in names]
+
+    def pod_network(self, name: str = "") -> str:
+        """The network a CRI pod joins: NAME if given, else the first conflist of the
+        conf dir (containerd's rule), else pallet's default network."""
+        if name:
+            return self.get(name).name
+        files = self._file_networks()
+        return files[0].name if files else DEFAULT_NETWORK
+
+    def create(
+        self,
+        name: str,
+        *,
+        subnet: str = "",
+        gateway: str = "",
+        driver: str = "bridge",
+        bridge: str = "",
+        internal: bool = False,
+        ip_masq: bool = True,
+        mtu: int = 0,
+        labels: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> NetworkRecord:
+        """A new bridge network; docker's `network create` options map onto it.
+        The bridge itself appears on the first attach (the bridge plugin makes it)."""
+        name = validate_name(name, "network")
+        if name in RESERVED_NAMES or name in (DEFAULT_NETWORK, LOOPBACK_NETWORK):
+            raise InvalidArgument(f"network name {name!r} is reserved; choose another name")
+        if driver not in DRIVERS:
+            raise InvalidArgument(f"unsupported network driver {driver!r}; use bridge")
+        for key, value in (options or {}).items():
+            if key == OPT_BRIDGE_NAME:
+                bridge = bridge or value
+            elif key == OPT_MASQ:
+                ip_masq = value.lower() in ("1", "true", "yes")
+            elif key == OPT_MTU:
+                if not value.isdigit() or not 68 <= int(value) <= 65535:
+                    raise InvalidArgument(f"invalid MTU {value!r}; give a number from 68 to 65535")
+                mtu = int(value)
+            else:
+                raise InvalidArgument(f"unsupported network option {key!r}")
+        if gateway and not subnet:
+            raise InvalidArgument("--gateway needs --subnet")
+        if any(r.name == name for r in self._file_networks()):
+            raise AlreadyExists(f"network with name {name} already exists (in {self.conf_dir})")
+        rid = new_id()
+        bridge = validate_bridge_name(bridge or f"br-{rid[:12]}")
+        with self.store.transaction():
+            existing = self.list()
+            if any(r.name == name for r in existing):
+                raise AlreadyExists(f"network with name {name} already exists")
+            for r in existing:
+                if (r.config.get("options") or {}).get("bridge") == bridge:
+                    raise AlreadyExists(f"bridge {bridge} is already used by network {r.name}")
+            if link_exists(bridge) and not _is_bridge(bridge):
+                raise AlreadyExists(f"interface {bridge} exists on the host and is not a bridge")
+            net = parse_subnet(subnet) if subnet else self._free_subnet(existing)
+            self._check_overlap(net, existing)
+            gw = pick_gateway(net, gateway)
+            opts = {"bridge": bridge, "ip_masq": ip_masq, "internal": internal, "mtu": mtu}
+            conflist = self._conflist(name, bridge, str(net), gw, opts)
+            return self.store.add_network(
+                NetworkRecord(
+                    rid,
+                    name,
+                    driver,
+                    str(net),
+                    gw,
+                    labels=dict(labels or {}),
+                    config={"conflist": conflist, "options": opts},
+                )
+            )
+
+    def _used_ranges(
+        self, existing: Sequence[NetworkRecord]
+    ) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        ours = {(r.config.get("options") or {}).get("bridge") for r in existing}
+        used: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+        for r in existing:
+            if r.subnet:
+                used.append((f"network {r.name}", ipaddress.ip_network(r.subnet)))
+        for dev, net in _host_routes():
+            if dev not in ours:
+                used.append((f"a route of the host (dev {dev})", net))
+        return used
+
+    def _check_overlap(
+        self, net: ipaddress.IPv4Network | ipaddress.IPv6Network, existing: Sequence[NetworkRecord]
+    ) -> None:
+        for owner, other in self._used_ranges(existing):
+            if other.version == net.version and net.overlaps(other):
+                raise AlreadyExists(
+                    f"subnet {net} overlaps with {other} of {owner}; choose another --subnet"
+                )
+
+    def _free_subnet(self, existing: Sequence[NetworkRecord]) -> ipaddress.IPv4Network:
+        used = [n for _, n in self._used_ranges(existing) if n.version == 4]
+        for cand in ipaddress.ip_network(AUTO_SUBNET_POOL).subnets(new_prefix=AUTO_PREFIX):
+            if not any(cand.overlaps(u) for u in used):
+                return cand  # type: ignore[return-value]
+        raise FailedPrecondition(
+            f"no free /{AUTO_PREFIX} left in {AUTO_SUBNET_POOL}; give --subnet or remove networks"
+        )
+
+    def set_default_subnet(self, cidr: str) -> NetworkRecord:
+        """CRI UpdateRuntimeConfig's pod CIDR: new pods on the default network get
+        addresses from CIDR; existing ones keep theirs until they are detached."""
+        net = parse_subnet(cidr)
+        others = [r for r in self.store.list_networks() if r.name != DEFAULT_NETWORK]
+        for r in others:
+            if r.subnet and ipaddress.ip_network(r.subnet).overlaps(net):
+                raise AlreadyExists(f"pod CIDR {net} overlaps with network {r.name} ({r.subnet})")
+        self.default_subnet = str(net)
+        return self._ensure_default()
+
+    def remove(self, ref: str) -> NetworkRecord:
+        """Delete a network with no attachments: its record, bridge and IPAM state."""
+        rec = self.get(ref)
+        if rec.name == DEFAULT_NETWORK:
+            raise FailedPrecondition(f"{rec.name} is a pre-defined network and cannot be removed")
+        if rec.config.get("readonly"):
+            raise FailedPrecondition(
+                f"network {rec.name} is defined in {rec.config.get('source')}; remove its file there"
+            )
+        users = self.attachments(rec.name)
+        if users:
+            ids = ", ".join(sorted({a.container_id[:12] for a in users}))
+            raise FailedPrecondition(
+                f"error while removing network: network {rec.name} id {rec.id[:12]} has active "
+                f"endpoints ({ids})"
+            )
+        self.store.remove_network(rec.id)
+        self._remove_host_state(rec)
+        return rec
+
+    def _remove_host_state(self, rec: NetworkRecord) -> None:
+        bridge = (rec.config.get("options") or {}).get("bridge", "")
+        if bridge and _is_bridge(bridge):
+            delete_link(bridge)
+        # host-local leaves its lock and last-reserved files; nothing else uses them.
+        shutil.rmtree(os.path.join(self.ipam_dir, rec.name), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.executor.cache_dir, rec.name), ignore_errors=True)
+
+    def prune(self) -> list[str]:
+        """Remove every user network without attachments; returns their names."""
+        removed = []
+        for rec in self.store.list_networks():
+            if rec.name == DEFAULT_NETWORK or self.attachments(rec.name):
+                continue
+            try:
+                self.remove(rec.id)
+            except (NotFound, FailedPrecondition):
+                continue  # removed or joined by someone else meanwhile
+            removed.append(rec.name)
+        return removed
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """docker's `network inspect` object for one network."""
+        rec = self.get(ref)
+        opts = rec.config.get("options") or {}
+        containers = {}
+        for a in self.attachments(rec.name):
+            v4 = [ip for ip in a.ips if ":" not in ip]
+            v6 = [ip for ip in a.ips if ":" in ip]
+            containers[a.container_id] = {
+                "Name": a.aliases[0] if a.aliases else a.container_id[:12],
+                "EndpointID": hashlib.sha256(
+                    f"{rec.id}:{a.container_id}:{a.interface}".encode()
+                ).hexdigest(),
+                "MacAddress": a.mac,
+                "IPv4Address": v4[0] if v4 else "",
+                "IPv6Address": v6[0] if v6 else "",
+            }
+        options = {}
+        if opts.get("bridge"):
+            options[OPT_BRIDGE_NAME] = opts["bridge"]
+            options[OPT_MASQ] = str(bool(opts.get("ip_masq", True))).lower()
+        if opts.get("mtu"):
+            options[OPT_MTU] = str(opts["mtu"])
+        ipam_config = [{"Subnet": rec.subnet, "Gateway": rec.gateway}] if rec.subnet else []
+        return {
+            "Name": rec.name,
+            "Id": rec.id,
+            "Created": _rfc3339(rec.created_at),
+            "Scope": "local",
+            "Driver": rec.driver,
+            "EnableIPv6": bool(rec.subnet) and ":" in rec.subnet,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
+            "Internal": bool(opts.get("internal", False)),
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Containers": containers,
+            "Options": options,
+            "Labels": dict(rec.labels),
+            "CNI": rec.config.get("conflist", {}),
+        }
+
+    # -- attachments
+
+    def attachments(self, network: str | None = None) -> list[Attachment]:
+        return [attachment_from_entry(e) for e in self.executor.cached_entries(network)]
+
+    def attachment(
+        self, container_id: str, network: str, ifname: str = "eth0"
+    ) -> Attachment | None:
+        entry = self.executor.cached(network, container_id, ifname)
+        return attachment_from_entry(entry) if entry else None
+
+    def hosts_entries(self, network: str) -> list[tuple[str, list[str]]]:
+        """(ip, names) of every attachment with aliases on NETWORK, for the /etc/hosts
+        the engine writes into each container: name resolution without a DNS server."""
+        out = []
+        for a in self.attachments(network):
+            if a.aliases:
+                out.extend((ip.split("/")[0], list(a.aliases)) for ip in a.ips)
+        return out
+
+    @contextmanager
+    def _ports_lock(self) -> Iterator[None]:
+        """Serializes the check-then-ADD of published ports between processes;
+        attaches without ports skip it and so never wait on each other."""
+        os.makedirs(self.executor.cache_dir, mode=0o700, exist_ok=True)
+        fd = os.open(
+            os.path.join(self.executor.cache_dir, ".ports.lock"),
+            os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _published(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(a.container_id, m) for a in self.attachments() for m in a.port_mappings]
+
+    def attach(
+        self,
+        netns_path: str,
+        container_id: str,
+        network: str = DEFAULT_NETWORK,
+        port_mappings: Sequence[Mapping[str, Any]] = (),
+        ifname: str = "eth0",
+        aliases: Sequence[str] = (),
+        cni_args: Mapping[str, str] | None = None,
+    ) -> Attachment:
+        """Connect the namespace at NETNS_PATH to NETWORK as IFNAME via CNI ADD and
+        record it. Idempotent for the same (container, network, ifname). Host ports
+        already in use fail before any plugin runs; a failed ADD is rolled back."""
+        rec = self.get(network)
+        validate_ifname(ifname)
+        if not netns.is_netns(netns_path):
+            raise InvalidArgument(f"{netns_path} is not a network namespace")
+        known = self.attachment(container_id, rec.name, ifname)
+        if known is not None:
+            if known.netns == netns_path:
+                return known
+            # Recorded for a namespace that was replaced without a detach: free it first.
+            self.detach(container_id, rec.name, ifname)
+        conflist = rec.config["conflist"]
+        missing = cni.missing_plugins(conflist, self.bin_dirs)
+        if missing:
+            raise NotFound(
+                f'network {rec.name}: failed to find CNI plugin "{missing[0]}" in path '
+                f"[{' '.join(self.bin_dirs)}]; install containernetworking-plugins"
+            )
+        mappings = normalize_port_mappings(port_mappings)
+        args = [("IgnoreUnknown", "1"), *sorted((cni_args or {}).items())]
+        rt = cni.RuntimeConf(
+            container_id, netns_path, ifname, args, {"portMappings": mappings} if mappings else {}
+        )
+        extra = {"aliases": list(aliases), "networkId": rec.id}
+        if mappings:
+            with self._ports_lock():
+                clash = port_conflicts(mappings, self._published())
+                if clash:
+                    raise FailedPrecondition(clash)
+                check_ports_bindable(mappings)
+                self.executor.add(conflist, rt, extra)
+        else:
+            self.executor.add(conflist, rt, extra)
+        found = self.attachment(container_id, rec.name, ifname)
+        if found is None:  # only if someone removed the record in between
+            raise SystemFailure(f"attachment of {container_id[:12]} to {rec.name} vanished")
+        return found
+
+    def detach(
+        self,
+        container_id: str,
+        network: str = DEFAULT_NETWORK,
+        ifname: str = "eth0",
+        netns_path: str = "",
+    ) -> None:
+        """CNI DEL. Idempotent and tolerant: an unknown attachment, a removed network
+        or a namespace that is already gone are all fine; the recorded config and
+        result are used so the plugins release exactly what ADD took."""
+        validate_ifname(ifname)
+        entry = self.executor.cached(network, container_id, ifname)
+        conflist = None
+        if entry is None:
+            # No record: ADD may have crashed half-way; DEL with the current config
+            # frees whatever IPAM kept. A removed network has nothing left to free.
+            try:
+                conflist = self.get(network).config.get("conflist")
+            except NotFound:
+                return
+        path = netns_path or (entry or {}).get("netns", "")
+        if path and not netns.is_netns(path):
+            path = ""  # the namespace is gone, and with it the interfaces
+        args = [("IgnoreUnknown", "1")]
+        if entry:
+            args = [tuple(a) for a in entry.get("cniArgs") or args]  # type: ignore[misc]
+        rt = cni.RuntimeConf(container_id, path, ifname, args)
+        self.executor.delete(network, rt, conflist)
+        if entry:
+            teardown_ipmasq(entry)
+
+    def detach_all(self, container_id: str, netns_path: str = "") -> None:
+        """Detach CONTAINER_ID from every network it is recorded on; the first error
+        is raised after all were tried."""
+        first: PalletError | None = None
+        for a in self.attachments():
+            if a.container_id != container_id:
+                continue
+            try:
+                self.detach(container_id, a.network, a.interface, netns_path)
+            except PalletError as e:
+                first = first or e
+        if first is not None:
+            raise first
+
+    def check(
+        self,
+        netns_path: str,
+        container_id: str,
+        network: str = DEFAULT_NETWORK,
+        ifname: str = "eth0",
+    ) -> None:
+        """CNI CHECK: the plugins verify the interface, addresses and rules still
+        match the recorded result; a CNIError says what drifted."""
+        rec = self.get(network)
+        entry = self.executor.cached(rec.name, container_id, ifname)
+        args = [tuple(a) for a in (entry or {}).get("cniArgs") or [("IgnoreUnknown", "1")]]
+        rt = cni.RuntimeConf(container_id, netns_path, ifname, args)  # type: ignore[arg-type]
+        self.executor.check(rec.config["conflist"], rt)
+
+    def loopback_up(self, netns_path: str, container_id: str) -> None:
+        """Bring `lo` up in the namespace with the loopback plugin (every pod needs
+        it, --network none included). Nothing to undo: lo dies with the namespace."""
+        conf = {"cniVersion": cni.CNI_VERSION, "name": LOOPBACK_NETWORK, "type": "loopback"}
+        rt = cni.RuntimeConf(container_id, netns_path, "lo")
+        self.executor.run_plugin("ADD", LOOPBACK_NETWORK, conf, rt)
+
+    def network_ready(self) -> tuple[bool, str]:
+        """CRI's NetworkReady: (ready, message) — the default pod network's plugins
+        and loopback are installed, and iptables for NAT and portmap."""
+        try:
+            conflist = self.get(self.pod_network()).config["conflist"]
+        except PalletError as e:
+            return False, f"cni config not loaded: {e}"
+        missing = cni.missing_plugins(conflist, self.bin_dirs)
+        missing += cni.missing_plugins({"plugins": [{"type": "loopback"}]}, self.bin_dirs)
+        if missing:
+            return False, (
+                f"cni plugin not initialized: failed to find plugin(s) {', '.join(missing)} "
+                f"in path [{' '.join(self.bin_dirs)}]"
+            )
+        if not shutil.which("iptables"):
+            return False, "iptables not found in PATH; NAT and port mappings need it"
+        return True, ""
+
+    def allocate_host_ports(self, mappings: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """docker's `-p 80`: give mappings with hostPort 0 a free ephemeral port
+        (the kernel's choice, and not published by another attachment)."""
+        taken = {(m["protocol"], int(m["hostPort"])) for _, m in self._published()}
+        out = []
+        for m in mappings:
+            m = dict(m)
+            if not int(m.get("hostPort") or 0):
+                proto = str(m.get("protocol") or "tcp").lower()
+                kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+                for _ in range(20):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind((m.get("hostIP") or "0.0.0.0", 0))
+                        port = s.getsockname()[1]
+                    if (proto, port) not in taken:
+                        break
+                m["hostPort"] = port
+                taken.add((proto, port))
+            out.append(m)
+        return out

@@ -1,0 +1,562 @@
+"""The streaming HTTP server: hands out one-shot Exec/Attach/PortForward URLs and serves
+them over WebSocket, with threads (the backend is blocking and pipes are real fds).
+
+Per session: the connection thread runs the backend call, one thread reads the client,
+one thread pumps each output pipe. Sessions are bounded by `max_sessions`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import h11
+
+from pallet.cri.errors import ResourceExhausted
+from pallet.cri.streaming import channels as ch
+from pallet.cri.streaming import websocket as ws
+from pallet.cri.streaming.backend import (
+    AttachRequest,
+    ExecRequest,
+    PortForwardRequest,
+    ResizeQueue,
+    StreamBackend,
+    StreamRequest,
+)
+from pallet.cri.streaming.tokens import RequestCache
+from pallet.errors import InvalidArgument, PalletError
+
+log = logging.getLogger("pallet.cri.streaming")
+
+HANDSHAKE_TIMEOUT = 30.0  # s for the client to send its HTTP request after connecting
+CLOSE_WAIT = 2.0  # s to wait for the client's Close reply before dropping the socket
+READ_SIZE = 32 << 10
+
+
+class StreamingServer:
+    def __init__(self, backend: StreamBackend, address: str = "127.0.0.1", port: int = 0,
+                 token_ttl: float = 60.0, idle_timeout: float = 4 * 3600.0,
+                 max_sessions: int = 64):
+        self.backend = backend
+        self.address = address
+        self.port = port
+        self.idle_timeout = idle_timeout
+        self.cache: RequestCache[StreamRequest] = RequestCache(ttl=token_ttl)
+        self._sessions = threading.BoundedSemaphore(max_sessions)
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.address, self.port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        self._listener = sock
+        self._thread = threading.Thread(target=self._accept_loop, name="stream-accept",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        with self._conns_lock:
+            for c in list(self._conns):
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+        if self._thread:
+            self._thread.join(5)
+
+    # -- URLs (called from the CRI RPCs) --------------------------------------------
+    def exec_url(self, req: ExecRequest) -> str:
+        if not req.container_id:
+            raise InvalidArgument("container_id is required")
+        if not req.cmd or not req.cmd[0]:
+            raise InvalidArgument("cmd is required: give the command to run in the container")
+        _check_streams(req.stdin, req.stdout, req.stderr, req.tty)
+        self.backend.check_container(req.container_id)
+        return f"{self.base_url}/exec/{self.cache.insert(req)}"
+
+    def attach_url(self, req: AttachRequest) -> str:
+        if not req.container_id:
+            raise InvalidArgument("container_id is required")
+        _check_streams(req.stdin, req.stdout, req.stderr, req.tty)
+        self.backend.check_container(req.container_id)
+        return f"{self.base_url}/attach/{self.cache.insert(req)}"
+
+    def port_forward_url(self, req: PortForwardRequest) -> str:
+        if not req.pod_sandbox_id:
+            raise InvalidArgument("pod_sandbox_id is required")
+        for p in req.ports:
+            if not 0 < p < 65536:
+                raise InvalidArgument(f"port {p} is not in 1..65535")
+        self.backend.check_pod(req.pod_sandbox_id)
+        return f"{self.base_url}/portforward/{self.cache.insert(req)}"
+
+    # -- connections ------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)  # EMFILE and friends: back off instead of spinning
+                continue
+            if not self._sessions.acquire(blocking=False):
+                threading.Thread(target=self._refuse, args=(conn,), daemon=True).start()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="stream-session",
+                             daemon=True).start()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                conn.sendall(_plain_response(503, "too many streaming sessions; try again later"))
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.add(conn)
+        try:
+            self._handle(conn)
+        except Exception:  # noqa: BLE001 - one broken session must not take the server down
+            log.exception("streaming session failed")
+        finally:
+            with self._conns_lock:
+                self._conns.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+            self._sessions.release()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(HANDSHAKE_TIMEOUT)
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 << 10)
+        request = _read_request(conn, http)
+        if request is None:
+            return
+        method = request.method.decode()
+        url = urllib.parse.urlsplit(request.target.decode("latin-1"))
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in ("exec", "attach", "portforward"):
+            conn.sendall(_plain_response(404, f"no such streaming endpoint {url.path}"))
+            return
+        kind, token = parts
+        req = self.cache.consume(token)
+        want = {"exec": ExecRequest, "attach": AttachRequest, "portforward": PortForwardRequest}
+        if not isinstance(req, want[kind]):
+            conn.sendall(_plain_response(404, "unknown or expired streaming URL; ask for a new one"))
+            return
+        if not ws.is_upgrade(request.headers, "websocket"):
+            if ws.is_upgrade(request.headers, "SPDY/3.1"):
+                conn.sendall(_plain_response(
+                    501, "SPDY/3.1 streaming is not supported yet; use a WebSocket client "
+                         "(v5.channel.k8s.io or v4.channel.k8s.io)"))
+            else:
+                conn.sendall(_plain_response(400, "expected a WebSocket upgrade"))
+            return
+        supported = ch.PORTFORWARD_PROTOCOLS if kind == "portforward" else ch.REMOTECOMMAND_PROTOCOLS
+        try:
+            hs = ws.server_handshake(method, request.headers, supported,
+                                     default="portforward.k8s.io" if kind == "portforward"
+                                     else "channel.k8s.io")
+        except ws.HandshakeError as e:
+            conn.sendall(_plain_response(e.status, str(e), e.headers))
+            return
+        leftover = _switch_protocols(conn, http, hs)
+        conn.settimeout(None)  # from here: select() for reads, blocking sends
+        peer = WebSocketConnection(conn, leftover, self.idle_timeout, self._stopping)
+        if isinstance(req, PortForwardRequest):
+            ports = _query_ports(url.query) or req.ports
+            PortForwardSession(self.backend, peer, req.pod_sandbox_id, ports).run()
+        else:
+            RemoteCommandSession(self.backend, peer, ch.ChannelCodec(hs.protocol), req).run()
+
+
+def _check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
+    if not (stdin or stdout or stderr):
+        raise InvalidArgument("one of stdin, stdout or stderr must be true")
+    if tty and stderr:
+        # kubelet's rule: a terminal merges stderr into stdout, so asking for both is an error.
+        raise InvalidArgument("tty and stderr cannot both be true")
+
+
+def _query_ports(query: str) -> tuple[int, ...]:
+    out = []
+    for value in urllib.parse.parse_qs(query).get("port", []):
+        for p in value.split(","):
+            if not p.isdigit() or not 0 < int(p) < 65536:
+                raise InvalidArgument(f"port {p!r} is not in 1..65535")
+            out.append(int(p))
+    return tuple(out)
+
+
+# -- HTTP via h11 ---------------------------------------------------------------
+
+def _read_request(conn: socket.socket, http: h11.Connection) -> h11.Request | None:
+    request = None
+    while True:
+        try:
+            ev = http.next_event()
+        except h11.RemoteProtocolError as e:
+            with contextlib.suppress(OSError):
+                conn.sendall(_plain_response(400, f"bad HTTP request: {e}"))
+            return None
+        if ev is h11.NEED_DATA:
+            try:
+                data = conn.recv(READ_SIZE)
+            except (TimeoutError, OSError):
+                return None
+            http.receive_data(data)
+            if not data:
+                return None
+        elif isinstance(ev, h11.Request):
+            request = ev
+        elif ev is h11.PAUSED or isinstance(ev, h11.EndOfMessage):
+            return request
+        elif isinstance(ev, h11.ConnectionClosed):
+            return None
+
+
+def _switch_protocols(conn: socket.socket, http: h11.Connection, hs: ws.Handshake) -> bytes:
+    conn.sendall(http.send(h11.InformationalResponse(status_code=101, headers=hs.response_headers)))
+    data, _ = http.trailing_data
+    return bytes(data)
+
+
+def _plain_response(status: int, message: str, headers: list[tuple[str, str]] | None = None
+                    ) -> bytes:
+    body = (message + "\n").encode()
+    reason = _REASONS.get(status, "Error")
+    lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain; charset=utf-8",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{k}: {v}" for k, v in headers or [])]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+_REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            426: "Upgrade Required", 501: "Not Implemented", 503: "Service Unavailable"}
+
+
+# -- WebSocket over a socket ------------------------------------------------------
+
+class WebSocketConnection:
+    """Thread-safe sends; one reader iterating `events()`. Pings are answered here."""
+
+    def __init__(self, sock: socket.socket, leftover: bytes, idle_timeout: float,
+                 stopping: threading.Event):
+        self.sock = sock
+        self.decoder = ws.FrameDecoder(masked=True)
+        self._leftover = leftover
+        self._send_lock = threading.Lock()
+        self._idle_timeout = idle_timeout
+        self._stopping = stopping
+        self.last_activity = time.monotonic()
+        self.closed_sent = False
+        self.peer_closed = threading.Event()
+
+    def send(self, opcode: int, payload: bytes) -> bool:
+        """False once the client is gone (the caller keeps draining, and stops sending)."""
+        with self._send_lock:
+            if self.closed_sent:
+                return False
+            try:
+                self.sock.sendall(ws.encode_frame(opcode, payload))
+            except OSError:
+                self.closed_sent = True
+                return False
+        self.last_activity = time.monotonic()
+        return True
+
+    def close(self, code: int = ws.CloseCode.NORMAL, reason: str = "") -> None:
+        with self._send_lock:
+            if not self.closed_sent:
+                self.closed_sent = True
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(ws.encode_close(code, reason))
+        # Give the reader a moment to see the client's Close, then end the TCP stream.
+        self.peer_closed.wait(CLOSE_WAIT)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def events(self) -> Iterator[ws.Message]:
+        """Data messages until the client closes, errs, goes idle, or the server stops."""
+        try:
+            pending = self._leftover
+            while True:
+                if pending:
+                    try:
+                        evs = self.decoder.feed(pending)
+                    except ws.ProtocolError as e:
+                        log.info("websocket protocol error: %s", e)
+                        self.close(e.code, str(e)[:100])
+                        return
+                    for ev in evs:
+                        if isinstance(ev, ws.Message):
+                            yield ev
+                        elif isinstance(ev, ws.Ping):
+                            self.send(ws.Opcode.PONG, ev.data)
+                        elif isinstance(ev, ws.Close):
+                            # Echo the close (RFC 6455 §5.5.1) unless we started it.
+                            with self._send_lock:
+                                if not self.closed_sent:
+                                    self.closed_sent = True
+                                    with contextlib.suppress(OSError):
+                                        self.sock.sendall(ws.encode_close(
+                                            ws.CloseCode.NORMAL if ev.code == ws.CloseCode.NO_STATUS
+                                            else ev.code))
+                            return
+                pending = self._recv()
+                if pending is None:
+                    return
+        finally:
+            self.peer_closed.set()
+
+    def _recv(self) -> bytes | None:
+        while True:
+            if self._stopping.is_set():
+                return None
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 1.0)
+            except (OSError, ValueError):
+                return None
+            if ready:
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except OSError:
+                    return None
+                if not data:
+                    return None
+                self.last_activity = time.monotonic()
+                return data
+            if time.monotonic() - self.last_activity > self._idle_timeout:
+                log.info("closing a streaming session idle for %.0f s", self._idle_timeout)
+                self.close(ws.CloseCode.GOING_AWAY, "idle timeout")
+                return None
+
+
+# -- sessions -------------------------------------------------------------------
+
+class _Pipe:
+    """An os.pipe whose two ends are closed exactly once, from whichever thread."""
+
+    def __init__(self) -> None:
+        r, w = os.pipe()
+        self.r: BinaryIO | None = os.fdopen(r, "rb", buffering=0)
+        self.w: BinaryIO | None = os.fdopen(w, "wb", buffering=0)
+        self._lock = threading.Lock()
+
+    def close_r(self) -> None:
+        with self._lock:
+            f, self.r = self.r, None
+        if f:
+            f.close()
+
+    def close_w(self) -> None:
+        with self._lock:
+            f, self.w = self.w, None
+        if f:
+            f.close()
+
+
+def _thread(target: Callable[..., Any], *args: Any) -> threading.Thread:
+    t = threading.Thread(target=target, args=args, daemon=True)
+    t.start()
+    return t
+
+
+class RemoteCommandSession:
+    """exec or attach over one WebSocket, in the remotecommand channel protocol."""
+
+    def __init__(self, backend: StreamBackend, peer: WebSocketConnection, codec: ch.ChannelCodec,
+                 req: ExecRequest | AttachRequest):
+        self.backend = backend
+        self.peer = peer
+        self.codec = codec
+        self.req = req
+        self.stdin = _Pipe() if req.stdin else None
+        self.stdout = _Pipe() if req.stdout else None
+        self.stderr = _Pipe() if req.stderr and not req.tty else None
+        self.resize = ResizeQueue() if req.tty else None
+
+    def run(self) -> None:
+        req = self.req
+        # kubelet announces the session with an empty message on the lowest writable channel.
+        first = ch.STDOUT if self.stdout else ch.STDERR if self.stderr else ch.ERROR
+        self.peer.send(*self.codec.encode(first, b""))
+        pumps = [_thread(self._pump, p, n) for p, n in ((self.stdout, ch.STDOUT),
+                                                        (self.stderr, ch.STDERR)) if p]
+        reader = _thread(self._read_client)
+        code: int | None = None
+        error = ""
+        try:
+            if isinstance(req, ExecRequest):
+                code = self.backend.exec(
+                    req.container_id, list(req.cmd), req.tty,
+                    self.stdin.r if self.stdin else None, self.stdout.w if self.stdout else None,
+                    self.stderr.w if self.stderr else None, self.resize)
+            else:
+                self.backend.attach(
+                    req.container_id, req.tty, self.stdin.r if self.stdin else None,
+                    self.stdout.w if self.stdout else None, self.stderr.w if self.stderr else None,
+                    self.resize)
+        except PalletError as e:
+            error = str(e)
+        except Exception as e:  # noqa: BLE001 - reported on the error channel, logged here
+            log.exception("streaming backend failed")
+            error = f"internal error in pallet: {type(e).__name__}: {e}"
+        finally:
+            for p in (self.stdout, self.stderr):
+                if p:
+                    p.close_w()  # the process holds its own copies; EOF comes when it exits
+            if self.stdin:
+                self.stdin.close_r()
+            if self.resize:
+                self.resize.close()
+        for t in pumps:
+            t.join()
+        status = self.codec.exit_status(code, error, req.cmd if isinstance(req, ExecRequest) else ())
+        if status:
+            self.peer.send(*self.codec.encode(ch.ERROR, status))
+        self.peer.close()
+        reader.join(CLOSE_WAIT)
+        if self.stdin:
+            self.stdin.close_w()
+
+    def _pump(self, pipe: _Pipe, channel: int) -> None:
+        assert pipe.r is not None
+        fd = pipe.r.fileno()
+        try:
+            while data := os.read(fd, READ_SIZE):
+                # A client that went away: keep reading so the process never blocks on a full pipe.
+                self.peer.send(*self.codec.encode(channel, data))
+        finally:
+            pipe.close_r()
+
+    def _read_client(self) -> None:
+        try:
+            for msg in self.peer.events():
+                try:
+                    ev = self.codec.decode(msg)
+                    if ev is None:
+                        continue
+                    if isinstance(ev, ch.CloseChannel):
+                        if ev.channel == ch.STDIN and self.stdin:
+                            self.stdin.close_w()
+                    elif ev.channel == ch.STDIN:
+                        self._write_stdin(ev.data)
+                    elif ev.channel == ch.RESIZE:
+                        if self.resize:
+                            self.resize.put(ch.parse_resize(ev.data))
+                    # Data on output channels from a client is meaningless: ignore it, as kubelet.
+                except ch.ChannelError as e:
+                    log.info("bad streaming message: %s", e)
+                    self.peer.close(ws.CloseCode.POLICY_VIOLATION, str(e)[:100])
+                    return
+        finally:
+            # The client is gone or closed: the process sees EOF on stdin.
+            if self.stdin:
+                self.stdin.close_w()
+
+    def _write_stdin(self, data: bytes) -> None:
+        if not self.stdin or not data:
+            return
+        w = self.stdin.w
+        if w is None:
+            return
+        try:
+            w.write(data)
+        except (BrokenPipeError, ValueError, OSError):
+            self.stdin.close_w()  # the process stopped reading: drop the rest
+
+
+class PortForwardSession:
+    """Port forwarding over one WebSocket: channels 2i (data) and 2i+1 (error) per port."""
+
+    def __init__(self, backend: StreamBackend, peer: WebSocketConnection, pod_id: str,
+                 ports: tuple[int, ...]):
+        self.backend = backend
+        self.peer = peer
+        self.pod_id = pod_id
+        self.ports = ports
+        self.codec = ch.ChannelCodec("portforward.k8s.io", channels=2 * len(ports))
+        self.socks: list[socket.socket] = []
+
+    def run(self) -> None:
+        if not self.ports:
+            self.peer.close(ws.CloseCode.POLICY_VIOLATION, "no port to forward")
+            return
+        workers = []
+        for i, port in enumerate(self.ports):
+            ours, theirs = socket.socketpair()
+            self.socks.append(ours)
+            prefix = ch.portforward_port_prefix(port)
+            self.peer.send(*self.codec.encode(2 * i, prefix))
+            self.peer.send(*self.codec.encode(2 * i + 1, prefix))
+            workers.append(_thread(self._forward, i, port, theirs))
+            workers.append(_thread(self._pump, i, ours))
+        self._read_client()
+        for s in self.socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for t in workers:
+            t.join(5)
+        self.peer.close()
+        for s in self.socks:
+            s.close()
+
+    def _forward(self, i: int, port: int, theirs: socket.socket) -> None:
+        try:
+            with theirs, theirs.makefile("rwb", buffering=0) as f:
+                self.backend.port_forward(self.pod_id, port, f)  # type: ignore[arg-type]
+        except PalletError as e:
+            self.peer.send(*self.codec.encode(2 * i + 1, str(e).encode()))
+        except Exception as e:  # noqa: BLE001 - reported on the port's error channel
+            log.exception("port-forward backend failed")
+            self.peer.send(*self.codec.encode(2 * i + 1, f"internal error: {e}".encode()))
+
+    def _pump(self, i: int, ours: socket.socket) -> None:
+        while True:
+            try:
+                data = ours.recv(READ_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            self.peer.send(*self.codec.encode(2 * i, data))
+
+    def _read_client(self) -> None:
+        for msg in self.peer.events():
+            try:
+                ev = self.codec.decode(msg)
+            except ch.ChannelError as e:
+                self.peer.close(ws.CloseCode.POLICY_VIOLATION, str(e)[:100])
+                return
+            if isinstance(ev, ch.Data) and ev.channel % 2 == 0:
+                with contextlib.suppress(OSError):
+                    self.socks[ev.channel // 2].sendall(ev.data)
+
+
+__all__ = ["StreamingServer", "ResourceExhausted"]

@@ -523,6 +523,13 @@ class Networks:
         opts = {"bridge": self.default_bridge, "ip_masq": True, "internal": False}
         conflist = self._conflist(DEFAULT_NETWORK, self.default_bridge, subnet, gateway, opts)
         config = {"conflist": conflist, "options": opts, "default": True}
+        try:
+            current = self.store.get_network(DEFAULT_NETWORK)
+        except NotFound:
+            current = None
+        # The usual case reads only: concurrent pod starts need no write lock here.
+        if current is not None and current.config == config and current.subnet == subnet:
+            return current
         with self.store.transaction():
             try:
                 rec = self.store.get_network(DEFAULT_NETWORK)

@@ -320,3 +320,19 @@ def test_failing_plugin_mid_chain_is_rolled_back(lab, tmp_path):
     assert netns.run_in(path, socket.if_nameindex) == [(1, "lo")]
     assert cid not in iptables_dump()
     assert nets.attachments() == []
+
+
+def test_concurrent_attaches_get_distinct_addresses_and_all_detach(lab):
+    # The CRI starts many pods at once; plugins, IPAM and our records must keep up.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rec = lab.network()
+    pods = [(lab.netns(), lab.container_id()) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        atts = list(pool.map(lambda p: lab.attach(p[0], p[1], rec.name), pods))
+    assert len({a.ip for a in atts}) == 8
+    assert len(lab.nets.attachments(rec.name)) == 8
+    assert lab.ping(pods[0][0], atts[-1].ip)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: lab.nets.detach(p[1], rec.name), pods))
+    assert lab.nets.attachments(rec.name) == []

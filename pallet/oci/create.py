@@ -6,14 +6,12 @@ thin skin over it. Children are forked from the caller, never exec'd anew.
 
 from __future__ import annotations
 
-import json
+# _signal and _socket are the C cores of signal and socket: those modules only add enum
+# wrappers and conveniences, and cost pallet-runc ~5 ms each at start-up.
+import _signal
+import _socket
 import os
-import select
-import signal
-import socket
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from pallet.errors import FailedPrecondition, NotFound, PalletError, SpecError, SystemFailure
 from pallet.oci import spec as specmod
@@ -26,14 +24,28 @@ from pallet.oci.state import (
     proc_start_time,
 )
 
+TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class InitError(PalletError):
     """The container's init failed during setup; the message comes from the child."""
 
 
-@dataclass
 class ProcessHandle:
-    pid: int
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.pid == other.pid  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment] - like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__qualname__}(pid={self.pid!r})"
 
 
 def _cgroup(st_or_spec: Any, container_id: str):  # noqa: ANN202 - lazy import of the type
@@ -84,7 +96,7 @@ class Runtime:
             # The init blocks in accept() on this socket until `start` connects. It
             # inherits the listening fd, so it never reaches the state dir by path
             # (which a user-namespaced or non-dumpable init may not).
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             listener.bind(sd.start_socket)
             listener.listen(1)
             ctx = InitContext(spec=spec, process=spec["process"], rootfs=rootfs, bundle=bundle,
@@ -125,7 +137,7 @@ class Runtime:
         from pallet.oci import hooks
         from pallet.oci.init import create_child, recv, send
 
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         init_pid = 0
         first = os.fork()
         if first == 0:
@@ -161,7 +173,7 @@ class Runtime:
         finally:
             if first:
                 try:
-                    os.kill(first, signal.SIGKILL)
+                    os.kill(first, _signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 os.waitpid(first, 0)
@@ -216,7 +228,7 @@ class Runtime:
                 pass
         hooks.run_hooks(st.config, "poststart", st.oci("running"))
 
-    def kill(self, container_id: str, sig: int = signal.SIGTERM, all: bool = False) -> None:
+    def kill(self, container_id: str, sig: int = _signal.SIGTERM, all: bool = False) -> None:
         st = self.load(container_id)
         status = self.status(st)
         if status == "stopped":
@@ -241,7 +253,7 @@ class Runtime:
                 cg.thaw()
             _kill_and_reap(st.pid)
             if cg is not None:
-                cg.kill_all(signal.SIGKILL)
+                cg.kill_all(_signal.SIGKILL)
         if st.cgroup_paths:
             _cgroup(st.cgroups_path, st.id).destroy()
         sd.remove()
@@ -301,7 +313,7 @@ class Runtime:
                           console_fd=console_sock.fileno() if console_sock else None,
                           join_pid=st.pid, cgroup_procs=sorted(set(procs)))
         _become_subreaper()
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         first = os.fork()
         if first == 0:
             parent.close()
@@ -340,15 +352,15 @@ def _compile_seccomp(linux: dict[str, Any]) -> bytes | None:
     return seccomp.compile_filter(linux["seccomp"])
 
 
-def _recv_or_fail(sock: socket.socket, recv: Any) -> dict[str, Any]:
+def _recv_or_fail(sock: _socket.socket, recv: Any) -> dict[str, Any]:
     try:
         return recv(sock)
     except EOFError:
         raise InitError("container init exited during setup") from None
 
 
-def _connect(path: str) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(path: str) -> _socket.socket:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.connect(path)
     except OSError as e:
@@ -381,10 +393,13 @@ def _write_pid_file(path: str, pid: int) -> None:
 
 def _release(path: str) -> None:
     """Connect to the init's start socket and wait for its one-byte acknowledgement."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         s.connect(path)
         if s.recv(1) != b"0":
             raise ConnectionResetError("init closed the start socket")
+    finally:
+        s.close()
 
 
 def _frozen(st: ContainerState) -> bool:
@@ -409,9 +424,11 @@ def _kill_and_reap(pid: int, timeout: float = 10.0) -> None:
         return
     try:
         try:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
         except ProcessLookupError:
             return
+        import select
+
         select.select([pidfd], [], [], timeout)
         try:
             os.waitpid(pid, os.WNOHANG)
@@ -433,6 +450,8 @@ def wait_exit(pid: int) -> int:
 
 
 def json_dumps(obj: Any) -> str:
+    import json
+
     return json.dumps(obj, indent=2)
 
 

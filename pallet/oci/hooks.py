@@ -6,12 +6,14 @@ container; poststart and poststop failures are only warnings (runtime spec).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-from typing import Any
 
 from pallet.errors import PalletError
+from pallet.oci import jsonlite
+
+TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
+if TYPE_CHECKING:
+    from typing import Any
 
 FATAL = ("prestart", "createRuntime", "createContainer", "startContainer")
 
@@ -22,7 +24,7 @@ class HookError(PalletError):
 
 def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
     hooks = (spec.get("hooks") or {}).get(phase) or []
-    payload = json.dumps(state).encode()
+    payload = jsonlite.dumps(state).encode()
     for i, hook in enumerate(hooks):
         try:
             _run_one(hook, payload)
@@ -34,6 +36,11 @@ def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
 
 
 def _run_one(hook: dict[str, Any], payload: bytes) -> None:
+    # Imported here, not at the top: subprocess costs ~12 ms, and start and delete always
+    # call run_hooks, mostly with no hooks to run. (A startContainer hook runs in the
+    # container's init after pivot_root; init._preload imports subprocess for it.)
+    import subprocess
+
     args = hook.get("args") or [hook["path"]]
     timeout = hook.get("timeout")
     if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):

@@ -23,14 +23,13 @@ import ctypes
 import os
 
 from pallet.errors import SpecError, SystemFailure
+from pallet.oci import debuglog
 
 
 def _debug(message: str, *args: object) -> None:
-    # logging costs milliseconds to import on every container start; only
-    # the rare skip message pays for it.
-    import logging
-
-    logging.getLogger(__name__).debug(message, *args)
+    # Not logging: it costs milliseconds to import on every container start, and this runs
+    # in the container's init after pivot_root, where the library can no longer be imported.
+    debuglog.debug(__name__, message, *args)
 
 
 _NAMES = (

@@ -177,8 +177,12 @@ def validate_linux(linux: dict) -> None:
         _type(d.get("path"), str, f"{f}.path")
         if d.get("type") not in ("c", "b", "u", "p"):
             raise SpecError(f"{f}.type: {json.dumps(d.get('type'))} is not one of c, b, u, p")
+    own = {n.get("type") for n in linux.get("namespaces") or [] if not n.get("path")}
+    joined = {n.get("type") for n in linux.get("namespaces") or [] if n.get("path")}
     for k, v in (_opt(linux, "sysctl", dict, "linux") or {}).items():
         _type(v, str, f"linux.sysctl.{k}")
+        validate_sysctl(k, own | joined)
+
     _opt(linux, "cgroupsPath", str, "linux")
     _opt(linux, "resources", dict, "linux")
     for key in ("maskedPaths", "readonlyPaths"):
@@ -189,6 +193,31 @@ def validate_linux(linux: dict) -> None:
     if prop is not None and prop not in ("shared", "slave", "private", "unbindable",
                                           "rshared", "rslave", "rprivate", "runbindable"):
         raise SpecError(f"linux.rootfsPropagation: unknown propagation {json.dumps(prop)}")
+
+
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+_SYSCTL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def validate_sysctl(key: str, namespaces: set) -> None:
+    """Only sysctls of a namespace the container has of its own may be set (as runc)."""
+    field = f"linux.sysctl.{key}"
+    parts = key.split(".")
+    if not key or not set(key) <= _SYSCTL_CHARS or any(p in ("", "..") for p in parts):
+        raise SpecError(f"{field}: invalid sysctl name {key!r}")
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        need = "ipc"
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        need = "uts"
+    elif key.startswith("net."):
+        need = "network"
+    else:
+        raise SpecError(f"{field}: sysctl {key!r} is not in a separate kernel namespace: "
+                        "it would change the host")
+    if need not in namespaces:
+        raise SpecError(f"{field}: sysctl {key!r} needs the container to have its own {need} "
+                        "namespace")
 
 
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]

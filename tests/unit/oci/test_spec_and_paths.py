@@ -107,3 +107,25 @@ def test_ensure_file_creates_inside_the_root(tmp_path):
     # The link's target was made inside the root, the host's /etc/passwd untouched.
     assert (root / "etc" / "passwd").stat().st_size == 0
     assert (root / "dir" / "file").is_file()
+
+
+@pytest.mark.parametrize("key,msg", [
+    ("kernel.core_pattern", "not in a separate kernel namespace"),
+    ("vm.swappiness", "not in a separate kernel namespace"),
+    ("net/../../kernel/core_pattern", "invalid sysctl name"),
+    ("net..ipv4", "invalid sysctl name"),
+])
+def test_sysctls_that_would_reach_the_host_are_refused(tmp_path, key, msg):
+    s = _spec(tmp_path)
+    s["linux"]["sysctl"] = {key: "1"}
+    with pytest.raises(SpecError, match=msg):
+        specmod.validate(s, str(tmp_path))
+
+
+def test_net_sysctl_needs_a_network_namespace(tmp_path):
+    s = _spec(tmp_path)
+    s["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    specmod.validate(s, str(tmp_path))
+    s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"] if n["type"] != "network"]
+    with pytest.raises(SpecError, match="own network namespace"):
+        specmod.validate(s, str(tmp_path))

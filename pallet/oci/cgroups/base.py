@@ -3,60 +3,63 @@
 Removal, killing and pid listing work the same everywhere and live here; limits live in backends.
 """
 
-import abc
+import _signal  # signal's C core: the signal module adds enums and costs ~5 ms to import
 import errno
-import logging
 import os
-import signal
 import time
 
+from pallet.oci import debuglog
 from pallet.oci.cgroups import files
 from pallet.oci.cgroups.errors import CgroupError
 
-log = logging.getLogger("pallet.oci.cgroups")
+# Not logging.getLogger: logging costs pallet-runc ~10 ms to import (see pallet.oci.debuglog).
+log = debuglog.Logger("pallet.oci.cgroups")
 
 
-class Cgroup(abc.ABC):
-    """A container's cgroup in every hierarchy of the host."""
+class Cgroup:
+    """A container's cgroup in every hierarchy of the host.
+
+    Backends override every method here that raises NotImplementedError.
+    """
 
     mode: str = ""
 
     @property
-    @abc.abstractmethod
     def paths(self) -> dict[str, str]:
         """Controller (or "unified", or "name=x") -> absolute cgroup directory."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def create(self) -> None:
         """Make the directory in every hierarchy, parents included; idempotent."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def apply(self, pid: int) -> None:
         """Move pid into the cgroup in every hierarchy."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def set(self, resources: dict) -> None:
         """Apply an OCI linux.resources dict (also what `update` passes)."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def freeze(self) -> None:
         """Freeze every process; returns once the kernel reports frozen."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def thaw(self) -> None:
         """Let frozen processes run again."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def is_frozen(self) -> bool:
         """Whether the cgroup is frozen now."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def stats(self) -> dict:
         """Usage numbers shaped like the "data" of runc `events --stats`."""
+        raise NotImplementedError
 
-    @abc.abstractmethod
     def _procs_dir(self) -> str:
         """The directory whose cgroup.procs lists the container's processes."""
+        raise NotImplementedError
 
     def _kill_file(self) -> str | None:
         """A cgroup.kill file that kills everything at once, if the kernel has one."""
@@ -73,10 +76,10 @@ class Cgroup(abc.ABC):
         """Every pid in the cgroup and its sub-cgroups; [] when the cgroup is gone."""
         return sorted(set(files.read_procs(self._procs_dir())))
 
-    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = _signal.SIGKILL) -> None:
         """Signal every process; frozen meanwhile (v1-style) so none forks away unseen."""
         kill_file = self._kill_file()
-        if sig == signal.SIGKILL and kill_file:
+        if sig == _signal.SIGKILL and kill_file:
             try:
                 files.write(os.path.dirname(kill_file), "cgroup.kill", "1")
                 return
@@ -102,7 +105,7 @@ class Cgroup(abc.ABC):
                     pass
         finally:
             # A paused container stays paused, except that SIGKILL only lands on thawed tasks.
-            if froze or (was_frozen and sig == signal.SIGKILL):
+            if froze or (was_frozen and sig == _signal.SIGKILL):
                 self.thaw()
 
     def destroy(self) -> None:
@@ -115,7 +118,7 @@ class Cgroup(abc.ABC):
             if not busy:
                 return
             if attempt == 0:
-                self.kill_all(signal.SIGKILL)
+                self.kill_all(_signal.SIGKILL)
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
         raise CgroupError(

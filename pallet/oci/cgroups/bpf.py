@@ -5,7 +5,6 @@ Loaded and attached with bpf(2) through ctypes (cgroup v2 has no devices.allow);
 
 import ctypes
 import os
-import platform
 import struct
 
 from pallet.oci.cgroups.devices import WILDCARD, DeviceList
@@ -90,9 +89,10 @@ def _bpf(cmd: int, attr: ctypes.Array) -> int:
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     libc = _libc
-    nr = _SYS_BPF.get(platform.machine())
+    machine = os.uname().machine  # what platform.machine() returns, without importing platform
+    nr = _SYS_BPF.get(machine)
     if nr is None:
-        raise CgroupError(f"bpf(2) syscall number unknown for {platform.machine()}")
+        raise CgroupError(f"bpf(2) syscall number unknown for {machine}")
     res = libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), attr, ctypes.c_uint(len(attr)))
     if res < 0:
         err = ctypes.get_errno()

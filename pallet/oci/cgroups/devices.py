@@ -3,22 +3,44 @@
 Both backends start from that result: v1 writes it to devices.allow/deny, v2 compiles it to BPF.
 """
 
-from dataclasses import dataclass, field
-
 from pallet.oci.cgroups.errors import InvalidCgroupValue
 
 WILDCARD = -1
 
 
-@dataclass(frozen=True)
 class Rule:
-    """One device rule; type is "a", "b" or "c"; major/minor -1 match any."""
+    """One device rule; type is "a", "b" or "c"; major/minor -1 match any.
 
-    allow: bool
-    type: str = "a"
-    major: int = WILDCARD
-    minor: int = WILDCARD
-    access: str = "rwm"
+    Immutable, with the ==, hash and repr of the frozen dataclass it was (importing dataclasses
+    costs every pallet-runc create ~7 ms).
+    """
+
+    __slots__ = ("allow", "type", "major", "minor", "access")
+
+    def __init__(self, allow: bool, type: str = "a", major: int = WILDCARD,
+                 minor: int = WILDCARD, access: str = "rwm"):
+        for name, value in zip(self.__slots__, (allow, type, major, minor, access), strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Rule is immutable")
+
+    __delattr__ = __setattr__  # type: ignore[assignment]
+
+    def _key(self) -> tuple[bool, str, int, int, str]:
+        return (self.allow, self.type, self.major, self.minor, self.access)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{self.__class__.__qualname__}({fields})"
 
     def v1_line(self) -> str:
         """The devices.allow / devices.deny line for this rule."""
@@ -63,12 +85,24 @@ def rule_from_spec(entry: dict) -> Rule:
     return Rule(bool(entry["allow"]), kind, major, minor, access)
 
 
-@dataclass
 class DeviceList:
     """A cgroup's device state: a default and exceptions to it, keyed by (type, major, minor)."""
 
-    default_allow: bool = False  # cgroups start default-deny: runc's allow-list semantics
-    exceptions: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    def __init__(self, default_allow: bool = False,  # cgroups start default-deny, as in runc
+                 exceptions: dict[tuple[str, int, int], str] | None = None):
+        self.default_allow = default_allow
+        self.exceptions = {} if exceptions is None else exceptions
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.default_allow, self.exceptions) == (other.default_allow, other.exceptions)  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment] - mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__qualname__}(default_allow={self.default_allow!r}, "
+                f"exceptions={self.exceptions!r})")
 
     def apply(self, rule: Rule) -> None:
         """Fold one rule in, as writing it to devices.allow/deny would."""

@@ -3,9 +3,9 @@
 Pure functions over the text of /proc/self/mountinfo and /proc/self/cgroup, so tests feed samples.
 """
 
+from __future__ import annotations
+
 import posixpath
-import re
-from typing import NamedTuple
 
 from pallet.oci.cgroups.errors import InvalidCgroupValue
 
@@ -18,28 +18,94 @@ V1_CONTROLLERS = frozenset(
 )  # fmt: skip
 
 
-class Mount(NamedTuple):
+# Mount and Layout are tuples with named fields, as typing.NamedTuple makes them; written out
+# because importing typing costs pallet-runc ~10 ms.
+
+
+class Mount(tuple):
     """One mounted cgroup hierarchy."""
 
-    mountpoint: str
-    root: str  # the cgroup mounted there, as mountinfo's 4th field gives it
-    version: int  # 1 or 2
-    controllers: frozenset[str] = frozenset()  # v1: its controllers and name=...; v2: empty
+    __slots__ = ()
+    _fields = ("mountpoint", "root", "version", "controllers")
+
+    def __new__(cls, mountpoint: str, root: str, version: int,
+                controllers: frozenset[str] = frozenset()) -> Mount:
+        return tuple.__new__(cls, (mountpoint, root, version, controllers))
+
+    @property
+    def mountpoint(self) -> str:
+        return self[0]
+
+    @property
+    def root(self) -> str:
+        """The cgroup mounted there, as mountinfo's 4th field gives it."""
+        return self[1]
+
+    @property
+    def version(self) -> int:
+        """1 or 2."""
+        return self[2]
+
+    @property
+    def controllers(self) -> frozenset[str]:
+        """v1: its controllers and name=...; v2: empty."""
+        return self[3]
+
+    def __repr__(self) -> str:
+        return _named_repr(self)
 
 
-class Layout(NamedTuple):
+_NO_V1: dict[str, Mount] = {}  # never mutated, so one shared default is fine
+
+
+class Layout(tuple):
     """The cgroup hierarchies of this host, as one mode."""
 
-    mode: str  # "v1", "v2" or "hybrid"
-    v1: dict[str, Mount] = {}  # controller (or name=x) -> mount; never mutated, so shared is fine
-    unified: Mount | None = None
+    __slots__ = ()
+    _fields = ("mode", "v1", "unified")
+
+    def __new__(cls, mode: str, v1: dict[str, Mount] = _NO_V1,
+                unified: Mount | None = None) -> Layout:
+        return tuple.__new__(cls, (mode, v1, unified))
+
+    @property
+    def mode(self) -> str:
+        """"v1", "v2", "hybrid" or "none"."""
+        return self[0]
+
+    @property
+    def v1(self) -> dict[str, Mount]:
+        """Controller (or name=x) -> mount."""
+        return self[1]
+
+    @property
+    def unified(self) -> Mount | None:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return _named_repr(self)
+
+
+def _named_repr(t: Mount | Layout) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in zip(t._fields, t, strict=True))
+    return f"{t.__class__.__name__}({fields})"
 
 
 def _unescape(text: str) -> str:
-    # mountinfo octal-escapes space, tab, newline and backslash.
+    # mountinfo octal-escapes space, tab, newline and backslash as \ooo.
     if "\\" not in text:
         return text
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+    out = []
+    i = 0
+    while i < len(text):
+        code = text[i + 1:i + 4]
+        if text[i] == "\\" and len(code) == 3 and all(c in "01234567" for c in code):
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[Mount]:

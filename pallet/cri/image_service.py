@@ -63,6 +63,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
         if request.HasField("auth"):
             store = self._store_with_auth(ref, request.auth)
         image = store.pull(ref)
+        self._usage = None  # the store grew: ImageFsInfo must not answer from before
         # kubelet passes this back to ImageStatus/CreateContainer: the id is stable across tags.
         return pb.PullImageResponse(image_ref=image.id)
 
@@ -78,6 +79,7 @@ class ImageService(pb_grpc.ImageServiceServicer):
             self.store.remove(image.id, force=True)
         except NotFound:
             pass  # removed concurrently: still the outcome asked for
+        self._usage = None
         return pb.RemoveImageResponse()
 
     def ImageFsInfo(self, request: pb.ImageFsInfoRequest, context: grpc.ServicerContext

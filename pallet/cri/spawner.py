@@ -50,9 +50,10 @@ class Spawner:
         self._closed = False
 
     @classmethod
-    def start(cls, preload: Sequence[str] = ()) -> Spawner:
-        """Fork the spawner. Call before starting any thread (it refuses otherwise)."""
-        if threading.active_count() != 1:
+    def start(cls, preload: Sequence[str] = (), *, allow_threads: bool = False) -> Spawner:
+        """Fork the spawner. Call before starting any thread (it refuses otherwise;
+        `allow_threads` is for test processes that cannot promise that)."""
+        if threading.active_count() != 1 and not allow_threads:
             raise RuntimeError("Spawner.start() must run before any thread is started")
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()

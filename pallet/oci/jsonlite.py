@@ -1,4 +1,4 @@
-"""json.loads and json.dumps (default arguments only) without importing the json package.
+"""json.loads and json.dumps (default arguments, or an indent) without importing the json package.
 
 `import json` costs pallet-runc ~8 ms per run, mostly because json.decoder and json.scanner
 import re (and re imports enum); the real work happens in the C module _json either way.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 try:
@@ -61,19 +62,50 @@ def loads(s: str | bytes) -> Any:
     return json.loads(s)
 
 
-def dumps(obj: Any) -> str:
-    """json.dumps(obj): compact one-line JSON with json's default separators."""
-    if _make_scanner is not None:
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """json.dumps(obj) or json.dumps(obj, indent=N) (an int), with json's default separators."""
+    if _make_scanner is not None and (indent is None or type(indent) is int):
         try:
-            # What json.JSONEncoder.iterencode builds when indent is None.
-            encode = _make_encoder({}, _unserializable, _encode_str, None, ": ", ", ",
-                                   False, False, True)
-            return "".join(encode(obj, 0))
+            if indent is None:
+                return _compact(obj)
+            return "".join(_indented(obj, " " * indent, "\n"))
         except (TypeError, ValueError, RecursionError):
             pass  # json.dumps below raises json's own error
     import json
 
-    return json.dumps(obj)
+    return json.dumps(obj, indent=indent)
+
+
+def _compact(obj: Any) -> str:
+    # What json.JSONEncoder.iterencode builds when indent is None.
+    encode = _make_encoder({}, _unserializable, _encode_str, None, ": ", ", ", False, False, True)
+    return "".join(encode(obj, 0))
+
+
+def _indented(obj: Any, step: str, newline: str) -> Iterator[str]:
+    # json's pure-Python encoder with indent: each item of a non-empty dict or list on a line
+    # of its own, "," between items, ": " after keys. Scalars and empty containers read the
+    # same compact, so _compact writes those.
+    if isinstance(obj, dict) and obj:
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError("non-string keys: json converts those")  # json.dumps takes over
+        inner = newline + step
+        sep = "{" + inner
+        for key, value in obj.items():
+            yield sep + _encode_str(key) + ": "
+            yield from _indented(value, step, inner)
+            sep = "," + inner
+        yield newline + "}"
+    elif isinstance(obj, (list, tuple)) and obj:
+        inner = newline + step
+        sep = "[" + inner
+        for value in obj:
+            yield sep
+            yield from _indented(value, step, inner)
+            sep = "," + inner
+        yield newline + "]"
+    else:
+        yield _compact(obj)
 
 
 def _unserializable(o: Any) -> Any:

@@ -110,6 +110,7 @@ class Ctx:
         self.root = os.path.join(work, "state")
         self.ids: list[str] = []
         self.procs: list[subprocess.Popen] = []
+        self.mounts: list[str] = []
         self.deadline = deadline
         self.n = 0
 
@@ -157,24 +158,37 @@ class Ctx:
         cfg = default_config(args if args is not None else ["sh", "-c", script or "true"])
         return cfg
 
-    def bundle(self, cfg: dict) -> str:
+    def bundle(self, cfg: dict, rootfs_mount: bool = False) -> str:
+        """A bundle with a copy of the busybox rootfs; rootfs_mount=True puts the rootfs on
+        its own tmpfs (as an image snapshotter would), unmounted at cleanup."""
         b = tempfile.mkdtemp(prefix="bundle-", dir=self.work)
-        shutil.copytree(self.rootfs, os.path.join(b, "rootfs"), symlinks=True, copy_function=os.link)
+        os.chmod(b, 0o755)
+        if rootfs_mount:
+            r = os.path.join(b, "rootfs")
+            os.mkdir(r)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "pallet-conf", r], check=True)
+            self.mounts.append(r)
+            shutil.copytree(self.rootfs, r, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copytree(self.rootfs, os.path.join(b, "rootfs"), symlinks=True, copy_function=os.link)
         with open(os.path.join(b, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
         return b
 
-    def create(self, cfg: dict, cid: str | None = None, extra: list[str] | None = None):
+    def create(self, cfg: dict, cid: str | None = None, extra: list[str] | None = None,
+               rootfs_mount: bool = False):
         """create a container; returns (cid, bundle, outpath, pidfile)."""
         cid = cid or self.new_id()
-        b = self.bundle(cfg)
+        b = self.bundle(cfg, rootfs_mount)
         out = os.path.join(b, "stdout")
         pidfile = os.path.join(b, "pid")
-        with open(out, "wb") as fo:
+        # the container inherits create's stdio: files, never pipes (a pipe stays open
+        # as long as the container runs, and reading it to EOF would hang)
+        with open(out, "wb") as fo, open(out, "ab") as fe:
             r = self.rt("create", "--bundle", b, "--pid-file", pidfile, *(extra or []), cid,
-                        stdout=fo, stderr=subprocess.PIPE)
+                        stdout=fo, stderr=fe)
         if r.returncode != 0:
-            raise Fail(f"create exited {r.returncode}: {r.stderr.decode(errors='replace').strip()[-400:]}")
+            raise Fail(f"create exited {r.returncode}: {open(out, errors='replace').read().strip()[-400:]}")
         return cid, b, out, pidfile
 
     def wait_stopped(self, cid: str, pid: int, timeout: float = 10) -> None:
@@ -186,9 +200,9 @@ class Ctx:
                 return
             time.sleep(0.02)
 
-    def run_output(self, cfg: dict, timeout: float = 10) -> str:
+    def run_output(self, cfg: dict, timeout: float = 10, rootfs_mount: bool = False) -> str:
         """create + start + wait + delete; return container stdout+stderr."""
-        cid, b, out, pidfile = self.create(cfg)
+        cid, b, out, pidfile = self.create(cfg, rootfs_mount=rootfs_mount)
         pid = int(open(pidfile).read())
         self.ok("start", cid)
         self.wait_stopped(cid, pid, timeout)
@@ -206,8 +220,11 @@ class Ctx:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        for m in reversed(self.mounts):
+            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
         self.ids.clear()
         self.procs.clear()
+        self.mounts.clear()
 
 
 # --------------------------------------------------------------------------- tests
@@ -493,13 +510,16 @@ def t_mounts(c: Ctx):
 
 @test
 def t_linux_masked_paths(c: Ctx):
-    cfg = c.config("wc -c < /proc/kcore; ls /sys/firmware | wc -l; cat /etc/hostname | wc -c; "
-                   "echo x > /etc/hostname 2>/dev/null && echo masked-writable")
+    # a masked file is /dev/null bind-mounted over it (reads empty, writes vanish);
+    # a masked directory is an empty read-only tmpfs
+    cfg = c.config("wc -c < /proc/timer_list; ls /sys/firmware | wc -l; wc -c < /etc/hostname; "
+                   "echo x > /etc/hostname; wc -c < /etc/hostname; "
+                   "touch /sys/firmware/x 2>/dev/null && echo masked-dir-writable")
     cfg["root"]["readonly"] = False
     cfg["linux"]["maskedPaths"].append("/etc/hostname")
     o = c.run_output(cfg).split()
-    check(o[:3] == ["0", "0", "0"], f"masked paths readable: {o}")
-    check("masked-writable" not in o, "masked file is writable")
+    check(o[:4] == ["0", "0", "0", "0"], f"masked paths readable: {o}")
+    check("masked-dir-writable" not in o, "masked directory is writable")
 
 
 @test
@@ -509,7 +529,7 @@ def t_linux_readonly_paths(c: Ctx):
     cfg["root"]["readonly"] = False
     cfg["linux"]["readonlyPaths"].append("/mnt")
     o = c.run_output(cfg)
-    check(o.split()[0] == "ro", f"/proc/sys not mounted ro: {o!r}")
+    check((o.split() or [""])[0] == "ro", f"/proc/sys not mounted ro: {o!r}")
     check("mnt-writable" not in o, "readonly path /mnt is writable")
     check("tmp-ok" in o, "readonlyPaths leaked to the rest of the rootfs")
 
@@ -541,10 +561,11 @@ def t_linux_ns_nopath(c: Ctx):
 def t_linux_ns_itype(c: Ctx):
     cfg = c.config("for n in net ipc uts mnt; do echo $n $(readlink /proc/self/ns/$n); done")
     cfg["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}]
+    cfg.pop("hostname", None)  # setting a hostname requires a uts namespace
     o = c.run_output(cfg)
     inside = dict(ln.split(" ", 1) for ln in o.splitlines() if " " in ln)
     for f in ("net", "ipc", "uts"):
-        check(inside.get(f) == os.readlink(f"/proc/1/ns/{f}"),
+        check(inside.get(f) == os.readlink(f"/proc/self/ns/{f}"),
               f"{f}: a namespace not listed in config was not inherited from the runtime")
 
 
@@ -670,15 +691,28 @@ def t_linux_seccomp(c: Ctx):
     check("touch-ok" in o, f"allowed syscalls broken: {o!r}")
 
 
-@test
-def t_linux_rootfs_propagation(c: Ctx):
+def _propagation(c: Ctx, mode: str, want) -> None:
     cfg = c.config("awk '$5==\"/\" {print $0}' /proc/self/mountinfo")
-    cfg["linux"]["rootfsPropagation"] = "private"
-    o = c.run_output(cfg)
-    check(o.strip() and "shared:" not in o, f"private root propagation: {o!r}")
-    cfg["linux"]["rootfsPropagation"] = "unbindable"
-    o = c.run_output(cfg)
-    check("unbindable" in o, f"unbindable root propagation: {o!r}")
+    cfg["linux"]["rootfsPropagation"] = mode
+    # the rootfs is its own mount, as with an overlay snapshot: a plain directory on a
+    # private host mount can only ever be bound private
+    o = c.run_output(cfg, rootfs_mount=True)
+    check(o.strip() and want(o), f"{mode} root propagation, mountinfo: {o.strip()!r}")
+
+
+@test
+def t_linux_rootfs_propagation_private(c: Ctx):
+    _propagation(c, "private", lambda o: "shared:" not in o and "master:" not in o)
+
+
+@test
+def t_linux_rootfs_propagation_shared(c: Ctx):
+    _propagation(c, "shared", lambda o: "shared:" in o)
+
+
+@test
+def t_linux_rootfs_propagation_unbindable(c: Ctx):
+    _propagation(c, "unbindable", lambda o: "unbindable" in o)
 
 
 def _hook(path: str, code: int = 0) -> dict:
@@ -730,7 +764,7 @@ def t_prestart_fail(c: Ctx):
     b = c.bundle(cfg)
     out = os.path.join(b, "stdout")
     with open(out, "wb") as fo:
-        r = c.rt("create", "--bundle", b, cid, stdout=fo)
+        r = c.rt("create", "--bundle", b, cid, stdout=fo, stderr=subprocess.STDOUT)
     check(r.returncode != 0, "create succeeded although a prestart hook failed")
     st = c.status(cid)
     check(st in (None, "stopped"), f"container left {st} after failed prestart")
@@ -769,7 +803,8 @@ def t_poststop_fail(c: Ctx):
 def t_runc_run_exit_code(c: Ctx):
     cid = c.new_id()
     b = c.bundle(c.config("exit 7"))
-    r = c.rt("run", "--bundle", b, cid)
+    with open(os.path.join(b, "out"), "wb") as fo:
+        r = c.rt("run", "--bundle", b, cid, stdout=fo, stderr=subprocess.STDOUT)
     check(r.returncode == 7, f"run returned {r.returncode}, container exited 7")
     check(c.rt("state", cid).returncode != 0, "run without --keep left the container")
 
@@ -831,6 +866,7 @@ def run_suite(spec: str, timeout: float, only: set[str] | None, workbase: str, r
     except FileNotFoundError as e:
         return {"runtime": spec, "error": str(e), "results": {}}
     work = tempfile.mkdtemp(prefix=f"conf-{label}-", dir=workbase)
+    os.chmod(work, 0o755)  # user-namespace tests: mapped uids must reach the bundles
     results: dict[str, dict] = {}
     if verbose and note:
         print(f"# {label}: {note}", flush=True)
@@ -885,6 +921,7 @@ def main() -> int:
         print("native.py: must run as root", file=sys.stderr)
         return 2
     base = tempfile.mkdtemp(prefix="pallet-conf-", dir=a.workdir)
+    os.chmod(base, 0o755)
     try:
         rootfs = build_rootfs(os.path.join(base, "rootfs"))
         only = set(a.only.split(",")) if a.only else None

@@ -80,7 +80,8 @@ def cgroup_dirs(cgpath: str) -> list[str]:
 
 
 def remove_cgroup_parent() -> None:
-    for d in cgroup_dirs(CGROUP_PARENT) + ["/sys/fs/cgroup/unified" + CGROUP_PARENT]:
+    extra = ["/sys/fs/cgroup/unified" + CGROUP_PARENT, "/sys/fs/cgroup/systemd" + CGROUP_PARENT]
+    for d in cgroup_dirs(CGROUP_PARENT) + extra:
         try:
             os.rmdir(d)
         except OSError:

@@ -105,7 +105,7 @@ class ChannelCodec:
                 return error.encode()
             if exit_code:
                 return (f"command terminated with non-zero exit code: error executing command "
-                        f"{list(cmd)}, exit code {exit_code}").encode()
+                        f"{_go_list(cmd)}, exit code {exit_code}").encode()
             return b""
         return json.dumps(status_json(exit_code, error, cmd)).encode()
 
@@ -121,10 +121,15 @@ def status_json(exit_code: int | None, error: str = "", cmd: Sequence[str] = ())
         "metadata": {},
         "status": "Failure",
         "message": (f"command terminated with non-zero exit code: error executing command "
-                    f"{list(cmd)}, exit code {exit_code}"),
+                    f"{_go_list(cmd)}, exit code {exit_code}"),
         "reason": "NonZeroExitCode",
         "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]},
     }
+
+
+def _go_list(cmd: Sequence[str]) -> str:
+    # kubelet formats the command with Go's %v: [sh -c exit 3]
+    return "[" + " ".join(cmd) + "]"
 
 
 def parse_resize(data: bytes) -> TerminalSize:

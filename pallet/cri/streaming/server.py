@@ -22,6 +22,7 @@ import h11
 
 from pallet.cri.errors import ResourceExhausted
 from pallet.cri.streaming import channels as ch
+from pallet.cri.streaming import spdy
 from pallet.cri.streaming import websocket as ws
 from pallet.cri.streaming.backend import (
     AttachRequest,
@@ -39,6 +40,8 @@ log = logging.getLogger("pallet.cri.streaming")
 HANDSHAKE_TIMEOUT = 30.0  # s for the client to send its HTTP request after connecting
 CLOSE_WAIT = 2.0  # s to wait for the client's Close reply before dropping the socket
 READ_SIZE = 32 << 10
+STREAM_CREATION_TIMEOUT = 30.0  # s for a SPDY client to open its streams (kubelet's value)
+SPDY_REMOTECOMMAND_PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io")
 
 
 class StreamingServer:
@@ -169,13 +172,16 @@ class StreamingServer:
         if not isinstance(req, want[kind]):
             conn.sendall(_plain_response(404, "unknown or expired streaming URL; ask for a new one"))
             return
-        if not ws.is_upgrade(request.headers, "websocket"):
-            if ws.is_upgrade(request.headers, "SPDY/3.1"):
+        if ws.is_upgrade(request.headers, "SPDY/3.1"):
+            if isinstance(req, PortForwardRequest):
                 conn.sendall(_plain_response(
-                    501, "SPDY/3.1 streaming is not supported yet; use a WebSocket client "
-                         "(v5.channel.k8s.io or v4.channel.k8s.io)"))
-            else:
-                conn.sendall(_plain_response(400, "expected a WebSocket upgrade"))
+                    501, "port-forward over SPDY/3.1 is not supported yet; use WebSocket "
+                         "(portforward.k8s.io)"))
+                return
+            self._serve_spdy(conn, http, request, req)
+            return
+        if not ws.is_upgrade(request.headers, "websocket"):
+            conn.sendall(_plain_response(400, "expected a WebSocket or SPDY/3.1 upgrade"))
             return
         supported = ch.PORTFORWARD_PROTOCOLS if kind == "portforward" else ch.REMOTECOMMAND_PROTOCOLS
         try:
@@ -192,7 +198,36 @@ class StreamingServer:
             ports = _query_ports(url.query) or req.ports
             PortForwardSession(self.backend, peer, req.pod_sandbox_id, ports).run()
         else:
-            RemoteCommandSession(self.backend, peer, ch.ChannelCodec(hs.protocol), req).run()
+            codec = ch.ChannelCodec(hs.protocol)
+            RemoteCommandSession(self.backend, WebSocketTransport(peer, codec), codec, req).run()
+
+
+    def _serve_spdy(self, conn: socket.socket, http: h11.Connection, request: h11.Request,
+                    req: ExecRequest | AttachRequest) -> None:
+        offered = ws.header_values(request.headers, "x-stream-protocol-version")
+        protocol = next((p for p in offered if p in SPDY_REMOTECOMMAND_PROTOCOLS), None)
+        if protocol is None:
+            # No version at all is the pre-1.2 v1 protocol; nobody speaks it any more.
+            conn.sendall(_plain_response(
+                403, f"none of the stream protocols {offered} is supported",
+                [("X-Accepted-Stream-Protocol-Versions", ", ".join(SPDY_REMOTECOMMAND_PROTOCOLS))]))
+            return
+        conn.sendall(http.send(h11.InformationalResponse(status_code=101, headers=[
+            ("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", protocol)])))
+        leftover = bytes(http.trailing_data[0])
+        conn.settimeout(None)
+        peer = SpdyConnection(conn, leftover, self.idle_timeout, self._stopping)
+        expected = {"error"}
+        expected |= {"stdin"} if req.stdin else set()
+        expected |= {"stdout"} if req.stdout else set()
+        expected |= {"stderr"} if req.stderr and not req.tty else set()
+        expected |= {"resize"} if req.tty and protocol != "v2.channel.k8s.io" else set()
+        transport = SpdyTransport(peer, expected)
+        if not transport.setup(STREAM_CREATION_TIMEOUT):
+            peer.close(spdy.GoAwayStatus.PROTOCOL_ERROR)
+            return
+        RemoteCommandSession(self.backend, transport, ch.ChannelCodec(protocol), req).run()
 
 
 def _check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
@@ -357,6 +392,194 @@ class WebSocketConnection:
                 return None
 
 
+# -- SPDY/3.1 over a socket ---------------------------------------------------------
+
+class SpdyConnection:
+    """Thread-safe frame sends; one reader iterating `events()`. Streams are opened by the
+    client (kubelet's remotecommand); each is answered with SYN_REPLY on arrival."""
+
+    def __init__(self, sock: socket.socket, leftover: bytes, idle_timeout: float,
+                 stopping: threading.Event):
+        self.sock = sock
+        self.codec = spdy.Connection()
+        self._leftover = leftover
+        self._send_lock = threading.Lock()
+        self._idle_timeout = idle_timeout
+        self._stopping = stopping
+        self.last_activity = time.monotonic()
+        self.last_stream = 0
+        self.closed = False
+        self.peer_closed = threading.Event()
+
+    def send(self, frame: bytes | Callable[[], bytes]) -> bool:
+        with self._send_lock:
+            if self.closed:
+                return False
+            try:
+                # Header frames are built under the lock: the zlib context is ordered.
+                self.sock.sendall(frame() if callable(frame) else frame)
+            except OSError:
+                self.closed = True
+                return False
+        self.last_activity = time.monotonic()
+        return True
+
+    def close(self, status: int = spdy.GoAwayStatus.OK) -> None:
+        self.send(spdy.goaway(self.last_stream, status))
+        with self._send_lock:
+            self.closed = True
+        self.peer_closed.wait(CLOSE_WAIT)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def events(self) -> Iterator[spdy.Event]:
+        try:
+            pending = self._leftover
+            while True:
+                if pending:
+                    try:
+                        evs = self.codec.feed(pending)
+                    except spdy.SpdyError as e:
+                        log.info("SPDY protocol error: %s", e)
+                        self.send(spdy.goaway(self.last_stream, spdy.GoAwayStatus.PROTOCOL_ERROR))
+                        return
+                    for ev in evs:
+                        if isinstance(ev, spdy.Ping):
+                            self.send(spdy.ping(ev.ping_id))
+                        elif isinstance(ev, spdy.SynStream):
+                            self.last_stream = max(self.last_stream, ev.stream_id)
+                            sid = ev.stream_id
+                            self.send(lambda sid=sid: self.codec.syn_reply(sid))
+                            yield ev
+                        elif isinstance(ev, spdy.Data):
+                            if ev.data:
+                                # SPDY/3.1 flow control: give back the window we used, for the
+                                # stream and the session, so strict clients never stall.
+                                self.send(spdy.window_update(ev.stream_id, len(ev.data))
+                                          + spdy.window_update(0, len(ev.data)))
+                            yield ev
+                        elif isinstance(ev, spdy.GoAway):
+                            return
+                        elif isinstance(ev, spdy.RstStream | spdy.HeadersFrame):
+                            yield ev
+                pending = _recv(self.sock, self._stopping, self, self._idle_timeout)
+                if pending is None:
+                    return
+        finally:
+            self.peer_closed.set()
+
+
+def _recv(sock: socket.socket, stopping: threading.Event, owner: SpdyConnection,
+          idle_timeout: float) -> bytes | None:
+    while True:
+        if stopping.is_set():
+            return None
+        try:
+            ready, _, _ = select.select([sock], [], [], 1.0)
+        except (OSError, ValueError):
+            return None
+        if ready:
+            try:
+                data = sock.recv(READ_SIZE)
+            except OSError:
+                return None
+            if not data:
+                return None
+            owner.last_activity = time.monotonic()
+            return data
+        if time.monotonic() - owner.last_activity > idle_timeout:
+            return None
+
+
+_SPDY_CHANNELS = {"stdin": ch.STDIN, "stdout": ch.STDOUT, "stderr": ch.STDERR,
+                  "error": ch.ERROR, "resize": ch.RESIZE}
+
+
+class SpdyTransport:
+    """remotecommand channels as SPDY streams, one per `streamtype` header."""
+
+    def __init__(self, conn: SpdyConnection, expected: set[str]):
+        self.conn = conn
+        self.expected = expected
+        self.streams: dict[int, int] = {}  # channel -> stream id
+        self._channel_of: dict[int, int] = {}  # stream id -> channel
+        self._frames = conn.events()
+        self._early: list[spdy.Event] = []
+        self._resize_buf = b""
+
+    def setup(self, timeout: float) -> bool:
+        """Wait for the client to open every stream the request needs."""
+        deadline = time.monotonic() + timeout
+        for ev in self._frames:
+            if isinstance(ev, spdy.SynStream):
+                kind = (ev.headers.get("streamtype") or [""])[0]
+                if kind not in _SPDY_CHANNELS or _SPDY_CHANNELS[kind] in self.streams:
+                    self.conn.send(spdy.rst_stream(ev.stream_id, spdy.RstStatus.REFUSED_STREAM))
+                    continue
+                self.streams[_SPDY_CHANNELS[kind]] = ev.stream_id
+                self._channel_of[ev.stream_id] = _SPDY_CHANNELS[kind]
+            else:
+                self._early.append(ev)  # stdin may arrive before the last stream opens
+            if {_SPDY_CHANNELS[k] for k in self.expected} <= set(self.streams):
+                return True
+            if time.monotonic() > deadline:
+                break
+        log.info("SPDY client opened %s, expected %s", sorted(self.streams), sorted(self.expected))
+        return False
+
+    def start(self, first_channel: int) -> None:
+        pass
+
+    def send(self, channel: int, data: bytes) -> bool:
+        sid = self.streams.get(channel)
+        return sid is not None and self.conn.send(spdy.data_frame(sid, data))
+
+    def close_channel(self, channel: int) -> None:
+        sid = self.streams.get(channel)
+        if sid is not None:
+            self.conn.send(spdy.data_frame(sid, b"", fin=True))
+
+    def events(self) -> Iterator[ch.ChannelEvent]:
+        for ev in self._replay():
+            channel = self._channel_of.get(getattr(ev, "stream_id", -1))
+            if channel is None:
+                continue
+            if isinstance(ev, spdy.Data):
+                if channel == ch.RESIZE:
+                    yield from self._resizes(ev.data)
+                elif ev.data:
+                    yield ch.Data(channel, ev.data)
+                if ev.fin:
+                    yield ch.CloseChannel(channel)
+            elif isinstance(ev, spdy.RstStream):
+                yield ch.CloseChannel(channel)
+
+    def _replay(self) -> Iterator[spdy.Event]:
+        yield from self._early
+        self._early = []
+        yield from self._frames
+
+    def _resizes(self, data: bytes) -> Iterator[ch.Data]:
+        # The resize stream is a sequence of JSON objects (Go's json.Encoder: one per line).
+        self._resize_buf += data
+        if len(self._resize_buf) > 4096:
+            raise ch.ChannelError("resize stream carries something other than sizes")
+        while b"}" in self._resize_buf:
+            obj, _, self._resize_buf = self._resize_buf.partition(b"}")
+            yield ch.Data(ch.RESIZE, obj.strip() + b"}")
+
+    def abort(self, reason: str) -> None:
+        self.conn.close(spdy.GoAwayStatus.PROTOCOL_ERROR)
+
+    def finish(self, status: bytes) -> None:
+        sid = self.streams.get(ch.ERROR)
+        if sid is not None:
+            if status:
+                self.conn.send(spdy.data_frame(sid, status))
+            self.conn.send(spdy.data_frame(sid, b"", fin=True))
+        self.conn.close()
+
+
 # -- sessions -------------------------------------------------------------------
 
 class _Pipe:
@@ -387,14 +610,46 @@ def _thread(target: Callable[..., Any], *args: Any) -> threading.Thread:
     return t
 
 
-class RemoteCommandSession:
-    """exec or attach over one WebSocket, in the remotecommand channel protocol."""
+class WebSocketTransport:
+    """remotecommand channels as WebSocket messages (channel byte or digit + payload)."""
 
-    def __init__(self, backend: StreamBackend, peer: WebSocketConnection, codec: ch.ChannelCodec,
-                 req: ExecRequest | AttachRequest):
-        self.backend = backend
+    def __init__(self, peer: WebSocketConnection, codec: ch.ChannelCodec):
         self.peer = peer
         self.codec = codec
+
+    def start(self, first_channel: int) -> None:
+        # kubelet announces the session with an empty message on the lowest writable channel.
+        self.send(first_channel, b"")
+
+    def send(self, channel: int, data: bytes) -> bool:
+        return self.peer.send(*self.codec.encode(channel, data))
+
+    def close_channel(self, channel: int) -> None:
+        pass  # WebSocket streams end with the connection
+
+    def events(self) -> Iterator[ch.ChannelEvent]:
+        for msg in self.peer.events():
+            ev = self.codec.decode(msg)
+            if ev is not None:
+                yield ev
+
+    def abort(self, reason: str) -> None:
+        self.peer.close(ws.CloseCode.POLICY_VIOLATION, reason[:100])
+
+    def finish(self, status: bytes) -> None:
+        if status:
+            self.send(ch.ERROR, status)
+        self.peer.close()
+
+
+class RemoteCommandSession:
+    """exec or attach over one transport (WebSocket or SPDY), in remotecommand channels."""
+
+    def __init__(self, backend: StreamBackend, transport: WebSocketTransport | SpdyTransport,
+                 codec: ch.ChannelCodec, req: ExecRequest | AttachRequest):
+        self.backend = backend
+        self.transport = transport
+        self.codec = codec  # for the exit status format of the negotiated version
         self.req = req
         self.stdin = _Pipe() if req.stdin else None
         self.stdout = _Pipe() if req.stdout else None
@@ -403,9 +658,7 @@ class RemoteCommandSession:
 
     def run(self) -> None:
         req = self.req
-        # kubelet announces the session with an empty message on the lowest writable channel.
-        first = ch.STDOUT if self.stdout else ch.STDERR if self.stderr else ch.ERROR
-        self.peer.send(*self.codec.encode(first, b""))
+        self.transport.start(ch.STDOUT if self.stdout else ch.STDERR if self.stderr else ch.ERROR)
         pumps = [_thread(self._pump, p, n) for p, n in ((self.stdout, ch.STDOUT),
                                                         (self.stderr, ch.STDERR)) if p]
         reader = _thread(self._read_client)
@@ -438,9 +691,7 @@ class RemoteCommandSession:
         for t in pumps:
             t.join()
         status = self.codec.exit_status(code, error, req.cmd if isinstance(req, ExecRequest) else ())
-        if status:
-            self.peer.send(*self.codec.encode(ch.ERROR, status))
-        self.peer.close()
+        self.transport.finish(status)
         reader.join(CLOSE_WAIT)
         if self.stdin:
             self.stdin.close_w()
@@ -451,30 +702,26 @@ class RemoteCommandSession:
         try:
             while data := os.read(fd, READ_SIZE):
                 # A client that went away: keep reading so the process never blocks on a full pipe.
-                self.peer.send(*self.codec.encode(channel, data))
+                self.transport.send(channel, data)
         finally:
             pipe.close_r()
+            self.transport.close_channel(channel)
 
     def _read_client(self) -> None:
         try:
-            for msg in self.peer.events():
-                try:
-                    ev = self.codec.decode(msg)
-                    if ev is None:
-                        continue
-                    if isinstance(ev, ch.CloseChannel):
-                        if ev.channel == ch.STDIN and self.stdin:
-                            self.stdin.close_w()
-                    elif ev.channel == ch.STDIN:
-                        self._write_stdin(ev.data)
-                    elif ev.channel == ch.RESIZE:
-                        if self.resize:
-                            self.resize.put(ch.parse_resize(ev.data))
-                    # Data on output channels from a client is meaningless: ignore it, as kubelet.
-                except ch.ChannelError as e:
-                    log.info("bad streaming message: %s", e)
-                    self.peer.close(ws.CloseCode.POLICY_VIOLATION, str(e)[:100])
-                    return
+            for ev in self.transport.events():
+                if isinstance(ev, ch.CloseChannel):
+                    if ev.channel == ch.STDIN and self.stdin:
+                        self.stdin.close_w()
+                elif ev.channel == ch.STDIN:
+                    self._write_stdin(ev.data)
+                elif ev.channel == ch.RESIZE:
+                    if self.resize:
+                        self.resize.put(ch.parse_resize(ev.data))
+                # Data on output channels from a client is meaningless: ignore it, as kubelet.
+        except (ch.ChannelError, spdy.SpdyError) as e:
+            log.info("bad streaming message: %s", e)
+            self.transport.abort(str(e))
         finally:
             # The client is gone or closed: the process sees EOF on stdin.
             if self.stdin:

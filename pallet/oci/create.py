@@ -137,6 +137,10 @@ class Runtime:
         from pallet.oci import hooks
         from pallet.oci.init import create_child, recv, send
 
+        # The init is our grandchild; as a subreaper we inherit it when the first child
+        # exits, so a failed create can reap it before removing its cgroup (shims and
+        # monitors that call this are subreapers anyway).
+        _become_subreaper()
         parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         init_pid = 0
         first = os.fork()

@@ -91,9 +91,16 @@ def _fail(sock: _socket.socket, e: BaseException) -> None:
         msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"
+    except Exception:  # noqa: BLE001 - never let reporting hide the exit
+        msg = type(e).__name__
+    try:
         send(sock, error=msg or type(e).__name__)
     except OSError:
-        pass
+        # After `created` the parent is gone: tell the container's stderr, like runc.
+        try:
+            os.write(2, f"pallet-runc: {msg}\n".encode())
+        except OSError:
+            pass
     os._exit(1)
 
 
@@ -205,7 +212,7 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
         send(sock, hooks=True)
         recv(sock)
         os.close(root_fd)
-        rootfs.pivot(ctx.rootfs, ctx.no_pivot)
+        rootfs.pivot(ctx.rootfs, ctx.no_pivot, linux.get("rootfsPropagation"))
         if spec.get("hostname") and "uts" in nss:
             sc.sethostname(spec["hostname"])
         if spec.get("domainname") and "uts" in nss:

@@ -222,8 +222,8 @@ def apply(caps: dict | None) -> None:
         if not wanted["ambient"] >> number & 1:
             continue
         if _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, number, 0, 0) != 0:
-            raise SystemFailure(
-                f"capabilities: cannot raise {_NAMES[number]} in the ambient set: "
-                f"{os.strerror(ctypes.get_errno())}; an ambient capability must also be "
-                "in process.capabilities.permitted and .inheritable"
-            )
+            # runc only warns here: its own default spec lists ambient caps that are
+            # not inheritable, which the kernel refuses to raise.
+            _debug("capabilities: cannot raise %s in the ambient set: %s (it must also be "
+                   "permitted and inheritable); skipped", _NAMES[number],
+                   os.strerror(ctypes.get_errno()))

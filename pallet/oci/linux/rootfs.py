@@ -187,7 +187,7 @@ def dev_symlinks(root_fd: int, have_devpts: bool) -> None:
         os.close(dev)
 
 
-def pivot(rootfs: str, no_pivot: bool) -> None:
+def pivot(rootfs: str, no_pivot: bool, propagation: str | None = None) -> None:
     os.chdir(rootfs)
     if no_pivot:
         sc.mount(rootfs, "/", None, sc.MS_MOVE)
@@ -198,6 +198,10 @@ def pivot(rootfs: str, no_pivot: bool) -> None:
         sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
         sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
+    if propagation:
+        # The new root is a bind of the rootfs and so private; give it the propagation
+        # the config asked for (runc 1.1 leaves shared and unbindable roots private).
+        sc.mount(None, "/", None, _PROPAGATION[propagation])
 
 
 def mask_paths(masked: list[str]) -> None:

@@ -1,20 +1,25 @@
 """`pallet-runc`: runc's command line over pallet.oci.Runtime.
 
 Only parses and prints; the mechanics live in pallet.oci. Imports stay lean because
-containerd and podman start this program once or more per container.
+containerd and podman start this program once or more per container: the commands they
+run are parsed without argparse (see _parse_fast), JSON goes through pallet.oci.jsonlite,
+and signals through _signal, the C core of signal without its enum wrappers.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import _signal
 import os
-import signal
 import sys
 import time
 
 from pallet import __version__
 from pallet.errors import PalletError
+from pallet.oci import jsonlite
+
+TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
+if TYPE_CHECKING:
+    import argparse
 
 _LOG: dict[str, str | None] = {"path": None, "format": "text"}
 
@@ -23,9 +28,9 @@ def log(level: str, msg: str) -> None:
     """Write a log line like runc's logrus output, to --log (if given) and stderr for errors."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if _LOG["format"] == "json":
-        line = json.dumps({"level": level, "msg": msg, "time": now})
+        line = jsonlite.dumps({"level": level, "msg": msg, "time": now})
     else:
-        line = f'time="{now}" level={level} msg={json.dumps(msg)}'
+        line = f'time="{now}" level={level} msg={jsonlite.dumps(msg)}'
     if _LOG["path"]:
         try:
             with open(_LOG["path"], "a") as f:
@@ -38,6 +43,9 @@ def log(level: str, msg: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Keep _FAST_GLOBALS and _FAST_COMMANDS below in step with this.
+    import argparse
+
     p = argparse.ArgumentParser(prog="pallet-runc", description="pallet's OCI runtime "
                                 "(runc-compatible command line)")
     p.add_argument("--root", default="/run/pallet-runc", help="state directory")
@@ -124,10 +132,133 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# The command lines containerd, podman (conmon) and pallet's engine run for every container,
+# parsed without argparse, whose import and parser construction cost pallet-runc ~15 ms.
+# Only the exact forms below are taken: global options, then the command, then its options,
+# then its positionals. Anything else (help, -v, abbreviations, "--", attached short values,
+# a value or positional starting with "-", an unknown or repeated-positional form, an
+# invalid choice or int, other commands) goes to argparse, so parsing results, errors and
+# help stay argparse's own. Entries: flag -> (dest, kind); kind is None for a store_true
+# flag, str or int for a value, or a tuple of choices.
+_FAST_GLOBALS: dict[str, tuple[str, object]] = {
+    "--root": ("root", str), "--log": ("log", str), "--log-format": ("log_format", ("text", "json")),
+    "--debug": ("debug", None), "--systemd-cgroup": ("systemd_cgroup", None),
+    "--criu": ("criu", str), "--rootless": ("rootless", str),
+}
+_FAST_GLOBAL_DEFAULTS = {"root": "/run/pallet-runc", "log": None, "log_format": "text",
+                         "debug": False, "systemd_cgroup": False, "criu": None,
+                         "rootless": "auto", "version": False}
+_FAST_CREATE = {"-b": ("bundle", str), "--bundle": ("bundle", str),
+                "--console-socket": ("console_socket", str), "--pid-file": ("pid_file", str),
+                "--no-pivot": ("no_pivot", None), "--no-new-keyring": ("no_new_keyring", None),
+                "--preserve-fds": ("preserve_fds", int)}
+_FAST_CREATE_DEFAULTS = {"bundle": ".", "console_socket": None, "pid_file": None,
+                         "no_pivot": False, "no_new_keyring": False, "preserve_fds": 0}
+# command -> (options, defaults, positionals, how many positionals may be left out)
+_FAST_COMMANDS: dict[str, tuple[dict[str, tuple[str, object]], dict[str, object],
+                                tuple[str, ...], int]] = {
+    "create": (_FAST_CREATE, _FAST_CREATE_DEFAULTS, ("id",), 0),
+    "run": ({**_FAST_CREATE, "-d": ("detach", None), "--detach": ("detach", None),
+             "--keep": ("keep", None)},
+            {**_FAST_CREATE_DEFAULTS, "detach": False, "keep": False}, ("id",), 0),
+    "start": ({}, {}, ("id",), 0),
+    "state": ({}, {}, ("id",), 0),
+    "kill": ({"-a": ("all", None), "--all": ("all", None)}, {"all": False, "signal": "SIGTERM"},
+             ("id", "signal"), 1),
+    "delete": ({"-f": ("force", None), "--force": ("force", None)}, {"force": False}, ("id",), 0),
+    "list": ({"-f": ("format", ("table", "json")), "--format": ("format", ("table", "json")),
+              "-q": ("quiet", None), "--quiet": ("quiet", None)},
+             {"format": "table", "quiet": False}, (), 0),
+    "pause": ({}, {}, ("id",), 0),
+    "resume": ({}, {}, ("id",), 0),
+}
+
+
+class _Args:
+    """The parsed command line: what argparse.Namespace would hold."""
+
+    def __init__(self, **fields: object):
+        self.__dict__.update(fields)
+
+
+def _take_options(argv: list[str], i: int, table: dict[str, tuple[str, object]],
+                  out: dict[str, object]) -> int | None:
+    """Parse options from argv[i] into out; the index after them, or None to defer to argparse."""
+    while i < len(argv) and argv[i].startswith("-"):
+        flag, eq, value = argv[i].partition("=")
+        if not eq:
+            flag = argv[i]
+        if flag not in table or (eq and not flag.startswith("--")):
+            return None
+        dest, kind = table[flag]
+        i += 1
+        if kind is None:
+            if eq:
+                return None
+            out[dest] = True
+            continue
+        if not eq:
+            if i == len(argv):
+                return None
+            value = argv[i]
+            i += 1
+        if not value or value.startswith("-"):
+            return None
+        if kind is int:
+            try:
+                out[dest] = int(value)
+            except ValueError:
+                return None
+        elif isinstance(kind, tuple):
+            if value not in kind:
+                return None
+            out[dest] = value
+        else:
+            out[dest] = value
+    return i
+
+
+def _parse_fast(argv: list[str]) -> _Args | None:
+    """argparse's result for the common command lines, or None when argparse must decide."""
+    fields = dict(_FAST_GLOBAL_DEFAULTS)
+    i = _take_options(argv, 0, _FAST_GLOBALS, fields)
+    if i is None or i == len(argv) or argv[i] not in _FAST_COMMANDS:
+        return None
+    command = argv[i]
+    options, defaults, positionals, optional = _FAST_COMMANDS[command]
+    fields.update(defaults)
+    fields["command"] = command
+    i = _take_options(argv, i + 1, options, fields)
+    if i is None:
+        return None
+    rest = argv[i:]
+    if not len(positionals) - optional <= len(rest) <= len(positionals):
+        return None
+    if any(a.startswith("-") for a in rest):
+        return None
+    fields.update(zip(positionals, rest, strict=False))
+    return _Args(**fields)
+
+
+def _debug_sink(line: str) -> None:
+    """Where --debug sends pallet.oci's debug messages: the --log file, else stderr."""
+    if _LOG["path"]:
+        log("debug", line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = _parse_fast(argv) or _parser().parse_args(argv)
     _LOG["path"] = args.log
     _LOG["format"] = args.log_format
+    if args.debug:
+        from pallet.oci import debuglog
+
+        debuglog.enabled = True
+        debuglog.sink = _debug_sink
     if args.version:
         print(f"pallet-runc version {__version__}\nspec: 1.1.0")
         return 0
@@ -205,7 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _wants_terminal(bundle: str) -> bool:
     try:
         with open(os.path.join(bundle, "config.json")) as f:
-            return bool(json.load(f).get("process", {}).get("terminal"))
+            return bool(jsonlite.loads(f.read()).get("process", {}).get("terminal"))
     except (OSError, ValueError, AttributeError):
         return False  # create reports the real problem
 
@@ -217,13 +348,13 @@ def _forward_signals(pid: int) -> None:
         except ProcessLookupError:
             pass
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-              signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(s, forward)
+    for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+              _signal.SIGUSR2, _signal.SIGWINCH):
+        _signal.signal(s, forward)
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    print(json.dumps(_runtime(args).state(args.id), indent=2))
+    print(jsonlite.dumps(_runtime(args).state(args.id), indent=2))
     return 0
 
 
@@ -235,10 +366,12 @@ def parse_signal(value: str) -> int:
     name = value.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise InvalidArgument(f"unknown signal {value!r}") from None
+    # The names signal.Signals has (SIG*, not SIG_*), looked up in _signal.
+    number = getattr(_signal, name, None) if name.isupper() and not name.startswith("SIG_") \
+        else None
+    if not isinstance(number, int):
+        raise InvalidArgument(f"unknown signal {value!r}")
+    return number
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -264,7 +397,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for i in items:
             print(i["id"])
     elif args.format == "json":
-        print(json.dumps(items))
+        print(jsonlite.dumps(items))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(i["id"], str(i["pid"]), i["status"], i["bundle"], i["created"],
@@ -283,7 +416,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     st = rt.load(args.id)
     if args.process:
         with open(args.process) as f:
-            process = json.load(f)
+            process = jsonlite.loads(f.read())
     else:
         if not args.args:
             raise InvalidArgument("exec needs a command: pallet-runc exec ID COMMAND [ARG...]")
@@ -341,7 +474,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
     pids = _runtime(args).ps(args.id)
     if args.format == "json":
-        print(json.dumps(pids))
+        print(jsonlite.dumps(pids))
         return 0
     out = subprocess.run(["ps", *(args.ps_args or ["-ef"])], capture_output=True, text=True,
                          check=True).stdout.splitlines()
@@ -388,7 +521,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         f = sys.stdin if args.resources == "-" else open(args.resources)  # noqa: SIM115
         with f:
             try:
-                resources = json.load(f)
+                resources = jsonlite.loads(f.read())
             except ValueError as e:
                 raise InvalidArgument(f"--resources {args.resources}: invalid JSON: {e}") \
                     from None
@@ -424,7 +557,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     interval = float(args.interval.rstrip("s") or 5)
     while True:
         data = rt.stats(args.id)
-        print(json.dumps({"type": "stats", "id": args.id, "data": data}), flush=True)
+        print(jsonlite.dumps({"type": "stats", "id": args.id, "data": data}), flush=True)
         if args.stats:
             return 0
         time.sleep(interval)
@@ -437,6 +570,8 @@ def cmd_spec(args: argparse.Namespace) -> int:
     path = os.path.join(args.bundle, "config.json")
     if os.path.exists(path):
         raise AlreadyExists("File config.json exists. Remove it first")
+    import json
+
     with open(path, "w") as f:
         json.dump(default_spec(args.rootless), f, indent="\t")
     return 0
@@ -469,7 +604,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         },
         "annotations": {"io.github.pallet.version": __version__},
     }
-    print(json.dumps(features, indent=4))
+    print(jsonlite.dumps(features, indent=4))
     return 0
 
 

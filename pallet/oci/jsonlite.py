@@ -52,8 +52,11 @@ def loads(s: str | bytes) -> Any:
         start = len(text) - len(text.lstrip(_WHITESPACE))
         try:
             obj, end = _scan(text, start)
-        except (StopIteration, ValueError):
-            pass  # json.loads below raises json's own error
+        except (StopIteration, ValueError, SystemError):
+            # json.loads below raises json's own error. (SystemError: on invalid JSON,
+            # Python 3.11's scanner looks for json.decoder.JSONDecodeError only among the
+            # modules already imported, and fails that way when json is not.)
+            pass
         else:
             if not text[end:].strip(_WHITESPACE):
                 return obj

@@ -100,23 +100,26 @@ class CliRuntime:
 # needs a callable (bundle, container_id, root) that creates, starts, waits for and
 # deletes the container, raising on failure.
 def library_slot():
+    """The in-process path: pallet.oci.Runtime forks the container from this process."""
     try:
-        import pallet.oci  # noqa: F401
+        from pallet.oci import Runtime
     except Exception as e:  # ImportError or a broken package
         return None, f"import pallet.oci failed: {type(e).__name__}: {e}"
-    try:
-        from pallet.oci import api
-    except Exception as e:
-        return None, f"pallet.oci.api unavailable: {type(e).__name__}: {e}"
-    fn = getattr(api, "run_lifecycle", None)
-    if not callable(fn):
-        return None, "pallet.oci.api.run_lifecycle does not exist yet"
-    return fn, ""
+    devnull = os.open(os.devnull, os.O_RDWR)
+
+    def run_lifecycle(bundle: str, cid: str, root: str) -> None:
+        rt = Runtime(root)
+        st = rt.create(cid, bundle, stdio=(devnull, devnull, devnull))
+        rt.start(cid)
+        os.waitpid(st.pid, 0)  # create made us the init's subreaper
+        rt.delete(cid)
+
+    return run_lifecycle, ""
 
 
 class LibRuntime:
     def __init__(self, fn, root: str):
-        self.label, self.fn, self.root, self.note = "pallet (lib)", fn, root, "in-process pallet.oci.api.run_lifecycle"
+        self.label, self.fn, self.root, self.note = "pallet (lib)", fn, root, "in-process pallet.oci.Runtime"
         self.ids: list[str] = []
 
     def lifecycle(self, bundle: str, cid: str) -> dict[str, float]:

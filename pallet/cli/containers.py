@@ -1,0 +1,1115 @@
+"""`pallet` container commands with docker's flags, output and exit codes: run, create,
+start, stop, restart, kill, rm, ps, exec, logs, inspect, top, stats, cp, wait, ...
+
+Parses and prints only; the work is pallet.engine.containers.Engine's. Exit codes:
+125 engine error, 126 cannot invoke, 127 command not found, else the container's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pallet.engine.containers import Engine
+    from pallet.engine.store import ContainerRecord
+
+DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    from pallet.engine.containers import DEFAULT_ROOT, Engine
+
+    return Engine(args.root or DEFAULT_ROOT)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"Error: {message}", file=sys.stderr)
+    return code
+
+
+def _daemon_style(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """docker exits 1 (not 125) when a command other than run/create fails."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from pallet.errors import PalletError
+
+        try:
+            return func(args)
+        except PalletError as e:
+            return _fail(str(e), 1)
+
+    wrapped.__name__ = func.__name__
+    return wrapped
+
+
+# -- parsers ---------------------------------------------------------------------------------
+def _create_args(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    a("-i", "--interactive", action="store_true", help="keep STDIN open")
+    a("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    a("--name", default="", help="assign a name to the container")
+    a("-e", "--env", action="append", default=[], help="set environment variables")
+    a("--env-file", action="append", default=[], help="read in a file of environment variables")
+    a("-v", "--volume", action="append", default=[], help="bind mount a volume")
+    a("--tmpfs", action="append", default=[], help="mount a tmpfs directory")
+    a("-w", "--workdir", default="", help="working directory inside the container")
+    a("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
+    a("--group-add", action="append", default=[], help="add additional groups to join")
+    a("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
+    a("--network", "--net", default="", help="connect a container to a network (none, host)")
+    a("-h", "--hostname", default="", help="container host name")
+    a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
+    a("--restart", default="no", help="restart policy (no, on-failure[:N], always)")
+    a("-m", "--memory", default=None, help="memory limit")
+    a("--memory-swap", default=None, help="swap limit equal to memory plus swap: -1 unlimited")
+    a("--cpus", default=None, help="number of CPUs")
+    a("--pids-limit", default=None, help="tune container pids limit (-1 for unlimited)")
+    a("--shm-size", default=None, help="size of /dev/shm")
+    a("--read-only", action="store_true", help="mount the container's root filesystem as read only")
+    a("--cap-add", action="append", default=[], help="add Linux capabilities")
+    a("--cap-drop", action="append", default=[], help="drop Linux capabilities")
+    a("--privileged", action="store_true", help="give extended privileges to this container")
+    a("--security-opt", action="append", default=[], help="security options")
+    a("--sysctl", action="append", default=[], help="sysctl options")
+    a("-l", "--label", action="append", default=[], help="set meta data on a container")
+    a("--init", action="store_true", help="run an init inside the container that reaps processes")
+    a("--runtime", default="", help="runtime to use: pallet (default), runc, crun, runsc or a path")
+    a("--pull", default="missing", help='pull image before creating ("always", "missing", "never")')
+    a("--platform", default=None, help="set platform if server is multi-platform capable")
+    a("--stop-signal", default="", help="signal to stop the container")
+    a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
+    a("--rm", action="store_true", help="automatically remove the container when it exits")
+    a("image", metavar="IMAGE")
+    a("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def add_parsers(sub: Any) -> None:
+    def cmd(name: str, help_: str, func: Callable[[argparse.Namespace], int],
+            **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
+    _create_args(p)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print id")
+    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the process")
+    p = cmd("create", "create a new container", cmd_create, add_help=False)
+    _create_args(p)
+
+    p = cmd("start", "start one or more stopped containers", _daemon_style(cmd_start))
+    p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach container's STDIN")
+    p.add_argument("containers", nargs="+")
+    p = cmd("stop", "stop one or more running containers", _daemon_style(cmd_stop))
+    p.add_argument("-t", "--time", "--timeout", type=int, default=None,
+                   help="seconds to wait before killing the container")
+    p.add_argument("containers", nargs="+")
+    p = cmd("restart", "restart one or more containers", _daemon_style(cmd_restart))
+    p.add_argument("-t", "--time", "--timeout", type=int, default=None)
+    p.add_argument("containers", nargs="+")
+    p = cmd("kill", "kill one or more running containers", _daemon_style(cmd_kill))
+    p.add_argument("-s", "--signal", default="KILL", help="signal to send to the container")
+    p.add_argument("containers", nargs="+")
+    p = cmd("rm", "remove one or more containers", _daemon_style(cmd_rm))
+    p.add_argument("-f", "--force", action="store_true", help="force the removal of a running container")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes")
+    p.add_argument("containers", nargs="+")
+    for name in ("ps", "container-ls"):
+        p = cmd(name, "list containers", _daemon_style(cmd_ps))
+        p.add_argument("-a", "--all", action="store_true", help="show all containers")
+        p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+        p.add_argument("-f", "--filter", action="append", default=[], help="filter output")
+        p.add_argument("--format", default="table", help="table, json or a {{.Field}} template")
+        p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+        p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
+        p.add_argument("-l", "--latest", action="store_true", help="show the latest created")
+    p = cmd("exec", "execute a command in a running container", cmd_exec)
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir", default="")
+    p.add_argument("-u", "--user", default="")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = cmd("logs", "fetch the logs of a container", _daemon_style(cmd_logs))
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--since", default="")
+    p.add_argument("--until", default="")
+    p.add_argument("-n", "--tail", default="all")
+    p.add_argument("-t", "--timestamps", action="store_true")
+    p.add_argument("container")
+    p = cmd("inspect", "return low-level information on containers", _daemon_style(cmd_inspect))
+    p.add_argument("-f", "--format", default="")
+    p.add_argument("containers", nargs="+")
+    p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    p = cmd("stats", "display a snapshot of containers' resource usage", _daemon_style(cmd_stats))
+    p.add_argument("--no-stream", action="store_true")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("--format", default="table")
+    p.add_argument("containers", nargs="*")
+    p = cmd("cp", "copy files between a container and the host", _daemon_style(cmd_cp))
+    p.add_argument("src")
+    p.add_argument("dest")
+    p = cmd("wait", "block until containers stop, then print their exit codes",
+            _daemon_style(cmd_wait))
+    p.add_argument("containers", nargs="+")
+    p = cmd("pause", "pause all processes within containers", _daemon_style(cmd_pause))
+    p.add_argument("containers", nargs="+")
+    p = cmd("unpause", "unpause all processes within containers", _daemon_style(cmd_unpause))
+    p.add_argument("containers", nargs="+")
+    p = cmd("port", "list port mappings of a container", _daemon_style(cmd_port))
+    p.add_argument("container")
+    p.add_argument("private_port", nargs="?")
+    p = cmd("rename", "rename a container", _daemon_style(cmd_rename))
+    p.add_argument("container")
+    p.add_argument("new_name")
+    p = cmd("attach", "attach to a running container's streams", _daemon_style(cmd_attach))
+    p.add_argument("--no-stdin", action="store_true")
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q")
+    p.add_argument("--sig-proxy", default="true")
+    p.add_argument("container")
+    cmd("info", "display system-wide information", _daemon_style(cmd_info))
+    cmd("version", "show the pallet version information", cmd_version)
+    system = sub.add_parser("system", help="manage pallet")
+    ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
+    p = ssub.add_parser("df", help="show disk usage")
+    p.set_defaults(func=_daemon_style(cmd_system_df))
+    p = ssub.add_parser("prune", help="remove stopped containers, dangling images (and volumes)")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--volumes", action="store_true")
+    p.set_defaults(func=_daemon_style(cmd_system_prune))
+    p = ssub.add_parser("info", help="display system-wide information")
+    p.set_defaults(func=_daemon_style(cmd_info))
+
+    volume = sub.add_parser("volume", help="manage volumes")
+    vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")
+    p = vsub.add_parser("create", help="create a volume")
+    p.add_argument("name", nargs="?", default="")
+    p.add_argument("--label", action="append", default=[])
+    p.add_argument("-d", "--driver", default="local")
+    p.set_defaults(func=_daemon_style(cmd_volume_create))
+    p = vsub.add_parser("ls", help="list volumes")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--format", default="table")
+    p.set_defaults(func=_daemon_style(cmd_volume_ls))
+    p = vsub.add_parser("inspect", help="display detailed information on volumes")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=_daemon_style(cmd_volume_inspect))
+    p = vsub.add_parser("rm", help="remove volumes")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=_daemon_style(cmd_volume_rm))
+    p = vsub.add_parser("prune", help="remove unused volumes")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-f", "--force", action="store_true")
+    p.set_defaults(func=_daemon_style(cmd_volume_prune))
+
+
+# -- option parsing ----------------------------------------------------------------------------
+def parse_size(value: str, what: str) -> int:
+    """docker's RAMInBytes: 512m, 1g, 100k, 1024 (binary units)."""
+    from pallet.errors import InvalidArgument
+
+    v = value.strip().lower()
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    num = v.rstrip("bkmgti")
+    unit = v[len(num):].rstrip("ib") or "b"
+    try:
+        if unit not in units:
+            raise ValueError
+        n = float(num)
+        if n < 0:
+            raise ValueError
+        return int(n * units[unit])
+    except ValueError:
+        raise InvalidArgument(f"invalid argument {value!r} for {what}: invalid size: "
+                              f"{value!r}; use a number with an optional unit b, k, m or g"
+                              ) from None
+
+
+def _env_file(path: str) -> list[str]:
+    from pallet.errors import InvalidArgument
+
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InvalidArgument(f"open {path}: {e.strerror}") from None
+    out = []
+    for ln in lines:
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        out.append(ln if "=" in ln else f"{ln}={os.environ[ln]}" if ln in os.environ else ln)
+    return out
+
+
+def _env(values: list[str], files: list[str]) -> list[str]:
+    out = [e for f in files for e in _env_file(f)]
+    for e in values:
+        # docker: `-e NAME` passes the client's value of NAME, if set.
+        out.append(e if "=" in e or e not in os.environ else f"{e}={os.environ[e]}")
+    return out
+
+
+def _labels(values: list[str]) -> dict[str, str]:
+    return {k: v for k, _, v in (x.partition("=") for x in values)}
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from pallet.engine.containers import CreateRequest
+    from pallet.engine.specgen import ContainerOptions
+    from pallet.errors import InvalidArgument
+
+    opts = ContainerOptions(
+        command=list(args.command), env=_env(args.env, args.env_file), workdir=args.workdir,
+        user=args.user, group_add=args.group_add, hostname=args.hostname, tty=args.tty,
+        stdin=args.interactive, read_only=args.read_only, privileged=args.privileged,
+        cap_add=args.cap_add, cap_drop=args.cap_drop, security_opt=args.security_opt,
+        labels=_labels(args.label), init=args.init, stop_signal=args.stop_signal)
+    if args.entrypoint is not None:
+        opts.entrypoint = [args.entrypoint] if args.entrypoint else [""]
+    if args.memory is not None:
+        opts.memory = parse_size(args.memory, "--memory")
+    if args.memory_swap is not None:
+        opts.memory_swap = -1 if args.memory_swap == "-1" else parse_size(args.memory_swap,
+                                                                          "--memory-swap")
+    if args.shm_size is not None:
+        opts.shm_size = parse_size(args.shm_size, "--shm-size")
+    if args.cpus is not None:
+        try:
+            opts.cpus = float(args.cpus)
+        except ValueError:
+            raise InvalidArgument(f"invalid argument {args.cpus!r} for \"--cpus\" flag: "
+                                  "failed to parse as a number of CPUs") from None
+    if args.pids_limit is not None:
+        try:
+            opts.pids_limit = int(args.pids_limit)
+        except ValueError:
+            raise InvalidArgument(f"invalid argument {args.pids_limit!r} for "
+                                  "\"--pids-limit\" flag: not an integer") from None
+    for s in args.sysctl:
+        k, sep, v = s.partition("=")
+        if not sep:
+            raise InvalidArgument(f"invalid argument {s!r} for \"--sysctl\" flag: expected "
+                                  "NAME=VALUE")
+        opts.sysctls[k] = v
+    req = CreateRequest(image=args.image, options=opts, name=args.name, network=args.network,
+                        ports=args.publish, volumes=args.volume, tmpfs=args.tmpfs,
+                        restart=args.restart, auto_remove=args.rm, runtime=args.runtime,
+                        pull=args.pull, platform=args.platform)
+    for o in args.log_opt:
+        k, _, v = o.partition("=")
+        if k == "max-size":
+            req.log_max_size = parse_size(v, "--log-opt max-size")
+        elif k == "max-file":
+            req.log_max_files = int(v)
+        else:
+            raise InvalidArgument(f"unknown log opt {k!r}: use max-size or max-file")
+    return req
+
+
+# -- run / create / start ------------------------------------------------------------------------
+def cmd_create(args: argparse.Namespace) -> int:
+    rec = _engine(args).create(_request(args))
+    print(rec.id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pallet.engine.containers import ContainerStartError
+    from pallet.errors import InvalidArgument
+
+    if args.detach and args.rm and args.restart not in ("no", ""):
+        raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
+    eng = _engine(args)
+    req = _request(args)
+    rec = eng.create(req)
+    tty = args.tty and not args.detach
+    streams = "" if args.detach else ("stdin," if args.interactive else "") + "stdout,stderr"
+    size = _term_size() if tty else None
+    try:
+        rec, fd = eng.start(rec.id, streams=streams, stdin_once=args.interactive,
+                            console_size=size)
+    except ContainerStartError as e:
+        _cleanup_failed(eng, rec, args.rm)
+        return _fail(f"failed to start container {rec.id[:12]}: {e}", e.exit_code)
+    if args.detach:
+        if fd >= 0:
+            os.close(fd)
+        print(rec.id)
+        return 0
+    if fd < 0:  # exited before we could attach: its output is in the log
+        return _replay_and_code(eng, rec.id, args.rm)
+    code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty,
+                        sig_proxy=args.sig_proxy != "false" and not tty)
+    if code is None:
+        return 0
+    return code
+
+
+def _cleanup_failed(eng: Engine, rec: ContainerRecord, remove: bool) -> None:
+    # The monitor records the failure and exits; wait so --rm finds nothing in use.
+    import contextlib
+
+    from pallet.engine.containers import _wait_pid_exit
+    from pallet.engine.monitor import alive
+    from pallet.errors import PalletError
+
+    pid = alive(eng.run_dir(rec.id))
+    if pid:
+        _wait_pid_exit(pid, 10)
+    if remove:
+        with contextlib.suppress(PalletError):
+            eng.remove(rec.id, force=True, volumes=True)
+
+
+def _replay_and_code(eng: Engine, cid: str, removed: bool) -> int:
+    from pallet.errors import NotFound
+
+    try:
+        for line in eng.logs(cid):
+            os.write(2 if line.stream == "stderr" else 1, line.content)
+        return eng.wait(cid)
+    except NotFound:
+        return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from pallet.engine.containers import ContainerStartError
+
+    eng = _engine(args)
+    rc = 0
+    for ref in args.containers:
+        streams = ""
+        if args.attach:
+            streams = ("stdin," if args.interactive else "") + "stdout,stderr"
+        try:
+            rec, fd = eng.start(ref, streams=streams, stdin_once=args.interactive)
+        except ContainerStartError as e:
+            rc = _fail(f"failed to start container {ref}: {e}", e.exit_code)
+            continue
+        if args.attach and fd >= 0:
+            code = _attach_loop(fd, eng, rec, stdin=args.interactive,
+                                tty=bool(rec.config.get("tty")), sig_proxy=True)
+            return code if code is not None else 0
+        if fd >= 0:
+            os.close(fd)
+        print(ref)
+    return rc
+
+
+def _term_size() -> tuple[int, int] | None:
+    try:
+        sz = os.get_terminal_size(0)
+    except OSError:
+        return None
+    return sz.lines, sz.columns
+
+
+def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty: bool,
+                 sig_proxy: bool) -> int | None:
+    """Relay the terminal and the monitor until the container exits (its code) or the
+    user detaches with ctrl-p ctrl-q (None)."""
+    import select
+    import signal
+
+    from pallet.engine.monitor import frame, parse_frames
+
+    restore = None
+    if tty and os.isatty(0):
+        import termios
+        import tty as ttymod
+
+        restore = termios.tcgetattr(0)
+        ttymod.setraw(0)
+
+        def winch(*_: Any) -> None:
+            size = _term_size()
+            if size:
+                os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
+
+        signal.signal(signal.SIGWINCH, winch)
+    if sig_proxy:
+        def proxy(signum: int, _frame: Any) -> None:
+            import contextlib
+
+            from pallet.errors import PalletError
+
+            with contextlib.suppress(PalletError, OSError):
+                eng.handler(rec.runtime_handler).kill(rec.id, signum)
+
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(s, proxy)
+    buf = bytearray()
+    reading_stdin = stdin
+    prev = b""
+    try:
+        while True:
+            rlist = [fd] + ([0] if reading_stdin else [])
+            try:
+                r, _, _ = select.select(rlist, [], [])
+            except InterruptedError:
+                continue
+            if 0 in r:
+                data = os.read(0, 65536)
+                if not data:
+                    reading_stdin = False
+                    os.write(fd, frame(b"e"))
+                else:
+                    if tty:
+                        joined = prev + data
+                        if DETACH_KEYS in joined:
+                            before = joined[:joined.index(DETACH_KEYS)][len(prev):]
+                            if before:
+                                os.write(fd, frame(b"i", before))
+                            return None
+                        prev = data[-1:]
+                    os.write(fd, frame(b"i", data))
+            if fd in r:
+                data = os.read(fd, 65536)
+                if not data:
+                    return eng.wait(rec.id)
+                buf += data
+                for kind, payload in parse_frames(buf):
+                    if kind == b"1":
+                        _write_all(1, payload)
+                    elif kind == b"2":
+                        _write_all(2, payload)
+                    elif kind == b"x":
+                        code, _, err = payload.decode(errors="replace").partition("\n")
+                        if err:
+                            print(f"Error: {err}", file=sys.stderr)
+                        return int(code or 0)
+    finally:
+        if restore is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, restore)
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            n = os.write(fd, data)
+        except BrokenPipeError:
+            return
+        data = data[n:]
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+def _each(args: argparse.Namespace, fn: Callable[[Engine, str], Any]) -> int:
+    from pallet.errors import PalletError
+
+    eng = _engine(args)
+    rc = 0
+    for ref in args.containers:
+        try:
+            fn(eng, ref)
+            print(ref)
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _each(args, lambda e, r: e.stop(r, args.time))
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    return _each(args, lambda e, r: e.restart(r, args.time))
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    from pallet.engine.containers import parse_signal
+
+    sig = parse_signal(args.signal)
+    return _each(args, lambda e, r: e.kill(r, sig))
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    return _each(args, lambda e, r: e.remove(r, force=args.force, volumes=args.volumes))
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _each(args, lambda e, r: e.pause(r))
+
+
+def cmd_unpause(args: argparse.Namespace) -> int:
+    return _each(args, lambda e, r: e.unpause(r))
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from pallet.errors import PalletError
+
+    eng = _engine(args)
+    rc = 0
+    for ref in args.containers:
+        try:
+            print(eng.wait(ref), flush=True)
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    _engine(args).rename(args.container, args.new_name)
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from pallet.errors import FailedPrecondition
+
+    eng = _engine(args)
+    rec = eng.get(args.container)
+    if rec.state != "running":
+        raise FailedPrecondition("You cannot attach to a stopped container, start it first")
+    stdin = bool(rec.config.get("stdin")) and not args.no_stdin
+    fd = eng.attach(rec.id, ("stdin," if stdin else "") + "stdout,stderr")
+    if fd < 0:
+        raise FailedPrecondition(f"container {rec.id[:12]} has no monitor to attach to")
+    tty = bool(rec.config.get("tty"))
+    if tty and os.isatty(0):
+        size = _term_size()
+        if size:
+            from pallet.engine.monitor import frame
+
+            os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
+    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty,
+                        sig_proxy=args.sig_proxy != "false" and not tty)
+    return code if code is not None else 0
+
+
+# -- exec -----------------------------------------------------------------------------------------
+def cmd_exec(args: argparse.Namespace) -> int:
+    from pallet.engine.containers import ContainerStartError
+    from pallet.engine.monitor import _become_subreaper
+    from pallet.errors import PalletError
+
+    eng = _engine(args)
+    env = _env(args.env, args.env_file)
+    _become_subreaper()
+    try:
+        if args.tty and not args.detach:
+            return _exec_tty(eng, args, env)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        stdio = (devnull, devnull, devnull) if args.detach else \
+            (0 if args.interactive else devnull, 1, 2)
+        pid = eng.exec(args.container, args.command, stdio=stdio, env=env,
+                       workdir=args.workdir, user=args.user)
+        os.close(devnull)
+        if args.detach:
+            return 0
+        from pallet.oci.create import wait_exit
+
+        return wait_exit(pid)
+    except ContainerStartError as e:
+        return _fail(str(e), e.exit_code)
+    except PalletError as e:
+        return _fail(str(e), 1 if "not running" in str(e) or "No such" in str(e) else 126)
+
+
+def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str]) -> int:
+    import select
+    import socket
+    import tempfile
+
+    from pallet.oci.linux import console
+
+    with tempfile.TemporaryDirectory(prefix="pallet-exec-") as tmp:
+        path = os.path.join(tmp, "console.sock")
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(path)
+        lsock.listen(1)
+        pid = eng.exec(args.container, args.command, tty=True, console_socket=path, env=env,
+                       workdir=args.workdir, user=args.user)
+        conn, _ = lsock.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        conn.close()
+        lsock.close()
+    master = fds[0]
+    size = _term_size()
+    if size:
+        console.set_winsize(master, size[0], size[1])
+    restore = None
+    if os.isatty(0):
+        import termios
+        import tty as ttymod
+
+        restore = termios.tcgetattr(0)
+        ttymod.setraw(0)
+    try:
+        reading = args.interactive
+        while True:
+            r, _, _ = select.select([master] + ([0] if reading else []), [], [])
+            if 0 in r:
+                data = os.read(0, 65536)
+                if not data:
+                    reading = False
+                else:
+                    os.write(master, data)
+            if master in r:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                _write_all(1, data)
+    finally:
+        if restore is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, restore)
+        os.close(master)
+    from pallet.oci.create import wait_exit
+
+    return wait_exit(pid)
+
+
+# -- listing and reporting ---------------------------------------------------------------------------
+def _ago(ns: int) -> str:
+    import time
+
+    secs = max(0, time.time() - ns / 1e9)
+    for unit, n in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                    ("hour", 3600), ("minute", 60)):
+        if secs >= n:
+            k = int(secs // n)
+            return f"{k} {unit}{'s' if k > 1 else ''}"
+    if secs < 1:
+        return "Less than a second"
+    return f"{int(secs)} seconds"
+
+
+def _status(rec: ContainerRecord) -> str:
+    if rec.state == "running":
+        return f"Up {_ago(rec.started_at)}"
+    if rec.state == "paused":
+        return f"Up {_ago(rec.started_at)} (Paused)"
+    if rec.state == "restarting":
+        return f"Restarting ({rec.exit_code}) {_ago(rec.finished_at)} ago"
+    if rec.state == "exited":
+        return f"Exited ({rec.exit_code}) {_ago(rec.finished_at)} ago"
+    return rec.state.capitalize()
+
+
+def _command(rec: ContainerRecord) -> str:
+    cfg = rec.config
+    img = cfg.get("image_config") or {}
+    ep = cfg.get("entrypoint")
+    ep = (img.get("Entrypoint") or []) if ep is None else [a for a in ep if a]
+    cmd = cfg.get("cmd") or ([] if cfg.get("entrypoint") is not None else img.get("Cmd") or [])
+    return " ".join([*ep, *cmd])
+
+
+def _ports_str(ports: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{p.get('hostIP') or '0.0.0.0'}:{p['hostPort']}->"
+                     f"{p['containerPort']}/{p['protocol']}" for p in ports)
+
+
+def _row(rec: ContainerRecord, no_trunc: bool) -> dict[str, Any]:
+    from pallet.engine.containers import _rfc3339
+
+    command = _command(rec)
+    return {"ID": rec.id if no_trunc else rec.id[:12], "Image": rec.image_ref,
+            "Command": command if no_trunc else _trunc(command, 20),
+            "CreatedAt": _rfc3339(rec.created_at), "RunningFor": _ago(rec.created_at),
+            "Status": _status(rec), "State": rec.state, "Names": rec.name,
+            "Ports": _ports_str(rec.config.get("ports") or []),
+            "Labels": ",".join(f"{k}={v}" for k, v in rec.labels.items()),
+            "Networks": rec.config.get("network", "none"), "Mounts": ""}
+
+
+def _trunc(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def _template(fmt: str, obj: dict[str, Any]) -> str:
+    """A small subset of Go templates: {{.A.B}}, {{json .A}}, {{.A}} with \\t and \\n."""
+    import json
+    import re
+
+    def lookup(path: str) -> Any:
+        cur: Any = obj
+        for part in path.strip(".").split("."):
+            if part:
+                cur = cur.get(part) if isinstance(cur, dict) else None
+        return cur
+
+    def sub(m: re.Match[str]) -> str:
+        expr = m.group(1).strip()
+        if expr.startswith("json "):
+            return json.dumps(lookup(expr[5:].strip()))
+        v = lookup(expr)
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (dict, list)):
+            return json.dumps(v)
+        return "" if v is None else str(v)
+
+    return re.sub(r"\{\{\s*(.*?)\s*\}\}", sub, fmt.replace("\\t", "\t").replace("\\n", "\n"))
+
+
+def _filters(values: list[str]) -> tuple[Any, Callable[[ContainerRecord], bool]]:
+    from pallet.engine.store import ContainerFilter
+    from pallet.errors import InvalidArgument
+
+    flt = ContainerFilter()
+    labels: dict[str, str | None] = {}
+    checks: list[Callable[[ContainerRecord], bool]] = []
+    for f in values:
+        key, sep, val = f.partition("=")
+        if not sep:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {f}")
+        if key == "id":
+            flt.id_prefix = val
+        elif key == "name":
+            checks.append(lambda r, v=val: v.lstrip("/") in r.name)
+        elif key == "label":
+            k, s2, v2 = val.partition("=")
+            labels[k] = v2 if s2 else None
+        elif key == "status":
+            if val not in ("created", "restarting", "running", "removing", "paused", "exited",
+                           "dead"):
+                raise InvalidArgument(f"invalid filter 'status={val}'")
+            checks.append(lambda r, v=val: r.state == v)
+        elif key == "exited":
+            checks.append(lambda r, v=val: r.state == "exited" and str(r.exit_code) == v)
+        elif key == "ancestor":
+            checks.append(lambda r, v=val: r.image_ref == v or r.image_id.startswith(v)
+                          or r.image_id.startswith("sha256:" + v))
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    flt.labels = labels
+    return flt, lambda r: all(c(r) for c in checks)
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    import json
+
+    eng = _engine(args)
+    flt, check = _filters(args.filter)
+    show_all = args.all or any(f.startswith(("status=", "exited=")) for f in args.filter) \
+        or args.last >= 0 or args.latest
+    recs = [r for r in eng.list(all=show_all, filters=flt) if check(r)]
+    if args.latest:
+        recs = recs[:1]
+    elif args.last >= 0:
+        recs = recs[:args.last]
+    if args.quiet:
+        for r in recs:
+            print(r.id if args.no_trunc else r.id[:12])
+        return 0
+    rows = [_row(r, args.no_trunc) for r in recs]
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if args.format not in ("table", ""):
+        fmt = args.format[6:] if args.format.startswith("table ") else args.format
+        for row in rows:
+            print(_template(fmt, row))
+        return 0
+    cols = [("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"),
+            ("CREATED", "RunningFor"), ("STATUS", "Status"), ("PORTS", "Ports"),
+            ("NAMES", "Names")]
+    _print_table([c[0] for c in cols],
+                 [[(f'"{r[k]}"' if k == "Command" else (r[k] + " ago" if k == "RunningFor"
+                                                        else r[k])) for _, k in cols]
+                  for r in rows])
+    return 0
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    for line in [headers, *rows]:
+        print("   ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=False)).rstrip())
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from pallet.engine.logs import parse_since
+    from pallet.errors import InvalidArgument
+
+    since = parse_since(args.since) if args.since else 0
+    until = parse_since(args.until) if args.until else 0
+    if args.tail in ("all", ""):
+        tail = -1
+    else:
+        try:
+            tail = int(args.tail)
+        except ValueError:
+            raise InvalidArgument(f"invalid value for --tail: {args.tail!r}; use a number or "
+                                  "all") from None
+    eng = _engine(args)
+    try:
+        for line in eng.logs(args.container, follow=args.follow, since=since, until=until,
+                             tail=tail):
+            data = line.content
+            if args.timestamps:
+                data = line.timestamp.encode() + b" " + data
+            _write_all(2 if line.stream == "stderr" else 1, data)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from pallet.errors import PalletError
+
+    eng = _engine(args)
+    out, rc = [], 0
+    for ref in args.containers:
+        try:
+            out.append(eng.inspect(ref))
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            rc = 1
+    if args.format:
+        for obj in out:
+            print(_template(args.format, obj))
+    else:
+        print(json.dumps(out, indent=4))
+    return rc
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    headers, rows = _engine(args).top(args.container)
+    _print_table(headers, rows)
+    return 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.4g}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1024
+    return f"{n}B"
+
+
+def _human_si(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}B"
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    eng = _engine(args)
+    recs = [eng.get(r) for r in args.containers] if args.containers else \
+        eng.list(all=args.all)
+
+    def sample() -> dict[str, dict[str, Any]]:
+        return {r.id: eng.stats(r.id) for r in recs}
+
+    while True:
+        first = sample()
+        t0 = time.monotonic()
+        time.sleep(0.5)
+        second = sample()
+        dt = time.monotonic() - t0
+        rows, objs = [], []
+        for r in recs:
+            a, b = first.get(r.id) or {}, second.get(r.id) or {}
+            cpu0 = ((a.get("cpu") or {}).get("usage") or {}).get("total", 0)
+            cpu1 = ((b.get("cpu") or {}).get("usage") or {}).get("total", 0)
+            cpu = max(0.0, (cpu1 - cpu0) / (dt * 1e9) * 100)
+            mem = (b.get("memory") or {}).get("usage") or {}
+            usage, limit = mem.get("usage", 0), mem.get("limit", 0)
+            if not limit or limit >= 1 << 62:
+                limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            blk = (b.get("blkio") or {}).get("ioServiceBytesRecursive") or []
+            rd = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "read")
+            wr = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "write")
+            pids = (b.get("pids") or {}).get("current", 0)
+            row = {"ID": r.id[:12], "Name": r.name, "CPUPerc": f"{cpu:.2f}%",
+                   "MemUsage": f"{_human(usage)} / {_human(limit)}",
+                   "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",
+                   "NetIO": "0B / 0B", "BlockIO": f"{_human_si(rd)} / {_human_si(wr)}",
+                   "PIDs": str(pids)}
+            objs.append(row)
+            rows.append(list(row.values()))
+        if args.format == "json":
+            for o in objs:
+                print(json.dumps(o))
+        else:
+            _print_table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
+                          "NET I/O", "BLOCK I/O", "PIDS"], rows)
+        if args.no_stream:
+            return 0
+        sys.stdout.flush()
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    from pallet.errors import InvalidArgument
+
+    def split(s: str) -> tuple[str, str] | None:
+        if ":" in s and not s.startswith(("/", ".")):
+            ctr, _, path = s.partition(":")
+            return ctr, path
+        return None
+
+    src, dest = split(args.src), split(args.dest)
+    eng = _engine(args)
+    if src and not dest:
+        eng.copy_from(src[0], src[1], args.dest)
+    elif dest and not src:
+        eng.copy_to(dest[0], args.src, dest[1])
+    else:
+        raise InvalidArgument("copying between containers or between host paths is not "
+                              "supported; give exactly one CONTAINER:PATH")
+    return 0
+
+
+def cmd_port(args: argparse.Namespace) -> int:
+    for p in _engine(args).ports(args.container):
+        key = f"{p['containerPort']}/{p['protocol']}"
+        if args.private_port and args.private_port not in (key, str(p["containerPort"])):
+            continue
+        print(f"{key} -> {p.get('hostIP') or '0.0.0.0'}:{p['hostPort']}")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import platform
+
+    from pallet import __version__
+
+    print(f"Client:\n Version:    {__version__}\n Python:     {platform.python_version()}\n"
+          f" OS/Arch:    linux/{platform.machine()}\n\nEngine (daemonless):\n"
+          f" Version:    {__version__}\n Runtime:    pallet (in-process OCI runtime)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import shutil
+
+    eng = _engine(args)
+    recs = eng.list(all=True)
+    images = eng.images.list()
+    runtimes = ["pallet"] + [r for r in ("runc", "crun", "runsc") if shutil.which(r)]
+    cg = "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else \
+        ("1 (hybrid)" if os.path.isdir("/sys/fs/cgroup/unified") else "1")
+    print(f"Containers: {len(recs)}\n Running: {sum(r.state == 'running' for r in recs)}\n"
+          f" Paused: {sum(r.state == 'paused' for r in recs)}\n"
+          f" Stopped: {sum(r.state not in ('running', 'paused') for r in recs)}\n"
+          f"Images: {len(images)}\nStorage Driver: {eng.images.snapshots.driver}\n"
+          f"Logging Driver: cri (monitor)\nCgroup Driver: cgroupfs\nCgroup Version: {cg}\n"
+          f"Runtimes: {' '.join(runtimes)}\nDefault Runtime: pallet\n"
+          f"Kernel Version: {os.uname().release}\nArchitecture: {os.uname().machine}\n"
+          f"CPUs: {os.cpu_count()}\nPallet Root Dir: {eng.root}\nRun Root Dir: {eng.run_root}")
+    return 0
+
+
+def cmd_system_df(args: argparse.Namespace) -> int:
+    du = _engine(args).disk_usage()
+    rows = []
+    for kind, key in (("Images", "images"), ("Containers", "containers"),
+                      ("Local Volumes", "volumes")):
+        total, active, size = du[key]
+        rows.append([kind, str(total), str(active), _human_si(size)])
+    _print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE"], rows)
+    return 0
+
+
+def cmd_system_prune(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from pallet.errors import PalletError
+
+    eng = _engine(args)
+    removed = []
+    for rec in eng.list(all=True):
+        if rec.state in ("exited", "created"):
+            with contextlib.suppress(PalletError):
+                eng.remove(rec.id)
+                removed.append(rec.id)
+    if removed:
+        print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    if args.volumes:
+        vols = eng.volumes.prune(all=args.all)
+        if vols:
+            print("Deleted Volumes:\n" + "\n".join(vols) + "\n")
+    freed = eng.images.prune()
+    print(f"Total reclaimed space: {_human_si(freed.get('bytes', 0))}")
+    return 0
+
+
+# -- volumes --------------------------------------------------------------------------------------
+def _volume_json(v: Any) -> dict[str, Any]:
+    from pallet.engine.containers import _rfc3339
+
+    return {"CreatedAt": _rfc3339(v.created_at), "Driver": v.driver, "Labels": v.labels,
+            "Mountpoint": v.mountpoint, "Name": v.name, "Options": v.options, "Scope": "local"}
+
+
+def cmd_volume_create(args: argparse.Namespace) -> int:
+    v = _engine(args).volumes.create(args.name, _labels(args.label), args.driver)
+    print(v.name)
+    return 0
+
+
+def cmd_volume_ls(args: argparse.Namespace) -> int:
+    import json
+
+    vols = _engine(args).volumes.list()
+    if args.quiet:
+        for v in vols:
+            print(v.name)
+    elif args.format == "json":
+        for v in vols:
+            print(json.dumps(_volume_json(v)))
+    else:
+        _print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols])
+    return 0
+
+
+def cmd_volume_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    vols = _engine(args).volumes
+    print(json.dumps([_volume_json(vols.get(n)) for n in args.names], indent=4))
+    return 0
+
+
+def cmd_volume_rm(args: argparse.Namespace) -> int:
+    from pallet.errors import PalletError
+
+    vols = _engine(args).volumes
+    rc = 0
+    for n in args.names:
+        try:
+            vols.remove(n, force=args.force)
+            print(n)
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def cmd_volume_prune(args: argparse.Namespace) -> int:
+    removed = _engine(args).volumes.prune(all=args.all)
+    if removed:
+        print("Deleted Volumes:\n" + "\n".join(removed) + "\n")
+    print("Total reclaimed space: 0B")
+    return 0

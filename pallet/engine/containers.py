@@ -1,0 +1,1106 @@
+"""The engine's containers: create from an image, start under a monitor, stop, remove,
+inspect, exec, logs, copy — the one implementation behind the CLI and the CRI server.
+
+State lives in the Store (one row per container) and in two directories: the
+container dir <root>/containers/ID (bundle config.json, rootfs mount, etc files,
+log, exit.json) and the run dir <run_root>/ID (attach socket, monitor.pid).
+Forking calls (start, exec, restart) must be made from a process without threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pallet.engine import monitor
+from pallet.engine.specgen import ContainerOptions, Mount
+from pallet.engine.store import ContainerFilter, ContainerRecord, Store, new_id, now_ns
+from pallet.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PalletError,
+    SystemFailure,
+)
+
+if TYPE_CHECKING:
+    from pallet.engine.handlers import RuntimeHandler
+    from pallet.engine.logs import LogLine
+    from pallet.engine.volumes import Volumes
+    from pallet.image.store import ImageStore
+
+DEFAULT_ROOT = "/var/lib/pallet"
+DEFAULT_RUN_ROOT = "/run/pallet"
+LOG_MAX_SIZE = 10 << 20
+LOG_MAX_FILES = 3
+NETWORK_MODES = ("none", "host")
+INIT_BINARIES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
+                 "/usr/bin/docker-init")
+NAME_ANNOTATION = "io.pallet.container.name"
+
+
+class ContainerStartError(PalletError):
+    """The runtime could not start the container's process; exit_code follows docker
+    (127: command not found, 126: cannot be invoked, 125: anything else)."""
+
+    def __init__(self, message: str, exit_code: int = 125):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def default_run_root(root: str) -> str:
+    """/run/pallet for the default root; else a short per-root dir (unix socket paths
+    are limited to 108 bytes); PALLET_RUNROOT overrides."""
+    env = os.environ.get("PALLET_RUNROOT")
+    if env:
+        return env
+    if os.path.abspath(root) == DEFAULT_ROOT:
+        return DEFAULT_RUN_ROOT
+    return "/run/pallet-" + hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:10]
+
+
+@dataclass
+class CreateRequest:
+    """What `docker create` takes beyond the OCI-level options in ContainerOptions."""
+
+    image: str
+    options: ContainerOptions = field(default_factory=ContainerOptions)
+    name: str = ""
+    network: str = ""            # "" -> none until CNI networking lands; host|none|NAME
+    ports: list[str] = field(default_factory=list)      # -p specs
+    volumes: list[str] = field(default_factory=list)    # -v specs
+    tmpfs: list[str] = field(default_factory=list)
+    restart: str = "no"
+    auto_remove: bool = False
+    runtime: str = ""
+    pull: str = "missing"        # missing | always | never
+    platform: str | None = None
+    log_max_size: int = LOG_MAX_SIZE
+    log_max_files: int = LOG_MAX_FILES
+
+
+def validate_restart(policy: str) -> str:
+    name, sep, limit = policy.partition(":")
+    if name not in ("no", "always", "on-failure", "unless-stopped"):
+        raise InvalidArgument(f"invalid restart policy {policy!r}: use no, always, "
+                              "unless-stopped or on-failure[:max-retries]")
+    if sep and (name != "on-failure" or not limit.isdigit()):
+        raise InvalidArgument(f"invalid restart policy {policy!r}: only on-failure takes "
+                              "a maximum retry count, as on-failure:N")
+    return policy
+
+
+def parse_port(spec: str) -> dict[str, Any]:
+    """-p [IP:][HOST:]CTR[/PROTO] -> a CNI portmap entry (hostPort 0: pick one)."""
+    body, _, proto = spec.partition("/")
+    proto = proto or "tcp"
+    parts = body.rsplit(":", 2)
+    try:
+        if len(parts) == 1:
+            host_ip, host, ctr = "", "0", parts[0]
+        elif len(parts) == 2:
+            host_ip, (host, ctr) = "", parts
+        else:
+            host_ip, host, ctr = parts
+        entry = {"hostPort": int(host or 0), "containerPort": int(ctr), "protocol": proto,
+                 "hostIP": host_ip.strip("[]")}
+    except ValueError:
+        raise InvalidArgument(f"invalid port specification: {spec!r}; use "
+                              "[IP:]HOST_PORT:CONTAINER_PORT[/udp]") from None
+    if proto not in ("tcp", "udp", "sctp") or not 0 < entry["containerPort"] < 65536 \
+            or not 0 <= entry["hostPort"] < 65536:
+        raise InvalidArgument(f"invalid port specification: {spec!r}")
+    return entry
+
+
+def find_init() -> str:
+    return next((p for p in INIT_BINARIES if os.access(p, os.X_OK)), "")
+
+
+class Engine:
+    """Containers under ROOT (persistent) and RUN_ROOT (tmpfs, per boot)."""
+
+    def __init__(self, root: str = DEFAULT_ROOT, run_root: str | None = None):
+        self.root = os.path.abspath(root)
+        self.run_root = run_root or default_run_root(self.root)
+        self._store: Store | None = None
+        self._images: ImageStore | None = None
+
+    # -- shared resources, opened lazily so quick commands stay quick ------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.root)
+        return self._store
+
+    @property
+    def images(self) -> ImageStore:
+        if self._images is None:
+            from pallet.image.store import ImageStore
+
+            self._images = ImageStore(self.root)
+        return self._images
+
+    @property
+    def volumes(self) -> Volumes:
+        from pallet.engine.volumes import Volumes
+
+        return Volumes(self.store, self.root)
+
+    def close(self) -> None:
+        # Before fork: an SQLite connection must never be shared with a child.
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def ctr_dir(self, cid: str) -> str:
+        return os.path.join(self.root, "containers", cid)
+
+    def run_dir(self, cid: str) -> str:
+        return os.path.join(self.run_root, cid)
+
+    def handler(self, name: str) -> RuntimeHandler:
+        from pallet.engine import handlers
+
+        return handlers.resolve(name, self.run_root)
+
+    # -- create ------------------------------------------------------------------------
+    def create(self, req: CreateRequest) -> ContainerRecord:
+        """Reserve the name, mount the rootfs and write the bundle; state 'created'."""
+        from pallet.engine.handlers import handler_name, resolve
+
+        validate_restart(req.restart)
+        if req.auto_remove and req.restart not in ("no", ""):
+            raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
+        network = req.network or "none"
+        if network not in NETWORK_MODES:
+            _network_available(network)
+        ports = [parse_port(p) for p in req.ports]
+        if ports and network in NETWORK_MODES:
+            ports = [] if network == "host" else ports
+            if network == "none" and req.ports:
+                raise InvalidArgument("conflicting options: port publishing and the "
+                                      "container type network mode 'none'")
+        from pallet.engine.volumes import parse_tmpfs, parse_volume
+
+        vol_specs = [parse_volume(v) for v in req.volumes]
+        tmpfs = [parse_tmpfs(t) for t in req.tmpfs]
+        for vs in vol_specs:
+            if vs.kind == "bind" and not os.path.exists(vs.source):
+                raise InvalidArgument(f'invalid mount config for type "bind": bind source '
+                                      f"path does not exist: {vs.source}")
+        resolve(req.runtime, self.run_root)  # an unknown --runtime fails before any work
+        image = self._image(req.image, req.pull, req.platform)
+
+        cid = new_id()
+        rec = ContainerRecord(id=cid, name=req.name or self.store.unique_container_name(),
+                              image_ref=req.image, image_id=image.id,
+                              labels=dict(req.options.labels),
+                              runtime_handler=handler_name(req.runtime),
+                              restart_policy=req.restart or "no",
+                              log_path=os.path.join(self.ctr_dir(cid), "container.log"))
+        rec = self.store.add_container(rec)
+        cdir = self.ctr_dir(cid)
+        undo: list[Any] = [lambda: self.store.remove_container(cid),
+                           lambda: shutil.rmtree(cdir, ignore_errors=True)]
+        try:
+            os.makedirs(cdir, mode=0o711)
+            rootfs = str(self.images.prepare_rootfs(image.id, cdir))
+            undo.append(lambda: self.images.release_rootfs(cdir))
+            opts = req.options
+            opts.rootfs = "rootfs"
+            volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
+            opts.mounts.extend(tmpfs)
+            self._network_options(opts, network, cid)
+            self._etc_files(opts, cdir, network)
+            if opts.init and not opts.init_path:
+                opts.init_path = find_init()
+            if not opts.stop_signal:
+                opts.stop_signal = image.config.stop_signal
+            opts.annotations.setdefault(NAME_ANNOTATION, rec.name)
+            spec = _generate(image.config.raw, opts, rootfs)
+            with open(os.path.join(cdir, "config.json"), "w") as f:
+                json.dump(spec, f)
+            config = {"image": req.image, "image_config": image.config.raw.get("config") or {},
+                      "network": network, "ports": ports, "auto_remove": req.auto_remove,
+                      "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
+                      "anonymous_volumes": anonymous, "stop_signal": opts.stop_signal,
+                      "hostname": spec.get("hostname", ""), "cmd": opts.command,
+                      "entrypoint": opts.entrypoint, "log_max_size": req.log_max_size,
+                      "log_max_files": req.log_max_files,
+                      "mounts": [asdict(m) for m in opts.mounts]}
+            return self.store.update_container(cid, config=config)
+        except BaseException:
+            for fn in reversed(undo):
+                with contextlib.suppress(Exception):
+                    fn()
+            raise
+
+    def _image(self, ref: str, pull: str, platform: str | None) -> Any:
+        if pull not in ("missing", "always", "never"):
+            raise InvalidArgument(f'invalid pull option: {pull!r}; use "always", "missing" '
+                                  'or "never"')
+        if pull == "always":
+            return self.images.pull(ref, platform=platform)
+        try:
+            return self.images.get(ref)
+        except NotFound:
+            if pull == "never":
+                raise NotFound(f"{ref}: image not known; pull it first or use "
+                               "--pull missing") from None
+        print(f"Unable to find image '{ref}' locally", file=sys.stderr)
+        return self.images.pull(ref, platform=platform)
+
+    def _volume_mounts(self, opts: ContainerOptions, specs: list[Any], rootfs: str,
+                       image: Any) -> tuple[list[str], list[str]]:
+        names, anonymous = [], []
+        vols = self.volumes
+        covered = {vs.destination for vs in specs} | {m.destination for m in opts.mounts}
+        from pallet.engine.volumes import VolumeSpec
+
+        # Image VOLUMEs no user mount covers get anonymous volumes, like docker.
+        specs = list(specs) + [VolumeSpec(destination=os.path.normpath(p))
+                               for p in image.config.volumes if os.path.normpath(p) not in covered]
+        for vs in specs:
+            if vs.kind == "bind":
+                opts.mounts.append(Mount(destination=vs.destination, source=vs.source,
+                                         readonly=vs.readonly, propagation=vs.propagation))
+                continue
+            rec = vols.create(vs.source)
+            if not vs.source:
+                anonymous.append(rec.name)
+            names.append(rec.name)
+            if not vs.nocopy:
+                vols.populate(rec.name, rootfs, vs.destination)
+            opts.mounts.append(Mount(destination=vs.destination, source=rec.mountpoint,
+                                     readonly=vs.readonly, propagation=vs.propagation))
+        return names, anonymous
+
+    def _network_options(self, opts: ContainerOptions, network: str, cid: str) -> None:
+        if network == "host":
+            opts.namespaces.setdefault("network", "host")
+            if not opts.hostname:
+                opts.hostname = os.uname().nodename
+            # The host's UTS namespace is not shared: docker gives a host-network
+            # container the host's name in a UTS namespace of its own.
+        elif not opts.hostname:
+            opts.hostname = cid[:12]
+        if network not in NETWORK_MODES:
+            # The netns is made at start (it must outlive the container's init).
+            opts.namespaces["network"] = os.path.join(self.run_dir(cid), "netns")
+
+    def _etc_files(self, opts: ContainerOptions, cdir: str, network: str) -> None:
+        """hostname, hosts and resolv.conf of the container, bind-mounted over /etc."""
+        hostname = opts.hostname
+        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        if network == "host":
+            with contextlib.suppress(OSError), open("/etc/hosts") as f:
+                hosts = f.read()
+        else:
+            hosts += f"127.0.1.1\t{hostname}\n" if network == "none" else ""
+        resolv = _host_resolv_conf(network == "host")
+        files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
+        user_dests = {m.destination for m in opts.mounts}
+        for name, text in files.items():
+            path = os.path.join(cdir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            if f"/etc/{name}" not in user_dests:
+                opts.mounts.append(Mount(destination=f"/etc/{name}", source=path,
+                                         readonly=opts.read_only))
+
+    # -- lookups and state ---------------------------------------------------------------
+    def get(self, ref: str) -> ContainerRecord:
+        try:
+            rec = self.store.get_container(ref)
+        except NotFound:
+            raise NotFound(f"No such container: {ref}") from None
+        return self._refresh(rec)
+
+    def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
+        """Make the record agree with the monitor: a monitor that died (crash, reboot)
+        leaves 'running' in the store; its exit file, or its absence, tells the truth."""
+        if rec.state not in ("running", "paused", "restarting"):
+            return rec
+        if monitor.alive(self.run_dir(rec.id)):
+            return rec
+        exit_info = self.exit_info(rec.id)
+        changes: dict[str, Any] = {"state": "exited", "pid": 0}
+        if exit_info and exit_info.get("finished_at", 0) >= rec.started_at:
+            changes["exit_code"] = exit_info.get("exit_code", 255)
+            changes["finished_at"] = exit_info.get("finished_at", now_ns())
+        else:
+            changes["exit_code"], changes["finished_at"] = 255, now_ns()
+        with contextlib.suppress(NotFound):
+            return self.store.update_container(rec.id, **changes)
+        return rec
+
+    def exit_info(self, cid: str) -> dict[str, Any]:
+        try:
+            with open(os.path.join(self.ctr_dir(cid), monitor.EXIT_FILE)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def list(self, all: bool = False, filters: ContainerFilter | None = None
+             ) -> list[ContainerRecord]:
+        recs = [self._refresh(r) for r in self.store.list_containers(filters)]
+        if not all:
+            recs = [r for r in recs if r.state in ("running", "paused", "restarting")]
+        return recs
+
+    # -- start ---------------------------------------------------------------------------
+    def _monitor_config(self, rec: ContainerRecord) -> dict[str, Any]:
+        cfg = rec.config
+        return {
+            "id": rec.id, "root": self.root, "run_root": self.run_root,
+            "ctr_dir": self.ctr_dir(rec.id), "run_dir": self.run_dir(rec.id),
+            "bundle": self.ctr_dir(rec.id), "runtime": rec.runtime_handler,
+            "log_path": rec.log_path, "log_max_size": cfg.get("log_max_size", LOG_MAX_SIZE),
+            "log_max_files": cfg.get("log_max_files", LOG_MAX_FILES),
+            "tty": bool(cfg.get("tty")), "stdin": bool(cfg.get("stdin")),
+            "stdin_once": bool(cfg.get("stdin_once")),
+            "restart": rec.restart_policy, "restart_count": rec.restart_count,
+            "auto_remove": bool(cfg.get("auto_remove")),
+            "sys_path": [p for p in sys.path if p], "python": sys.executable,
+            "lean_after": _lean_after(), "console_size": cfg.get("console_size"),
+        }
+
+    def start(self, ref: str, streams: str = "", stdin_once: bool = False,
+              console_size: tuple[int, int] | None = None) -> tuple[ContainerRecord, int]:
+        """Start the container under a new monitor. Returns the record and a client fd
+        attached to STREAMS (the caller closes it); raises ContainerStartError."""
+        rec = self.get(ref)
+        if rec.state in ("running", "restarting"):
+            return rec, -1
+        if rec.state == "paused":
+            raise FailedPrecondition(f"cannot start a paused container {rec.id[:12]}; "
+                                     "try unpause instead")
+        cdir, rdir = self.ctr_dir(rec.id), self.run_dir(rec.id)
+        if rec.state == "exited":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(cdir, monitor.EXIT_FILE))
+        self.images.prepare_rootfs(rec.image_id, cdir)
+        shutil.rmtree(rdir, ignore_errors=True)
+        os.makedirs(rdir, mode=0o700)
+        cfg = self._monitor_config(rec)
+        cfg["stdin_once"] = stdin_once
+        if console_size:
+            cfg["console_size"] = list(console_size)
+        if rec.config.get("network") not in NETWORK_MODES:
+            _network_setup(self, rec, os.path.join(rdir, "netns"))
+        self.close()
+        fd, _ = monitor.spawn(cfg, streams)
+        kind, payload = _read_frame(fd)
+        if kind == b"p":
+            return self.get(rec.id), fd
+        os.close(fd)
+        code, _, err = payload.decode(errors="replace").partition("\n")
+        if kind == b"x" and err:
+            raise ContainerStartError(err, int(code or 125))
+        if kind == b"x":
+            # It ran and exited before we heard it start: not an error.
+            return self.get(rec.id), -1
+        raise SystemFailure(f"the monitor of {rec.id[:12]} died before starting it; see "
+                            f"{os.path.join(cdir, 'monitor.log')}")
+
+    # -- signals and stopping ---------------------------------------------------------------
+    def kill(self, ref: str, sig: int | str = signal.SIGKILL) -> ContainerRecord:
+        rec = self.get(ref)
+        if rec.state not in ("running", "paused"):
+            raise FailedPrecondition(f"cannot kill container: {ref}: container "
+                                     f"{rec.id} is not running")
+        self.handler(rec.runtime_handler).kill(rec.id, parse_signal(sig))
+        return rec
+
+    def stop(self, ref: str, timeout: float | None = None) -> ContainerRecord:
+        rec = self.get(ref)
+        rdir = self.run_dir(rec.id)
+        mon = monitor.alive(rdir)
+        if rec.state not in ("running", "paused", "restarting") or not mon:
+            return rec
+        # The monitor must not restart what a user stopped.
+        with open(os.path.join(rdir, monitor.STOP_MARKER), "w"):
+            pass
+        timeout = 10.0 if timeout is None else timeout
+        h = self.handler(rec.runtime_handler)
+        with contextlib.suppress(PalletError):
+            if rec.state == "paused":
+                h.resume(rec.id)
+        sig = parse_signal(rec.config.get("stop_signal") or "SIGTERM")
+        if rec.state != "restarting":
+            with contextlib.suppress(PalletError, ProcessLookupError):
+                h.kill(rec.id, sig)
+        if not _wait_pid_exit(mon, timeout):
+            with contextlib.suppress(PalletError, ProcessLookupError):
+                h.kill(rec.id, signal.SIGKILL, all=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(mon, signal.SIGCHLD)  # wakes a monitor waiting to restart
+        if not _wait_pid_exit(mon, 30):
+            raise SystemFailure(f"container {rec.id[:12]}: monitor {mon} did not exit")
+        return self.get(rec.id)
+
+    def restart(self, ref: str, timeout: float | None = None) -> ContainerRecord:
+        rec = self.stop(ref, timeout)
+        rec, fd = self.start(rec.id)
+        if fd >= 0:
+            os.close(fd)
+        return rec
+
+    def wait(self, ref: str) -> int:
+        """Block until the container is not running; return its exit code."""
+        rec = self.get(ref)
+        if rec.state in ("running", "paused", "restarting"):
+            fd = self.attach(rec.id, "")
+            if fd >= 0:
+                try:
+                    while True:
+                        kind, payload = _read_frame(fd)
+                        if kind in (b"x", b""):
+                            break
+                finally:
+                    os.close(fd)
+            pid = monitor.alive(self.run_dir(rec.id))
+            if pid:
+                _wait_pid_exit(pid, None)
+            rec = self.get(rec.id)
+        return rec.exit_code if rec.exit_code is not None else 0
+
+    def attach(self, ref: str, streams: str = "stdout,stderr") -> int:
+        """A client fd on the monitor's attach socket, subscribed to STREAMS; -1 if gone."""
+        import socket
+
+        rec = self.get(ref)
+        path = os.path.join(self.run_dir(rec.id), monitor.ATTACH_SOCKET)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(_short_path(path))
+        except OSError:
+            s.close()
+            return -1
+        s.sendall(monitor.frame(b"h", streams.encode()))
+        return s.detach()
+
+    # -- remove --------------------------------------------------------------------------
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> ContainerRecord:
+        rec = self.get(ref)
+        if rec.state in ("running", "paused", "restarting"):
+            if not force:
+                raise FailedPrecondition(
+                    f"cannot remove container \"{rec.name}\": container is {rec.state}: "
+                    "stop the container before removing or force remove")
+            self._force_stop(rec)
+        self.destroy(rec, volumes or None)
+        return rec
+
+    def _force_stop(self, rec: ContainerRecord) -> None:
+        rdir = self.run_dir(rec.id)
+        mon = monitor.alive(rdir)
+        with contextlib.suppress(OSError):
+            with open(os.path.join(rdir, monitor.STOP_MARKER), "w"):
+                pass
+        h = self.handler(rec.runtime_handler)
+        with contextlib.suppress(PalletError, ProcessLookupError):
+            if rec.state == "paused":
+                h.resume(rec.id)
+        with contextlib.suppress(PalletError, ProcessLookupError):
+            h.kill(rec.id, signal.SIGKILL, all=True)
+        if mon:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(mon, signal.SIGCHLD)
+            _wait_pid_exit(mon, 30)
+
+    def destroy(self, rec: ContainerRecord, volumes: bool | None = None) -> None:
+        """Release everything the container holds. Idempotent: the monitor (auto-remove)
+        and `rm -f` may both get here."""
+        with contextlib.suppress(PalletError, OSError):
+            self.handler(rec.runtime_handler).delete(rec.id, force=True)
+        if rec.config.get("network") not in NETWORK_MODES:
+            _network_teardown(self, rec, os.path.join(self.run_dir(rec.id), "netns"))
+        cdir = self.ctr_dir(rec.id)
+        self.images.release_rootfs(cdir)
+        shutil.rmtree(cdir, ignore_errors=True)
+        shutil.rmtree(self.run_dir(rec.id), ignore_errors=True)
+        with contextlib.suppress(NotFound):
+            self.store.remove_container(rec.id)
+        if volumes is None:
+            volumes = bool(rec.config.get("auto_remove"))
+        if volumes:
+            for name in rec.config.get("anonymous_volumes") or []:
+                with contextlib.suppress(PalletError):
+                    self.volumes.remove(name)
+
+    # -- the monitor's helpers ----------------------------------------------------------
+    def release_after_exit(self, rec: ContainerRecord) -> None:
+        with contextlib.suppress(PalletError, OSError):
+            self.handler(rec.runtime_handler).delete(rec.id, force=True)
+        if rec.config.get("network") not in NETWORK_MODES:
+            _network_teardown(self, rec, os.path.join(self.run_dir(rec.id), "netns"))
+        # Unmounted on exit like docker; start mounts it again.
+        with contextlib.suppress(PalletError, OSError):
+            self.images.release_rootfs(self.ctr_dir(rec.id))
+
+    # -- other commands ----------------------------------------------------------------------
+    def pause(self, ref: str) -> ContainerRecord:
+        rec = self.get(ref)
+        if rec.state != "running":
+            raise FailedPrecondition(f"container {rec.id} is not running")
+        self.handler(rec.runtime_handler).pause(rec.id)
+        return self.store.update_container(rec.id, state="paused")
+
+    def unpause(self, ref: str) -> ContainerRecord:
+        rec = self.get(ref)
+        if rec.state != "paused":
+            raise FailedPrecondition(f"container {rec.id} is not paused")
+        self.handler(rec.runtime_handler).resume(rec.id)
+        return self.store.update_container(rec.id, state="running")
+
+    def rename(self, ref: str, new_name: str) -> ContainerRecord:
+        rec = self.get(ref)
+        if rec.name == new_name.lstrip("/"):
+            raise InvalidArgument(f"renaming a container with the same name as its current "
+                                  f"name: {new_name}")
+        return self.store.update_container(rec.id, name=new_name)
+
+    def top(self, ref: str) -> tuple[list[str], list[list[str]]]:
+        rec = self.get(ref)
+        if rec.state not in ("running", "paused"):
+            raise FailedPrecondition(f"container {rec.id} is not running")
+        pids = self.handler(rec.runtime_handler).ps(rec.id)
+        return _ps_table(pids)
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        rec = self.get(ref)
+        if rec.state not in ("running", "paused"):
+            return {}
+        return self.handler(rec.runtime_handler).stats(rec.id)
+
+    def logs(self, ref: str, follow: bool = False, since: int = 0, until: int = 0,
+             tail: int = -1) -> Iterator[LogLine]:
+        from pallet.engine.logs import read_log
+
+        rec = self.get(ref)
+        rdir = self.run_dir(rec.id)
+        return read_log(rec.log_path, since=since, until=until, tail=tail, follow=follow,
+                        running=lambda: bool(monitor.alive(rdir)))
+
+    def ports(self, ref: str) -> list[dict[str, Any]]:
+        return list(self.get(ref).config.get("ports") or [])
+
+    # -- exec --------------------------------------------------------------------------
+    def exec_process(self, rec: ContainerRecord, argv: list[str], *, tty: bool = False,
+                     env: list[str] | None = None, workdir: str = "", user: str = ""
+                     ) -> dict[str, Any]:
+        """The OCI process for `exec`: the container's own, with these overrides."""
+        from pallet.engine.specgen import _env_merge
+        from pallet.engine.users import resolve_user
+
+        with open(os.path.join(self.ctr_dir(rec.id), "config.json")) as f:
+            spec = json.load(f)
+        proc = dict(spec["process"])
+        proc["args"] = list(argv)
+        proc["terminal"] = tty
+        proc.pop("consoleSize", None)
+        e = _env_merge(list(proc.get("env") or []), env or [])
+        if tty and not any(x.startswith("TERM=") for x in e):
+            e.append("TERM=xterm")
+        proc["env"] = e
+        if workdir:
+            if not workdir.startswith("/"):
+                raise InvalidArgument(f"the working directory {workdir!r} is invalid, it "
+                                      "needs to be an absolute path")
+            proc["cwd"] = workdir
+        if user:
+            u = resolve_user(os.path.join(self.ctr_dir(rec.id), "rootfs"), user)
+            proc["user"] = {"uid": u.uid, "gid": u.gid,
+                            **({"additionalGids": list(u.additional_gids)}
+                               if u.additional_gids else {})}
+        return proc
+
+    def exec(self, ref: str, argv: list[str], *, tty: bool = False,
+             stdio: tuple[int, int, int] | None = None, console_socket: str | None = None,
+             env: list[str] | None = None, workdir: str = "", user: str = "") -> int:
+        """Start ARGV in the running container; return its host pid. The caller must be a
+        single-threaded subreaper (it reaps the process)."""
+        if not argv:
+            raise InvalidArgument("exec needs a command: pallet exec CONTAINER COMMAND [ARG...]")
+        rec = self.get(ref)
+        if rec.state == "paused":
+            raise FailedPrecondition(f"container {rec.id} is paused, unpause the container "
+                                     "before exec")
+        if rec.state != "running":
+            raise FailedPrecondition(f"container {rec.id} is not running")
+        proc = self.exec_process(rec, argv, tty=tty, env=env, workdir=workdir, user=user)
+        self.close()
+        try:
+            return self.handler(rec.runtime_handler).exec(rec.id, proc, stdio=stdio,
+                                                         console_socket=console_socket)
+        except PalletError as e:
+            raise ContainerStartError(str(e), _start_error_code(str(e), exec=True)) from None
+
+    # -- copy --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def rootfs(self, ref: str) -> Iterator[str]:
+        """The container's root as the host sees it, mounted for the duration if stopped."""
+        rec = self.get(ref)
+        cdir = self.ctr_dir(rec.id)
+        mounted_here = rec.state not in ("running", "paused", "restarting")
+        if mounted_here:
+            self.images.prepare_rootfs(rec.image_id, cdir)
+        try:
+            yield os.path.join(cdir, "rootfs")
+        finally:
+            if mounted_here:
+                self.images.release_rootfs(cdir)
+
+    def copy_from(self, ref: str, src: str, dest: str) -> None:
+        from pallet.engine.users import open_in_rootfs
+
+        with self.rootfs(ref) as root:
+            try:
+                fd = open_in_rootfs(root, src, os.O_PATH)
+            except OSError as e:
+                raise NotFound(f"Could not find the file {src} in container {ref}: "
+                               f"{e.strerror}") from None
+            try:
+                target = dest
+                if os.path.isdir(dest):
+                    target = os.path.join(dest, os.path.basename(src.rstrip("/")) or "root")
+                _copy_out(fd, target)
+            finally:
+                os.close(fd)
+
+    def copy_to(self, ref: str, src: str, dest: str) -> None:
+        from pallet.engine.users import open_in_rootfs
+
+        if not os.path.lexists(src):
+            raise NotFound(f"no such file or directory: {src}")
+        with self.rootfs(ref) as root:
+            try:
+                dfd = open_in_rootfs(root, dest, os.O_RDONLY | os.O_DIRECTORY)
+                name = os.path.basename(src.rstrip("/"))
+            except NotADirectoryError:
+                dfd, name = -1, ""
+            except FileNotFoundError:
+                dfd, name = -1, ""
+            if dfd < 0:
+                parent, name = os.path.split(dest.rstrip("/"))
+                try:
+                    dfd = open_in_rootfs(root, parent or "/", os.O_RDONLY | os.O_DIRECTORY)
+                except OSError as e:
+                    raise NotFound(f"Could not find the file {parent} in container {ref}: "
+                                   f"{e.strerror}") from None
+            try:
+                _copy_in(src, dfd, name)
+            finally:
+                os.close(dfd)
+
+    # -- reporting -----------------------------------------------------------------------
+    def inspect(self, ref: str) -> dict[str, Any]:
+        rec = self.get(ref)
+        cdir = self.ctr_dir(rec.id)
+        try:
+            with open(os.path.join(cdir, "config.json")) as f:
+                spec = json.load(f)
+        except (OSError, ValueError):
+            spec = {}
+        proc = spec.get("process") or {}
+        cfg = rec.config
+        ex = self.exit_info(rec.id)
+        state = {
+            "Status": rec.state, "Running": rec.state in ("running", "paused"),
+            "Paused": rec.state == "paused", "Restarting": rec.state == "restarting",
+            "OOMKilled": bool(ex.get("oom_killed")), "Dead": False,
+            "Pid": rec.pid if rec.state in ("running", "paused") else 0,
+            "ExitCode": rec.exit_code or 0, "Error": ex.get("error", ""),
+            "StartedAt": _rfc3339(rec.started_at), "FinishedAt": _rfc3339(rec.finished_at),
+        }
+        mounts = [{"Type": "volume" if m["source"].startswith(self.volumes.dir) else m["type"],
+                   "Source": m["source"], "Destination": m["destination"],
+                   "RW": not m["readonly"], "Propagation": m["propagation"] or "rprivate"}
+                  for m in cfg.get("mounts") or [] if not m["destination"].startswith("/etc/h")
+                  and m["destination"] != "/etc/resolv.conf"]
+        args = proc.get("args") or []
+        return {
+            "Id": rec.id, "Created": _rfc3339(rec.created_at), "Path": args[0] if args else "",
+            "Args": args[1:], "State": state, "Image": rec.image_id,
+            "ResolvConfPath": os.path.join(cdir, "resolv.conf"),
+            "HostnamePath": os.path.join(cdir, "hostname"),
+            "HostsPath": os.path.join(cdir, "hosts"), "LogPath": rec.log_path,
+            "Name": "/" + rec.name, "RestartCount": rec.restart_count,
+            "Driver": "overlay", "Platform": "linux",
+            "HostConfig": {
+                "NetworkMode": cfg.get("network", "none"),
+                "RestartPolicy": {"Name": rec.restart_policy.partition(":")[0],
+                                  "MaximumRetryCount": int(rec.restart_policy.partition(":")[2]
+                                                           or 0)},
+                "AutoRemove": bool(cfg.get("auto_remove")),
+                "Runtime": rec.runtime_handler or "pallet",
+                "ReadonlyRootfs": bool((spec.get("root") or {}).get("readonly")),
+                "Privileged": False,
+                "PortBindings": _port_bindings(cfg.get("ports") or []),
+            },
+            "Mounts": mounts,
+            "Config": {
+                "Hostname": spec.get("hostname", ""), "User": _user_str(proc.get("user")),
+                "Tty": bool(cfg.get("tty")), "OpenStdin": bool(cfg.get("stdin")),
+                "Env": proc.get("env") or [], "Cmd": cfg.get("cmd") or
+                (cfg.get("image_config") or {}).get("Cmd"),
+                "Image": cfg.get("image", rec.image_ref), "WorkingDir": proc.get("cwd", "/"),
+                "Entrypoint": cfg.get("entrypoint") if cfg.get("entrypoint") is not None
+                else (cfg.get("image_config") or {}).get("Entrypoint"),
+                "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+            },
+            "NetworkSettings": {"Ports": _port_bindings(cfg.get("ports") or [])},
+        }
+
+    def disk_usage(self) -> dict[str, Any]:
+        """`system df`: sizes of images, containers' writable layers and volumes."""
+        images = self.images.list()
+        used_images = {c.image_id for c in self.store.list_containers()}
+        ctrs = self.store.list_containers()
+        vols = self.volumes.list()
+        return {
+            "images": (len(images), sum(1 for i in images if i.id in used_images),
+                       sum(i.size for i in images)),
+            "containers": (len(ctrs), sum(1 for c in ctrs if c.state == "running"),
+                           sum(_du(os.path.join(self.ctr_dir(c.id), "upper")) for c in ctrs)),
+            "volumes": (len(vols), sum(1 for v in vols if self.volumes.users(v.name)),
+                        sum(_du(v.mountpoint) for v in vols)),
+        }
+
+
+# -- the monitor's helpers run these (in a child of the monitor) ------------------------------
+def monitor_setup(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
+    """Create and start the container; record it running. Returns {"pid"} or {"error","code"}."""
+    from pallet.engine.handlers import resolve
+
+    cid = cfg["id"]
+    h = resolve(cfg["runtime"], cfg["run_root"])
+    stdio = None
+    devnull = -1
+    if not cfg.get("tty"):
+        devnull = os.open(os.devnull, os.O_RDWR)
+        stdio = (arg.get("stdin", devnull), arg["stdout"], arg["stderr"])
+    try:
+        pid = h.create(cid, cfg["bundle"], stdio=stdio,
+                       console_socket=arg.get("console_socket"))
+    except PalletError as e:
+        return {"error": str(e), "code": _start_error_code(str(e))}
+    finally:
+        for fd in (devnull, arg.get("stdin", -1), arg.get("stdout", -1), arg.get("stderr", -1)):
+            if fd >= 0:
+                os.close(fd)
+    try:
+        h.start(cid)
+    except PalletError as e:
+        with contextlib.suppress(PalletError):
+            h.delete(cid, force=True)
+        return {"error": str(e), "code": _start_error_code(str(e))}
+    store = Store(cfg["root"])
+    try:
+        store.update_container(cid, state="running", pid=pid, started_at=now_ns(),
+                               exit_code=None, restart_count=arg.get("restart_count", 0))
+    finally:
+        store.close()
+    return {"pid": pid}
+
+
+def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
+    """After the container's init exited (or failed to start): record it, release the
+    runtime state, and auto-remove or report whether to restart."""
+    eng = Engine(cfg["root"], cfg["run_root"])
+    try:
+        try:
+            rec = eng.store.get_container(cfg["id"])
+        except NotFound:
+            return {"restart": False}  # removed meanwhile (rm -f)
+        restart = bool(arg.get("restart"))
+        if arg.get("error"):
+            changes: dict[str, Any] = {"state": "created", "exit_code": arg["exit_code"],
+                                       "pid": 0}
+        else:
+            changes = {"state": "restarting" if restart else "exited",
+                       "exit_code": arg["exit_code"], "finished_at": arg["finished_at"],
+                       "pid": 0, "restart_count": arg.get("restart_count", 0)}
+        if restart:
+            with contextlib.suppress(PalletError, OSError):
+                eng.handler(rec.runtime_handler).delete(rec.id, force=True)
+            eng.store.update_container(rec.id, **changes)
+            return {"restart": True}
+        if rec.config.get("auto_remove"):
+            eng.destroy(rec, volumes=True)
+            return {"restart": False}
+        eng.release_after_exit(rec)
+        eng.store.update_container(rec.id, **changes)
+        return {"restart": False}
+    finally:
+        eng.close()
+
+
+# -- networking hook ---------------------------------------------------------------------------
+def _network_available(network: str) -> None:
+    try:
+        from pallet.engine import netns  # noqa: F401
+        from pallet.engine import network as _net
+    except ImportError:
+        raise InvalidArgument(f"network {network!r} not found: only --network none and "
+                              "host are available in this build") from None
+
+
+def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:
+    """The hook bridge and named networks use: make the container's netns at NETNS_PATH
+    and attach it to rec.config["network"] with rec.config["ports"], via CNI."""
+    from pallet.engine import netns
+    from pallet.engine.network import DEFAULT_NETWORK, Networks
+
+    name = rec.config.get("network")
+    path = netns.create(os.path.basename(netns_path), os.path.dirname(netns_path))
+    try:
+        nets = Networks(engine.store, engine.root, netns_dir=os.path.dirname(netns_path))
+        net = DEFAULT_NETWORK if name in ("bridge", "default") else name
+        nets.loopback_up(path, rec.id)
+        nets.attach(path, rec.id, net, rec.config.get("ports") or [], aliases=[rec.name])
+    except BaseException:
+        netns.remove(path)
+        raise
+
+
+def _network_teardown(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:
+    try:
+        from pallet.engine import netns
+        from pallet.engine.network import Networks
+    except ImportError:
+        return
+    with contextlib.suppress(PalletError, OSError):
+        Networks(engine.store, engine.root).detach_all(rec.id, netns_path)
+    with contextlib.suppress(PalletError, OSError):
+        if os.path.exists(netns_path):
+            netns.remove(netns_path)
+
+
+# -- small pure helpers ----------------------------------------------------------------------
+def _generate(image_config: dict[str, Any], opts: ContainerOptions, rootfs: str
+              ) -> dict[str, Any]:
+    from pallet.engine.specgen import generate_spec, user_spec
+    from pallet.engine.users import resolve_user
+
+    user = resolve_user(rootfs, user_spec(image_config, opts), opts.group_add)
+    return generate_spec(image_config, opts, user)
+
+
+def _start_error_code(message: str, exec: bool = False) -> int:
+    low = message.lower()
+    if "executable file not found" in low or "no such file or directory" in low and \
+            "exec" in low:
+        return 126 if exec else 127
+    if "permission denied" in low or "exec format error" in low or "is a directory" in low:
+        return 126
+    return 126 if exec else 125
+
+
+def parse_signal(sig: int | str) -> int:
+    if isinstance(sig, int):
+        return sig
+    s = sig.strip().upper()
+    if s.isdigit():
+        return int(s)
+    if not s.startswith("SIG"):
+        s = "SIG" + s
+    try:
+        return int(signal.Signals[s])
+    except KeyError:
+        raise InvalidArgument(f"invalid signal: {sig}") from None
+
+
+def _host_resolv_conf(host_network: bool) -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    if host_network:
+        return text
+    # Loopback resolvers of the host are unreachable from another netns (docker's rule).
+    lines = [ln for ln in text.splitlines()
+             if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))]
+    if not any(ln.startswith("nameserver") for ln in lines):
+        lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(lines) + "\n"
+
+
+def _lean_after() -> float | None:
+    v = os.environ.get("PALLET_MONITOR_LEAN_AFTER")
+    if v is None:
+        return monitor.DEFAULT_LEAN_AFTER
+    return None if v in ("", "never") else float(v)
+
+
+def _read_frame(fd: int) -> tuple[bytes, bytes]:
+    """Read one frame from a blocking fd: (kind, payload), or (b"", b"") on EOF."""
+    head = _read_exact(fd, monitor.FRAME_HEADER)
+    if len(head) < monitor.FRAME_HEADER:
+        return b"", b""
+    return head[:1], _read_exact(fd, int.from_bytes(head[1:5], "big"))
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = os.read(fd, n - len(buf))
+        except InterruptedError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _short_path(path: str) -> str:
+    """Unix socket paths must fit 108 bytes: reach long ones through /proc/self/fd."""
+    if len(path) < 100:
+        return path
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    # The fd is deliberately kept for the process's life: the path is used after return.
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+
+
+def _wait_pid_exit(pid: int, timeout: float | None) -> bool:
+    import select
+
+    try:
+        pfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        r, _, _ = select.select([pfd], [], [], timeout)
+        return bool(r)
+    finally:
+        os.close(pfd)
+
+
+def _rfc3339(ns: int) -> str:
+    if not ns:
+        return "0001-01-01T00:00:00Z"
+    return monitor.rfc3339nano(ns)
+
+
+def _user_str(user: dict[str, Any] | None) -> str:
+    if not user:
+        return ""
+    return f"{user.get('uid', 0)}:{user.get('gid', 0)}"
+
+
+def _port_bindings(ports: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in ports:
+        out.setdefault(f"{p['containerPort']}/{p['protocol']}", []).append(
+            {"HostIp": p.get("hostIP", ""), "HostPort": str(p["hostPort"])})
+    return out
+
+
+def _du(path: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+    return total
+
+
+def _ps_table(pids: list[int]) -> tuple[list[str], list[list[str]]]:
+    """docker top's default `ps -ef` columns, read from /proc."""
+    import pwd
+
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime"))
+    rows = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+        ppid = fields[1].decode()
+        cpu_s = (int(fields[11]) + int(fields[12])) // hz
+        start = btime + int(fields[19]) // hz
+        try:
+            uname = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            uname = str(uid)
+        rows.append([uname, str(pid), ppid, "0", time.strftime("%H:%M", time.localtime(start)),
+                     "?", time.strftime("%H:%M:%S", time.gmtime(cpu_s)), cmd or f"[{comm}]"])
+    return ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows
+
+
+def _copy_out(src_fd: int, target: str) -> None:
+    """Copy what the O_PATH fd names (file, dir, symlink) to the host path TARGET."""
+    import stat as st_mod
+
+    st = os.fstat(src_fd)
+    if st_mod.S_ISDIR(st.st_mode):
+        from pallet.engine.volumes import _copy_dir_fd
+
+        os.makedirs(target, exist_ok=True)
+        dfd = os.open(f"/proc/self/fd/{src_fd}", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _copy_dir_fd(dfd, target)
+        finally:
+            os.close(dfd)
+    elif st_mod.S_ISREG(st.st_mode):
+        rfd = os.open(f"/proc/self/fd/{src_fd}", os.O_RDONLY)
+        with open(rfd, "rb") as fsrc, open(target, "wb") as fdst:
+            shutil.copyfileobj(fsrc, fdst)
+        os.chmod(target, st.st_mode & 0o7777)
+    elif st_mod.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(f"/proc/self/fd/{src_fd}"), target)
+    else:
+        raise InvalidArgument("only files, directories and symlinks can be copied")
+
+
+def _copy_in(src: str, dir_fd: int, name: str) -> None:
+    """Copy host path SRC as NAME into the directory DIR_FD, never following a
+    symlink inside the container (each component is opened relative and O_NOFOLLOW)."""
+    if os.path.islink(src):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+        os.symlink(os.readlink(src), name, dir_fd=dir_fd)
+    elif os.path.isdir(src):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, os.stat(src).st_mode & 0o7777, dir_fd=dir_fd)
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            for entry in os.listdir(src):
+                _copy_in(os.path.join(src, entry), sub, entry)
+        finally:
+            os.close(sub)
+    else:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            if os.path.islink(f"/proc/self/fd/{dir_fd}/{name}"):
+                os.unlink(name, dir_fd=dir_fd)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     os.stat(src).st_mode & 0o7777, dir_fd=dir_fd)
+        with open(fd, "wb") as fdst, open(src, "rb") as fsrc:
+            shutil.copyfileobj(fsrc, fdst)
+
+
+__all__ = ["AlreadyExists", "ContainerStartError", "CreateRequest", "Engine"]

@@ -1,0 +1,819 @@
+"""The container monitor: one small process per container, its parent and subreaper,
+holding its stdio, writing its CRI-format log, serving attach, recording its exit.
+
+Lifecycle. `spawn()` (in the CLI, before any thread exists) double-forks a monitor
+into its own session. The monitor forks a *helper* that creates and starts the
+container through the runtime handler; the container's init is reparented to the
+monitor, which is a subreaper. The monitor itself only moves bytes: once the
+container has run for `lean_after` seconds it re-executes itself as a bare
+`python -I -S monitor.py` that imports nothing of pallet (this file at top level
+imports only C builtins), so an idle container costs one small interpreter.
+Anything heavy (runtime delete, the store, auto-remove, a restart) runs in a
+forked helper that imports what it needs and exits.
+
+Attach protocol on <run_dir>/attach (and on the socketpair spawn() returns):
+frames of 1 type byte + 4-byte big-endian length + payload. Client to monitor:
+h=hello (payload: subscribed streams, e.g. b"stdin,stdout,stderr"), i=stdin data,
+e=stdin EOF, r=resize (b"ROWS COLS"), o=reopen the log. Monitor to client:
+1=stdout, 2=stderr, p=started (b"PID"), x=exited (b"CODE\\nERROR").
+"""
+
+from __future__ import annotations
+
+# Only C builtins here: this module is also the lean monitor's __main__.
+import _signal
+import os
+import select
+import sys
+import time
+
+FRAME_HEADER = 5
+MAX_CLIENT_BACKLOG = 4 << 20   # a client this far behind is dropped, not waited for
+MAX_STDIN_BACKLOG = 1 << 20
+READ_SIZE = 65536
+DRAIN_TIMEOUT = 2.0            # after the init exits, how long to wait for pipe EOF
+DEFAULT_LEAN_AFTER = 1.0
+EXIT_FILE = "exit.json"
+PID_FILE = "monitor.pid"
+ATTACH_SOCKET = "attach"
+STOP_MARKER = "stopped-by-user"
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + len(payload).to_bytes(4, "big") + payload
+
+
+def parse_frames(buf: bytearray) -> list[tuple[bytes, bytes]]:
+    """Pop every complete frame from BUF (in place)."""
+    out = []
+    while len(buf) >= FRAME_HEADER:
+        n = int.from_bytes(buf[1:5], "big")
+        if len(buf) < FRAME_HEADER + n:
+            break
+        out.append((bytes(buf[0:1]), bytes(buf[5:5 + n])))
+        del buf[:FRAME_HEADER + n]
+    return out
+
+
+def rfc3339nano(ns: int) -> str:
+    sec, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+
+class CRILog:
+    """The CRI log format: `TIMESTAMP STREAM P|F CONTENT\\n`, rotated by size."""
+
+    def __init__(self, path: str, max_size: int, max_files: int):
+        self.path, self.max_size, self.max_files = path, max_size, max_files
+        self.fd = -1
+        self.size = 0
+        if path:
+            self.reopen()
+
+    def reopen(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                          0o640)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, stream: str, data: bytes) -> None:
+        if self.fd < 0 or not data:
+            return
+        ts = rfc3339nano(time.time_ns()).encode()
+        tag = stream.encode()
+        lines = data.split(b"\n")
+        out = bytearray()
+        # Every complete line is F; trailing bytes without a newline are written
+        # now as P (like conmon) rather than held, so nothing waits in memory.
+        for i, line in enumerate(lines):
+            last = i == len(lines) - 1
+            if last and not line:
+                break
+            out += b"%s %s %s %s\n" % (ts, tag, b"P" if last else b"F", line)
+        if self.max_size and self.size + len(out) > self.max_size and self.size:
+            self.rotate()
+        os.write(self.fd, out)
+        self.size += len(out)
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+        for i in range(self.max_files - 1, 0, -1):
+            src = self.path if i == 1 else f"{self.path}.{i - 1}"
+            try:
+                os.rename(src, f"{self.path}.{i}")
+            except FileNotFoundError:
+                pass
+        if self.max_files <= 1:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self.reopen()
+
+
+class Client:
+    __slots__ = ("fd", "streams", "rbuf", "wbuf")
+
+    def __init__(self, fd: int, streams: str = ""):
+        self.fd = fd
+        self.streams = set(streams.split(",")) if streams else set()
+        self.rbuf = bytearray()
+        self.wbuf = bytearray()
+
+
+def _restart_wanted(policy: str, code: int, restarts: int, stopped_by_user: bool) -> bool:
+    if stopped_by_user:
+        return False
+    name, _, limit = policy.partition(":")
+    if name in ("always", "unless-stopped"):
+        return True
+    if name == "on-failure":
+        return code != 0 and (not limit or restarts < int(limit))
+    return False
+
+
+class Monitor:
+    """The event loop. CFG is plain data (see containers.Engine._monitor_config)."""
+
+    def __init__(self, cfg: dict, state: dict | None = None):
+        self.cfg = cfg
+        self.run_dir = cfg["run_dir"]
+        self.clients: dict[int, Client] = {}
+        self.out_fd = self.err_fd = self.in_fd = self.pty_fd = -1
+        self.stdin_buf = bytearray()
+        self.stdin_closed = False
+        self.pid = 0                     # the container's init
+        self.exit_status: int | None = None
+        self.exit_at = 0.0
+        self.helper = 0                  # pid of the running helper
+        self.helper_kind = ""
+        self.helper_fd = -1
+        self.helper_buf = bytearray()
+        self.error = ""
+        self.error_code = 0
+        self.restarts = cfg.get("restart_count", 0)
+        self.started_at = 0.0
+        self.restart_at = 0.0
+        self.backoff = 0.1
+        self.listen_fd = -1
+        self.console_fd = -1             # listening console socket during a tty setup
+        self.exited_code: int | None = None
+        self.early_exits: dict[int, int] = {}
+        self.finishing = False           # a finish helper was started for this exit
+        self.final_code = 0
+        self.lean = state is not None
+        self.log = CRILog(cfg.get("log_path", ""), cfg.get("log_max_size", 0),
+                          cfg.get("log_max_files", 1))
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r, self.wake_w = rfd, wfd
+        _signal.set_wakeup_fd(wfd)
+        _signal.signal(_signal.SIGCHLD, _noop)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+        if state is not None:
+            self._restore(state)
+
+    # -- state carried across the exec into the lean interpreter ---------------------
+    def _snapshot(self) -> dict:
+        return {"out": self.out_fd, "err": self.err_fd, "in": self.in_fd, "pty": self.pty_fd,
+                "listen": self.listen_fd, "pid": self.pid, "restarts": self.restarts,
+                "started_at": self.started_at, "stdin_closed": self.stdin_closed,
+                "clients": [(c.fd, ",".join(sorted(c.streams))) for c in self.clients.values()],
+                "log_fd": self.log.fd}
+
+    def _restore(self, st: dict) -> None:
+        self.out_fd, self.err_fd, self.in_fd = st["out"], st["err"], st["in"]
+        self.pty_fd, self.listen_fd, self.pid = st["pty"], st["listen"], st["pid"]
+        self.restarts, self.started_at = st["restarts"], st["started_at"]
+        self.stdin_closed = st["stdin_closed"]
+        for fd, streams in st["clients"]:
+            self.clients[fd] = Client(fd, streams)
+        if self.log.fd >= 0:
+            os.close(self.log.fd)
+        self.log.fd = st["log_fd"]
+        self.log.size = os.fstat(self.log.fd).st_size if self.log.fd >= 0 else 0
+
+    def _go_lean(self) -> None:
+        import marshal
+
+        st = self._snapshot()
+        keep = [fd for fd in (self.out_fd, self.err_fd, self.in_fd, self.pty_fd,
+                              self.listen_fd, self.log.fd, *self.clients) if fd >= 0]
+        for fd in keep:
+            os.set_inheritable(fd, True)
+        blob = marshal.dumps((self.cfg, st)).hex()
+        os.execv(self.cfg["python"], [self.cfg["python"], "-I", "-S", __file__, "--resume",
+                                      blob])
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._reap()
+            if not self.pid and not self.lean:
+                self._setup()
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - last words go to the monitor log
+            try:
+                os.write(2, f"monitor {self.cfg['id'][:12]}: {type(e).__name__}: {e}\n"
+                         .encode())
+            except OSError:
+                pass
+            os._exit(1)
+        os._exit(0)
+
+    def _loop(self) -> None:
+        poller = select.poll()
+        while True:
+            if self._finished():
+                return
+            now = time.monotonic()
+            timeout = None
+            if self.exit_status is not None and self.helper == 0 and not self.finishing:
+                timeout = max(0.0, self.exit_at + DRAIN_TIMEOUT - now)
+            if self.restart_at:
+                timeout = max(0.0, self.restart_at - now)
+                if os.path.exists(os.path.join(self.run_dir, STOP_MARKER)):
+                    # Stopped while waiting to restart: record it as exited instead.
+                    self.restart_at = 0.0
+                    self._finish(self.final_code)
+                    continue
+                if timeout == 0.0:
+                    self.restart_at = 0.0
+                    self._setup()
+                    continue
+            lean_after = self.cfg.get("lean_after", DEFAULT_LEAN_AFTER)
+            if (not self.lean and lean_after is not None and self.pid and self.helper == 0
+                    and self.exit_status is None):
+                left = self.started_at + lean_after - now
+                if left <= 0:
+                    self._go_lean()
+                timeout = left if timeout is None else min(timeout, left)
+            registered = self._register(poller)
+            try:
+                events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+            except InterruptedError:
+                events = []
+            for fd, ev in events:
+                self._dispatch(fd, ev)
+            for fd in registered:
+                try:
+                    poller.unregister(fd)
+                except KeyError:
+                    pass
+            if (self.exit_status is not None and self.helper == 0 and not self.finishing
+                    and (self._streams_done() or time.monotonic() >= self.exit_at + DRAIN_TIMEOUT)):
+                self._container_gone()
+
+    def _register(self, poller: select.poll) -> list[int]:
+        fds = []
+        R, W = select.POLLIN, select.POLLOUT
+
+        def reg(fd: int, mask: int) -> None:
+            if fd >= 0:
+                poller.register(fd, mask)
+                fds.append(fd)
+
+        reg(self.wake_r, R)
+        if self.pid or self.exit_status is not None:
+            # Output waits in the pipe until clients have heard "started".
+            reg(self.out_fd, R)
+            reg(self.err_fd, R)
+            reg(self.pty_fd, R | (W if self.stdin_buf else 0))
+        if self.in_fd >= 0 and self.stdin_buf:
+            reg(self.in_fd, W)
+        reg(self.helper_fd, R)
+        reg(self.listen_fd, R)
+        for c in self.clients.values():
+            reg(c.fd, R | (W if c.wbuf else 0))
+        return fds
+
+    def _dispatch(self, fd: int, ev: int) -> None:
+        if fd == self.wake_r:
+            try:
+                while os.read(fd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            self._reap()
+        elif fd in (self.out_fd, self.err_fd, self.pty_fd):
+            if ev & select.POLLOUT and fd == self.pty_fd:
+                self._flush_stdin()
+            if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                self._read_stream(fd)
+        elif fd == self.in_fd:
+            self._flush_stdin()
+        elif fd == self.helper_fd:
+            self._read_helper()
+        elif fd == self.listen_fd:
+            self._accept()
+        elif fd in self.clients:
+            c = self.clients[fd]
+            if ev & select.POLLOUT:
+                self._flush_client(c)
+            if ev & (select.POLLIN | select.POLLHUP | select.POLLERR) and fd in self.clients:
+                self._read_client(c)
+
+    # -- children ----------------------------------------------------------------------
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid and self.exit_status is None:
+                self.exit_status = status
+                self.exit_at = time.monotonic()
+            elif pid == self.helper:
+                self._read_helper()
+                self._helper_done(os.waitstatus_to_exitcode(status))
+            elif len(self.early_exits) < 64:
+                # Maybe the init, exiting before the helper told us its pid.
+                self.early_exits[pid] = status
+
+    def _streams_done(self) -> bool:
+        return self.out_fd < 0 and self.err_fd < 0 and self.pty_fd < 0
+
+    def _close_streams(self) -> None:
+        for name in ("out_fd", "err_fd", "pty_fd", "in_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+        self.stdin_buf.clear()
+
+    def _spawn_helper(self, kind: str, arg: dict, child_fds: list[int]) -> None:
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(rfd)
+                for c in list(self.clients):
+                    os.close(c)
+                code = _helper_main(kind, self.cfg, arg, wfd, self.lean)
+            except BaseException as e:  # noqa: BLE001 - reported to the monitor
+                _report(wfd, {"error": f"{type(e).__name__}: {e}", "code": 125})
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        for fd in child_fds:
+            os.close(fd)
+        self.helper, self.helper_kind, self.helper_fd = pid, kind, rfd
+        self.helper_buf.clear()
+
+    def _read_helper(self) -> None:
+        if self.helper_fd < 0:
+            return
+        while True:
+            try:
+                data = os.read(self.helper_fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            if not data:
+                os.close(self.helper_fd)
+                self.helper_fd = -1
+                return
+            self.helper_buf += data
+
+    def _helper_result(self) -> dict:
+        import marshal
+
+        try:
+            return marshal.loads(bytes(self.helper_buf)) if self.helper_buf else {}
+        except (EOFError, ValueError, TypeError):
+            return {}
+
+    def _helper_done(self, code: int) -> None:
+        kind, res = self.helper_kind, self._helper_result()
+        self.helper, self.helper_kind = 0, ""
+        if self.helper_fd >= 0:
+            os.close(self.helper_fd)
+            self.helper_fd = -1
+        if kind == "setup":
+            if res.get("pid"):
+                self.pid = res["pid"]
+                self.started_at = time.monotonic()
+                self._broadcast_control(frame(b"p", str(self.pid).encode()))
+                if self.pid in self.early_exits:
+                    self.exit_status = self.early_exits.pop(self.pid)
+                    self.exit_at = time.monotonic()
+                self.early_exits.clear()
+            else:
+                self.error = res.get("error") or f"setup helper failed with status {code}"
+                self.error_code = res.get("code", 125)
+                self._close_streams()
+                self._finish(self.error_code)
+        elif kind == "finish":
+            if res.get("restart"):
+                self.restarts += 1
+                ran = time.monotonic() - self.started_at
+                self.backoff = 0.1 if ran > 10 else min(self.backoff * 2, 60.0)
+                self.restart_at = time.monotonic() + self.backoff
+                self.exit_status = None
+                self.finishing = False
+            else:
+                self.exited_code = self.final_code
+
+    # -- setup and teardown, in helpers ---------------------------------------------------
+    def _setup(self) -> None:
+        """Fork a helper that creates and starts the container with our pipes as its stdio."""
+        cfg = self.cfg
+        child_fds: list[int] = []
+        arg: dict = {"restart_count": self.restarts}
+        if cfg.get("tty"):
+            arg["console_socket"] = os.path.join(self.run_dir, "console.sock")
+            self.console_fd = _listen_unix(arg["console_socket"])
+        else:
+            if cfg.get("stdin"):
+                r, w = os.pipe2(os.O_CLOEXEC)
+                os.set_blocking(w, False)
+                self.in_fd = w
+                child_fds.append(r)
+                arg["stdin"] = r
+            r1, w1 = os.pipe2(os.O_CLOEXEC)
+            r2, w2 = os.pipe2(os.O_CLOEXEC)
+            self.out_fd, self.err_fd = r1, r2
+            child_fds += [w1, w2]
+            arg["stdout"], arg["stderr"] = w1, w2
+        self.exit_status = None
+        self.finishing = False
+        self._spawn_helper("setup", arg, child_fds)
+        if cfg.get("tty"):
+            # The init sends the pty master while the helper waits in create.
+            self.pty_fd = _recv_console(self.console_fd, self.helper)
+            os.close(self.console_fd)
+            self.console_fd = -1
+            try:
+                os.unlink(arg["console_socket"])
+            except FileNotFoundError:
+                pass
+            if self.pty_fd >= 0:
+                os.set_blocking(self.pty_fd, False)
+                size = self.cfg.get("console_size")
+                if size:
+                    _set_winsize(self.pty_fd, size[0], size[1])
+        for fd in (self.out_fd, self.err_fd):
+            if fd >= 0:
+                os.set_blocking(fd, False)
+
+    @property
+    def exit_code(self) -> int:
+        if self.exit_status is None:
+            return self.error_code
+        return os.waitstatus_to_exitcode(self.exit_status) if os.WIFEXITED(self.exit_status) \
+            else 128 + os.WTERMSIG(self.exit_status)
+
+    def _container_gone(self) -> None:
+        self._close_streams()
+        self._finish(self.exit_code)
+
+    def _finish(self, code: int) -> None:
+        finished = time.time_ns()
+        err = self.error.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+        # Written by hand: the lean monitor has no json module, and the format is tiny.
+        _atomic_write(os.path.join(self.cfg["ctr_dir"], EXIT_FILE),
+                      f'{{"exit_code": {code}, "finished_at": {finished}, "error": "{err}", '
+                      f'"restart_count": {self.restarts}}}\n')
+        stopped = os.path.exists(os.path.join(self.run_dir, STOP_MARKER))
+        restart = not self.error and _restart_wanted(self.cfg.get("restart", "no"), code,
+                                                     self.restarts, stopped)
+        self.finishing = True
+        self.final_code = code
+        self._spawn_helper("finish", {"exit_code": code, "finished_at": finished,
+                                      "error": self.error, "restart": restart,
+                                      "restart_count": self.restarts}, [])
+        self.pid = 0
+
+    def _finished(self) -> bool:
+        if self.exited_code is None or self.helper:
+            return False
+        for name in (PID_FILE, ATTACH_SOCKET):
+            try:
+                os.unlink(os.path.join(self.run_dir, name))
+            except FileNotFoundError:
+                pass
+        payload = f"{self.exited_code}\n{self.error}".encode()
+        self._broadcast_control(frame(b"x", payload))
+        deadline = time.monotonic() + 2.0
+        for c in list(self.clients.values()):
+            os.set_blocking(c.fd, True)
+            try:
+                _settimeout_send(c, deadline)
+            except OSError:
+                pass
+            os.close(c.fd)
+        self.clients.clear()
+        return True
+
+    # -- streams -----------------------------------------------------------------------
+    def _read_stream(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""  # EIO from a pty master once the slave side is gone
+        if not data:
+            os.close(fd)
+            for name in ("out_fd", "err_fd", "pty_fd"):
+                if getattr(self, name) == fd:
+                    setattr(self, name, -1)
+            return
+        stream = "stderr" if fd == self.err_fd else "stdout"
+        self.log.write(stream, data)
+        out = frame(b"2" if stream == "stderr" else b"1", data)
+        for c in list(self.clients.values()):
+            if stream in c.streams:
+                self._send(c, out)
+
+    def _flush_stdin(self) -> None:
+        fd = self.pty_fd if self.pty_fd >= 0 else self.in_fd
+        if fd < 0:
+            self.stdin_buf.clear()
+            return
+        try:
+            n = os.write(fd, self.stdin_buf)
+            del self.stdin_buf[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.stdin_buf.clear()
+        if not self.stdin_buf and self.stdin_closed and self.in_fd >= 0:
+            os.close(self.in_fd)
+            self.in_fd = -1
+
+    # -- clients -----------------------------------------------------------------------
+    def _accept(self) -> None:
+        import _socket
+
+        lsock = _socket.socket(fileno=os.dup(self.listen_fd))
+        try:
+            fd, _ = lsock._accept()
+        except OSError:
+            return
+        finally:
+            lsock.close()
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+        self.clients[fd] = Client(fd)
+
+    def _drop(self, c: Client) -> None:
+        self.clients.pop(c.fd, None)
+        os.close(c.fd)
+
+    def _send(self, c: Client, data: bytes) -> None:
+        if len(c.wbuf) + len(data) > MAX_CLIENT_BACKLOG:
+            self._drop(c)
+            return
+        c.wbuf += data
+        self._flush_client(c)
+
+    def _broadcast_control(self, data: bytes) -> None:
+        for c in list(self.clients.values()):
+            self._send(c, data)
+
+    def _flush_client(self, c: Client) -> None:
+        try:
+            n = os.write(c.fd, c.wbuf)
+            del c.wbuf[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(c)
+
+    def _read_client(self, c: Client) -> None:
+        try:
+            data = os.read(c.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if "stdin" in c.streams and self.cfg.get("stdin_once"):
+                self._stdin_eof()
+            self._drop(c)
+            return
+        c.rbuf += data
+        for kind, payload in parse_frames(c.rbuf):
+            if kind == b"h":
+                c.streams = set(payload.decode().split(",")) if payload else set()
+                if self.pid:
+                    self._send(c, frame(b"p", str(self.pid).encode()))
+            elif kind == b"i":
+                if self.stdin_closed or len(self.stdin_buf) > MAX_STDIN_BACKLOG:
+                    continue
+                self.stdin_buf += payload
+                self._flush_stdin()
+            elif kind == b"e":
+                self._stdin_eof()
+            elif kind == b"r" and self.pty_fd >= 0:
+                rows, _, cols = payload.decode().partition(" ")
+                _set_winsize(self.pty_fd, int(rows), int(cols))
+            elif kind == b"o":
+                self.log.reopen()
+
+    def _stdin_eof(self) -> None:
+        if self.pty_fd >= 0:
+            return  # a terminal has no EOF to pass on; ^D is a byte like any other
+        self.stdin_closed = True
+        self._flush_stdin()
+
+
+def _noop(signum: int, frame: object) -> None:
+    pass
+
+
+def _settimeout_send(c: Client, deadline: float) -> None:
+    while c.wbuf and time.monotonic() < deadline:
+        _, w, _ = select.select([], [c.fd], [], max(0.0, deadline - time.monotonic()))
+        if not w:
+            return
+        n = os.write(c.fd, c.wbuf)
+        del c.wbuf[:n]
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _report(fd: int, msg: dict) -> None:
+    import marshal
+
+    data = marshal.dumps(msg)
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _listen_unix(path: str) -> int:
+    import _socket
+
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(4)
+    return s.detach()
+
+
+def _recv_console(listen_fd: int, helper: int) -> int:
+    """Accept the runtime's connection on the console socket and take the pty master."""
+    import _socket
+
+    lsock = _socket.socket(fileno=listen_fd)
+    lsock.settimeout(0.05)
+    try:
+        while True:
+            try:
+                conn_fd, _ = lsock._accept()
+                break
+            except TimeoutError:
+                # The helper exited without the runtime ever connecting: no pty.
+                # WNOWAIT leaves it for _reap, which reads its report.
+                if os.waitid(os.P_PID, helper, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return -1
+        conn = _socket.socket(fileno=conn_fd)
+        conn.settimeout(30)
+        try:
+            size = _socket.CMSG_SPACE(4)
+            _, anc, _, _ = conn.recvmsg(4096, size)
+            for level, kind, data in anc:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    return int.from_bytes(data[:4], sys.byteorder)
+            return -1
+        except OSError:
+            return -1
+        finally:
+            conn.close()
+    finally:
+        lsock.detach()
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, (rows).to_bytes(2, sys.byteorder)
+                    + (cols).to_bytes(2, sys.byteorder) + b"\0\0\0\0")
+    except OSError:
+        pass
+
+
+# -- helpers: short-lived children of the monitor that may import anything ---------------
+def _helper_main(kind: str, cfg: dict, arg: dict, report_fd: int, lean: bool) -> int:
+    if lean:
+        sys.path[:0] = [p for p in cfg.get("sys_path", []) if p not in sys.path]
+    from pallet.engine import containers
+
+    if kind == "setup":
+        res = containers.monitor_setup(cfg, arg)
+    else:
+        res = containers.monitor_finish(cfg, arg)
+    _report(report_fd, res)
+    return 0
+
+
+def _become_subreaper() -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def spawn(cfg: dict, streams: str = "") -> tuple[int, int]:
+    """Start the monitor for CFG; return (connected client fd, monitor pid).
+
+    Must be called while the caller has no threads: it forks. The client fd is
+    subscribed to STREAMS already, so nothing the container prints is missed.
+    """
+    import _socket
+
+    os.makedirs(cfg["run_dir"], mode=0o700, exist_ok=True)
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    cli_fd, mon_fd = a.detach(), b.detach()
+    rpid, wpid = os.pipe2(os.O_CLOEXEC)
+    for f in (sys.stdout, sys.stderr):
+        f.flush()
+    first = os.fork()
+    if first == 0:
+        try:
+            os.close(cli_fd)
+            os.close(rpid)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            _monitor_child(cfg, mon_fd, streams, wpid)
+        except BaseException as e:  # noqa: BLE001 - stderr is the monitor log by now
+            os.write(2, f"monitor {cfg['id'][:12]}: {type(e).__name__}: {e}\n".encode())
+        finally:
+            os._exit(1)
+    os.close(mon_fd)
+    os.close(wpid)
+    os.waitpid(first, 0)
+    data = b""
+    while chunk := os.read(rpid, 64):
+        data += chunk
+    os.close(rpid)
+    return cli_fd, int(data or 0)
+
+
+def _monitor_child(cfg: dict, client_fd: int, streams: str, pid_fd: int) -> None:
+    _become_subreaper()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    log = os.open(os.path.join(cfg["ctr_dir"], "monitor.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(log, 2)
+    os.close(devnull)
+    os.close(log)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    os.chdir("/")
+    me = os.getpid()
+    _atomic_write(os.path.join(cfg["run_dir"], PID_FILE), f"{me} {_start_time(me)}\n")
+    os.write(pid_fd, str(me).encode())
+    os.close(pid_fd)
+    m = Monitor(cfg)
+    os.set_blocking(client_fd, False)
+    m.clients[client_fd] = Client(client_fd, streams)
+    m.listen_fd = _listen_unix(os.path.join(cfg["run_dir"], ATTACH_SOCKET))
+    m.run()
+
+
+def _start_time(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def alive(run_dir: str) -> int:
+    """The monitor's pid if it is still running (pid-reuse safe), else 0."""
+    try:
+        with open(os.path.join(run_dir, PID_FILE)) as f:
+            pid_s, _, start = f.read().partition(" ")
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return 0
+    return pid if _start_time(pid) == int(start or 0) and _start_time(pid) else 0
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--resume":
+    import marshal
+
+    _cfg, _state = marshal.loads(bytes.fromhex(sys.argv[2]))
+    Monitor(_cfg, _state).run()

@@ -1,0 +1,190 @@
+"""Named and anonymous volumes: a directory per volume under <root>/volumes/NAME/_data,
+recorded in the store, populated from the image on first use like docker's.
+
+Also parses `-v`/`--tmpfs` specs into specgen Mounts (pure functions).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from pallet.engine.specgen import Mount
+from pallet.engine.store import Store, VolumeRecord, new_id, validate_name
+from pallet.errors import FailedPrecondition, InvalidArgument, NotFound
+
+ANONYMOUS_LABEL = "io.pallet.volume.anonymous"
+_BIND_OPTIONS = {"ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave",
+                 "rslave", "nocopy", "consistent", "cached", "delegated"}
+
+
+@dataclass
+class VolumeSpec:
+    """One parsed `-v`: a bind of a host path, or a named/anonymous volume."""
+
+    destination: str
+    source: str = ""          # host path (bind) or volume name ("" = anonymous)
+    kind: str = "volume"      # "bind" or "volume"
+    readonly: bool = False
+    propagation: str = ""
+    nocopy: bool = False
+
+
+def parse_volume(spec: str) -> VolumeSpec:
+    """docker's -v syntax: [SRC:]DEST[:OPTS], OPTS comma-separated ro|rw|propagation|nocopy."""
+    parts = spec.split(":")
+    if not spec or len(parts) > 3 or any(p == "" for p in parts):
+        raise InvalidArgument(f"invalid volume specification: '{spec}'; use "
+                              "[HOST-DIR|NAME:]CONTAINER-DIR[:ro]")
+    opts: list[str] = []
+    if len(parts) == 3 or (len(parts) == 2 and not parts[1].startswith("/")):
+        opts = parts.pop().split(",")
+    if len(parts) == 1:
+        src, dest = "", parts[0]
+    else:
+        src, dest = parts
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': the container path "
+                              f"{dest!r} must be absolute")
+    if dest == "/":
+        raise InvalidArgument(f"invalid volume specification: '{spec}': cannot mount over /")
+    vs = VolumeSpec(destination=os.path.normpath(dest), source=src,
+                    kind="bind" if src.startswith("/") else "volume")
+    for o in opts:
+        if o not in _BIND_OPTIONS:
+            raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {o!r}")
+        if o == "ro":
+            vs.readonly = True
+        elif o in ("private", "rprivate", "shared", "rshared", "slave", "rslave"):
+            vs.propagation = o
+        elif o == "nocopy":
+            vs.nocopy = True
+    if vs.kind == "volume" and src:
+        validate_name(src, "volume")
+    return vs
+
+
+def parse_tmpfs(spec: str) -> Mount:
+    """--tmpfs DEST[:OPTS] (OPTS like size=64m,mode=1777)."""
+    dest, _, opts = spec.partition(":")
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"invalid tmpfs specification {spec!r}: the path must be absolute")
+    return Mount(destination=os.path.normpath(dest), type="tmpfs",
+                 options=[o for o in opts.split(",") if o])
+
+
+class Volumes:
+    """Volumes of one pallet root."""
+
+    def __init__(self, store: Store, root: str):
+        self.store = store
+        self.dir = os.path.join(root, "volumes")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name, "_data")
+
+    def create(self, name: str = "", labels: dict[str, str] | None = None,
+               driver: str = "local", options: dict[str, str] | None = None) -> VolumeRecord:
+        if driver != "local":
+            raise InvalidArgument(f"volume driver {driver!r} is not supported; use 'local'")
+        if options:
+            raise InvalidArgument("volume options are not supported by the local driver yet")
+        anonymous = not name
+        name = name or new_id()
+        try:
+            return self.store.get_volume(name) if not anonymous else self._add(name, labels, True)
+        except NotFound:
+            return self._add(name, labels, False)
+
+    def _add(self, name: str, labels: dict[str, str] | None, anonymous: bool) -> VolumeRecord:
+        labels = dict(labels or {})
+        if anonymous:
+            labels[ANONYMOUS_LABEL] = "true"
+        data = self.path(name)
+        os.makedirs(data, mode=0o755, exist_ok=True)
+        try:
+            return self.store.add_volume(VolumeRecord(name=name, mountpoint=data, labels=labels))
+        except Exception:
+            shutil.rmtree(os.path.dirname(data), ignore_errors=True)
+            raise
+
+    def get(self, name: str) -> VolumeRecord:
+        try:
+            return self.store.get_volume(name)
+        except NotFound:
+            raise NotFound(f"no such volume: {name}") from None
+
+    def list(self) -> list[VolumeRecord]:
+        return self.store.list_volumes()
+
+    def users(self, name: str) -> list[str]:
+        """Ids of containers whose config names this volume."""
+        return [c.id for c in self.store.list_containers()
+                if name in (c.config.get("volume_names") or [])]
+
+    def remove(self, name: str, force: bool = False) -> None:
+        rec = self.get(name)
+        used = self.users(rec.name)
+        if used and not force:
+            raise FailedPrecondition(f"remove {rec.name}: volume is in use - "
+                                     f"[{', '.join(used)}]")
+        self.store.remove_volume(rec.name)
+        shutil.rmtree(os.path.join(self.dir, rec.name), ignore_errors=True)
+
+    def prune(self, all: bool = True) -> list[str]:
+        removed = []
+        for v in self.list():
+            if not all and v.labels.get(ANONYMOUS_LABEL) != "true":
+                continue
+            if not self.users(v.name):
+                self.remove(v.name)
+                removed.append(v.name)
+        return removed
+
+    def populate(self, name: str, rootfs: str, dest: str) -> None:
+        """Copy the image's content at DEST into an empty volume, once (docker's rule)."""
+        from pallet.engine.users import open_in_rootfs
+
+        data = self.path(name)
+        if os.listdir(data):
+            return
+        try:
+            fd = open_in_rootfs(rootfs, dest, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return  # nothing in the image at that path
+        try:
+            _copy_dir_fd(fd, data)
+            st = os.fstat(fd)
+            os.chown(data, st.st_uid, st.st_gid)
+            os.chmod(data, st.st_mode & 0o7777)
+        finally:
+            os.close(fd)
+
+
+def _copy_dir_fd(src_fd: int, dest: str) -> None:
+    """Copy a directory given by fd into DEST without following any symlink in it."""
+    for entry in os.scandir(src_fd):
+        target = os.path.join(dest, entry.name)
+        st = entry.stat(follow_symlinks=False)
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.name, dir_fd=src_fd), target)
+        elif entry.is_dir(follow_symlinks=False):
+            os.mkdir(target, st.st_mode & 0o7777)
+            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                          dir_fd=src_fd)
+            try:
+                _copy_dir_fd(sub, target)
+            finally:
+                os.close(sub)
+        elif entry.is_file(follow_symlinks=False):
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=src_fd)
+            try:
+                with open(fd, "rb", closefd=False) as fsrc, open(target, "wb") as fdst:
+                    shutil.copyfileobj(fsrc, fdst)
+            finally:
+                os.close(fd)
+            os.chmod(target, st.st_mode & 0o7777)
+        else:
+            continue  # devices, fifos and sockets are not copied
+        os.lchown(target, st.st_uid, st.st_gid)

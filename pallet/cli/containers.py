@@ -345,6 +345,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ContainerStartError as e:
         _cleanup_failed(eng, rec, args.rm)
         return _fail(f"failed to start container {rec.id[:12]}: {e}", e.exit_code)
+    except BaseException:
+        _cleanup_failed(eng, rec, args.rm)
+        raise
     if args.detach:
         if fd >= 0:
             os.close(fd)

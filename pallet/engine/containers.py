@@ -184,7 +184,7 @@ class Engine:
             raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
         network = req.network or "none"
         if network not in NETWORK_MODES:
-            _network_available(network)
+            _network_available(network, self)
         ports = [parse_port(p) for p in req.ports]
         if ports and network in NETWORK_MODES:
             ports = [] if network == "host" else ports
@@ -849,13 +849,17 @@ def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- networking hook ---------------------------------------------------------------------------
-def _network_available(network: str) -> None:
+def _network_available(network: str, engine: Engine) -> None:
     try:
-        from pallet.engine import netns  # noqa: F401
-        from pallet.engine import network as _net
+        from pallet.engine.network import DEFAULT_NETWORK, Networks
     except ImportError:
         raise InvalidArgument(f"network {network!r} not found: only --network none and "
                               "host are available in this build") from None
+    name = DEFAULT_NETWORK if network in ("bridge", "default") else network
+    try:
+        Networks(engine.store, engine.root).get(name)
+    except NotFound:
+        raise NotFound(f"network {network} not found") from None
 
 
 def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:

@@ -203,8 +203,9 @@ class Monitor:
         for fd in keep:
             os.set_inheritable(fd, True)
         blob = marshal.dumps((self.cfg, st)).hex()
+        # The id and root are in plain text too, so `ps` shows whose monitor this is.
         os.execv(self.cfg["python"], [self.cfg["python"], "-I", "-S", __file__, "--resume",
-                                      blob])
+                                      blob, self.cfg["id"], self.cfg["root"]])
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -812,7 +813,7 @@ def alive(run_dir: str) -> int:
     return pid if _start_time(pid) == int(start or 0) and _start_time(pid) else 0
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--resume":
+if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "--resume":
     import marshal
 
     _cfg, _state = marshal.loads(bytes.fromhex(sys.argv[2]))

@@ -1,0 +1,90 @@
+"""Fixtures for engine and `pallet` CLI tests: a private root and run root per test,
+with the busybox image built from the host's busybox-static, and a CLI runner.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
+
+
+@pytest.fixture(scope="session")
+def busybox_store(tmp_path_factory) -> str:
+    """One root with the busybox image; tests copy its content store (cheap, no rebuild)."""
+    root = str(tmp_path_factory.mktemp("busybox-root"))
+    out = subprocess.run([PALLET, "--root", root, "image", "build-busybox"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return root
+
+
+class Pallet:
+    """Runs the real `pallet` CLI against this test's root and run root."""
+
+    def __init__(self, root: str, run_root: str):
+        self.root, self.run_root = root, run_root
+        self.env = dict(os.environ, PALLET_RUNROOT=run_root)
+
+    def __call__(self, *args: str, timeout: float = 60, input: str | None = None,
+                 check: bool = False) -> subprocess.CompletedProcess:
+        out = subprocess.run([PALLET, "--root", self.root, *args], capture_output=True,
+                             text=True, timeout=timeout, env=self.env, input=input,
+                             stdin=None if input is not None else subprocess.DEVNULL)
+        if check:
+            assert out.returncode == 0, f"pallet {' '.join(args)}: {out.stderr}"
+        return out
+
+    def engine(self):  # noqa: ANN201 - the engine type is imported lazily
+        from pallet.engine.containers import Engine
+
+        return Engine(self.root, self.run_root)
+
+
+@pytest.fixture
+def pallet(tmp_path, busybox_store) -> Iterator[Pallet]:
+    root = str(tmp_path / "root")
+    shutil.copytree(busybox_store, root, symlinks=True)
+    # Short and on tmpfs: unix socket paths are limited to 108 bytes.
+    run_root = f"/run/pallet-t-{uuid.uuid4().hex[:8]}"
+    p = Pallet(root, run_root)
+    yield p
+    # Whatever a failing test left running, force-remove it.
+    ids = p("ps", "-aq", "--no-trunc").stdout.split()
+    if ids:
+        p("rm", "-f", *ids)
+    shutil.rmtree(run_root, ignore_errors=True)
+
+
+def leftovers(p: Pallet, ids: list[str] = ()) -> list[str]:
+    """Mounts, cgroups and processes this test's pallet left on the host. Scoped to the
+    test's root, run root and container ids: other suites may share the machine."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mnt = line.split()[4]
+            if mnt.startswith((p.root, p.run_root)):
+                out.append(f"mount {mnt}")
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        if any(i in dirpath for i in ids):
+            out.append(f"cgroup {dirpath}")
+        if dirpath.count("/") > 6:
+            dirnames.clear()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if p.root.encode() in cmd or any(i.encode() in cmd for i in ids):
+            out.append(f"process {pid} {cmd[:200]!r}")
+    return out

@@ -1,0 +1,151 @@
+"""bench/run: `pallet run --rm busybox true` vs `podman run --rm` (runc) interleaved,
+monitor PSS vs conmon PSS per idle container, and `pallet ps` with 100 containers.
+
+Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 5] [--many 100]
+Everything runs in private roots and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
+# podman's default rlimits exceed this sandbox's hard limits (no CAP_SYS_RESOURCE).
+ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    out = subprocess.run(argv, env=env, capture_output=True)
+    dt = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {out.stderr.decode()[-500:]}")
+    return dt
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("Pss:"))
+
+
+def procs_matching(*needles: bytes) -> list[int]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if all(n in cmd for n in needles):
+            out.append(int(pid))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--idle", type=int, default=5)
+    ap.add_argument("--many", type=int, default=100)
+    args = ap.parse_args()
+    # A real install has bytecode; this tree may not (PYTHONDONTWRITEBYTECODE).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(HERE) + "/pallet"],
+                   check=True, capture_output=True)
+    base = tempfile.mkdtemp(prefix="pallet-bench-")
+    root = os.path.join(base, "pallet")
+    run_root = f"/run/pb-{uuid.uuid4().hex[:6]}"  # socket paths under it must fit 108 bytes
+    env = dict(os.environ, PALLET_RUNROOT=run_root)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    pallet = [PALLET, "--root", root]
+    podman = ["podman", "--root", os.path.join(base, "podman"), "--runroot",
+              os.path.join(base, "podman-run"), "--cgroup-manager", "cgroupfs",
+              "--events-backend", "file", "--runtime", "runc"]
+    results: list[tuple[str, str, str]] = []
+    try:
+        subprocess.run(pallet + ["image", "build-busybox"], env=env, check=True,
+                       capture_output=True)
+        archive = os.path.join(base, "busybox.tar")
+        subprocess.run(pallet + ["save", "busybox", "-o", archive], env=env, check=True,
+                       capture_output=True)
+        have_podman = shutil.which("podman") is not None
+        if have_podman:
+            subprocess.run(podman + ["load", "-i", archive], check=True, capture_output=True)
+
+        # 1. run --rm true, interleaved (one warm-up each).
+        p_cmd = pallet + ["run", "--rm", "busybox", "true"]
+        q_cmd = podman + ["run", "--rm", "--network", "none", *ULIMITS, "busybox", "true"]
+        timed(p_cmd, env)
+        if have_podman:
+            timed(q_cmd, env)
+        tp, tq = [], []
+        for _ in range(args.runs):
+            tp.append(timed(p_cmd, env))
+            if have_podman:
+                tq.append(timed(q_cmd, env))
+        mp = statistics.median(tp)
+        results.append(("run --rm busybox true (median)", f"{mp * 1000:.0f} ms",
+                        f"{statistics.median(tq) * 1000:.0f} ms" if tq else "n/a"))
+        if tq:
+            results.append(("  ratio pallet/podman", f"{mp / statistics.median(tq):.2f}",
+                            "target < 0.5"))
+
+        # 2. Idle monitors vs conmon.
+        env_idle = dict(env, PALLET_MONITOR_LEAN_AFTER="0.5")
+        for _ in range(args.idle):
+            subprocess.run(pallet + ["run", "-d", "busybox", "sleep", "600"], env=env_idle,
+                           check=True, capture_output=True)
+            if have_podman:
+                subprocess.run(podman + ["run", "-d", "--network", "none", *ULIMITS, "busybox",
+                                         "sleep", "600"], check=True, capture_output=True)
+        time.sleep(1.5)
+        mons = procs_matching(b"monitor.py", root.encode())
+        pm = statistics.median(pss_kib(p) for p in mons) if mons else 0
+        conmons = procs_matching(b"conmon", base.encode())
+        pc = statistics.median(pss_kib(p) for p in conmons) if conmons else 0
+        results.append((f"idle monitor PSS (median of {len(mons)})", f"{pm / 1024:.2f} MiB",
+                        f"{pc / 1024:.2f} MiB (conmon, {len(conmons)})" if conmons else "n/a"))
+        if have_podman:
+            subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
+
+        # 3. many containers, then `pallet ps`.
+        t0 = time.perf_counter()
+        for _ in range(args.many - args.idle):
+            subprocess.run(pallet + ["run", "-d", "busybox", "sleep", "600"], env=env_idle,
+                           check=True, capture_output=True)
+        started = time.perf_counter() - t0
+        results.append((f"start {args.many - args.idle} detached containers",
+                        f"{started:.1f} s", ""))
+        ps = [timed(pallet + ["ps"], env) for _ in range(10)]
+        n = len(subprocess.run(pallet + ["ps", "-q"], env=env, capture_output=True,
+                               text=True).stdout.split())
+        results.append((f"pallet ps with {n} running (median)",
+                        f"{statistics.median(ps) * 1000:.0f} ms", ""))
+    finally:
+        ids = subprocess.run(pallet + ["ps", "-aq", "--no-trunc"], env=env, capture_output=True,
+                             text=True).stdout.split()
+        for i in range(0, len(ids), 20):
+            subprocess.run(pallet + ["rm", "-f", *ids[i:i + 20]], env=env, capture_output=True)
+        if shutil.which("podman"):
+            subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
+            subprocess.run(podman + ["system", "reset", "-f"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(run_root, ignore_errors=True)
+    w = max(len(r[0]) for r in results)
+    print(f"{'benchmark'.ljust(w)}  {'pallet':>12}  podman/conmon")
+    for name, a, b in results:
+        print(f"{name.ljust(w)}  {a:>12}  {b}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

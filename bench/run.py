@@ -108,7 +108,7 @@ def main() -> int:
                 subprocess.run(podman + ["run", "-d", "--network", "none", *ULIMITS, "busybox",
                                          "sleep", "600"], check=True, capture_output=True)
         time.sleep(1.5)
-        mons = procs_matching(b"monitor.py", root.encode())
+        mons = procs_matching(b"monitor.resume()", root.encode())
         pm = statistics.median(pss_kib(p) for p in mons) if mons else 0
         conmons = procs_matching(b"conmon", base.encode())
         pc = statistics.median(pss_kib(p) for p in conmons) if conmons else 0

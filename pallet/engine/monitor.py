@@ -204,7 +204,11 @@ class Monitor:
             os.set_inheritable(fd, True)
         blob = marshal.dumps((self.cfg, st)).hex()
         # The id and root are in plain text too, so `ps` shows whose monitor this is.
-        os.execv(self.cfg["python"], [self.cfg["python"], "-I", "-S", __file__, "--resume",
+        # Imported by name from its own dir so the cached bytecode is used: compiling
+        # the source in the lean process would leave the compiler's garbage in its heap.
+        boot = (f"import sys;sys.path[:0]=[{os.path.dirname(os.path.abspath(__file__))!r}];"
+                "import monitor;monitor.resume()")
+        os.execv(self.cfg["python"], [self.cfg["python"], "-I", "-S", "-c", boot, "--resume",
                                       blob, self.cfg["id"], self.cfg["root"]])
 
     # -- the loop ------------------------------------------------------------------------
@@ -813,8 +817,9 @@ def alive(run_dir: str) -> int:
     return pid if _start_time(pid) == int(start or 0) and _start_time(pid) else 0
 
 
-if __name__ == "__main__" and len(sys.argv) >= 3 and sys.argv[1] == "--resume":
+def resume() -> None:
+    """Entry of the lean monitor: argv is [-c, --resume, HEX(marshal(cfg, state)), id, root]."""
     import marshal
 
-    _cfg, _state = marshal.loads(bytes.fromhex(sys.argv[2]))
-    Monitor(_cfg, _state).run()
+    cfg, state = marshal.loads(bytes.fromhex(sys.argv[2]))
+    Monitor(cfg, state).run()

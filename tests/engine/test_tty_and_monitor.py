@@ -140,7 +140,7 @@ def test_idle_monitor_goes_lean_and_stays_small(pallet):
     time.sleep(1.0)
     mon = alive(eng.run_dir(cid))
     with open(f"/proc/{mon}/cmdline", "rb") as f:
-        assert b"monitor.py\0--resume" in f.read()
+        assert b"import monitor;monitor.resume()\0--resume" in f.read()
     assert pss_kib(mon) < 8 * 1024
     # Still logging and attachable after the exec.
     n = pallet("logs", cid).stdout.count("tick")

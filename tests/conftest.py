@@ -118,7 +118,7 @@ class HostState:
                 out.append(f"mount {m}")
         for c in self._cgroups() - self.cgroups:
             # Other runs may share the machine: with an ident, only its cgroups count.
-            if ident in c or ident == "\0never\0":
+            if ident in c or (ident == "\0never\0" and not scope):
                 out.append(f"cgroup {c}")
         for pid in os.listdir("/proc"):
             if not pid.isdigit():

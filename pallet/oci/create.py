@@ -97,7 +97,7 @@ class Runtime:
             # inherits the listening fd, so it never reaches the state dir by path
             # (which a user-namespaced or non-dumpable init may not).
             listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            listener.bind(sd.start_socket)
+            _bind_short(listener, sd.start_socket)
             listener.listen(1)
             ctx = InitContext(spec=spec, process=spec["process"], rootfs=rootfs, bundle=bundle,
                               start_fd=listener.fileno(), seccomp_bpf=bpf,
@@ -366,7 +366,7 @@ def _recv_or_fail(sock: _socket.socket, recv: Any) -> dict[str, Any]:
 def _connect(path: str) -> _socket.socket:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        s.connect(path)
+        _connect_short(s, path)
     except OSError as e:
         s.close()
         raise NotFound(f"--console-socket {path}: {e.strerror}") from None
@@ -395,11 +395,36 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
+def _short_path(path: str) -> tuple[str, int]:
+    """A socket path that fits sun_path (108 bytes) however deep the state dir is.
+
+    /proc/self/fd/N names the directory through an fd we hold; the kernel follows it.
+    """
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
+def _bind_short(sock: _socket.socket, path: str) -> None:
+    short, fd = _short_path(path)
+    try:
+        sock.bind(short)
+    finally:
+        os.close(fd)
+
+
+def _connect_short(sock: _socket.socket, path: str) -> None:
+    short, fd = _short_path(path)
+    try:
+        sock.connect(short)
+    finally:
+        os.close(fd)
+
+
 def _release(path: str) -> None:
     """Connect to the init's start socket and wait for its one-byte acknowledgement."""
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        s.connect(path)
+        _connect_short(s, path)
         if s.recv(1) != b"0":
             raise ConnectionResetError("init closed the start socket")
     finally:

@@ -361,6 +361,9 @@ def _lookup(name: str, path: str | None) -> str:
     if "/" in name:
         if not os.path.exists(name):
             raise FileNotFoundError(2, f'exec: "{name}": stat {name}: no such file or directory')
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            # Checked here, before start, so create fails as runc's does (docker's 126).
+            raise PermissionError(13, f'exec: "{name}": permission denied')
         return name
     for d in (path or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":"):
         candidate = os.path.join(d or ".", name)

@@ -111,3 +111,23 @@ def test_unknown_container_commands(runc_cli):
         out = runc_cli(*args)
         assert out.returncode == 1 and "does not exist" in out.stderr, args
     assert runc_cli("delete", "--force", "nope").returncode == 0
+
+
+def test_command_not_executable_fails_create(runc_cli, bundle, cid, runtime_root, host_clean):
+    b = bundle(["/etc/passwd"])
+    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    assert "/etc/passwd" in msg and "permission denied" in msg
+
+
+def test_deep_runtime_root_beyond_socket_path_limit(bundle, cid, tmp_path):
+    """The start socket lives in the state dir; its path may exceed sun_path's 108 bytes."""
+    import subprocess
+
+    from tests.conftest import pallet_runc
+
+    root = str(tmp_path / ("r" * 60) / ("o" * 60))
+    b = bundle(["sh", "-c", "echo deep"])
+    out = subprocess.run(pallet_runc(root, "run", "--bundle", b, cid), capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout == "deep\n", out.stderr
+    assert out.returncode == 0

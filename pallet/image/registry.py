@@ -164,10 +164,15 @@ class RegistryClient:
         cached = self._tokens.get(realm, service, scope)
         if cached:
             return cached
-        params = {"service": service, "scope": scope} if service else {"scope": scope}
+        # Several scopes go as repeated `scope` parameters, as the token spec has it.
+        params: dict[str, str | list[str]] = {k: v for k, v in (("service", service),) if v}
+        if scope:
+            params["scope"] = scope.split()
         headers = {}
         if self._creds:
             headers["Authorization"] = auth.basic_header(*self._creds)
+            if self._creds[0] != "<token>":
+                params["account"] = self._creds[0]
         try:
             resp = self._http.get(realm, params=params, headers=headers)
         except httpx.TransportError as e:
@@ -187,8 +192,11 @@ class RegistryClient:
         if challenge is None:
             return False
         if challenge.scheme == "bearer":
-            scope = challenge.params.get("scope") or scope
-            header = "Bearer " + self._token(challenge, scope)
+            # Ask for what we will do (e.g. pull,push for a push) plus whatever the registry
+            # named; the header is kept under our scope, which is what later requests look up.
+            wanted = scope.split()
+            wanted += [s for s in challenge.params.get("scope", "").split() if s not in wanted]
+            header = "Bearer " + self._token(challenge, " ".join(wanted))
         elif challenge.scheme == "basic" and self._creds:
             header = auth.basic_header(*self._creds)
         else:
@@ -240,6 +248,32 @@ class RegistryClient:
                 time.sleep(self.config.backoff * 2 ** (attempt - 1))
                 continue
             raise response_error(resp, what)
+
+    def verify_login(self) -> None:
+        """Check this client's credentials like `docker login`: /v2/ must answer 200 with them."""
+        what = f"login to {self.host}"
+        url = self.base_url() + "/v2/"
+        try:
+            resp = self._http.get(url)
+            if resp.status_code == 401 and self._creds:
+                challenge = auth.parse_challenge(resp.headers.get("www-authenticate", ""))
+                header = ""
+                if challenge and challenge.scheme == "bearer":
+                    # No scope: the token server only has to accept who we are.
+                    header = "Bearer " + self._token(challenge, "")
+                elif challenge and challenge.scheme == "basic":
+                    header = auth.basic_header(*self._creds)
+                if header:
+                    resp = self._http.get(url, headers={"Authorization": header})
+        except httpx.TransportError as e:
+            raise RegistryUnavailable(f"{what} failed: cannot reach {self.host}: {_cause(e)}") from None
+        except RegistryDenied:
+            resp = None
+        if resp is not None and resp.status_code == 200:
+            return
+        if resp is None or resp.status_code in (401, 403):
+            raise RegistryDenied(f"{what} failed: unauthorized: incorrect username or password")
+        raise response_error(resp, what)
 
     # -- pull --------------------------------------------------------------
     def get_manifest(self, repo: str, ref: str, what: str) -> tuple[bytes, str, str]:

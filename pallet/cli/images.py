@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +36,17 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("images", help="list images")
     _images_args(p)
+
+    p = sub.add_parser("login", help="log in to a registry (credentials go to a docker-style config.json)")
+    p.add_argument("server", nargs="?", default="docker.io", help="registry host[:port], default docker.io")
+    p.add_argument("-u", "--username", default=None)
+    p.add_argument("-p", "--password", default=None)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("logout", help="forget the credentials of a registry")
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.set_defaults(func=cmd_logout)
 
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("images", nargs="+")
@@ -244,6 +256,50 @@ def _image_rows(store: ImageStore, images: list[Image], args: argparse.Namespace
     return rows
 
 
+def created_since(created: str, now: float) -> str:
+    """An RFC 3339 time as docker's CREATED column says it: "2 years ago", "N/A" if unknown."""
+    from datetime import datetime
+
+    try:
+        # fromisoformat in 3.11 takes "Z" but not nanoseconds: keep microseconds at most.
+        head, dot, frac = created.partition(".")
+        if dot:
+            digits = len(frac) - len(frac.lstrip("0123456789"))
+            frac = frac[:min(digits, 6)] + frac[digits:]
+        when = datetime.fromisoformat(head + (dot + frac if dot else "")).timestamp()
+    except ValueError:
+        return "N/A"
+    return human_duration(now - when) + " ago"
+
+
+def human_duration(seconds: float) -> str:
+    """docker's units.HumanDuration: the coarsest unit that still says something."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(s / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{s // 3600 // 24 // 365} years"
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     store = _store(args)
     images = store.list()
@@ -267,13 +323,82 @@ def cmd_images(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row))
         return 0
-    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedAt", "Size"]
+    now = time.time()
+    for r in rows:
+        r["CreatedSince"] = created_since(r["CreatedAt"], now)
+    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
     heads = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
-             "CreatedAt": "CREATED", "Size": "SIZE"}
+             "CreatedSince": "CREATED", "Size": "SIZE"}
     widths = {c: max([len(heads[c])] + [len(r[c]) for r in rows]) for c in cols}
     print("   ".join(heads[c].ljust(widths[c]) for c in cols).rstrip())
     for r in rows:
         print("   ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+    return 0
+
+
+def _server_domain(server: str) -> str:
+    """`https://host:5000/v2/` or `index.docker.io` -> the registry's domain as references use it."""
+    from pallet.image.auth import DOCKER_HUB_KEYS
+
+    host = server.split("://", 1)[-1].split("/", 1)[0]
+    return "docker.io" if host in DOCKER_HUB_KEYS or server in DOCKER_HUB_KEYS else host
+
+
+def _auth_file() -> str:
+    from pallet.config import load_config
+
+    return load_config().registry.auth_file
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    import dataclasses
+    import getpass
+
+    from pallet.errors import InvalidArgument
+    from pallet.image import auth
+    from pallet.image.reference import DOCKER_HUB_API_HOST
+    from pallet.image.registry import RegistryClient
+
+    if args.password is not None and args.password_stdin:
+        raise InvalidArgument("--password and --password-stdin are mutually exclusive")
+    user, password = args.username, args.password
+    if args.password_stdin:
+        if not user:
+            raise InvalidArgument("must provide --username with --password-stdin")
+        password = sys.stdin.read().rstrip("\r\n")
+    elif password is not None:
+        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
+    if not user:
+        if not sys.stdin.isatty():
+            raise InvalidArgument("cannot ask for a username: stdin is not a terminal; use -u")
+        user = input("Username: ").strip()
+    if password is None:
+        if not sys.stdin.isatty():
+            raise InvalidArgument("cannot ask for a password: stdin is not a terminal; use --password-stdin")
+        password = getpass.getpass("Password: ")
+    if not user or not password:
+        raise InvalidArgument("login needs a username and a password")
+    domain = _server_domain(args.server)
+    host = DOCKER_HUB_API_HOST if domain == "docker.io" else domain
+    store = _store(args)
+    # Only these credentials: a stale login already on file must not make the check pass.
+    cfg = dataclasses.replace(store.registry, auths={domain: (user, password), host: (user, password)})
+    with RegistryClient(host, cfg) as client:
+        client.verify_login()
+    path = auth.login_config_path(_auth_file())
+    auth.store_credentials(path, domain, user, password)
+    print("Login Succeeded")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from pallet.image import auth
+
+    domain = _server_domain(args.server)
+    if auth.remove_credentials(auth.login_config_path(_auth_file()), domain):
+        print(f"Removing login credentials for {auth.auth_key(domain)}")
+    else:
+        print(f"Not logged in to {auth.auth_key(domain)}")
     return 0
 
 

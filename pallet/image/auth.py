@@ -135,3 +135,73 @@ class TokenCache:
         ttl = max(expires_in or 60, 10) - 5
         with self._lock:
             self._tokens[(realm, service, scope)] = (token, time.monotonic() + ttl)
+
+
+# -- pallet login / logout: the credentials file -----------------------------
+
+
+def login_config_path(auth_file: str = "") -> Path:
+    """Where `pallet login` writes: the configured file, else where docker/podman would."""
+    if auth_file:
+        return Path(auth_file)
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        return Path(os.environ["REGISTRY_AUTH_FILE"])
+    if os.environ.get("DOCKER_CONFIG"):
+        return Path(os.environ["DOCKER_CONFIG"]) / "config.json"
+    return Path.home() / ".docker" / "config.json"
+
+
+def auth_key(domain: str) -> str:
+    """The `auths` key docker uses for a registry (Docker Hub keeps its historic URL)."""
+    return DOCKER_HUB_KEYS[0] if domain in DOCKER_HUB_KEYS else domain
+
+
+def _spellings(domain: str) -> set[str]:
+    """Hosts an `auths` key may name for the same registry."""
+    return {_host_of_key(k) for k in DOCKER_HUB_KEYS} if domain in DOCKER_HUB_KEYS else {domain}
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidArgument(f"cannot read registry credentials from {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"{path} is not a JSON object")
+    return doc
+
+
+def _write_config(path: Path, doc: dict) -> None:
+    from pallet.image.content import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Secrets: 0600 like docker, and written atomically so a crash never truncates other logins.
+    atomic_write(path, (json.dumps(doc, indent="\t") + "\n").encode(), mode=0o600)
+
+
+def store_credentials(path: Path, domain: str, user: str, secret: str) -> None:
+    """Record a login in a docker-style config.json, keeping every other key in it."""
+    doc = _read_config(path)
+    auths = doc.setdefault("auths", {})
+    key = auth_key(domain)
+    # Drop other spellings of the same registry so the new entry is the one read.
+    for k in list(auths):
+        if k != key and _host_of_key(k) in _spellings(domain):
+            del auths[k]
+    auths[key] = {"auth": base64.b64encode(f"{user}:{secret}".encode()).decode()}
+    _write_config(path, doc)
+
+
+def remove_credentials(path: Path, domain: str) -> bool:
+    """Forget a login; False if there was none for `domain` in `path`."""
+    doc = _read_config(path)
+    auths = doc.get("auths") or {}
+    gone = [k for k in auths if _host_of_key(k) in _spellings(domain)]
+    if not gone:
+        return False
+    for k in gone:
+        del auths[k]
+    _write_config(path, doc)
+    return True

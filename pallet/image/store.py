@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,13 @@ from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletE
 from pallet.image import manifest as mf
 from pallet.image.content import ContentStore, file_lock
 from pallet.image.reference import Reference, looks_like_id, parse_reference
-from pallet.image.registry import Progress, RegistryClient, RegistryConfig, RegistryUnavailable
+from pallet.image.registry import (
+    Progress,
+    RegistryClient,
+    RegistryConfig,
+    RegistryDenied,
+    RegistryUnavailable,
+)
 from pallet.image.snapshot import Mount, Snapshotter, chain_ids
 
 DEFAULT_ROOT = "/var/lib/pallet"
@@ -74,12 +80,22 @@ class ImageStore:
 
     def __init__(self, root: str | os.PathLike[str] | None = None,
                  registry: RegistryConfig | None = None, driver: str | None = None):
+        if root is None:
+            root = _config().root
         self.root = Path(root or DEFAULT_ROOT)
         self.content = ContentStore(self.root / "content").ensure()
         self._snapshots: Snapshotter | None = None
         self._driver = driver
-        self.registry = registry or RegistryConfig()
+        self._registry = registry
         self._gc_lock = self.root / "gc.lock"
+
+    @property
+    def registry(self) -> RegistryConfig:
+        # Mirrors, insecure hosts and credentials come from pallet's config file unless
+        # given; read lazily, so listing images or mounting a rootfs never depends on it.
+        if self._registry is None:
+            self._registry = _config().registry_config()
+        return self._registry
 
     @property
     def snapshots(self) -> Snapshotter:
@@ -271,8 +287,21 @@ class ImageStore:
         return self.garbage_collect(blocking=True)
 
     # -- pull ----------------------------------------------------------------
-    def _client_hosts(self, ref: Reference) -> list[str]:
-        return list(self.registry.mirrors.get(ref.domain, [])) + [ref.api_host]
+    def _endpoints(self, ref: Reference) -> list[tuple[str, RegistryConfig]]:
+        """Mirrors first (pulls only), then the registry itself, each with its settings.
+
+        A mirror may be written `host[:port]`, `https://host` or `http://host`; the last
+        is plain HTTP, so it counts as insecure without a separate `insecure` entry.
+        """
+        out = []
+        for m in self.registry.mirrors.get(ref.domain, []):
+            scheme, _, rest = m.rpartition("://")
+            host = rest.split("/", 1)[0]
+            cfg = self.registry
+            if scheme == "http":
+                cfg = replace(cfg, insecure=cfg.insecure | {host})
+            out.append((host, cfg))
+        return out + [(ref.api_host, self.registry)]
 
     def pull(self, ref: str, platform: str | mf.Platform | None = None,
              progress: Progress | None = None) -> Image:
@@ -281,17 +310,18 @@ class ImageStore:
         want = mf.parse_platform(platform) if isinstance(platform, str) else platform
         what = r.familiar()
         last: Exception | None = None
-        hosts = self._client_hosts(r)
+        endpoints = self._endpoints(r)
         # Pulls hold the GC lock shared: prune cannot delete what a pull is writing.
         with file_lock(self._gc_lock, shared=True):
-            for i, host in enumerate(hosts):
+            for i, (host, cfg) in enumerate(endpoints):
                 try:
-                    with RegistryClient(host, self.registry) as client:
+                    with RegistryClient(host, cfg) as client:
                         desc = self._fetch(client, r, want, what, progress)
                     break
-                except (RegistryUnavailable, NotFound) as e:
+                except (RegistryUnavailable, NotFound, RegistryDenied) as e:
+                    # A mirror that lacks the image or refuses us: try the next endpoint.
                     last = e
-                    if i == len(hosts) - 1:
+                    if i == len(endpoints) - 1:
                         raise
             else:  # pragma: no cover - loop always breaks or raises
                 raise last or NotFound(what)
@@ -458,6 +488,12 @@ class ImageStore:
         desc["annotations"] = {REPO_DIGEST_ANNOTATION: manifest_digest}
         self._set_name(name, desc)
         return self.get(name or manifest_digest)
+
+
+def _config() -> Any:
+    from pallet.config import load_config
+
+    return load_config()
 
 
 def _name(entry: dict[str, Any]) -> str:

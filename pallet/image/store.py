@@ -10,7 +10,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,13 @@ from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletE
 from pallet.image import manifest as mf
 from pallet.image.content import ContentStore, file_lock
 from pallet.image.reference import Reference, looks_like_id, parse_reference
-from pallet.image.registry import (
-    Progress,
-    RegistryClient,
-    RegistryConfig,
-    RegistryDenied,
-    RegistryUnavailable,
-)
 from pallet.image.snapshot import Mount, Snapshotter, chain_ids
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # The registry client pulls in httpx (~75 ms); only pull and push import it, so
+    # `pallet run` of a local image and listing images stay quick.
+    from pallet.image.registry import Progress, RegistryClient, RegistryConfig
 
 DEFAULT_ROOT = "/var/lib/pallet"
 NAME_ANNOTATION = "io.containerd.image.name"
@@ -306,6 +304,8 @@ class ImageStore:
     def pull(self, ref: str, platform: str | mf.Platform | None = None,
              progress: Progress | None = None) -> Image:
         """Fetch an image (verified), unpack its layers into snapshots and name it."""
+        from pallet.image.registry import RegistryClient, RegistryDenied, RegistryUnavailable
+
         r = parse_reference(ref)
         want = mf.parse_platform(platform) if isinstance(platform, str) else platform
         what = r.familiar()
@@ -401,6 +401,8 @@ class ImageStore:
             finally:
                 done[i].set()
 
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=max(1, self.registry.concurrency)) as pool:
             futures = [pool.submit(work, i) for i in range(len(m.layers))]
             errors = [f.exception() for f in futures]
@@ -423,6 +425,10 @@ class ImageStore:
     # -- push ----------------------------------------------------------------
     def push(self, ref: str, dest: str | None = None, progress: Progress | None = None) -> str:
         """Upload an image's blobs and manifest to `dest` (default: its own name)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pallet.image.registry import RegistryClient
+
         image = self.get(ref)
         target = parse_reference(dest or (image.names[0] if ref != image.names[0] and looks_like_id(ref) else ref))
         man_bytes = self.content.read(image.manifest_digest)

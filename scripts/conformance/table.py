@@ -57,7 +57,7 @@ def render(runs: list[dict], markdown: bool = False) -> str:
         lines.append("| **TOTAL** | " + " | ".join(totals) + " |")
     else:
         lines.append("-" * (w + (cw + 2) * len(labels)))
-        for lb, t in zip(labels, totals):
+        for lb, t in zip(labels, totals, strict=True):
             lines.append(f"TOTAL {lb}: {t}")
     return "\n".join(lines)
 

@@ -125,7 +125,10 @@ class BlobWriter:
 
     def abort(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            # Closing flushes the buffer, which fails again on a full disk; the fd is
+            # closed regardless, and the bytes are being thrown away anyway.
+            with contextlib.suppress(OSError):
+                self._file.close()
         if self._tmp:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)

@@ -186,8 +186,12 @@ class RegistryClient:
         self._tokens.put(realm, service, scope, token, float(doc.get("expires_in") or 60))
         return token
 
-    def _authorize(self, resp: httpx.Response, scope: str) -> bool:
-        """Answer a 401 challenge; return True if a retry with new credentials makes sense."""
+    def _authorize(self, resp: httpx.Response, scope: str, sent: str | None) -> bool:
+        """Answer a 401 challenge; True if a retry makes sense (we have something new to send).
+
+        `sent` is the Authorization the refused request carried: another thread of the same
+        pull may have fetched the token since, which is then worth sending.
+        """
         challenge = auth.parse_challenge(resp.headers.get("www-authenticate", ""))
         if challenge is None:
             return False
@@ -201,7 +205,7 @@ class RegistryClient:
             header = auth.basic_header(*self._creds)
         else:
             return False
-        if self._auth_headers.get(scope) == header:
+        if header == sent:
             return False  # the same credentials were just refused
         self._auth_headers[scope] = header
         return True
@@ -241,7 +245,7 @@ class RegistryClient:
                 resp.read()
             if resp.status_code == 401 and not authed:
                 authed = True
-                if self._authorize(resp, scope):
+                if self._authorize(resp, scope, h.get("Authorization")):
                     continue
             if (resp.status_code >= 500 or resp.status_code == 429) and attempt < self.config.retries:
                 attempt += 1
@@ -324,7 +328,8 @@ class RegistryClient:
                         # The server ignored Range: start over with a fresh temp file.
                         writer.abort()
                         writer = BlobWriter(store, desc.digest, desc.size)
-                    for chunk in resp.iter_raw(CHUNK):
+                    # Unchunked: bytes are kept as they arrive, so a resume loses none.
+                    for chunk in resp.iter_raw():
                         writer.write(chunk)
                         if progress:
                             progress("download", desc.digest, writer.written, desc.size)

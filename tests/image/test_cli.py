@@ -6,6 +6,7 @@ Runs pallet.cli.main in-process against a temp --root.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -39,3 +40,26 @@ def test_image_commands_story(tmp_path, capsys, pushed):
     assert main(root + ["rmi", "nope:1"]) == 1
     assert "not found" in capsys.readouterr().err
     assert main(root + ["image", "prune"]) == 0
+
+
+def test_images_table_says_how_long_ago_and_json_keeps_the_timestamp(tmp_path, capsys):
+    root = ["--root", str(tmp_path / "root")]
+    assert main(root + ["image", "build-busybox", "--tag", "bb:1"]) == 0
+    capsys.readouterr()
+    assert main(root + ["images"]) == 0
+    head, row = capsys.readouterr().out.splitlines()
+    assert "CREATED" in head
+    assert re.search(r"\s(\d+ (years|months|weeks|days)|About an hour|\d+ hours) ago\s", row)
+    assert main(root + ["images", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["CreatedAt"] == "2024-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0.2, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
+    (3599, "59 minutes"), (3600, "About an hour"), (5400, "2 hours"), (3 * 86400, "3 days"),
+    (20 * 86400, "2 weeks"), (100 * 86400, "3 months"), (800 * 86400, "2 years"),
+])
+def test_human_duration_matches_docker(seconds, text):
+    from pallet.cli.images import human_duration
+
+    assert human_duration(seconds) == text

@@ -87,6 +87,11 @@ class CreateRequest:
     platform: str | None = None
     log_max_size: int = LOG_MAX_SIZE
     log_max_files: int = LOG_MAX_FILES
+    # A pod's container (CRI): the pod it belongs to, its log file, and the pod's cgroup
+    # parent (the container's cgroup is <cgroup_parent>/<id>, as containerd's cgroupfs).
+    pod_id: str | None = None
+    log_path: str = ""
+    cgroup_parent: str = ""
 
 
 def validate_restart(policy: str) -> str:
@@ -208,7 +213,9 @@ class Engine:
                               labels=dict(req.options.labels),
                               runtime_handler=handler_name(req.runtime),
                               restart_policy=req.restart or "no",
-                              log_path=os.path.join(self.ctr_dir(cid), "container.log"))
+                              pod_id=req.pod_id, annotations=dict(req.options.annotations),
+                              log_path=req.log_path
+                              or os.path.join(self.ctr_dir(cid), "container.log"))
         rec = self.store.add_container(rec)
         cdir = self.ctr_dir(cid)
         undo: list[Any] = [lambda: self.store.remove_container(cid),
@@ -219,6 +226,8 @@ class Engine:
             undo.append(lambda: self.images.release_rootfs(cdir))
             opts = req.options
             opts.rootfs = "rootfs"
+            if req.cgroup_parent:
+                opts.cgroups_path = os.path.join(req.cgroup_parent, cid)
             volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
             opts.mounts.extend(tmpfs)
             self._network_options(opts, network, cid)

@@ -814,7 +814,8 @@ def alive(run_dir: str) -> int:
         pid = int(pid_s)
     except (OSError, ValueError):
         return 0
-    return pid if _start_time(pid) == int(start or 0) and _start_time(pid) else 0
+    started = _start_time(pid)  # one /proc read: `pallet ps` does this per container
+    return pid if started and started == int(start or 0) else 0
 
 
 def resume() -> None:

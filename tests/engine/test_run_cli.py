@@ -38,8 +38,6 @@ def test_command_not_found_is_127_with_dockers_message(pallet):
     assert leftovers(pallet) == []
 
 
-@pytest.mark.xfail(reason="pallet.oci.init checks only existence of a path command before "
-                   "start; execve's EACCES comes after start (runc checks X_OK at create)")
 def test_command_not_executable_is_126(pallet):
     out = pallet("run", "--rm", "busybox", "/etc/passwd")
     assert out.returncode == 126, out.stderr

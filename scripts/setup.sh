@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(busybox-static libseccomp2 libseccomp-dev iptables iproute2 containernetworking-plugins
-          docker-registry skopeo umoci runc crun podman containerd procps apache2-utils debootstrap
+          docker-registry skopeo umoci runc crun runsc podman containerd procps apache2-utils debootstrap
           golang-go golang-github-docker-spdystream-dev)  # Go: a real SPDY client in tests
 
 missing=()

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from pallet.cri.workers import DeadlineExceeded
 from pallet.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -40,6 +41,7 @@ GRPC_CODES: list[tuple[type[PalletError], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 

@@ -1,5 +1,5 @@
-"""CRI v1 RuntimeService: Version, Status, RuntimeConfig, UpdateRuntimeConfig and the
-streaming URLs (Exec/Attach/PortForward) now; pod and container RPCs once the engine lands.
+"""CRI v1 RuntimeService: Version, Status, RuntimeConfig, UpdateRuntimeConfig, events and
+checkpoint here; each group of pod, container, exec and stats RPCs in a file of its own.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,8 +16,12 @@ from cri_api.v1 import api_pb2_grpc as pb_grpc
 
 from pallet import __version__
 from pallet.config import Config
+from pallet.cri.containers import ContainerRPCs
 from pallet.cri.errors import Unimplemented
-from pallet.cri.streaming.backend import AttachRequest, ExecRequest, PortForwardRequest
+from pallet.cri.exec import ExecRPCs
+from pallet.cri.node import Node
+from pallet.cri.pods import PodSandboxRPCs
+from pallet.cri.stats import StatsRPCs
 from pallet.cri.streaming.server import StreamingServer
 from pallet.errors import InvalidArgument
 
@@ -27,16 +32,14 @@ CNI_EXTENSIONS = (".conf", ".conflist", ".json")
 POD_CIDR_FILE = "pod-cidr"  # under state_dir; the engine's CNI setup reads it
 
 
-def engine_pending(rpc: str) -> Unimplemented:
-    return Unimplemented(f"{rpc} is not implemented yet: it needs pallet's engine "
-                         f"(pods and containers), which has not landed in this build")
-
-
-class RuntimeService(pb_grpc.RuntimeServiceServicer):
-    def __init__(self, config: Config, streaming: StreamingServer):
+class RuntimeService(PodSandboxRPCs, ContainerRPCs, ExecRPCs, StatsRPCs,
+                     pb_grpc.RuntimeServiceServicer):
+    def __init__(self, config: Config, streaming: StreamingServer, node: Node):
         self.config = config
         self.streaming = streaming
+        self.node = node
         self.pod_cidr = self._read_pod_cidr()
+        self._init_stats()
 
     # -- implemented ------------------------------------------------------------
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext
@@ -86,94 +89,27 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(cidr + "\n")
         os.replace(tmp, path)
+        v4 = [p.strip() for p in cidr.split(",") if ":" not in p]
+        if v4 and self.node.networks is not None:
+            # Pods on pallet's default network get addresses from it from now on; a CNI
+            # conflist in cni.conf_dir keeps its own subnet (as containerd's template-less).
+            self.node.networks.default_subnet = str(ipaddress.ip_network(v4[0], strict=False))
         return pb.UpdateRuntimeConfigResponse()
 
-    def Exec(self, request: pb.ExecRequest, context: grpc.ServicerContext) -> pb.ExecResponse:
-        url = self.streaming.exec_url(ExecRequest(
-            request.container_id, tuple(request.cmd), request.tty, request.stdin,
-            request.stdout, request.stderr))
-        return pb.ExecResponse(url=url)
+    def GetContainerEvents(self, request: pb.GetEventsRequest, context: grpc.ServicerContext
+                           ) -> Iterator[pb.ContainerEventResponse]:
+        yield from self.node.events.subscribe(context)
 
-    def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
-               ) -> pb.AttachResponse:
-        url = self.streaming.attach_url(AttachRequest(
-            request.container_id, request.tty, request.stdin, request.stdout, request.stderr))
-        return pb.AttachResponse(url=url)
+    def UpdatePodSandboxResources(self, request: pb.UpdatePodSandboxResourcesRequest,
+                                  context: grpc.ServicerContext
+                                  ) -> pb.UpdatePodSandboxResourcesResponse:
+        # The kubelet owns the pod-level cgroup (cgroup_parent); pallet has no sandbox
+        # container whose resources it would change.
+        self.node.pod(request.pod_sandbox_id)
+        return pb.UpdatePodSandboxResourcesResponse()
 
-    def PortForward(self, request: pb.PortForwardRequest, context: grpc.ServicerContext
-                    ) -> pb.PortForwardResponse:
-        url = self.streaming.port_forward_url(PortForwardRequest(
-            request.pod_sandbox_id, tuple(request.port)))
-        return pb.PortForwardResponse(url=url)
-
-    # -- waiting for the engine ----------------------------------------------------------
-    def RunPodSandbox(self, request, context):  # noqa: ANN001, ANN201 - see engine_pending
-        raise engine_pending("RunPodSandbox")
-
-    def StopPodSandbox(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("StopPodSandbox")
-
-    def RemovePodSandbox(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("RemovePodSandbox")
-
-    def PodSandboxStatus(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("PodSandboxStatus")
-
-    def ListPodSandbox(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ListPodSandbox")
-
-    def CreateContainer(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("CreateContainer")
-
-    def StartContainer(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("StartContainer")
-
-    def StopContainer(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("StopContainer")
-
-    def RemoveContainer(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("RemoveContainer")
-
-    def ListContainers(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ListContainers")
-
-    def ContainerStatus(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ContainerStatus")
-
-    def UpdateContainerResources(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("UpdateContainerResources")
-
-    def ReopenContainerLog(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ReopenContainerLog")
-
-    def ExecSync(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ExecSync")
-
-    def ContainerStats(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ContainerStats")
-
-    def ListContainerStats(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ListContainerStats")
-
-    def PodSandboxStats(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("PodSandboxStats")
-
-    def ListPodSandboxStats(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ListPodSandboxStats")
-
-    def GetContainerEvents(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("GetContainerEvents")
-
-    def ListMetricDescriptors(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ListMetricDescriptors")
-
-    def ListPodSandboxMetrics(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("ListPodSandboxMetrics")
-
-    def UpdatePodSandboxResources(self, request, context):  # noqa: ANN001, ANN201
-        raise engine_pending("UpdatePodSandboxResources")
-
-    def CheckpointContainer(self, request, context):  # noqa: ANN001, ANN201
+    def CheckpointContainer(self, request: pb.CheckpointContainerRequest,
+                            context: grpc.ServicerContext) -> pb.CheckpointContainerResponse:
         raise Unimplemented("CheckpointContainer is not supported by pallet")
 
     # -- helpers -----------------------------------------------------------------
@@ -190,14 +126,14 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         return out
 
     def _network_ready(self) -> tuple[bool, str, str]:
-        conf_dir = self.config.cni.conf_dir
-        try:
-            found = [n for n in os.listdir(conf_dir) if n.endswith(CNI_EXTENSIONS)]
-        except OSError:
-            found = []
-        if found:
+        nets = self.node.networks
+        if nets is None:
+            return False, "NetworkPluginNotReady", "pallet's CNI support is not installed"
+        ok, message = nets.network_ready()
+        if ok:
             return True, "", ""
-        return False, "NetworkPluginNotReady", f"no CNI network config in {conf_dir}"
+        return False, "NetworkPluginNotReady", (
+            f"{message} (networks come from {self.config.cni.conf_dir} or pallet's default)")
 
     def _read_pod_cidr(self) -> str:
         try:

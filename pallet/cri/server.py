@@ -19,9 +19,11 @@ from cri_api.v1 import api_pb2_grpc as pb_grpc
 
 from pallet.config import Config
 from pallet.cri.errors import ErrorMapping
+from pallet.cri.exec import EngineStreamBackend
 from pallet.cri.image_service import ImageService
+from pallet.cri.node import Node
 from pallet.cri.runtime_service import RuntimeService
-from pallet.cri.streaming.backend import EngineNotReadyBackend, StreamBackend
+from pallet.cri.streaming.backend import StreamBackend
 from pallet.cri.streaming.server import StreamingServer
 from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SystemFailure
 
@@ -40,7 +42,8 @@ class CRIServer:
                  backend: StreamBackend | None = None):
         self.config = config
         self.spawner = spawner
-        self.backend = backend or load_backend(config, spawner)
+        self.node = Node(config, spawner)
+        self.backend = backend or load_backend(config, spawner, self.node)
         self.streaming = StreamingServer(
             self.backend, config.stream.address, config.stream.port,
             token_ttl=config.stream.token_ttl, idle_timeout=config.stream.idle_timeout,
@@ -53,9 +56,10 @@ class CRIServer:
         for d in (cfg.root, cfg.state_dir):
             os.makedirs(d, mode=0o711, exist_ok=True)
         images = ImageService(cfg)
+        self.node.reconcile()
         self.streaming.start()
         try:
-            runtime = RuntimeService(cfg, self.streaming)
+            runtime = RuntimeService(cfg, self.streaming, self.node)
             server = grpc.server(
                 ThreadPoolExecutor(max_workers=cfg.grpc_max_workers, thread_name_prefix="cri"),
                 interceptors=[ErrorMapping()],
@@ -104,6 +108,7 @@ class CRIServer:
             self._grpc.stop(grace).wait(grace + 1)
             self._grpc = None
         self.streaming.stop()
+        self.node.close()
         path = self.config.socket.path
         # Only our own socket: a newer daemon may already have replaced the file.
         with contextlib.suppress(OSError):
@@ -136,11 +141,11 @@ def remove_stale_socket(path: str) -> None:
                         f"socket.path")
 
 
-def load_backend(config: Config, spawner: Spawner | None) -> StreamBackend:
-    """The exec/attach backend named by stream.backend ("module:factory"), else the stand-in."""
+def load_backend(config: Config, spawner: Spawner | None, node: Node) -> StreamBackend:
+    """The exec/attach backend named by stream.backend ("module:factory"), else the engine's."""
     target = config.stream.backend
     if not target:
-        return EngineNotReadyBackend()
+        return EngineStreamBackend(node)
     module, _, name = target.partition(":")
     try:
         factory = getattr(importlib.import_module(module), name)

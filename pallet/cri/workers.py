@@ -1,0 +1,244 @@
+"""Engine calls that fork, run inside the daemon's spawner workers (single-threaded
+processes): start a container's monitor, exec in a container, pin a pod's PID namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pallet.engine.containers import Engine
+from pallet.errors import PalletError
+
+POLL = 0.01  # s between waitpid polls when no pidfd can be had
+DRAIN_AFTER_EXIT = 0.5  # s: output still in flight when the exec'd process has exited
+
+
+class DeadlineExceeded(PalletError):
+    """An exec ran past its timeout (and was killed). Defined here, where it is raised,
+    so spawner workers need not import grpc; pallet.cri.errors maps it."""
+
+
+def start_container(root: str, run_root: str, id: str) -> dict[str, Any]:
+    """Start the container under a new monitor (double-forked: it outlives this worker)."""
+
+    def start() -> dict[str, Any]:
+        eng = Engine(root, run_root)
+        try:
+            rec, fd = eng.start(id)
+            if fd >= 0:
+                os.close(fd)
+            return {"state": rec.state, "pid": rec.pid}
+        finally:
+            eng.close()
+
+    return _in_clean_child(start)
+
+
+def _in_clean_child(fn: Callable[[], Any]) -> Any:
+    """FN in a child holding no fd of ours but stdio. A monitor forked by FN lives on, and
+    must not keep this worker's reply socket open: the daemon waits for its EOF."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.closerange(3, r)
+            os.closerange(r + 1, w)
+            os.closerange(w + 1, 1 << 16)
+            try:
+                msg: dict[str, Any] = {"result": fn()}
+            except PalletError as e:
+                msg = {"error": [type(e).__module__, type(e).__name__, str(e),
+                                 getattr(e, "exit_code", None)]}
+            # One line, read as one: a monitor FN forked holds W until it re-execs, so
+            # the parent cannot wait for EOF.
+            with open(w, "w") as f:
+                f.write(json.dumps(msg) + "\n")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with open(r) as f:
+        data = f.readline()
+    os.waitpid(pid, 0)
+    if not data:
+        raise PalletError("the start helper died without answering; see the daemon log")
+    msg = json.loads(data)
+    if "error" in msg:
+        module, name, text, code = msg["error"]
+        cls = getattr(importlib.import_module(module), name)
+        raise cls(text, code) if code is not None else cls(text)
+    return msg["result"]
+
+
+def pid_holder(root: str, run_root: str, ndir: str) -> str:
+    from pallet.engine.pods import start_pid_holder
+
+    return start_pid_holder(ndir)
+
+
+def _start_exec(eng: Engine, id: str, cmd: list[str], tty: bool,
+                stdio: tuple[int, int, int] | None, ctl: int) -> int:
+    from pallet.oci.create import _become_subreaper
+
+    _become_subreaper()  # the exec'd process is reparented to us, and we reap it
+    if not tty:
+        return eng.exec(id, cmd, stdio=stdio)
+    with tempfile.TemporaryDirectory(prefix="pallet-exec-") as tmp:
+        path = os.path.join(tmp, "console.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lsock:
+            lsock.bind(path)
+            lsock.listen(1)
+            lsock.settimeout(30)
+            pid = eng.exec(id, cmd, tty=True, console_socket=path)
+            conn, _ = lsock.accept()
+            with conn:
+                _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+    # The daemon copies the terminal and applies resizes; we only wait for the exit.
+    with socket.socket(fileno=os.dup(ctl)) as c:
+        socket.send_fds(c, [b"m"], fds[:1])
+    for fd in fds:
+        os.close(fd)
+    return pid
+
+
+def _reaped(pid: int) -> int | None:
+    """The exit code of our (reparented) child PID if it has exited, else None."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 255  # reaped elsewhere: its code is lost
+    if not got:
+        return None
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+        128 + os.WTERMSIG(status)
+
+
+def _wait(pid: int, timeout: float) -> int | None:
+    """The exit code of our child PID, or None after TIMEOUT s (0: no limit)."""
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        code = _reaped(pid)
+        if code is not None:
+            return code
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        try:
+            pfd = os.pidfd_open(pid)
+        except OSError:
+            time.sleep(0.01)  # no pidfd for it (old kernel): poll
+            continue
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            select.select([pfd], [], [], left)
+        finally:
+            os.close(pfd)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def exec_process(root: str, run_root: str, id: str, cmd: list[str], tty: bool = False,
+                 timeout: float = 0, fds: list[int] | None = None) -> int:
+    """Exec CMD with FDS [stdin, stdout, stderr], or with TTY [control socket] that is sent
+    the pty master; wait and return its exit code."""
+    fds = fds or []
+    eng = Engine(root, run_root)
+    try:
+        pid = _start_exec(eng, id, cmd, tty, None if tty else (fds[0], fds[1], fds[2]),
+                          fds[0] if tty else -1)
+    finally:
+        eng.close()
+    for fd in fds:
+        os.close(fd)  # only the exec'd process holds the session's streams now
+    code = _wait(pid, timeout)
+    if code is None:
+        _kill(pid)
+        raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
+    return code
+
+
+def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float = 0,
+              limit: int = 4 << 20) -> dict[str, Any]:
+    """ExecSync: run CMD, collect at most LIMIT bytes of stdout and of stderr (the rest is
+    read and dropped, so the process never blocks on a full pipe); exit code and output."""
+    r_out, w_out = os.pipe2(os.O_CLOEXEC)
+    r_err, w_err = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    eng = Engine(root, run_root)
+    try:
+        pid = _start_exec(eng, id, cmd, False, (devnull, w_out, w_err), -1)
+    except BaseException:
+        for fd in (r_out, r_err):
+            os.close(fd)
+        raise
+    finally:
+        eng.close()
+        for fd in (w_out, w_err, devnull):
+            os.close(fd)
+    bufs = {r_out: bytearray(), r_err: bytearray()}
+    open_fds = [r_out, r_err]
+    try:
+        pfd = os.pidfd_open(pid)
+    except OSError:
+        pfd = -1  # then the loop below polls waitpid every POLL s
+    deadline = time.monotonic() + timeout if timeout else None
+    exited_at: float | None = None
+    code: int | None = None
+    try:
+        while open_fds:
+            now = time.monotonic()
+            if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
+                break  # a background child keeps the pipe open: do not wait for it
+            if code is None and deadline is not None and now >= deadline:
+                _kill(pid)
+                raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
+            wait = [*open_fds] + ([pfd] if code is None and pfd >= 0 else [])
+            left = None if deadline is None or code is not None else deadline - now
+            if exited_at is not None:
+                left = DRAIN_AFTER_EXIT
+            elif pfd < 0:
+                left = POLL if left is None else min(left, POLL)
+            ready = select.select(wait, [], [], left)[0]
+            if code is None and (pfd in ready or pfd < 0):
+                code = _reaped(pid)
+                if code is not None:
+                    exited_at = time.monotonic()
+            for fd in ready:
+                if fd == pfd:
+                    continue
+                data = os.read(fd, 65536)
+                if not data:
+                    open_fds.remove(fd)
+                    continue
+                room = limit - len(bufs[fd])
+                if room > 0:
+                    bufs[fd] += data[:room]
+        if code is None:
+            left = max(0.0, deadline - time.monotonic()) if deadline else 0
+            code = _wait(pid, left)
+            if code is None:
+                _kill(pid)
+                raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
+    finally:
+        if pfd >= 0:
+            os.close(pfd)
+        for fd in (r_out, r_err):
+            os.close(fd)
+    return {"exit_code": code, "stdout": base64.b64encode(bytes(bufs[r_out])).decode(),
+            "stderr": base64.b64encode(bytes(bufs[r_err])).decode()}

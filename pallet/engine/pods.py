@@ -1,0 +1,450 @@
+"""Pods: the holders of the network, IPC and UTS namespaces (optionally PID) that their
+containers join, with CNI networking, per-pod /etc files and a durable record.
+
+No infra container (CRI-O's pinns design): each namespace is an nsfs file bind-mounted
+under <run_root>/pods/<id>/, made by a short-lived thread that unshares it (a namespace
+is per thread, so the threaded daemon needs no fork), sets the hostname and sysctls, and
+mounts /proc/self/task/<tid>/ns/<kind> onto the file; the mount keeps it alive with no
+process inside. Only a shared PID namespace needs a process (a PID namespace whose init
+died cannot take new members), so `pid = "pod"` starts a tiny reaper as its init.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pallet.engine import netns
+from pallet.engine.specgen import ContainerOptions, Mount, validate_sysctls
+from pallet.engine.store import ContainerFilter, PodFilter, PodRecord, new_id
+from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PalletError
+from pallet.oci.linux import syscalls
+
+if TYPE_CHECKING:
+    from pallet.engine.containers import Engine
+    from pallet.engine.network import Networks
+
+NS_MODES = ("pod", "host")
+PID_MODES = ("container", "pod", "host")
+_NS_FLAGS = {"ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
+LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+@dataclass
+class PodSpec:
+    """What a pod is asked to be: CRI's PodSandboxConfig in engine terms."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    attempt: int = 0
+    hostname: str = ""
+    log_directory: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    dns_servers: list[str] = field(default_factory=list)
+    dns_searches: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)  # CNI portMappings
+    cgroup_parent: str = ""
+    runtime_handler: str = ""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    network: str = "pod"  # "pod": its own netns on the CNI network; "host"
+    ipc: str = "pod"
+    pid: str = "container"  # "container": each its own; "pod": shared; "host"
+    network_name: str = ""  # the CNI network; "" = Networks.pod_network()
+    privileged: bool = False
+
+    def record_name(self) -> str:
+        """containerd's sandbox name: unique per metadata and attempt."""
+        return "_".join([self.name, self.namespace, self.uid, str(self.attempt)])
+
+    def validate(self) -> None:
+        if not self.name:
+            raise InvalidArgument("pod metadata.name is empty")
+        for what, value, modes in (("network", self.network, NS_MODES),
+                                   ("ipc", self.ipc, NS_MODES), ("pid", self.pid, PID_MODES)):
+            if value not in modes:
+                raise InvalidArgument(f"pod {what} namespace mode {value!r}: use one of "
+                                      f"{', '.join(modes)}")
+        for server in self.dns_servers:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidArgument(f"invalid DNS server {server!r}: not an IP address") \
+                    from None
+        for item in [*self.dns_searches, *self.dns_options, self.hostname]:
+            if any(c in item for c in "\n\r\0"):
+                raise InvalidArgument(f"invalid pod DNS/hostname value {item!r}")
+        if self.log_directory and not os.path.isabs(self.log_directory):
+            raise InvalidArgument(f"pod log_directory {self.log_directory!r} must be absolute")
+        validate_sysctls(self.sysctls, {"network": "host" if self.network == "host" else "",
+                                        "ipc": "host" if self.ipc == "host" else "",
+                                        "uts": "host" if self.network == "host" else ""})
+
+
+class Pods:
+    """The pods of one engine (its store, root and run root); `networks` gives CNI."""
+
+    def __init__(self, engine: Engine, networks: Networks | None = None,
+                 pid_holder: Callable[[str], str] | None = None):
+        self.engine = engine
+        self.networks = networks
+        # Starting the PID holder forks: a threaded caller passes a spawner-backed one.
+        self.pid_holder = pid_holder or start_pid_holder
+        self._lock = threading.Lock()  # one RunPodSandbox per name at a time
+
+    # -- paths -------------------------------------------------------------------
+    def pod_dir(self, pid: str) -> str:
+        return os.path.join(self.engine.root, "pods", pid)
+
+    def ns_dir(self, pid: str) -> str:
+        return os.path.join(self.engine.run_root, "pods", pid)
+
+    # -- lookups -----------------------------------------------------------------
+    def get(self, ref: str) -> PodRecord:
+        try:
+            return self.engine.store.get_pod(ref)
+        except NotFound:
+            raise NotFound(f"pod sandbox {ref!r} not found") from None
+
+    def list(self, flt: PodFilter | None = None) -> list[PodRecord]:
+        return self.engine.store.list_pods(flt)
+
+    # -- run -----------------------------------------------------------------------
+    def run(self, spec: PodSpec) -> PodRecord:
+        """Create the pod's namespaces, network and files; idempotent per metadata and
+        attempt: a ready pod of the same name is returned as it is."""
+        spec.validate()
+        name = spec.record_name()
+        with self._lock:
+            with contextlib.suppress(NotFound):
+                old = self.engine.store.get_pod(name)
+                if old.name == name:
+                    if old.state == "ready":
+                        return old
+                    raise AlreadyExists(f'failed to reserve sandbox name "{name}": name '
+                                        f'"{name}" is reserved for "{old.id}"')
+            pid = new_id()
+            rec = PodRecord(id=pid, name=name, state="notready", labels=dict(spec.labels),
+                            annotations=dict(spec.annotations),
+                            runtime_handler=spec.runtime_handler,
+                            cgroup_parent=spec.cgroup_parent,
+                            log_directory=spec.log_directory, config={"spec": asdict(spec)})
+            rec = self.engine.store.add_pod(rec)
+        undo: list[Callable[[], None]] = [lambda: self.engine.store.remove_pod(pid)]
+        try:
+            config = self._make(rec, spec, undo)
+            return self.engine.store.update_pod(pid, state="ready", config=config,
+                                                netns_path=config["namespaces"].get("network", ""))
+        except BaseException:
+            for fn in reversed(undo):
+                with contextlib.suppress(Exception):
+                    fn()
+            raise
+
+    def _make(self, rec: PodRecord, spec: PodSpec, undo: list[Callable[[], None]]
+              ) -> dict[str, Any]:
+        pid = rec.id
+        pdir, ndir = self.pod_dir(pid), self.ns_dir(pid)
+        os.makedirs(pdir, mode=0o711)
+        undo.append(lambda: shutil.rmtree(pdir, ignore_errors=True))
+        os.makedirs(ndir, mode=0o711, exist_ok=True)
+        undo.append(lambda: _remove_ns_dir(ndir))
+        namespaces: dict[str, str] = {}
+        hostname = spec.hostname or (os.uname().nodename if spec.network == "host"
+                                     else spec.name[:63])
+        ip, network = "", ""
+        if spec.network == "pod":
+            path = netns.create("net", ndir)
+            namespaces["network"] = path
+            if self.networks is None:
+                raise FailedPrecondition("pod networking is not configured (no CNI)")
+            nets = self.networks
+            network = nets.pod_network(spec.network_name)
+            undo.append(lambda: nets.detach_all(pid, path))
+            nets.loopback_up(path, pid)
+            att = nets.attach(path, pid, network, spec.port_mappings, cni_args={
+                "K8S_POD_NAMESPACE": spec.namespace, "K8S_POD_NAME": spec.name,
+                "K8S_POD_INFRA_CONTAINER_ID": pid, "K8S_POD_UID": spec.uid})
+            ip = att.ip
+        else:
+            namespaces["network"] = "host"
+            namespaces["uts"] = "host"
+        if spec.ipc == "host":
+            namespaces["ipc"] = "host"
+        kinds = [k for k in ("ipc", "uts") if k not in namespaces]
+        sysctls = validate_sysctls(spec.sysctls, namespaces)
+        namespaces.update(_hold_namespaces(ndir, kinds, hostname,
+                                           namespaces.get("network", ""), sysctls))
+        if spec.pid == "pod":
+            namespaces["pid"] = self.pid_holder(ndir)
+        elif spec.pid == "host":
+            namespaces["pid"] = "host"
+        self._write_etc(pdir, spec, hostname, ip)
+        return {"spec": asdict(spec), "namespaces": namespaces, "ip": ip, "network": network,
+                "hostname": hostname}
+
+    def _write_etc(self, pdir: str, spec: PodSpec, hostname: str, ip: str) -> None:
+        if spec.network == "host":
+            hosts = _read("/etc/hosts") or LOCALHOST
+        else:
+            hosts = LOCALHOST + (f"{ip}\t{hostname}\n" if ip else f"127.0.1.1\t{hostname}\n")
+        if spec.dns_servers or spec.dns_searches or spec.dns_options:
+            lines = [f"search {' '.join(spec.dns_searches)}"] if spec.dns_searches else []
+            lines += [f"nameserver {s}" for s in spec.dns_servers]
+            lines += [f"options {' '.join(spec.dns_options)}"] if spec.dns_options else []
+            resolv = "\n".join(lines) + "\n"
+        else:
+            resolv = _read("/etc/resolv.conf")  # containerd copies the host's
+        for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
+                           ("resolv.conf", resolv)):
+            with open(os.path.join(pdir, name), "w") as f:
+                f.write(text)
+
+    # -- containers join -----------------------------------------------------------------
+    def join(self, pod: PodRecord, opts: ContainerOptions, pid_mode: str = "container",
+             target_pid: int = 0) -> str:
+        """Point OPTS at the pod's namespaces and /etc files; returns the engine's network
+        mode for the container ("host" or "none": the pod, not the engine, owns CNI)."""
+        if pod.state != "ready":
+            raise FailedPrecondition(f"pod sandbox {pod.id[:12]} is not ready (stopped); "
+                                     "create containers in a running pod")
+        ns = pod.config.get("namespaces") or {}
+        for kind in ("network", "ipc", "uts"):
+            value = ns.get(kind, "")
+            if value and value != "host" and not os.path.exists(value):
+                raise FailedPrecondition(f"pod sandbox {pod.id[:12]}: its {kind} namespace "
+                                         f"{value} is gone")
+            if value:
+                opts.namespaces[kind] = value
+        if pid_mode == "pod":
+            if not ns.get("pid") or ns.get("pid") == "host":
+                raise InvalidArgument("pid namespace mode POD needs a pod created with a "
+                                      "shared pid namespace (namespace_options.pid = POD)")
+            opts.namespaces["pid"] = ns["pid"]
+        elif pid_mode == "host":
+            opts.namespaces["pid"] = "host"
+        elif pid_mode == "target":
+            if target_pid <= 0:
+                raise FailedPrecondition("the target container of pid mode TARGET is not running")
+            opts.namespaces["pid"] = f"/proc/{target_pid}/ns/pid"
+        opts.hostname = opts.hostname or pod.config.get("hostname", "")
+        pdir = self.pod_dir(pod.id)
+        taken = {m.destination for m in opts.mounts}
+        for name in ("hostname", "hosts", "resolv.conf"):
+            if f"/etc/{name}" not in taken:
+                opts.mounts.append(Mount(destination=f"/etc/{name}",
+                                         source=os.path.join(pdir, name),
+                                         readonly=opts.read_only))
+        return "host" if ns.get("network") == "host" else "none"
+
+    # -- stop and remove -----------------------------------------------------------------
+    def containers(self, pod_id: str) -> list[Any]:
+        return self.engine.store.list_containers(ContainerFilter(pod_id=pod_id))
+
+    def stop(self, ref: str, timeout: float = 0) -> PodRecord | None:
+        """Stop every container (TIMEOUT then SIGKILL), tear the network down and release
+        the namespaces; NOTREADY. Idempotent; None for a pod that does not exist."""
+        try:
+            pod = self.engine.store.get_pod(ref)
+        except NotFound:
+            return None
+        errors: list[PalletError] = []
+        for c in self.containers(pod.id):
+            try:
+                self.engine.stop(c.id, timeout)
+            except NotFound:
+                pass
+            except PalletError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        self._release(pod)
+        with contextlib.suppress(NotFound):
+            return self.engine.store.update_pod(pod.id, state="notready")
+        return None
+
+    def _release(self, pod: PodRecord) -> None:
+        ndir = self.ns_dir(pod.id)
+        ns = pod.config.get("namespaces") or {}
+        net = ns.get("network", "")
+        if net and net != "host" and self.networks is not None:
+            self.networks.detach_all(pod.id, net if netns.is_netns(net) else "")
+        _remove_ns_dir(ndir)
+
+    def remove(self, ref: str) -> PodRecord | None:
+        """Remove the pod's containers, namespaces, files and record. Idempotent."""
+        try:
+            pod = self.engine.store.get_pod(ref)
+        except NotFound:
+            return None
+        for c in self.containers(pod.id):
+            with contextlib.suppress(NotFound):
+                self.engine.remove(c.id, force=True)
+        self._release(pod)
+        shutil.rmtree(self.pod_dir(pod.id), ignore_errors=True)
+        with contextlib.suppress(NotFound):
+            self.engine.store.remove_pod(pod.id)
+        return pod
+
+    def reconcile(self) -> list[str]:
+        """After a restart or reboot: a ready pod whose network namespace is gone is
+        NOTREADY. Returns the ids changed."""
+        changed = []
+        for pod in self.list(PodFilter(states=("ready",))):
+            net = (pod.config.get("namespaces") or {}).get("network", "")
+            if net and net != "host" and not netns.is_netns(net):
+                with contextlib.suppress(NotFound):
+                    self.engine.store.update_pod(pod.id, state="notready")
+                    changed.append(pod.id)
+        return changed
+
+
+# -- namespace files ---------------------------------------------------------------------------
+def _sysctl_path(name: str) -> str:
+    # validate_sysctls allowed only [A-Za-z0-9_-] parts: no '..', no absolute path.
+    return "/proc/sys/" + (name if "/" in name else name.replace(".", "/"))
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    try:
+        with open(_sysctl_path(name), "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise InvalidArgument(f"cannot set sysctl {name}={value!r}: {e.strerror}") from None
+
+
+def _hold_namespaces(ndir: str, kinds: list[str], hostname: str, net_path: str,
+                     sysctls: Mapping[str, str]) -> dict[str, str]:
+    """New IPC/UTS namespaces (KINDS) bind-mounted as files in NDIR; sets the hostname
+    and the pod's sysctls inside the pod's namespaces. Nothing is left on error."""
+    paths = {k: os.path.join(ndir, k) for k in kinds}
+    for path in paths.values():
+        os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+
+    def body() -> None:
+        flags = 0
+        for k in kinds:
+            flags |= _NS_FLAGS[k]
+        if flags:
+            syscalls.unshare(flags)
+        if "uts" in kinds and hostname:
+            syscalls.sethostname(hostname)
+        if net_path and net_path != "host" and sysctls:
+            fd = os.open(net_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(fd, syscalls.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+        for name, value in sysctls.items():
+            _write_sysctl(name, value)
+        tid = threading.get_native_id()
+        for k, path in paths.items():
+            syscalls.mount(f"/proc/self/task/{tid}/ns/{k}", path, None, syscalls.MS_BIND)
+
+    try:
+        netns._run_in_thread(body)
+    except BaseException:
+        for path in paths.values():
+            _unmount_unlink(path)
+        raise
+    return paths
+
+
+def start_pid_holder(ndir: str) -> str:
+    """A PID namespace for the pod, held by a reaper as its init; returns its ns file.
+    It forks: a threaded process must call it through a fork server (the daemon's spawner)."""
+    path = os.path.join(ndir, "pid")
+    os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+    r, w = os.pipe()
+    first = os.fork()
+    if first == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            os.setsid()
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+            init = os.fork()
+            if init == 0:
+                os.close(w)
+                _pid_init()
+            os.write(w, str(init).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(first, 0)
+    data = b""
+    while chunk := os.read(r, 32):
+        data += chunk
+    os.close(r)
+    init = int(data or 0)
+    if not init:
+        _unmount_unlink(path)
+        raise FailedPrecondition("cannot start the pod's pid namespace holder")
+    try:
+        syscalls.mount(f"/proc/{init}/ns/pid", path, None, syscalls.MS_BIND)
+    except OSError as e:
+        os.kill(init, signal.SIGKILL)
+        _unmount_unlink(path)
+        raise FailedPrecondition(f"cannot pin the pod's pid namespace: {e.strerror}") from None
+    with open(os.path.join(ndir, "pid.holder"), "w") as f:
+        f.write(str(init))
+    return path
+
+
+def _pid_init() -> None:  # pragma: no cover - the holder process
+    """PID 1 of a shared pod PID namespace: reap orphans until SIGTERM/SIGKILL."""
+    for fd in range(3, 1024):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            signal.pause()
+        except InterruptedError:
+            continue
+
+
+def _unmount_unlink(path: str) -> None:
+    while True:
+        try:
+            syscalls.umount2(path, syscalls.MNT_DETACH)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                break
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _remove_ns_dir(ndir: str) -> None:
+    """Unmount and delete every namespace file of a pod, stop its PID holder, rmdir."""
+    holder = _read(os.path.join(ndir, "pid.holder")).strip()
+    if holder.isdigit():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(holder), signal.SIGKILL)
+    for kind in ("net", "ipc", "uts", "pid"):
+        path = os.path.join(ndir, kind)
+        if kind == "net":
+            netns.remove(path)
+        else:
+            _unmount_unlink(path)
+    shutil.rmtree(ndir, ignore_errors=True)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""

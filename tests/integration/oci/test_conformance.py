@@ -23,9 +23,10 @@ PALLET_RUNC = os.path.join(os.path.dirname(sys.executable), "pallet-runc")
 
 def test_pallet_runc_passes_every_conformance_check(tmp_path):
     report = tmp_path / "report.json"
-    out = subprocess.run([sys.executable, NATIVE, "--json", str(report), "--workdir",
-                          str(tmp_path), PALLET_RUNC], capture_output=True, text=True,
-                         timeout=600)
+    # Bundles go under /tmp (the default workdir), not tmp_path: the user-namespace check
+    # needs every parent directory to be searchable by the mapped root.
+    out = subprocess.run([sys.executable, NATIVE, "--json", str(report), PALLET_RUNC],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     results = json.loads(report.read_text())["runs"][0]["results"]
     failed = {name: r["message"] for name, r in results.items() if r["status"] != "pass"}

@@ -59,6 +59,7 @@ class RegistrySettings:
     insecure: tuple[str, ...] = ()
     auth_file: str = ""  # docker-style config.json; "" = docker's/podman's usual places
     auths: Mapping[str, RegistryAuth] = field(default_factory=dict)
+    ca_file: Mapping[str, str] = field(default_factory=dict)  # host -> PEM CA file, added to the system CAs
     timeout: float = 30.0
     retries: int = 4
     concurrency: int = 4
@@ -129,6 +130,7 @@ class Config:
             insecure=set(self.registry.insecure),
             mirrors={k: list(v) for k, v in self.registry.mirrors.items()},
             auths=auths,
+            ca_files=dict(self.registry.ca_file),
             retries=self.registry.retries,
             timeout=self.registry.timeout,
             concurrency=self.registry.concurrency,
@@ -303,7 +305,14 @@ def _registry(raw: Any) -> RegistrySettings:
     raw = dict(raw)
     mirrors_raw = raw.pop("mirrors", {})
     auths_raw = raw.pop("auths", {})
-    kw = _table(raw, "registry.", RegistrySettings, skip={"mirrors", "auths"})
+    ca_raw = raw.pop("ca_file", {})
+    kw = _table(raw, "registry.", RegistrySettings, skip={"mirrors", "auths", "ca_file"})
+    if not isinstance(ca_raw, Mapping):
+        raise InvalidArgument('config key \'registry.ca_file\' must be a table of "host" = "/path/ca.pem"')
+    ca_file = {h: _coerce(f"registry.ca_file.{h}", v, "") for h, v in ca_raw.items()}
+    for host, path in ca_file.items():
+        if not os.path.isabs(path):
+            raise InvalidArgument(f"config key 'registry.ca_file.{host}' must be an absolute path, not {path!r}")
     if not isinstance(mirrors_raw, Mapping):
         raise InvalidArgument("config key 'registry.mirrors' must be a table of host = [mirrors]")
     mirrors = {h: _coerce(f"registry.mirrors.{h}", v, ()) for h, v in mirrors_raw.items()}
@@ -316,7 +325,7 @@ def _registry(raw: Any) -> RegistrySettings:
             registry_auth_credentials(a)
         except InvalidArgument as e:
             raise InvalidArgument(f"config key 'registry.auths.{host}.auth': {e}") from None
-    return RegistrySettings(mirrors=mirrors, auths=auths, **kw)
+    return RegistrySettings(mirrors=mirrors, auths=auths, ca_file=ca_file, **kw)
 
 
 def _validate(cfg: Config) -> None:

@@ -1,58 +1,15 @@
 """rlimits applied in a real child: the container sees them after execve, and
 a hard limit the host cannot grant fails with a message that says why."""
 
-import json
 import os
 import resource
-import select
-import signal
-import time
 
 import pytest
 
 from pallet.oci.linux import capabilities, rlimits
+from tests.fixtures.forked import result, run_child
 
 pytestmark = pytest.mark.root
-
-
-def run_child(body, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Fork, run body() in the child with stdout on a pipe, and return
-    (wait status, output). The child always _exits; a stuck one is killed."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.dup2(w, 1)
-            result = {"ok": body()}
-        except BaseException as e:  # report everything to the parent
-            result = {"error": type(e).__name__, "message": str(e)}
-        try:
-            os.write(1, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"child did not finish in {timeout}s; output so far {out!r}")
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-    return status, out
-
-
-def result(status: int, out: bytes):
-    assert os.waitstatus_to_exitcode(status) == 0, out
-    return json.loads(out)
 
 
 def host_has_sys_resource() -> bool:

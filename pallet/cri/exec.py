@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from pallet.cri.node import Node
     from pallet.cri.streaming.server import StreamingServer
 
-EXEC_SYNC_LIMIT = 4 << 20  # bytes of stdout and of stderr each: the reply stays far below
-# the 16 MiB gRPC message limit, and a chatty command cannot make the daemon grow.
+# Bytes kept of stdout and of stderr each: both together fit a client's default 4 MiB gRPC
+# message limit (kubelet allows 16), and a chatty command cannot make the daemon grow.
+EXEC_SYNC_LIMIT = (2 << 20) - (32 << 10)
 MAX_EXEC_SYNC_TIMEOUT = 24 * 3600
 
 

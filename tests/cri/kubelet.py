@@ -4,6 +4,7 @@ local registry with busybox, a daemon wired to both, kubelet-shaped configs, a h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -138,3 +139,36 @@ def host_leftovers(daemon: Daemon, net: CNINet, container_ids: list[str]) -> lis
     prefix = net.subnet.rsplit(".", 1)[0] + "."
     out += [f"iptables {ln}" for ln in nat.splitlines() if prefix in ln]
     return out
+
+
+def restart_daemon(old: Daemon, timeout: float = 20) -> Daemon:
+    """Stop OLD (SIGTERM) and start `pallet daemon` again on the same dirs and config."""
+    import signal as _signal
+
+    from tests.cri.conftest import REPO, pallet_cli
+
+    old.stop(_signal.SIGTERM)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PALLET_CONFIG": ""}
+    with open(old.log, "ab") as out:
+        proc = subprocess.Popen(
+            [pallet_cli(), "daemon", "--config", str(old.dir / "pallet.toml"), "--socket",
+             old.socket, "--root", old.root, "--state-dir", str(old.dir / "run")],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
+    d = Daemon(old.dir, old.socket, old.root, proc, old.log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            grpc.channel_ready_future(d.channel).result(timeout=1)
+            return d
+        except grpc.FutureTimeoutError:
+            pass
+    d.stop(_signal.SIGKILL)
+    raise RuntimeError(f"pallet daemon did not come back: {d.output()[-2000:]}")
+
+
+def cleanup_pods(d: Daemon) -> None:
+    """Remove every pod the daemon knows (tests leave the host as they found it)."""
+    with contextlib.suppress(grpc.RpcError):
+        for p in d.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+            d.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=p.id))
+            d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=p.id))

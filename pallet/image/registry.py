@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from urllib.parse import urlencode, urljoin
 
 import httpx
 
-from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, SystemFailure
+from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletError, SystemFailure
 from pallet.image import auth
 from pallet.image.content import BlobWriter, ContentStore, DigestMismatch, sha256_digest
 from pallet.image.manifest import ACCEPT, Descriptor
@@ -33,6 +34,10 @@ class RegistryUnavailable(SystemFailure):
 
 class RegistryDenied(FailedPrecondition):
     """The registry refused our credentials (401/403)."""
+
+
+class RegistryTLSError(FailedPrecondition):
+    """The server's TLS certificate is not trusted: retrying cannot help, configuration can."""
 
 
 # -- pure protocol pieces --------------------------------------------------
@@ -111,6 +116,57 @@ class RegistryConfig:
     backoff: float = 0.25
     timeout: float = 30.0
     concurrency: int = 4
+    ca_files: dict[str, str] = field(default_factory=dict)  # host -> extra CA bundle (PEM)
+
+
+def tls_context(ca_file: str = "", host: str = "") -> ssl.SSLContext:
+    """A verifying context: the system CAs plus, for one registry, its own CA file.
+
+    `create_default_context` loads OpenSSL's default paths, which honour SSL_CERT_FILE and
+    SSL_CERT_DIR, so the system store (and an override of it) is what is trusted, not
+    certifi's bundle. Like containerd's hosts.toml `ca`, the CA file adds to the system CAs.
+    """
+    ctx = ssl.create_default_context()
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidArgument(
+                f"registry.ca_file for {host}: cannot load {ca_file!r}: {getattr(e, 'strerror', None) or e}"
+            ) from None
+    return ctx
+
+
+def _unverified_context() -> ssl.SSLContext:
+    # Cheap (no CA loading): only for hosts the user marked insecure, and loopback.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _LazyTransport(httpx.BaseTransport):
+    """Builds its transport on first use: a verifying SSL context costs ~50 ms (loading the
+    system CAs), which a pull from a loopback or insecure registry never needs to pay."""
+
+    def __init__(self, factory: Callable[[], httpx.BaseTransport]):
+        self._factory = factory
+        self._transport: httpx.BaseTransport | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> httpx.BaseTransport:
+        with self._lock:
+            if self._transport is None:
+                self._transport = self._factory()
+            return self._transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._get().handle_request(request)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
 
 
 class RegistryClient:
@@ -126,11 +182,29 @@ class RegistryClient:
         self._tokens = auth.TokenCache()
         auths = self.config.auths if self.config.auths is not None else auth.load_auths()
         self._creds = auth.credentials_for(host, auths)
+        limits = httpx.Limits(max_connections=self.config.concurrency + 2)
+        ca_file = self.config.ca_files.get(host, "")
+        # One verifying context per client, shared by every connection: the registry, its
+        # token server and the blob storage it redirects to. A secure registry needs it at
+        # once (and a bad ca_file is reported now); an insecure one builds it on first use.
+        default: httpx.BaseTransport
+        if self.insecure:
+            default = _LazyTransport(lambda: httpx.HTTPTransport(verify=tls_context(ca_file, host),
+                                                                 limits=limits))
+        else:
+            default = httpx.HTTPTransport(verify=tls_context(ca_file, host), limits=limits)
+        # Skip-verify applies to the insecure registry itself only, never to the token
+        # server or storage hosts it sends us to.
+        mounts: dict[str, httpx.BaseTransport] = {}
+        if self.insecure:
+            mounts[f"https://{host}"] = httpx.HTTPTransport(verify=_unverified_context(), limits=limits)
         self._http = httpx.Client(
-            verify=not self.insecure,
+            transport=default,
+            mounts=mounts,
             timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0)),
+            # httpx drops Authorization when a redirect leaves the origin, as docker does for
+            # blob storage (S3/GCS presigned URLs must not see registry credentials).
             follow_redirects=True,
-            limits=httpx.Limits(max_connections=self.config.concurrency + 2),
             headers={"User-Agent": "pallet/0.1"},
         )
 
@@ -176,7 +250,7 @@ class RegistryClient:
         try:
             resp = self._http.get(realm, params=params, headers=headers)
         except httpx.TransportError as e:
-            raise RegistryUnavailable(f"token server {realm} unreachable: {e}") from None
+            raise unreachable(e, f"token for {scope}", realm) from None
         if resp.status_code != 200:
             raise response_error(resp, f"token for {scope} from {realm}")
         doc = resp.json()
@@ -234,8 +308,9 @@ class RegistryClient:
                 req = self._http.build_request(method, url, headers=h, content=body)
                 resp = self._http.send(req, stream=stream)
             except httpx.TransportError as e:
-                if attempt >= self.config.retries:
-                    raise RegistryUnavailable(f"{what}: cannot reach {self.host}: {_cause(e)}") from None
+                if attempt >= self.config.retries or _tls_failure(e):
+                    # An untrusted certificate stays untrusted: no retries for it.
+                    raise unreachable(e, what, self.host) from None
                 attempt += 1
                 time.sleep(self.config.backoff * 2 ** (attempt - 1))
                 continue
@@ -270,7 +345,7 @@ class RegistryClient:
                 if header:
                     resp = self._http.get(url, headers={"Authorization": header})
         except httpx.TransportError as e:
-            raise RegistryUnavailable(f"{what} failed: cannot reach {self.host}: {_cause(e)}") from None
+            raise unreachable(e, f"{what} failed", self.host) from None
         except RegistryDenied:
             resp = None
         if resp is not None and resp.status_code == 200:
@@ -422,6 +497,43 @@ class RegistryClient:
         return resp.headers.get("docker-content-digest", "")
 
 
-def _cause(e: Exception) -> str:
+def _ssl_error(e: BaseException) -> ssl.SSLError | None:
+    """The TLS error under an httpx transport error, if the handshake is what failed."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls_failure(e: BaseException) -> bool:
+    """An untrusted certificate: it stays untrusted, so retrying is pointless."""
+    return isinstance(_ssl_error(e), ssl.SSLCertVerificationError)
+
+
+def unreachable(e: httpx.TransportError, what: str, host: str) -> PalletError:
+    """One line for a failed connection; an untrusted certificate says how to trust it."""
+    tls = _ssl_error(e)
+    try:
+        host = e.request.url.netloc.decode()  # after a redirect: the host that failed
+    except RuntimeError:
+        pass
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return RegistryTLSError(
+            f"{what}: TLS handshake with {host} failed (certificate verify failed: "
+            f"{tls.verify_message or tls.reason}); if a private CA signed its certificate, add "
+            f"the CA to the system store or set registry.ca_file for {host}"
+        )
+    if tls is not None and tls.reason == "WRONG_VERSION_NUMBER":
+        # docker's wording; plain HTTP is only for insecure and loopback hosts.
+        return RegistryUnavailable(
+            f"{what}: {host} gave an HTTP response to an HTTPS client; list it in "
+            f"registry.insecure to allow plain HTTP"
+        )
+    return RegistryUnavailable(f"{what}: cannot reach {host}: {_cause(e)}")
+
+
+def _cause(e: BaseException) -> str:
     text = str(e) or type(e).__name__
     return text.splitlines()[0][:200]

@@ -304,7 +304,12 @@ class ImageStore:
     def pull(self, ref: str, platform: str | mf.Platform | None = None,
              progress: Progress | None = None) -> Image:
         """Fetch an image (verified), unpack its layers into snapshots and name it."""
-        from pallet.image.registry import RegistryClient, RegistryDenied, RegistryUnavailable
+        from pallet.image.registry import (
+            RegistryClient,
+            RegistryDenied,
+            RegistryTLSError,
+            RegistryUnavailable,
+        )
 
         r = parse_reference(ref)
         want = mf.parse_platform(platform) if isinstance(platform, str) else platform
@@ -318,7 +323,7 @@ class ImageStore:
                     with RegistryClient(host, cfg) as client:
                         desc = self._fetch(client, r, want, what, progress)
                     break
-                except (RegistryUnavailable, NotFound, RegistryDenied) as e:
+                except (RegistryUnavailable, NotFound, RegistryDenied, RegistryTLSError) as e:
                     # A mirror that lacks the image or refuses us: try the next endpoint.
                     last = e
                     if i == len(endpoints) - 1:

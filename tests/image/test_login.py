@@ -19,7 +19,7 @@ from pallet.cli import main
 from pallet.image import auth
 from pallet.image.registry import RegistryConfig, RegistryUnavailable
 from pallet.image.store import ImageStore
-from tests.fixtures.registry import Registry, htpasswd_auth_yaml, start_registry
+from tests.fixtures.registry import Registry, htpasswd_auth_yaml, non_loopback_ipv4, start_registry
 from tests.image.conftest import needs_root
 
 pytestmark = [pytest.mark.root, needs_root]
@@ -115,19 +115,10 @@ def test_docker_io_is_pulled_from_the_configured_mirror(registry, pushed, env, t
     assert json.loads(capsys.readouterr().out)["Repository"] == "busybox"
 
 
-def _non_loopback_ipv4() -> str | None:
-    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        addr = line.split()[3].split("/")[0]
-        if not addr.startswith("127."):
-            return addr
-    return None
-
-
 @pytest.fixture(scope="module")
 def remote_registry(layouts):
     """A plain-HTTP registry on this host's non-loopback address: not trusted by default."""
-    addr = _non_loopback_ipv4()
+    addr = non_loopback_ipv4()
     if addr is None:
         pytest.skip("no non-loopback IPv4 address on this host")
     reg = start_registry(addr=addr)
@@ -140,7 +131,7 @@ def test_plain_http_needs_the_insecure_setting(remote_registry: Registry, env, t
     ref = f"{remote_registry.host}/library/busybox:1"
     fast = 'retries = 0\ntimeout = 5.0\n'
     env.write_text("[registry]\n" + fast)
-    with pytest.raises(RegistryUnavailable, match="library/busybox:1"):
+    with pytest.raises(RegistryUnavailable, match="library/busybox:1.*HTTP response to an HTTPS client"):
         ImageStore(tmp_path / "r1").pull(ref)
     env.write_text(f'[registry]\n{fast}insecure = ["{remote_registry.host}"]\n')
     assert ImageStore(tmp_path / "r2").pull(ref).names == [ref]

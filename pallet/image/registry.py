@@ -419,6 +419,9 @@ class RegistryClient:
                 finally:
                     resp.close()
             writer.commit()
+        except DigestMismatch as e:
+            writer.abort()
+            raise DigestMismatch(f"{what}: {e}") from None  # name the image, not just the blob
         except OSError as e:
             writer.abort()
             if e.errno == errno.ENOSPC:

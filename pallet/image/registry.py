@@ -441,20 +441,20 @@ class RegistryClient:
         except NotFound:
             return False
 
-    def mount_blob(self, repo: str, digest: str, from_repo: str, scope: str) -> bool:
-        """Cross-repository mount; True if the registry linked the blob without an upload."""
+    def mount_blob(self, repo: str, digest: str, from_repo: str, scope: str) -> tuple[bool, str]:
+        """Cross-repository mount: (True, "") if the registry linked the blob (201).
+
+        A registry that cannot mount (the blob is not in `from_repo`, or we may not read it)
+        answers 202 with a fresh upload session instead; its Location is returned so the
+        upload goes there, as docker does, rather than opening a second session.
+        """
         resp = self.request(
             "POST", upload_start_path(repo, digest, from_repo), scope,
             f"{self.host}/{repo}: mount {digest}", ok=(201, 202),
         )
-        if resp.status_code == 202 and resp.headers.get("location"):
-            # Mount refused; cancel the upload session it opened (best effort).
-            try:
-                self.request("DELETE", urljoin(self.base_url() + "/", resp.headers["location"]),
-                             scope, "cancel upload", ok=(200, 202, 204, 404))
-            except (FailedPrecondition, NotFound, RegistryUnavailable):
-                pass
-        return resp.status_code == 201
+        if resp.status_code == 201:
+            return True, ""
+        return False, resp.headers.get("location", "")
 
     def upload_blob(
         self, repo: str, desc: Descriptor, store: ContentStore, what: str,
@@ -467,13 +467,18 @@ class RegistryClient:
             if progress:
                 progress("exists", desc.digest, desc.size, desc.size)
             return
-        if from_repo and from_repo != repo and self.mount_blob(repo, desc.digest, from_repo, scope):
-            if progress:
-                progress("mounted", desc.digest, desc.size, desc.size)
-            return
-        # Monolithic upload: POST opens a session, PUT ?digest= sends all bytes and closes it.
-        start = self.request("POST", upload_start_path(repo), scope, f"{what}: start upload", ok=(202,))
-        url = upload_finish_url(start.headers["location"], self.base_url(), desc.digest)
+        location = ""
+        if from_repo and from_repo != repo:
+            mounted, location = self.mount_blob(repo, desc.digest, from_repo, scope)
+            if mounted:
+                if progress:
+                    progress("mounted", desc.digest, desc.size, desc.size)
+                return
+        if not location:
+            # Monolithic upload: POST opens a session, PUT ?digest= sends all bytes and closes it.
+            start = self.request("POST", upload_start_path(repo), scope, f"{what}: start upload", ok=(202,))
+            location = start.headers["location"]
+        url = upload_finish_url(location, self.base_url(), desc.digest)
 
         def body() -> Iterator[bytes]:
             with store.open(desc.digest) as f:

@@ -870,11 +870,39 @@ def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
         if rec.config.get("auto_remove"):
             eng.destroy(rec, volumes=True)
             return {"restart": False}
+        if oom_killed(eng.ctr_dir(rec.id), rec.id):  # read before delete removes the cgroup
+            changes["config"] = {**rec.config, "oom_killed": True}
         eng.release_after_exit(rec)
         eng.store.update_container(rec.id, **changes)
         return {"restart": False}
     finally:
         eng.close()
+
+
+def oom_killed(ctr_dir: str, cid: str) -> bool:
+    """Whether the kernel's OOM killer killed a process of the container (its memory cgroup's
+    oom_kill count, v1 memory.oom_control or v2 memory.events); False when unknown."""
+    try:
+        with open(os.path.join(ctr_dir, "config.json")) as f:
+            path = (json.load(f).get("linux") or {}).get("cgroupsPath")
+        from pallet.oci.cgroups import detect_layout
+        from pallet.oci.cgroups.layout import cgroup_dir, normalize_cgroups_path
+
+        layout = detect_layout()
+        rel = normalize_cgroups_path(path, cid)
+        if not rel.startswith("/"):
+            return False  # relative to the runtime's own cgroup: not ours to find
+        if layout.v1 and "memory" in layout.v1:
+            d, name = cgroup_dir(layout.v1["memory"], rel, None), "memory.oom_control"
+        elif layout.unified is not None:
+            d, name = cgroup_dir(layout.unified, rel, None), "memory.events"
+        else:
+            return False
+        with open(os.path.join(d, name)) as f:
+            return any(ln.split()[0] == "oom_kill" and int(ln.split()[1]) > 0
+                       for ln in f if ln.strip())
+    except (OSError, ValueError, IndexError, PalletError):
+        return False
 
 
 # -- networking hook ---------------------------------------------------------------------------

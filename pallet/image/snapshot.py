@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import json
 import os
@@ -52,7 +51,8 @@ _libc: ctypes.CDLL | None = None
 def _libc_fn() -> ctypes.CDLL:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # CDLL(None) is the already-loaded libc; find_library("c") would run ldconfig.
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 

@@ -63,3 +63,22 @@ def test_human_duration_matches_docker(seconds, text):
     from pallet.cli.images import human_duration
 
     assert human_duration(seconds) == text
+
+
+def test_pull_platform_arm64_from_a_two_platform_index_and_inspect_shows_it(tmp_path, capsys, pushed):
+    root = ["--root", str(tmp_path / "root")]
+    ref = pushed["two-platform"]
+    assert main(root + ["pull", "--platform", "linux/arm64", ref]) == 0
+    out = capsys.readouterr().out
+    # Not a terminal: plain per-layer lines (docker's non-tty style), then the digest.
+    assert re.search(r"^[0-9a-f]{12}: Download complete$", out, re.M)
+    assert "Digest: sha256:" in out
+    assert main(root + ["image", "inspect", ref]) == 0
+    doc = json.loads(capsys.readouterr().out)[0]
+    assert (doc["Os"], doc["Architecture"]) == ("linux", "arm64")
+    assert main(root + ["images", "--digests", "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["Digest"] == doc["RepoDigests"][0].split("@", 1)[1]
+    assert main(root + ["pull", "--platform", "linux/s390x", ref]) == 125
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "linux/s390x" in err

@@ -10,6 +10,7 @@ Everything is stopped and removed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -191,6 +192,8 @@ def main() -> int:
     registry = start_registry_with_busybox(tmp)
     push_pause(registry, tmp)
     pallet_d = start_pod_daemon(nets[0], registry)
+    # containerd puts pods under /k8s.io in each hierarchy: removed after, if we made it.
+    k8s_cgroups = [p for p in Path("/sys/fs/cgroup").glob("*/") if not (p / "k8s.io").exists()]
     (tmp / "containerd").mkdir()
     ctrd, ctrd_sock = start_containerd(tmp / "containerd", nets[1], registry.host)
     runtimes = [Runtime("pallet", pallet_d.socket, pallet_d.proc.pid),
@@ -242,6 +245,9 @@ def main() -> int:
             subprocess.run(["umount", "-R", str(tmp / "containerd" / "root")], capture_output=True)
             subprocess.run(["umount", "-R", str(tmp / "containerd" / "state")],
                            capture_output=True)
+        for p in k8s_cgroups:
+            with contextlib.suppress(OSError):
+                (p / "k8s.io").rmdir()
         registry.stop()
         for n in nets:
             n.remove()

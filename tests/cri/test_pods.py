@@ -239,6 +239,19 @@ def test_exit_codes_reasons_and_lists(daemon: Daemon, logdir: Path) -> None:
     cleanup_pods(daemon)
 
 
+def test_out_of_memory_is_reported_as_oomkilled(daemon: Daemon, logdir: Path) -> None:
+    pod = run_pod(daemon, "oom", logdir)
+    cfg = container_config("hog", ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a)"])
+    cfg.linux.resources.memory_limit_in_bytes = 16 << 20
+    cid = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
+        pod_sandbox_id=pod, config=cfg)).container_id
+    daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    assert wait_for(lambda: status(daemon, cid).state == pb.ContainerState.CONTAINER_EXITED, 30)
+    st = status(daemon, cid)
+    assert st.reason == "OOMKilled", (st.exit_code, st.reason)
+    cleanup_pods(daemon)
+
+
 def test_security_context_is_applied(daemon: Daemon, logdir: Path) -> None:
     pod = run_pod(daemon, "secure", logdir)
     cfg = container_config("sec", ["sleep", "300"])
@@ -319,6 +332,41 @@ def test_stats_and_events(daemon: Daemon, logdir: Path) -> None:
     assert r.resources.linux.memory_limit_in_bytes == 64 << 20
     assert daemon.runtime.ListMetricDescriptors(pb.ListMetricDescriptorsRequest()) is not None
     daemon.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid))
+    cleanup_pods(daemon)
+
+
+def test_attach_and_port_forward_reach_the_pod(daemon: Daemon, logdir: Path) -> None:
+    pod = run_pod(daemon, "streams", logdir)
+    cid = start(daemon, pod, "echo", ["sh", "-c", "while read l; do echo got $l; done"],
+                stdin=True)
+    srv = start(daemon, pod, "srv", ["sh", "-c", "echo hello from the pod | nc -l -p 8080"])
+    url = daemon.runtime.Attach(pb.AttachRequest(container_id=cid, stdin=True,
+                                                 stdout=True)).url
+    with connect(url, subprotocols=["v5.channel.k8s.io"]) as ws:
+        got = b""
+        deadline = time.monotonic() + 10
+        while b"got ping" not in got and time.monotonic() < deadline:
+            ws.send(bytes([STDIN]) + b"ping\n")
+            try:
+                msg = ws.recv(timeout=1)
+            except TimeoutError:
+                continue
+            if msg[0] == STDOUT:
+                got += msg[1:]
+    assert b"got ping" in got
+    assert wait_for(lambda: b"8080" in daemon.runtime.ExecSync(pb.ExecSyncRequest(
+        container_id=srv, cmd=["netstat", "-ltn"])).stdout)
+    url = daemon.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=pod,
+                                                           port=[8080])).url
+    with connect(url, subprotocols=["portforward.k8s.io"]) as ws:
+        ws.recv(timeout=10)
+        ws.recv(timeout=10)  # the port prefixes of the data and error channels
+        got = b""
+        while b"\n" not in got:
+            msg = ws.recv(timeout=10)
+            assert msg[0] == 0, msg
+            got += msg[1:]
+    assert got == b"hello from the pod\n"
     cleanup_pods(daemon)
 
 

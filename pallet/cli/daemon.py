@@ -35,7 +35,8 @@ Main keys (all documented with their defaults in docs/config.md):
 """
 
 # Imported in the spawner before it serves, so each forked worker starts warm.
-SPAWNER_PRELOAD = ("pallet.engine.containers", "pallet.engine.handlers", "pallet.oci.create")
+SPAWNER_PRELOAD = ("pallet.engine.containers", "pallet.engine.handlers", "pallet.oci.create",
+                   "pallet.cri.workers")
 
 
 def add_parsers(sub: Any) -> None:

@@ -8,7 +8,6 @@ import queue
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from pallet.cri.errors import Unimplemented
 from pallet.cri.streaming.channels import TerminalSize
 
 
@@ -93,28 +92,3 @@ class StreamBackend(Protocol):
 
     def port_forward(self, pod_sandbox_id: str, port: int, stream: BinaryIO) -> None:
         """Copy between `stream` (a socket file) and the pod's `port` until either closes."""
-
-
-class EngineNotReadyBackend:
-    """The stand-in until the engine lands: every session fails with a clear message."""
-
-    MESSAGE = "{what} needs pallet's engine (pods and containers), which has not landed yet"
-
-    def check_container(self, container_id: str) -> None:
-        raise Unimplemented(self.MESSAGE.format(what="exec/attach"))
-
-    def check_pod(self, pod_sandbox_id: str) -> None:
-        raise Unimplemented(self.MESSAGE.format(what="port-forward"))
-
-    def exec(self, container_id: str, cmd: list[str], tty: bool, stdin: BinaryIO | None,
-             stdout: BinaryIO | None, stderr: BinaryIO | None,
-             resize_queue: ResizeQueue | None) -> int:
-        raise Unimplemented(self.MESSAGE.format(what="exec"))
-
-    def attach(self, container_id: str, tty: bool, stdin: BinaryIO | None,
-               stdout: BinaryIO | None, stderr: BinaryIO | None,
-               resize_queue: ResizeQueue | None) -> None:
-        raise Unimplemented(self.MESSAGE.format(what="attach"))
-
-    def port_forward(self, pod_sandbox_id: str, port: int, stream: BinaryIO) -> None:
-        raise Unimplemented(self.MESSAGE.format(what="port-forward"))

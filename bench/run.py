@@ -1,15 +1,18 @@
 """bench/run: `pallet run --rm busybox true` vs `podman run --rm` (runc) interleaved,
 monitor PSS vs conmon PSS per idle container, and `pallet ps` with 100 containers.
 
-Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 5] [--many 100]
+Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100]
+Monitors are found by their pid files; a zygote's PSS is reported shared among them.
 Everything runs in private roots and is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +40,26 @@ def pss_kib(pid: int) -> int:
         return next(int(ln.split()[1]) for ln in f if ln.startswith("Pss:"))
 
 
+def monitor_pids(run_root: str) -> list[int]:
+    out = []
+    for name in os.listdir(run_root) if os.path.isdir(run_root) else []:
+        try:
+            with open(os.path.join(run_root, name, "monitor.pid")) as f:
+                out.append(int(f.read().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [p for p in out if os.path.exists(f"/proc/{p}")]
+
+
+def zygote_pids(run_root: str) -> list[int]:
+    try:
+        with open(os.path.join(run_root, "zygote.pid")) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [pid] if os.path.exists(f"/proc/{pid}") else []
+
+
 def procs_matching(*needles: bytes) -> list[int]:
     out = []
     for pid in os.listdir("/proc"):
@@ -55,8 +78,8 @@ def procs_matching(*needles: bytes) -> list[int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--idle", type=int, default=5)
-    ap.add_argument("--many", type=int, default=100)
+    ap.add_argument("--idle", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[1, 20, 100], help="idle container counts to measure PSS at")
     args = ap.parse_args()
     # A real install has bytecode; this tree may not (PYTHONDONTWRITEBYTECODE).
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(HERE) + "/pallet"],
@@ -99,32 +122,40 @@ def main() -> int:
             results.append(("  ratio pallet/podman", f"{mp / statistics.median(tq):.2f}",
                             "target < 0.5"))
 
-        # 2. Idle monitors vs conmon.
+        # 2. Idle monitors vs conmon at each step, then `pallet ps` with the most.
         env_idle = dict(env, PALLET_MONITOR_LEAN_AFTER="0.5")
-        for _ in range(args.idle):
-            subprocess.run(pallet + ["run", "-d", "busybox", "sleep", "600"], env=env_idle,
-                           check=True, capture_output=True)
+        n_pallet = n_podman = 0
+        for step in sorted(set(args.idle)):
+            t0 = time.perf_counter()
+            for _ in range(step - n_pallet):
+                subprocess.run(pallet + ["run", "-d", "busybox", "sleep", "3600"], env=env_idle,
+                               check=True, capture_output=True)
+            started = time.perf_counter() - t0
             if have_podman:
-                subprocess.run(podman + ["run", "-d", "--network", "none", *ULIMITS, "busybox",
-                                         "sleep", "600"], check=True, capture_output=True)
-        time.sleep(1.5)
-        mons = procs_matching(b"monitor.resume()", root.encode())
-        pm = statistics.median(pss_kib(p) for p in mons) if mons else 0
-        conmons = procs_matching(b"conmon", base.encode())
-        pc = statistics.median(pss_kib(p) for p in conmons) if conmons else 0
-        results.append((f"idle monitor PSS (median of {len(mons)})", f"{pm / 1024:.2f} MiB",
-                        f"{pc / 1024:.2f} MiB (conmon, {len(conmons)})" if conmons else "n/a"))
+                for _ in range(step - n_podman):
+                    subprocess.run(podman + ["run", "-d", "--network", "none", *ULIMITS,
+                                             "busybox", "sleep", "3600"], check=True,
+                                   capture_output=True)
+            if step - n_pallet > 1:
+                results.append((f"  start {step - n_pallet} detached (pallet)",
+                                f"{started:.1f} s", ""))
+            n_pallet = n_podman = step
+            time.sleep(2.0)  # monitors settle (and, without a zygote, go lean)
+            mons = monitor_pids(run_root)
+            pss = [pss_kib(p) for p in mons]
+            pm = statistics.median(pss) if pss else 0
+            extra = [pss_kib(p) for p in zygote_pids(run_root)]
+            per = (sum(pss) + sum(extra)) / len(pss) if pss else 0
+            conmons = procs_matching(b"conmon", base.encode())
+            pc = statistics.median(pss_kib(p) for p in conmons) if conmons else 0
+            results.append((f"idle monitor PSS, {len(mons)} running (median)",
+                            f"{pm / 1024:.2f} MiB",
+                            f"{pc / 1024:.2f} MiB (conmon, {len(conmons)})" if conmons
+                            else "n/a"))
+            results.append(("  incl. the zygote's share", f"{per / 1024:.2f} MiB",
+                            f"{len(extra)} zygote(s)"))
         if have_podman:
             subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
-
-        # 3. many containers, then `pallet ps`.
-        t0 = time.perf_counter()
-        for _ in range(args.many - args.idle):
-            subprocess.run(pallet + ["run", "-d", "busybox", "sleep", "600"], env=env_idle,
-                           check=True, capture_output=True)
-        started = time.perf_counter() - t0
-        results.append((f"start {args.many - args.idle} detached containers",
-                        f"{started:.1f} s", ""))
         ps = [timed(pallet + ["ps"], env) for _ in range(10)]
         n = len(subprocess.run(pallet + ["ps", "-q"], env=env, capture_output=True,
                                text=True).stdout.split())
@@ -138,6 +169,9 @@ def main() -> int:
         if shutil.which("podman"):
             subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
             subprocess.run(podman + ["system", "reset", "-f"], capture_output=True)
+        for pid in zygote_pids(run_root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(run_root, ignore_errors=True)
     w = max(len(r[0]) for r in results)

@@ -3,18 +3,20 @@
 Each command group lives in its own module under pallet.cli and exposes
 `add_parsers(subparsers)`; each parser sets `func` to a handler taking the parsed
 args and returning an exit code. Heavy imports stay inside the handlers.
+
+Container commands run in a warm worker of the zygote (pallet.engine.zygote), which this
+CLI starts on demand; the CLI itself then imports almost nothing. PALLET_NO_ZYGOTE=1, a
+non-root user, or a zygote that cannot start: the command runs in this process instead.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import os
 import sys
-
-from pallet.errors import PalletError
 
 TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 # Command-group modules, in the order their commands appear in --help.
@@ -42,6 +44,24 @@ COMMANDS = {
 }
 # Global options that take a value (the word after them is not the command).
 _VALUE_OPTIONS = ("--root",)
+
+# The commands the zygote serves: the allow-list it checks each request against.
+ZYGOTE_COMMANDS = frozenset(_CONTAINER_COMMANDS)
+# Imported by the zygote before it serves, so that its workers (and the monitors it forks)
+# start warm: what `run`, `exec`, `ps`, `stop` and `rm` import, found with -X importtime.
+ZYGOTE_PRELOAD = (
+    "argparse", "ctypes", "json", "sqlite3", "pallet.cli.containers",
+    "pallet.engine.containers", "pallet.engine.handlers", "pallet.engine.logs",
+    "pallet.engine.monitor", "pallet.engine.specgen", "pallet.engine.store",
+    "pallet.engine.users", "pallet.engine.volumes", "pallet.engine.seccomp_default",
+    "pallet.image.store", "pallet.oci.create", "pallet.oci.init", "pallet.oci.hooks",
+    "pallet.oci.cgroups", "pallet.oci.cgroups.v1", "pallet.oci.cgroups.v2",
+    "pallet.oci.cgroups.hybrid", "pallet.oci.linux.capabilities", "pallet.oci.linux.console",
+    "pallet.oci.linux.mounts", "pallet.oci.linux.process", "pallet.oci.linux.rlimits",
+    "pallet.oci.linux.rootfs", "pallet.oci.linux.seccomp", "pallet.oci.linux.syscalls",
+)
+_ZYGOTE_BOOT = ("import sys;sys.path[:0]=sys.argv[4].split(':');"
+                "from pallet.cli import zygote_main;zygote_main()")
 
 
 class _Skipped:
@@ -84,6 +104,9 @@ def _command_word(argv: list[str]) -> str:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; with COMMAND (a key of COMMANDS), only that command's."""
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(prog="pallet", description="Run and manage containers.")
     parser.add_argument("--root", default=None, help="state directory (default /var/lib/pallet)")
     parser.add_argument("--debug", action="store_true", help="print debug output")
@@ -103,7 +126,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
+        # The launcher's call: a container command goes to the zygote. (An explicit ARGV,
+        # from tests or the zygote's own worker, always runs here.)
         argv = sys.argv[1:]
+        code = _via_zygote(argv)
+        if code is not None:
+            return code
+    from pallet.errors import PalletError
+
     parser = build_parser(_command_word(argv))
     args = parser.parse_args(argv)
     if args.version:
@@ -121,6 +151,80 @@ def main(argv: list[str] | None = None) -> int:
         return 125
     except KeyboardInterrupt:
         return 130
+
+
+def _root_option(argv: list[str]) -> str:
+    """The --root given before the command word, or ''."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        if argv[i] == "--root" and i + 1 < len(argv):
+            return argv[i + 1]
+        if argv[i].startswith("--root="):
+            return argv[i][7:]
+        i += 2 if argv[i] in _VALUE_OPTIONS else 1
+    return ""
+
+
+def _via_zygote(argv: list[str]) -> int | None:
+    """Run ARGV in a zygote worker and return its exit code; None to run it here."""
+    if (_command_word(argv) not in ZYGOTE_COMMANDS or os.environ.get("PALLET_NO_ZYGOTE")
+            or os.geteuid() != 0):
+        return None
+    from pallet.engine import zygote
+
+    run_root = zygote.default_run_root(_root_option(argv) or zygote.DEFAULT_ROOT)
+    try:
+        sock = zygote.ensure_started(run_root, _ZYGOTE_BOOT, sys.path)
+    except zygote.ZygoteUnavailable as e:
+        if "--debug" in argv:
+            print(f"pallet: running in-process: {e}", file=sys.stderr)
+        return None
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # a closed stdio fd cannot be passed: the worker gets /dev/null
+            fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        fds.append(fd)
+    fds.append(os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    request = {"call": "cli", "argv": argv, "env": dict(os.environ), "umask": umask}
+    try:
+        return zygote.call(sock, request, fds)
+    except zygote.ZygoteUnavailable as e:
+        # Refused before any work began (e.g. a zygote exiting as we connected).
+        if "--debug" in argv:
+            print(f"pallet: running in-process: {e}", file=sys.stderr)
+        return None
+
+
+def zygote_main() -> None:
+    """The zygote process (started by _via_zygote): argv is
+    [-c, pallet-zygote, RUN_ROOT, READY_FD, SYS_PATH]."""
+    from pallet.engine import zygote
+
+    run_root, ready = sys.argv[2], int(sys.argv[3])
+    zygote.set_title(f"pallet-zygote {run_root}")
+    # The environment is that of the CLI that started it (-I ignores only PYTHON* names).
+    idle = float(os.environ.get("PALLET_ZYGOTE_IDLE_TIMEOUT") or zygote.IDLE_TIMEOUT)
+    sys.exit(zygote.serve(listen=run_root, preload=ZYGOTE_PRELOAD,
+                          entry_points={"cli": _serve_cli}, fork_monitors=True,
+                          idle_timeout=idle, ready_fd=ready))
+
+
+def _serve_cli(request: dict[str, Any], fds: list[int]) -> int:
+    """The zygote's "cli" entry point, in a worker: one allow-listed container command, run
+    as the caller (its stdio, cwd, environment and umask)."""
+    from pallet.engine.zygote import adopt_client
+
+    argv = [str(a) for a in request.get("argv") or []]
+    adopt_client(request, fds)
+    if _command_word(argv) not in ZYGOTE_COMMANDS:
+        print(f"Error: the pallet zygote does not run {_command_word(argv)!r}",
+              file=sys.stderr)
+        return 125
+    return main(argv)
 
 
 if __name__ == "__main__":

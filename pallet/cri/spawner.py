@@ -1,4 +1,5 @@
 """A fork server started before any thread: it runs fork-heavy engine calls for the daemon.
+The server itself is pallet.engine.zygote's (the CLI's zygote is the same loop, listening).
 
 gRPC and HTTP servers run threads, and forking a threaded process for a container is unsafe
 (locks held by other threads stay locked in the child), so the daemon forks this small
@@ -23,20 +24,19 @@ import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pallet.errors import PalletError, SystemFailure
+from pallet.engine import zygote
+from pallet.errors import PalletError
 
 MAX_FDS = 64  # per call: stdio for exec plus a console socket is far below this
 _HELLO = b"C"
 
 
-class SpawnerError(SystemFailure):
+class SpawnerError(zygote.ZygoteError):
     """The spawner or its worker died, timed out, or returned something unreadable."""
 
 
@@ -151,7 +151,8 @@ def _rebuild_error(err: Mapping[str, Any]) -> PalletError:
     message = str(err.get("message", "unknown error"))
     with contextlib.suppress(Exception):
         cls = getattr(importlib.import_module(str(err["module"])), str(err["type"]))
-        if isinstance(cls, type) and issubclass(cls, PalletError):
+        # The fork server reports its own failures as ZygoteError; here they are ours.
+        if isinstance(cls, type) and issubclass(cls, PalletError) and cls is not zygote.ZygoteError:
             return cls(message)
     return SpawnerError(message)
 
@@ -163,82 +164,5 @@ def _serve(control: socket.socket, preload: Sequence[str]) -> int:  # pragma: no
     # control socket; a worker halfway through creating a container is not interrupted.
     with contextlib.suppress(OSError):
         os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, _reap)
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            # A module not written yet (the engine) is fine: calls into it fail clearly.
-            if not (isinstance(e, ModuleNotFoundError) and e.name == name):
-                print(f"pallet spawner: cannot preload {name}: {e}", file=sys.stderr)
-    while True:
-        try:
-            _, fds, _, _ = socket.recv_fds(control, 1, MAX_FDS + 1)
-        except OSError:
-            return 0
-        if not fds:
-            return 0  # EOF: the daemon closed or died
-        try:
-            worker = os.fork()
-        except OSError as e:
-            # Out of processes: answer the caller on its reply socket, keep serving.
-            _reply_raw(fds[0], {"error": {"type": "SpawnerError", "module": __name__,
-                                          "message": f"cannot fork a worker: {e.strerror}"}})
-            worker = -1
-        if worker == 0:
-            control.close()
-            os._exit(_work(fds[0], fds[1:]))
-        for fd in fds:
-            os.close(fd)
-
-
-def _reap(signum: int, frame: object) -> None:  # pragma: no cover - child
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _work(reply_fd: int, fds: list[int]) -> int:  # pragma: no cover - worker
-    # The function may wait for children of its own; the spawner's reaper must not steal them.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    for fd in fds:
-        os.set_inheritable(fd, False)
-    sock = socket.socket(fileno=reply_fd)
-    try:
-        chunks = []
-        while data := sock.recv(1 << 16):
-            chunks.append(data)
-        req = json.loads(b"".join(chunks))
-        module, _, func = str(req["target"]).partition(":")
-        fn = getattr(importlib.import_module(module), func)
-        kwargs = dict(req.get("kwargs") or {})
-        if fds:
-            kwargs["fds"] = fds
-        reply: dict[str, Any] = {"result": fn(**kwargs)}
-        payload = json.dumps(reply).encode()
-    except PalletError as e:
-        payload = json.dumps({"error": {"type": type(e).__name__, "module": type(e).__module__,
-                                        "message": str(e)}}).encode()
-    except BaseException as e:  # noqa: BLE001 - report any failure to the caller, never hang it
-        traceback.print_exc()
-        payload = json.dumps({"error": {"type": "SpawnerError", "module": __name__,
-                                        "message": f"{type(e).__name__}: {e}"}}).encode()
-    try:
-        sock.sendall(payload)
-    except OSError:
-        return 1  # the caller gave up (timeout) and closed its end
-    finally:
-        sock.close()
-    return 0
-
-
-def _reply_raw(fd: int, msg: Mapping[str, Any]) -> None:  # pragma: no cover - child
-    with contextlib.suppress(OSError):
-        os.write(fd, json.dumps(msg).encode())
+    # The same fork server as the CLI's zygote, reached only through this socketpair.
+    return zygote.serve(control=control, preload=preload)

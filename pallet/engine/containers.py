@@ -61,15 +61,11 @@ class ContainerStartError(PalletError):
 
 def default_run_root(root: str) -> str:
     """/run/pallet for the default root; else a short per-root dir (unix socket paths
-    are limited to 108 bytes); PALLET_RUNROOT overrides."""
-    env = os.environ.get("PALLET_RUNROOT")
-    if env:
-        return env
-    if os.path.abspath(root) == DEFAULT_ROOT:
-        return DEFAULT_RUN_ROOT
-    import hashlib
+    are limited to 108 bytes); PALLET_RUNROOT overrides. (The thin CLI computes it too,
+    to find the zygote's socket, so it lives in the light zygote module.)"""
+    from pallet.engine.zygote import default_run_root as run_root_of
 
-    return "/run/pallet-" + hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:10]
+    return run_root_of(root)
 
 
 @dataclass

@@ -736,6 +736,11 @@ def _become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
+# Set in a zygote worker (pallet.engine.zygote): called as fork_server(cfg, mon_fd, streams),
+# it has the zygote fork the monitor, whose pages then stay shared with the zygote's.
+fork_server = None
+
+
 def spawn(cfg: dict, streams: str = "") -> tuple[int, int]:
     """Start the monitor for CFG; return (connected client fd, monitor pid).
 
@@ -747,6 +752,15 @@ def spawn(cfg: dict, streams: str = "") -> tuple[int, int]:
     os.makedirs(cfg["run_dir"], mode=0o700, exist_ok=True)
     a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     cli_fd, mon_fd = a.detach(), b.detach()
+    if fork_server is not None:
+        try:
+            pid = fork_server(cfg, mon_fd, streams)
+        except BaseException:
+            os.close(cli_fd)
+            raise
+        finally:
+            os.close(mon_fd)
+        return cli_fd, pid
     rpid, wpid = os.pipe2(os.O_CLOEXEC)
     for f in (sys.stdout, sys.stderr):
         f.flush()
@@ -773,6 +787,17 @@ def spawn(cfg: dict, streams: str = "") -> tuple[int, int]:
     return cli_fd, int(data or 0)
 
 
+def run_forked(cfg: dict, client_fd: int, streams: str) -> None:
+    """Entry of a monitor the zygote forked (for a worker's spawn()): a session of its own,
+    `ps` showing whose monitor it is, and no fd of the zygote's."""
+    _signal.set_wakeup_fd(-1)  # the zygote's, about to be closed
+    os.setsid()
+    from pallet.engine.zygote import set_title
+
+    set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
+    _monitor_child(cfg, client_fd, streams, -1)
+
+
 def _monitor_child(cfg: dict, client_fd: int, streams: str, pid_fd: int) -> None:
     _become_subreaper()
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -783,18 +808,30 @@ def _monitor_child(cfg: dict, client_fd: int, streams: str, pid_fd: int) -> None
     os.dup2(log, 2)
     os.close(devnull)
     os.close(log)
+    # Whatever the forking process held (its caller's terminal, a zygote's socket and lock)
+    # must not live on for the container's lifetime.
+    _close_fds_except((client_fd, pid_fd))
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     os.chdir("/")
     me = os.getpid()
     _atomic_write(os.path.join(cfg["run_dir"], PID_FILE), f"{me} {_start_time(me)}\n")
-    os.write(pid_fd, str(me).encode())
-    os.close(pid_fd)
+    if pid_fd >= 0:
+        os.write(pid_fd, str(me).encode())
+        os.close(pid_fd)
     m = Monitor(cfg)
     os.set_blocking(client_fd, False)
     m.clients[client_fd] = Client(client_fd, streams)
     m.listen_fd = _listen_unix(os.path.join(cfg["run_dir"], ATTACH_SOCKET))
     m.run()
+
+
+def _close_fds_except(keep: tuple[int, ...]) -> None:
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _start_time(pid: int) -> int:

@@ -132,7 +132,9 @@ def pss_kib(pid: int) -> int:
 def test_idle_monitor_goes_lean_and_stays_small(pallet):
     from pallet.engine.monitor import alive
 
-    env = dict(pallet.env, PALLET_MONITOR_LEAN_AFTER="0.2")
+    # In-process (no zygote): such a monitor is a fork of the CLI and re-execs lean; the
+    # zygote's monitors stay forks of it (tests/engine/test_zygote.py).
+    env = dict(pallet.env, PALLET_MONITOR_LEAN_AFTER="0.2", PALLET_NO_ZYGOTE="1")
     cid = subprocess.run([PALLET, "--root", pallet.root, "run", "-d", "busybox", "sh", "-c",
                           "while :; do echo tick; sleep 0.2; done"], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()

@@ -2,7 +2,8 @@
 holding its stdio, writing its CRI-format log, serving attach, recording its exit.
 
 Lifecycle. `spawn()` (in the CLI, before any thread exists) double-forks a monitor
-into its own session. The monitor forks a *helper* that creates and starts the
+into its own session; in a zygote worker it asks the zygote to fork it instead
+(`run_forked`), and such a monitor never re-executes: it shares the zygote's pages. The monitor forks a *helper* that creates and starts the
 container through the runtime handler; the container's init is reparented to the
 monitor, which is a subreaper. The monitor itself only moves bytes: once the
 container has run for `lean_after` seconds it re-executes itself as a bare

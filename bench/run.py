@@ -104,23 +104,27 @@ def main() -> int:
         if have_podman:
             subprocess.run(podman + ["load", "-i", archive], check=True, capture_output=True)
 
-        # 1. run --rm true, interleaved (one warm-up each).
-        p_cmd = pallet + ["run", "--rm", "busybox", "true"]
-        q_cmd = podman + ["run", "--rm", "--network", "none", *ULIMITS, "busybox", "true"]
-        timed(p_cmd, env)
-        if have_podman:
-            timed(q_cmd, env)
-        tp, tq = [], []
-        for _ in range(args.runs):
-            tp.append(timed(p_cmd, env))
+        # 1. run --rm true, interleaved (one warm-up each): with no network on both
+        #    sides, then each with its default bridge network (CNI on both).
+        for label, p_net, q_net in (("--network none", ["--network", "none"],
+                                     ["--network", "none"]),
+                                    ("default bridge", [], [])):
+            p_cmd = pallet + ["run", "--rm", *p_net, "busybox", "true"]
+            q_cmd = podman + ["run", "--rm", *q_net, *ULIMITS, "busybox", "true"]
+            timed(p_cmd, env)
             if have_podman:
-                tq.append(timed(q_cmd, env))
-        mp = statistics.median(tp)
-        results.append(("run --rm busybox true (median)", f"{mp * 1000:.0f} ms",
-                        f"{statistics.median(tq) * 1000:.0f} ms" if tq else "n/a"))
-        if tq:
-            results.append(("  ratio pallet/podman", f"{mp / statistics.median(tq):.2f}",
-                            "target < 0.5"))
+                timed(q_cmd, env)
+            tp, tq = [], []
+            for _ in range(args.runs):
+                tp.append(timed(p_cmd, env))
+                if have_podman:
+                    tq.append(timed(q_cmd, env))
+            mp = statistics.median(tp)
+            results.append((f"run --rm busybox true, {label} (median)", f"{mp * 1000:.0f} ms",
+                            f"{statistics.median(tq) * 1000:.0f} ms" if tq else "n/a"))
+            if tq:
+                results.append(("  ratio pallet/podman", f"{mp / statistics.median(tq):.2f}",
+                                "target < 0.5"))
 
         # 2. Idle monitors vs conmon at each step, then `pallet ps` with the most.
         env_idle = dict(env, PALLET_MONITOR_LEAN_AFTER="0.5")
@@ -128,7 +132,8 @@ def main() -> int:
         for step in sorted(set(args.idle)):
             t0 = time.perf_counter()
             for _ in range(step - n_pallet):
-                subprocess.run(pallet + ["run", "-d", "busybox", "sleep", "3600"], env=env_idle,
+                subprocess.run(pallet + ["run", "-d", "--network", "none", "busybox", "sleep",
+                                         "3600"], env=env_idle,
                                check=True, capture_output=True)
             started = time.perf_counter() - t0
             if have_podman:

@@ -63,7 +63,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("-u", "--user", default="", help="username or UID (format: <name|uid>[:<group|gid>])")
     a("--group-add", action="append", default=[], help="add additional groups to join")
     a("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
-    a("--network", "--net", default="", help="connect a container to a network (none, host)")
+    a("--network", "--net", default="", help="connect a container to a network: bridge "
+      "(the default, pallet0 with NAT), none, host, or a network's name")
     a("-h", "--hostname", default="", help="container host name")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--restart", default="no", help="restart policy (no, on-failure[:N], always)")

@@ -195,7 +195,7 @@ class Engine:
         validate_restart(req.restart)
         if req.auto_remove and req.restart not in ("no", ""):
             raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
-        network = req.network or "none"
+        network = req.network or "bridge"  # docker's default: the pallet bridge network
         if network not in NETWORK_MODES:
             _network_available(network, self)
         ports = [parse_port(p) for p in req.ports]
@@ -786,8 +786,33 @@ class Engine:
                 else (cfg.get("image_config") or {}).get("Entrypoint"),
                 "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
             },
-            "NetworkSettings": {"Ports": _port_bindings(cfg.get("ports") or [])},
+            "NetworkSettings": self._network_settings(rec),
         }
+
+    def _network_settings(self, rec: ContainerRecord) -> dict[str, Any]:
+        """docker inspect's NetworkSettings: ports, and the address on each network."""
+        cfg = rec.config
+        out: dict[str, Any] = {"Ports": _port_bindings(cfg.get("ports") or []),
+                               "IPAddress": "", "Gateway": "", "MacAddress": "",
+                               "Networks": {}}
+        name = cfg.get("network") or "none"
+        if name in NETWORK_MODES:
+            out["Networks"] = {name: {}}
+            return out
+        from pallet.engine.network import DEFAULT_NETWORK, Networks
+
+        net = DEFAULT_NETWORK if name in ("bridge", "default") else name
+        att = Networks(self.store, self.root).attachment(rec.id, net)
+        if att is None:
+            out["Networks"] = {name: {}}
+            return out
+        prefix = int(att.ips[0].split("/")[1]) if att.ips and "/" in att.ips[0] else 0
+        entry = {"IPAddress": att.ip, "IPPrefixLen": prefix, "Gateway": att.gateway,
+                 "MacAddress": att.mac, "Aliases": list(att.aliases)}
+        out["Networks"] = {name: entry}
+        out.update(IPAddress=att.ip, Gateway=att.gateway, MacAddress=att.mac,
+                   IPPrefixLen=prefix)
+        return out
 
     def disk_usage(self) -> dict[str, Any]:
         """`system df`: sizes of images, containers' writable layers and volumes."""
@@ -931,6 +956,32 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Non
     except BaseException:
         netns.remove(path)
         raise
+    _refresh_hosts(engine, nets, net)
+
+
+def _refresh_hosts(engine: Engine, nets: Any, net: str) -> None:
+    """Rewrite /etc/hosts of every container on NET so each finds the others by name.
+
+    No DNS server: the files are bind-mounted into the containers, so they are rewritten
+    in place (same inode) and running containers see the change at once.
+    """
+    peers = nets.hosts_entries(net)
+    for att in nets.attachments(net):
+        path = os.path.join(engine.ctr_dir(att.container_id), "hosts")
+        try:
+            with open(os.path.join(engine.ctr_dir(att.container_id), "hostname")) as f:
+                hostname = f.read().strip()
+        except OSError:
+            continue  # not a pallet CLI container (a CRI pod keeps its own files)
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        for ip, names in peers:
+            own = att.ip == ip
+            lines.append(f"{ip}\t" + " ".join(([hostname] if own else []) + names))
+        text = "\n".join(lines) + "\n"
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
 
 
 def _network_teardown(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:
@@ -939,11 +990,19 @@ def _network_teardown(engine: Engine, rec: ContainerRecord, netns_path: str) -> 
         from pallet.engine.network import Networks
     except ImportError:
         return
+    nets = Networks(engine.store, engine.root)
     with contextlib.suppress(PalletError, OSError):
-        Networks(engine.store, engine.root).detach_all(rec.id, netns_path)
+        nets.detach_all(rec.id, netns_path)
     with contextlib.suppress(PalletError, OSError):
         if os.path.exists(netns_path):
             netns.remove(netns_path)
+    name = rec.config.get("network")
+    if name and name not in NETWORK_MODES:
+        from pallet.engine.network import DEFAULT_NETWORK
+
+        with contextlib.suppress(PalletError, OSError):
+            _refresh_hosts(engine, nets, DEFAULT_NETWORK if name in ("bridge", "default")
+                           else name)
 
 
 # -- small pure helpers ----------------------------------------------------------------------

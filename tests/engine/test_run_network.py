@@ -1,0 +1,110 @@
+"""`pallet run` on CNI networks: the default bridge with NAT, -p publishing, user
+networks where containers reach each other by IP and by name, and a clean host after.
+
+Real kernel, Debian's CNI plugins and iptables. Each test makes its own network with a
+unique bridge and subnet, except the default-network test.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from tests.engine.conftest import leftovers
+
+pytestmark = pytest.mark.root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _host_traces(ident: str) -> list[str]:
+    """veths, iptables rules and netns files naming this container or network."""
+    out = []
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    out += [f"iptables {r}" for r in rules.splitlines() if ident in r]
+    return out
+
+
+@pytest.fixture
+def network(pallet):
+    name = f"pt-{uuid.uuid4().hex[:6]}"
+    subnet = f"10.{random.randint(200, 220)}.{random.randint(0, 254)}.0/24"
+    out = pallet("network", "create", "--subnet", subnet, name)
+    assert out.returncode == 0, out.stderr
+    yield name, subnet
+    pallet("network", "rm", name)
+
+
+def test_default_network_gives_an_address_and_a_route_out(pallet):
+    out = pallet("run", "--rm", "--network", "bridge", "busybox", "sh", "-c",
+                 "ip -4 -o addr show eth0; ip route | grep default")
+    assert out.returncode == 0, out.stderr
+    assert " inet 10.87." in out.stdout
+    assert "default via 10.87.0.1" in out.stdout
+
+
+def test_containers_on_a_network_reach_each_other_by_ip_and_name(pallet, network):
+    name, subnet = network
+    server = f"srv-{uuid.uuid4().hex[:6]}"
+    out = pallet("run", "-d", "--name", server, "--network", name, "busybox", "sleep", "60")
+    assert out.returncode == 0, out.stderr
+    cid = out.stdout.strip()
+    info = json.loads(pallet("inspect", server).stdout)[0]
+    ip = info["NetworkSettings"]["Networks"][name]["IPAddress"]
+    assert ip.startswith(subnet.rsplit(".", 2)[0])
+    out = pallet("run", "--rm", "--network", name, "busybox", "sh", "-c",
+                 f"ping -c1 -W2 {ip} >/dev/null && echo by-ip; "
+                 f"ping -c1 -W2 {server} >/dev/null && echo by-name")
+    assert out.stdout.split() == ["by-ip", "by-name"], out.stdout + out.stderr
+    assert pallet("rm", "-f", server).returncode == 0
+    assert not _host_traces(cid[:12]) and not leftovers(pallet, [cid])
+
+
+def test_published_port_reaches_the_container(pallet, network):
+    name, _ = network
+    port = _free_port()
+    out = pallet("run", "-d", "--network", name, "-p", f"127.0.0.1:{port}:80", "busybox",
+                 "sh", "-c", "mkdir /www && echo hello-from-httpd > /www/index.html && "
+                 "exec httpd -f -p 80 -h /www")
+    assert out.returncode == 0, out.stderr
+    cid = out.stdout.strip()
+    assert pallet("port", cid).stdout.strip().endswith(f"127.0.0.1:{port}")
+    body = ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "hello" not in body:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+        except OSError:
+            time.sleep(0.1)
+    assert body == "hello-from-httpd\n"
+    assert pallet("rm", "-f", cid).returncode == 0
+    assert not _host_traces(cid[:12])
+
+
+def test_port_already_in_use_is_refused_and_leaves_nothing(pallet, network):
+    name, _ = network
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        out = pallet("run", "--rm", "--network", name, "-p", f"{port}:80", "busybox", "true")
+    assert out.returncode == 125
+    assert str(port) in out.stderr and "already allocated" in out.stderr
+    assert pallet("ps", "-aq").stdout == ""
+    assert not leftovers(pallet)
+
+
+def test_unknown_network_is_an_engine_error(pallet):
+    out = pallet("run", "--rm", "--network", "no-such-net", "busybox", "true")
+    assert out.returncode == 125 and "no-such-net" in out.stderr

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pallet.engine.containers import Engine
+from pallet.engine.containers import Engine, _start_error_code
 from pallet.errors import PalletError
 
 POLL = 0.01  # s between waitpid polls when no pidfd can be had
@@ -183,6 +183,16 @@ def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float 
     eng = Engine(root, run_root)
     try:
         pid = _start_exec(eng, id, cmd, False, (devnull, w_out, w_err), -1)
+    except PalletError as e:
+        for fd in (r_out, r_err):
+            os.close(fd)
+        if not _cannot_invoke(str(e)):
+            raise
+        code = _start_error_code(str(e), exec=True)
+        # A command that is missing or cannot run is the command's failure, not the
+        # runtime's: answer as a shell (and `docker exec`) would, 126 with the reason.
+        return {"stdout": "", "stderr": base64.b64encode(f"{e}\n".encode()).decode(),
+                "exit_code": code}
     except BaseException:
         for fd in (r_out, r_err):
             os.close(fd)
@@ -242,3 +252,9 @@ def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float 
             os.close(fd)
     return {"exit_code": code, "stdout": base64.b64encode(bytes(bufs[r_out])).decode(),
             "stderr": base64.b64encode(bytes(bufs[r_err])).decode()}
+
+
+def _cannot_invoke(message: str) -> bool:
+    low = message.lower()
+    return any(w in low for w in ("executable file not found", "no such file or directory",
+                                  "permission denied", "exec format error", "is a directory"))

@@ -26,7 +26,8 @@ def _threads_and_rss(pid: int) -> tuple[int, int]:
     return int(fields["Threads"]), int(fields["VmRSS"].split()[0])
 
 
-def test_many_failed_tty_execs_leave_the_daemon_bounded(daemon: Daemon, logdir: Path) -> None:
+def test_many_failed_tty_execs_leave_the_daemon_bounded(daemon: Daemon,  # noqa: F811
+                                                        logdir: Path) -> None:  # noqa: F811
     pod = run_pod(daemon, "bounded", logdir)
     cid = start(daemon, pod, "sleeper", ["sleep", "300"])
     # Warm up once so lazily created pools and caches are not counted as growth.

@@ -16,7 +16,7 @@ from pallet.cri.container_config import clamp_oom_score_adj, container_plan, log
 from pallet.engine.containers import CreateRequest
 from pallet.engine.monitor import frame
 from pallet.engine.store import ContainerFilter, ContainerRecord
-from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pallet.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PalletError
 
 if TYPE_CHECKING:
     from pallet.cri.node import Node
@@ -215,8 +215,13 @@ class ContainerRPCs:
                 spec = json.load(f)
         except (OSError, ValueError):
             spec = {}
+        # The CRI handler name the pod was run with (the record keeps the binary's path).
+        handler = ""
+        with contextlib.suppress(PalletError):
+            handler = self.node.pod(rec.pod_id).runtime_handler if rec.pod_id else ""
         return {"sandboxID": rec.pod_id, "pid": rec.pid if rec.state == "running" else 0,
-                "runtimeSpec": spec, "runtimeHandler": rec.runtime_handler or "pallet",
+                "runtimeSpec": spec, "runtimeHandler": handler or "pallet",
+                "runtimeBinary": rec.runtime_handler or "",
                 "state": rec.state, "exit": self.node.engine.exit_info(rec.id),
                 "config": {k: v for k, v in rec.config.items() if k != "image_config"},
                 "logPath": rec.log_path, "containerDir": self.node.engine.ctr_dir(rec.id)}

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
+import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,7 +74,7 @@ def _run_in_thread(fn: Callable[[], T]) -> T:
 # A network namespace is per thread, so a short-lived thread unshares it and
 # bind-mounts its own ns/net onto the file: no fork, which the daemon (a threaded
 # process) must not do. The thread then ends; the mount keeps the namespace alive.
-# Bringing `lo` up is the CNI loopback plugin's job (Networks.loopback_up).
+# `lo` is brought up by `loopback_up` below (Networks.loopback_up calls it).
 
 
 def create(name: str, run_dir: str = DEFAULT_RUN_DIR) -> str:
@@ -104,6 +107,28 @@ def create(name: str, run_dir: str = DEFAULT_RUN_DIR) -> str:
             _unlink(path)
         raise SystemFailure(f"cannot create network namespace {path}: {e.strerror}") from None
     return path
+
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = "16sH22x"  # struct ifreq: the name, then ifr_flags in a 24-byte union
+
+
+def _set_up(ifname: str) -> None:
+    """SIOCSIFFLAGS |= IFF_UP on IFNAME in the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        req = struct.pack(_IFREQ, ifname.encode(), 0)
+        _, flags = struct.unpack(_IFREQ, fcntl.ioctl(s, _SIOCGIFFLAGS, req))
+        if not flags & _IFF_UP:
+            fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack(_IFREQ, ifname.encode(), flags | _IFF_UP))
+
+
+def loopback_up(path: str) -> None:
+    """Bring `lo` up in the namespace at PATH with two ioctls, what the CNI loopback
+    plugin does (the kernel then gives it 127.0.0.1/8 and ::1) without its exec."""
+    try:
+        run_in(path, lambda: _set_up("lo"))
+    except OSError as e:
+        raise SystemFailure(f"cannot bring up lo in {path}: {e.strerror}") from None
 
 
 def remove(path: str) -> None:

@@ -277,6 +277,20 @@ def port_conflicts(
     return ""
 
 
+def plugins_to_run(
+    conflist: Mapping[str, Any], mappings: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """CONFLIST without the plugins that would do nothing for this attachment:
+    portmap when no port is published (its ADD passes prevResult through and its
+    DEL finds no mappings). The record keeps the list that ran, so DEL and CHECK
+    run the same plugins ADD did."""
+    plugins = list(conflist.get("plugins") or [])
+    keep = [p for p in plugins if mappings or p.get("type") != "portmap"]
+    if not keep or len(keep) == len(plugins):
+        return dict(conflist)
+    return {**conflist, "plugins": keep}
+
+
 def attachment_from_entry(entry: Mapping[str, Any]) -> Attachment:
     """An Attachment from a CNI cache entry (ADD's result plus what we stored)."""
     ifname = entry.get("ifName", "eth0")
@@ -382,25 +396,36 @@ def ipmasq_chain(network: str, container_id: str) -> str:
     return ("CNI-" + hashlib.sha512(f"{network}{container_id}".encode()).hexdigest())[:28]
 
 
+def _masq_comment(network: str, container_id: str) -> str:
+    return f'name: "{network}" id: "{container_id}"'  # Go's %q of plain names
+
+
+def _recorded_ips(entry: Mapping[str, Any]) -> list[str]:
+    result = entry.get("result") or {}
+    return [ip.get("address", "").split("/")[0] for ip in result.get("ips") or []]
+
+
+def _has_ipmasq(config: Mapping[str, Any]) -> bool:
+    return any(p.get("type") == "bridge" and p.get("ipMasq") for p in config.get("plugins", []))
+
+
 def teardown_ipmasq(entry: Mapping[str, Any]) -> None:
     """Remove the bridge plugin's masquerade rules of a detached attachment if they
-    are still there. The plugin (1.1) only removes them when it finds the interface
-    in the namespace, so a namespace or link that went first leaves them behind."""
+    are still there, rule by rule (the fallback of `remove_cni_rules`). The plugin
+    (1.1) only removes them when it finds the interface in the namespace, so a
+    namespace or link that went first leaves them behind."""
     config = entry.get("config") or {}
-    if not any(p.get("type") == "bridge" and p.get("ipMasq") for p in config.get("plugins", [])):
+    if not _has_ipmasq(config):
         return
     name, cid = entry.get("networkName", ""), entry.get("containerId", "")
     chain = ipmasq_chain(name, cid)
-    comment = f'name: "{name}" id: "{cid}"'  # Go's %q of plain names
-    ips = [
-        ip.get("address", "").split("/")[0] for ip in (entry.get("result") or {}).get("ips") or []
-    ]
+    comment = _masq_comment(name, cid)
+    ips = _recorded_ips(entry)
     for tool, v6 in (("iptables", False), ("ip6tables", True)):
         addrs = [a for a in ips if a and (":" in a) == v6]
         exe = shutil.which(tool)
         if not addrs or not exe:
             continue
-        # One probe per DEL; the common case (the plugin cleaned up) stops here.
         probe = subprocess.run([exe, "-w", "-t", "nat", "-S", chain], capture_output=True)
         if probe.returncode != 0:
             continue
@@ -431,6 +456,100 @@ def teardown_ipmasq(entry: Mapping[str, Any]) -> None:
                 f"cannot remove masquerade chain {chain} of {cid[:12]}: "
                 f"{gone.stderr.decode(errors='replace').strip()}"
             )
+
+
+# The plugins whose iptables rules `remove_cni_rules` knows (containernetworking 1.x).
+_KNOWN_RULE_PLUGINS = frozenset({"bridge", "portmap", "firewall"})
+
+
+def fast_teardown_applies(config: Mapping[str, Any]) -> bool:
+    """True for conflists of the shape pallet writes (bridge, then portmap and/or
+    firewall with the iptables backend), whose per-attachment rules we can name."""
+    plugins = config.get("plugins") or []
+    kinds = [p.get("type") for p in plugins]
+    if not kinds or kinds[0] != "bridge" or not set(kinds) <= _KNOWN_RULE_PLUGINS:
+        return False
+    return all(
+        p.get("backend", "iptables") == "iptables" for p in plugins if p["type"] == "firewall"
+    )
+
+
+def cni_rule_batches(entry: Mapping[str, Any]) -> dict[str, str]:
+    """iptables-restore --noflush input, per tool, that deletes the per-attachment
+    rules the bridge (ipMasq) and firewall plugins added for ENTRY: one nft
+    transaction per table instead of one per rule (a deleting nf_tables commit
+    waits for an RCU grace period, 10-30 ms each). The rules are spelled exactly as
+    the plugins add them, so a mismatch makes the batch fail as a whole."""
+    config = entry.get("config") or {}
+    name, cid = entry.get("networkName", ""), entry.get("containerId", "")
+    chain = ipmasq_chain(name, cid)
+    quoted = '"' + _masq_comment(name, cid).replace('"', '\\"') + '"'
+    masq = _has_ipmasq(config)
+    firewall = any(p.get("type") == "firewall" for p in config.get("plugins", []))
+    out = {}
+    for tool, v6 in (("iptables-restore", False), ("ip6tables-restore", True)):
+        addrs = [a for a in _recorded_ips(entry) if a and (":" in a) == v6]
+        if not addrs:
+            continue
+        lines = []
+        if masq:
+            lines.append("*nat")
+            lines += [
+                f"-D POSTROUTING -s {a} -j {chain} -m comment --comment {quoted}" for a in addrs
+            ]
+            lines += [f"-F {chain}", f"-X {chain}", "COMMIT"]
+        if firewall:
+            host = "/128" if v6 else "/32"
+            lines.append("*filter")
+            for a in addrs:
+                lines.append(
+                    f"-D CNI-FORWARD -d {a}{host} -m conntrack --ctstate RELATED,ESTABLISHED "
+                    "-j ACCEPT"
+                )
+                lines.append(f"-D CNI-FORWARD -s {a}{host} -j ACCEPT")
+            lines.append("COMMIT")
+        if lines:
+            out[tool] = "\n".join(lines) + "\n"
+    return out
+
+
+def remove_cni_rules(entry: Mapping[str, Any], meanwhile: Any = None) -> bool:
+    """Delete ENTRY's bridge and firewall rules with one iptables-restore per family,
+    calling MEANWHILE() (if given) while they run. False when a batch failed (rules
+    already gone, or not the shape we expect): the plugins' DEL and
+    `teardown_ipmasq` then remove whatever is left."""
+    procs, ok = [], True
+    for tool, text in cni_rule_batches(entry).items():
+        exe = shutil.which(tool)
+        if not exe:
+            ok = False
+            continue
+        proc = subprocess.Popen(
+            [exe, "-w", "--noflush"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append((proc, text.encode()))
+    try:
+        for proc, text in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(text)
+            proc.stdin.close()
+        if meanwhile is not None:
+            meanwhile()
+    finally:
+        for proc, _ in procs:
+            ok = proc.wait() == 0 and ok
+    return ok
+
+
+def _delete_link_in(path: str, ifname: str) -> bool:
+    """Delete IFNAME (a veth: its host end goes too) inside the namespace at PATH."""
+    try:
+        return netns.run_in(path, lambda: delete_link(ifname))
+    except (PalletError, OSError):
+        return False
 
 
 def check_ports_bindable(mappings: Sequence[Mapping[str, Any]]) -> None:
@@ -857,6 +976,7 @@ class Networks:
                 f"[{' '.join(self.bin_dirs)}]; install containernetworking-plugins"
             )
         mappings = normalize_port_mappings(port_mappings)
+        conflist = plugins_to_run(conflist, mappings)
         args = [("IgnoreUnknown", "1"), *sorted((cni_args or {}).items())]
         rt = cni.RuntimeConf(
             container_id, netns_path, ifname, args, {"portMappings": mappings} if mappings else {}
@@ -903,8 +1023,17 @@ class Networks:
         if entry:
             args = [tuple(a) for a in entry.get("cniArgs") or args]  # type: ignore[misc]
         rt = cni.RuntimeConf(container_id, path, ifname, args)
+        rules_gone = False
+        if entry and fast_teardown_applies(entry.get("config") or {}):
+            # The bridge plugin removes its NAT rules one nft commit at a time, and only
+            # when it finds the interface: remove all the rules in one transaction per
+            # table while the interface is deleted; the DELs below free the rest (IPAM,
+            # portmap's rules) and find nothing left of what we removed.
+            rules_gone = remove_cni_rules(
+                entry, (lambda: _delete_link_in(path, ifname)) if path else None
+            )
         self.executor.delete(network, rt, conflist)
-        if entry:
+        if entry and not rules_gone:
             teardown_ipmasq(entry)
 
     def detach_all(self, container_id: str, netns_path: str = "") -> None:
@@ -937,11 +1066,10 @@ class Networks:
         self.executor.check(rec.config["conflist"], rt)
 
     def loopback_up(self, netns_path: str, container_id: str) -> None:
-        """Bring `lo` up in the namespace with the loopback plugin (every pod needs
-        it, --network none included). Nothing to undo: lo dies with the namespace."""
-        conf = {"cniVersion": cni.CNI_VERSION, "name": LOOPBACK_NETWORK, "type": "loopback"}
-        rt = cni.RuntimeConf(container_id, netns_path, "lo")
-        self.executor.run_plugin("ADD", LOOPBACK_NETWORK, conf, rt)
+        """Bring `lo` up in the namespace (every pod needs it, --network none
+        included): in-process, as the loopback plugin would, saving its exec.
+        Nothing to undo: lo dies with the namespace."""
+        netns.loopback_up(netns_path)
 
     def network_ready(self) -> tuple[bool, str]:
         """CRI's NetworkReady: (ready, message) — the default pod network's plugins

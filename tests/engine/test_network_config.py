@@ -16,11 +16,14 @@ from pallet.engine.network import (
     Networks,
     attachment_from_entry,
     build_conflist,
+    cni_rule_batches,
+    fast_teardown_applies,
     ipmasq_chain,
     normalize_port_mappings,
     parse_publish,
     parse_subnet,
     pick_gateway,
+    plugins_to_run,
     port_conflicts,
 )
 from pallet.engine.store import Store
@@ -81,6 +84,54 @@ def test_ipmasq_chain_matches_the_bridge_plugins_name():
     # Seen in iptables-save after a real ADD of network ptnet-288983-2.
     cid = "57dbc73fd79c907325a1309309d708480f439519ed04acaa137f17724da1a1f9"
     assert ipmasq_chain("ptnet-288983-2", cid) == "CNI-27544f493f8f8dee632a8cef"
+
+
+def test_portmap_runs_only_when_ports_are_published():
+    conf = build_conflist(
+        "n", bridge="b0", subnet="10.86.1.0/24", gateway="10.86.1.1", data_dir="/x"
+    )
+    assert [p["type"] for p in plugins_to_run(conf, [])["plugins"]] == ["bridge", "firewall"]
+    ports = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]
+    assert plugins_to_run(conf, ports) == conf
+    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "firewall"]  # a copy
+
+
+def test_rule_batches_spell_the_plugins_rules():
+    cid = "57dbc73fd79c907325a1309309d708480f439519ed04acaa137f17724da1a1f9"
+    conf = build_conflist(
+        "ptnet-288983-2", bridge="b0", subnet="10.86.1.0/24", gateway="10.86.1.1", data_dir="/x"
+    )
+    assert fast_teardown_applies(conf)
+    entry = {
+        "networkName": "ptnet-288983-2",
+        "containerId": cid,
+        "config": conf,
+        "result": {"ips": [{"address": "10.86.1.5/24"}]},
+    }
+    chain = "CNI-27544f493f8f8dee632a8cef"
+    comment = f'"name: \\"ptnet-288983-2\\" id: \\"{cid}\\""'
+    assert cni_rule_batches(entry) == {
+        "iptables-restore": "\n".join(
+            [
+                "*nat",
+                f"-D POSTROUTING -s 10.86.1.5 -j {chain} -m comment --comment {comment}",
+                f"-F {chain}",
+                f"-X {chain}",
+                "COMMIT",
+                "*filter",
+                "-D CNI-FORWARD -d 10.86.1.5/32 -m conntrack --ctstate RELATED,ESTABLISHED "
+                "-j ACCEPT",
+                "-D CNI-FORWARD -s 10.86.1.5/32 -j ACCEPT",
+                "COMMIT",
+            ]
+        )
+        + "\n"
+    }
+    # Conflists of other shapes are left to their plugins.
+    assert not fast_teardown_applies({"plugins": [{"type": "ptp"}]})
+    assert not fast_teardown_applies(
+        {"plugins": [{"type": "bridge"}, {"type": "firewall", "backend": "firewalld"}]}
+    )
 
 
 # ------------------------------------------------------------------ ports

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import stat
+import subprocess
 import threading
 
 import pytest
@@ -225,6 +226,38 @@ def test_detach_after_the_namespace_is_gone(lab):
     ipam = os.path.join(lab.root, "cni", "networks", rec.name)
     assert att.ip not in os.listdir(ipam)
     assert cid not in iptables_dump()
+
+
+def test_portmap_is_recorded_only_when_it_ran(lab):
+    rec = lab.network()
+    a, b = lab.netns(), lab.netns()
+    ida, idb = lab.container_id(), lab.container_id()
+    lab.attach(a, ida, rec.name)
+    lab.attach(b, idb, rec.name, port_mappings=[{"hostPort": free_port(), "containerPort": 80}])
+    kinds = {
+        cid: [
+            p["type"] for p in lab.nets.executor.cached(rec.name, cid, "eth0")["config"]["plugins"]
+        ]
+        for cid in (ida, idb)
+    }
+    assert kinds == {ida: ["bridge", "firewall"], idb: ["bridge", "portmap", "firewall"]}
+    lab.nets.check(a, ida, rec.name)  # CHECK runs what ADD ran: no portmap here
+    lab.nets.detach(ida, rec.name)
+    lab.nets.detach(idb, rec.name)
+    assert ida not in iptables_dump() and idb not in iptables_dump()
+
+
+def test_detach_when_the_rules_went_first(lab):
+    # The one-transaction removal fails as a whole; the rule-by-rule path finishes.
+    rec = lab.network()
+    path, cid = lab.netns(), lab.container_id()
+    att = lab.attach(path, cid, rec.name)
+    subprocess.run(
+        ["iptables", "-w", "-D", "CNI-FORWARD", "-s", f"{att.ip}/32", "-j", "ACCEPT"], check=True
+    )
+    lab.nets.detach(cid, rec.name)
+    assert cid not in iptables_dump() and f"{att.ip}/32" not in iptables_dump()
+    assert netns.run_in(path, socket.if_nameindex) == [(1, "lo")]
 
 
 def test_a_new_namespace_for_the_same_attachment_replaces_the_old_one(lab):

@@ -30,6 +30,7 @@ from pallet.errors import (
     PalletError,
     SystemFailure,
 )
+from pallet.image.snapshot import is_mountpoint
 
 if TYPE_CHECKING:
     # specgen (with users, ctypes and the seccomp profile) is only needed to create or
@@ -413,7 +414,10 @@ class Engine:
         if rec.state == "exited":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(cdir, monitor.EXIT_FILE))
-        if rec.id not in self._mounted or rec.state != "created":
+        # A created container's rootfs is still mounted from create (maybe by another
+        # process, e.g. the daemon): preparing it again costs ~20 ms of image store work.
+        if rec.state != "created" or (rec.id not in self._mounted
+                                      and not is_mountpoint(os.path.join(cdir, "rootfs"))):
             self.images.prepare_rootfs(rec.image_id, cdir)
         self._mounted.discard(rec.id)
         shutil.rmtree(rdir, ignore_errors=True)
@@ -428,6 +432,15 @@ class Engine:
         fd, _ = monitor.spawn(cfg, streams)
         kind, payload = _read_frame(fd)
         if kind == b"p":
+            # Recorded here, by the warm caller, not by the lean monitor; the monitor holds
+            # its exit's record back until our "a" says this one is written.
+            try:
+                self.store.update_container(rec.id, state="running", pid=int(payload),
+                                            started_at=now_ns(), exit_code=None,
+                                            restart_count=rec.restart_count)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.write(fd, monitor.frame(b"a"))
             return self.get(rec.id), fd
         os.close(fd)
         code, _, err = payload.decode(errors="replace").partition("\n")
@@ -831,39 +844,27 @@ class Engine:
 
 
 # -- the monitor's helpers run these (in a child of the monitor) ------------------------------
-def monitor_setup(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
-    """Create and start the container; record it running. Returns {"pid"} or {"error","code"}."""
-    from pallet.engine.handlers import resolve
+def monitor_op(op: str, cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
+    """What a monitor's helper asks of the engine (in a fork server's worker, or itself)."""
+    if op == "finish":
+        return monitor_finish(cfg, arg)
+    if op == "started":
+        return monitor_started(cfg, arg)
+    raise InvalidArgument(f"unknown monitor operation {op!r}")
 
-    cid = cfg["id"]
-    h = resolve(cfg["runtime"], cfg["run_root"])
-    stdio = None
-    devnull = -1
-    if not cfg.get("tty"):
-        devnull = os.open(os.devnull, os.O_RDWR)
-        stdio = (arg.get("stdin", devnull), arg["stdout"], arg["stderr"])
-    try:
-        pid = h.create(cid, cfg["bundle"], stdio=stdio,
-                       console_socket=arg.get("console_socket"))
-    except PalletError as e:
-        return {"error": str(e), "code": _start_error_code(str(e))}
-    finally:
-        for fd in (devnull, arg.get("stdin", -1), arg.get("stdout", -1), arg.get("stderr", -1)):
-            if fd >= 0:
-                os.close(fd)
-    try:
-        h.start(cid)
-    except PalletError as e:
-        with contextlib.suppress(PalletError):
-            h.delete(cid, force=True)
-        return {"error": str(e), "code": _start_error_code(str(e))}
+
+def monitor_started(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
+    """A monitor restarted its container: record it running again."""
     store = Store(cfg["root"])
     try:
-        store.update_container(cid, state="running", pid=pid, started_at=now_ns(),
-                               exit_code=None, restart_count=arg.get("restart_count", 0))
+        store.update_container(cfg["id"], state="running", pid=int(arg["pid"]),
+                               started_at=now_ns(), exit_code=None,
+                               restart_count=int(arg.get("restart_count", 0)))
+    except NotFound:
+        pass  # removed meanwhile
     finally:
         store.close()
-    return {"pid": pid}
+    return {}
 
 
 def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
@@ -1015,14 +1016,7 @@ def _generate(image_config: dict[str, Any], opts: ContainerOptions, rootfs: str
     return generate_spec(image_config, opts, user)
 
 
-def _start_error_code(message: str, exec: bool = False) -> int:
-    low = message.lower()
-    if "executable file not found" in low or "no such file or directory" in low and \
-            "exec" in low:
-        return 126 if exec else 127
-    if "permission denied" in low or "exec format error" in low or "is a directory" in low:
-        return 126
-    return 126 if exec else 125
+_start_error_code = monitor.start_error_code
 
 
 def parse_signal(sig: int | str) -> int:

@@ -1,21 +1,23 @@
 """The container monitor: one small process per container, its parent and subreaper,
 holding its stdio, writing its CRI-format log, serving attach, recording its exit.
 
-Lifecycle. `spawn()` (in the CLI, before any thread exists) double-forks a monitor
-into its own session; in a zygote worker it asks the zygote to fork it instead
-(`run_forked`), and such a monitor never re-executes: it shares the zygote's pages. The monitor forks a *helper* that creates and starts the
-container through the runtime handler; the container's init is reparented to the
-monitor, which is a subreaper. The monitor itself only moves bytes: once the
-container has run for `lean_after` seconds it re-executes itself as a bare
-`python -I -S monitor.py` that imports nothing of pallet (this file at top level
-imports only C builtins), so an idle container costs one small interpreter.
-Anything heavy (runtime delete, the store, auto-remove, a restart) runs in a
-forked helper that imports what it needs and exits.
+Lifecycle. `spawn()` in a fork server's worker (the CLI's zygote, the daemon's spawner)
+asks its server, which has the lean *mother* (`mother_main`, a `python -I -S` importing
+only this file and the OCI runtime's create path) fork the monitor; such a monitor never
+re-executes. Without a server (`PALLET_NO_ZYGOTE=1`) `spawn()` double-forks the monitor
+from the caller, and once the container has run for `lean_after` seconds it re-executes
+itself as a bare `python -I -S monitor.py` (this file at top level imports only C
+builtins). Either way the monitor only moves bytes: a forked *helper* creates and starts
+the container through the runtime (its init is reparented to the monitor, a subreaper);
+the engine's part (records, release, auto-remove) is done by the caller for the start and,
+after an exit, by a worker of the fork server named in cfg["service"] (or the run root's
+zygote), the helper importing the engine itself only when none answers.
 
 Attach protocol on <run_dir>/attach (and on the socketpair spawn() returns):
 frames of 1 type byte + 4-byte big-endian length + payload. Client to monitor:
 h=hello (payload: subscribed streams, e.g. b"stdin,stdout,stderr"), i=stdin data,
-e=stdin EOF, r=resize (b"ROWS COLS"), o=reopen the log. Monitor to client:
+e=stdin EOF, r=resize (b"ROWS COLS"), o=reopen the log, a=the start is recorded (from
+the spawning client only; the exit is recorded after it). Monitor to client:
 1=stdout, 2=stderr, p=started (b"PID"), x=exited (b"CODE\\nERROR").
 """
 
@@ -31,7 +33,7 @@ import time
 FRAME_HEADER = 5
 MAX_CLIENT_BACKLOG = 4 << 20   # a client this far behind is dropped, not waited for
 MAX_STDIN_BACKLOG = 1 << 20
-READ_SIZE = 65536
+READ_SIZE = 16384              # conmon reads 8 KiB; a 64 KiB buffer dirtied 64 KiB of heap
 DRAIN_TIMEOUT = 2.0            # after the init exits, how long to wait for pipe EOF
 DEFAULT_LEAN_AFTER = 1.0
 EXIT_FILE = "exit.json"
@@ -164,14 +166,14 @@ class Monitor:
         self.early_exits: dict[int, int] = {}
         self.finishing = False           # a finish helper was started for this exit
         self.final_code = 0
+        self.first = True                # the first setup: the spawning caller records it
+        self.unacked = -1                # client fd whose "a" (store updated) must precede finish
         self.lean = state is not None
         self.log = CRILog(cfg.get("log_path", ""), cfg.get("log_max_size", 0),
                           cfg.get("log_max_files", 1))
+        self.pending: tuple[dict, list[int]] | None = None  # a setup prepared by the mother
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = rfd, wfd
-        _signal.set_wakeup_fd(wfd)
-        _signal.signal(_signal.SIGCHLD, _noop)
-        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
         if state is not None:
             self._restore(state)
 
@@ -180,6 +182,7 @@ class Monitor:
         return {"out": self.out_fd, "err": self.err_fd, "in": self.in_fd, "pty": self.pty_fd,
                 "listen": self.listen_fd, "pid": self.pid, "restarts": self.restarts,
                 "started_at": self.started_at, "stdin_closed": self.stdin_closed,
+                "unacked": self.unacked,
                 "clients": [(c.fd, ",".join(sorted(c.streams))) for c in self.clients.values()],
                 "log_fd": self.log.fd}
 
@@ -188,6 +191,8 @@ class Monitor:
         self.pty_fd, self.listen_fd, self.pid = st["pty"], st["listen"], st["pid"]
         self.restarts, self.started_at = st["restarts"], st["started_at"]
         self.stdin_closed = st["stdin_closed"]
+        self.unacked = st.get("unacked", -1)
+        self.first = False
         for fd, streams in st["clients"]:
             self.clients[fd] = Client(fd, streams)
         if self.log.fd >= 0:
@@ -213,7 +218,17 @@ class Monitor:
                                       blob, self.cfg["id"], self.cfg["root"]])
 
     # -- the loop ------------------------------------------------------------------------
+    def fds(self) -> list[int]:
+        """Every fd this monitor holds (the mother closes its copies after forking us)."""
+        pending = self.pending[1] if self.pending else []
+        return [fd for fd in (self.wake_r, self.wake_w, self.log.fd, self.listen_fd,
+                              self.out_fd, self.err_fd, self.in_fd, self.console_fd,
+                              *pending, *self.clients) if fd >= 0]
+
     def run(self) -> None:
+        _signal.set_wakeup_fd(self.wake_w)
+        _signal.signal(_signal.SIGCHLD, _noop)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
         try:
             self._reap()
             if not self.pid and not self.lean:
@@ -235,7 +250,7 @@ class Monitor:
                 return
             now = time.monotonic()
             timeout = None
-            if self.exit_status is not None and self.helper == 0 and not self.finishing:
+            if self._may_finish():
                 timeout = max(0.0, self.exit_at + DRAIN_TIMEOUT - now)
             if self.restart_at:
                 timeout = max(0.0, self.restart_at - now)
@@ -267,9 +282,15 @@ class Monitor:
                     poller.unregister(fd)
                 except KeyError:
                     pass
-            if (self.exit_status is not None and self.helper == 0 and not self.finishing
-                    and (self._streams_done() or time.monotonic() >= self.exit_at + DRAIN_TIMEOUT)):
+            if self._may_finish() and (self._streams_done()
+                                       or time.monotonic() >= self.exit_at + DRAIN_TIMEOUT):
                 self._container_gone()
+
+    def _may_finish(self) -> bool:
+        # The caller that spawned us records the start in the store after our "p"; the finish
+        # helper's record must come after it, so it waits for that caller's "a" (or EOF).
+        return (self.exit_status is not None and self.helper == 0 and not self.finishing
+                and self.unacked < 0)
 
     def _register(self, poller: select.poll) -> list[int]:
         fds = []
@@ -426,9 +447,37 @@ class Monitor:
     # -- setup and teardown, in helpers ---------------------------------------------------
     def _setup(self) -> None:
         """Fork a helper that creates and starts the container with our pipes as its stdio."""
+        if self.pending is None:
+            self._prepare_setup()
+        assert self.pending is not None
+        arg, child_fds = self.pending
+        self.pending = None
+        self.exit_status = None
+        self.finishing = False
+        self._spawn_helper("setup", arg, child_fds)
+        if self.cfg.get("tty"):
+            # The init sends the pty master while the helper waits in create.
+            self.pty_fd = _recv_console(self.console_fd, self.helper)
+            os.close(self.console_fd)
+            self.console_fd = -1
+            try:
+                os.unlink(arg["console_socket"])
+            except FileNotFoundError:
+                pass
+            if self.pty_fd >= 0:
+                os.set_blocking(self.pty_fd, False)
+                size = self.cfg.get("console_size")
+                if size:
+                    _set_winsize(self.pty_fd, size[0], size[1])
+
+    def _prepare_setup(self) -> None:
+        """The setup's pipes (or console socket) and the helper's argument: done by the
+        mother before it forks us, so the monitor itself touches less of its memory."""
         cfg = self.cfg
         child_fds: list[int] = []
-        arg: dict = {"restart_count": self.restarts}
+        # A restart has no caller to record it running: the helper does (via the engine).
+        arg: dict = {"restart_count": self.restarts, "record": not self.first}
+        self.first = False
         if cfg.get("tty"):
             arg["console_socket"] = os.path.join(self.run_dir, "console.sock")
             self.console_fd = _listen_unix(arg["console_socket"])
@@ -444,26 +493,9 @@ class Monitor:
             self.out_fd, self.err_fd = r1, r2
             child_fds += [w1, w2]
             arg["stdout"], arg["stderr"] = w1, w2
-        self.exit_status = None
-        self.finishing = False
-        self._spawn_helper("setup", arg, child_fds)
-        if cfg.get("tty"):
-            # The init sends the pty master while the helper waits in create.
-            self.pty_fd = _recv_console(self.console_fd, self.helper)
-            os.close(self.console_fd)
-            self.console_fd = -1
-            try:
-                os.unlink(arg["console_socket"])
-            except FileNotFoundError:
-                pass
-            if self.pty_fd >= 0:
-                os.set_blocking(self.pty_fd, False)
-                size = self.cfg.get("console_size")
-                if size:
-                    _set_winsize(self.pty_fd, size[0], size[1])
-        for fd in (self.out_fd, self.err_fd):
-            if fd >= 0:
-                os.set_blocking(fd, False)
+            os.set_blocking(r1, False)
+            os.set_blocking(r2, False)
+        self.pending = (arg, child_fds)
 
     @property
     def exit_code(self) -> int:
@@ -567,6 +599,8 @@ class Monitor:
         self.clients[fd] = Client(fd)
 
     def _drop(self, c: Client) -> None:
+        if c.fd == self.unacked:
+            self.unacked = -1
         self.clients.pop(c.fd, None)
         os.close(c.fd)
 
@@ -620,6 +654,8 @@ class Monitor:
                 _set_winsize(self.pty_fd, int(rows), int(cols))
             elif kind == b"o":
                 self.log.reopen()
+            elif kind == b"a" and c.fd == self.unacked:
+                self.unacked = -1
 
     def _stdin_eof(self) -> None:
         if self.pty_fd >= 0:
@@ -717,24 +753,248 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
         pass
 
 
-# -- helpers: short-lived children of the monitor that may import anything ---------------
+# -- helpers: short-lived children of the monitor ----------------------------------------
+# They must stay quick in a monitor forked from the lean mother, which has none of the engine
+# loaded: setup needs only the OCI runtime (preloaded by the mother); the store updates,
+# release and auto-remove ask the warm fork server that started us (cfg["service"]) or the
+# run root's zygote, and import the engine themselves only when neither answers.
 def _helper_main(kind: str, cfg: dict, arg: dict, report_fd: int, lean: bool) -> int:
-    if lean:
-        sys.path[:0] = [p for p in cfg.get("sys_path", []) if p not in sys.path]
-    from pallet.engine import containers
-
+    sys.path[:0] = [p for p in cfg.get("sys_path", []) if p not in sys.path]
     if kind == "setup":
-        res = containers.monitor_setup(cfg, arg)
+        res = _helper_setup(cfg, arg)
     else:
-        res = containers.monitor_finish(cfg, arg)
+        res = _engine_op(cfg, "finish", arg)
     _report(report_fd, res)
     return 0
 
 
+def start_error_code(message: str, exec: bool = False) -> int:
+    """The exit code docker gives a container whose process could not be started."""
+    low = message.lower()
+    if "executable file not found" in low or "no such file or directory" in low and \
+            "exec" in low:
+        return 126 if exec else 127
+    if "permission denied" in low or "exec format error" in low or "is a directory" in low:
+        return 126
+    return 126 if exec else 125
+
+
+def _helper_setup(cfg: dict, arg: dict) -> dict:
+    """Create and start the container with our pipes as its stdio; its init is reparented
+    to the monitor (a subreaper) when the runtime's intermediate process exits."""
+    from pallet.errors import PalletError
+
+    cid, runtime = cfg["id"], cfg.get("runtime") or ""
+    if runtime in ("", "pallet"):
+        from pallet.oci.create import Runtime
+
+        h = Runtime(os.path.join(cfg["run_root"], "runtime"))
+    else:
+        from pallet.engine.handlers import resolve
+
+        h = resolve(runtime, cfg["run_root"])
+    devnull = -1
+    stdio = None
+    if not cfg.get("tty"):
+        devnull = os.open(os.devnull, os.O_RDWR)
+        stdio = (arg.get("stdin", devnull), arg["stdout"], arg["stderr"])
+    try:
+        if runtime in ("", "pallet"):
+            pid = h.create(cid, cfg["bundle"], console_socket=arg.get("console_socket"),
+                           stdio=stdio).pid
+        else:
+            pid = h.create(cid, cfg["bundle"], stdio=stdio,
+                           console_socket=arg.get("console_socket"))
+    except PalletError as e:
+        return {"error": str(e), "code": start_error_code(str(e))}
+    finally:
+        for fd in (devnull, arg.get("stdin", -1), arg.get("stdout", -1), arg.get("stderr", -1)):
+            if fd >= 0:
+                os.close(fd)
+    try:
+        h.start(cid)
+    except PalletError as e:
+        try:
+            h.delete(cid, force=True)
+        except PalletError:
+            pass
+        return {"error": str(e), "code": start_error_code(str(e))}
+    if arg.get("record"):
+        _engine_op(cfg, "started", {"pid": pid, "restart_count": arg.get("restart_count", 0)})
+    return {"pid": pid}
+
+
+def _engine_op(cfg: dict, op: str, arg: dict) -> dict:
+    """containers.monitor_<OP>(cfg, arg) in a worker of a warm fork server if one answers,
+    else here (importing the engine: slow, but only when no server is left)."""
+    if "pallet.engine.containers" not in sys.modules:
+        root_sock = os.path.join(cfg["run_root"], "zygote.sock")
+        for path in dict.fromkeys(p for p in (cfg.get("service"), root_sock) if p):
+            res = _service_call(path, {"call": "monitor", "op": op, "cfg": cfg, "arg": arg})
+            if res is not None:
+                return res
+    from pallet.engine import containers
+
+    return containers.monitor_op(op, cfg, arg)
+
+
+def _service_call(path: str, req: dict) -> dict | None:
+    """REQ to the fork server listening on PATH; its result, or None if it cannot serve it."""
+    from pallet.engine import zygote
+
+    try:
+        sock = zygote.connect(os.path.dirname(path), os.path.basename(path))
+    except OSError:
+        return None
+    try:
+        zygote.send_msg(sock, req)
+        while True:
+            msg, _ = zygote.recv_msg(sock, 0)
+            if not msg or "error" in msg or "exit" in msg:
+                # Refused (an old server) or died before doing it: do it ourselves.
+                return None
+            if "result" in msg:
+                return msg["result"]
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+_prctl = None         # the mother resolves these once, before freezing, for its monitors
+_title_area = (0, 0)
+
+
 def _become_subreaper() -> None:
+    global _prctl
+    if _prctl is None:
+        import ctypes
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _find_title_area() -> tuple[int, int]:
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+def _set_title(title: str) -> None:
+    """Overwrite the command line (what ps shows) in place, as setproctitle does."""
+    start, end = _title_area if _title_area[0] else _find_title_area()
+    size = end - start
+    if size <= 1:
+        return
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    data = title.encode()[:size - 1]
+    ctypes.memmove(start, data, len(data))
+    ctypes.memset(start + len(data), 0, size - len(data))
+
+
+# -- the mother: a lean fork server for monitors -------------------------------------------
+MOTHER_PRELOAD = ("pallet.errors", "pallet.oci.create", "pallet.oci.init", "pallet.oci.hooks",
+                  "pallet.oci.jsonlite", "pallet.oci.cgroups", "pallet.oci.cgroups.v1",
+                  "pallet.oci.cgroups.v2", "pallet.oci.cgroups.hybrid",
+                  "pallet.oci.cgroups.bpf", "pallet.oci.linux.seccomp",
+                  "pallet.oci.linux.rootfs", "pallet.oci.linux.process",
+                  "pallet.oci.linux.capabilities", "pallet.oci.linux.console",
+                  "pallet.oci.linux.rlimits")
+
+
+def mother_main() -> None:
+    """Entry of the monitor mother (`python -I -S`, started by a zygote or the daemon's
+    spawner): argv is [-c, pallet-monitor-mother, CONTROL_FD, SYS_PATH, TITLE].
+
+    It imports only this file, ctypes and the OCI runtime's create path, freezes them, and
+    then does nothing but fork monitors, so every page of it stays clean and shared by all
+    of its monitors. One request per SEQPACKET message on CONTROL: marshal((cfg, streams))
+    with the monitor's client fd; answer: the monitor's pid in ASCII (b"" if the fork
+    failed). EOF on CONTROL (its server exited) ends it; monitors live on.
+    """
+    global _prctl, _title_area
+    import _socket
+    import ctypes
+    import gc
+    import marshal
+
+    ctl_fd = int(sys.argv[2])
+    sys.path[:0] = [p for p in sys.argv[3].split(os.pathsep) if p and p not in sys.path]
+    _title_area = _find_title_area()
+    title = sys.argv[4] if len(sys.argv) > 4 else "pallet-monitor-mother"
+    _set_title(title)
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    import importlib
+
+    # The setup helper's imports (the in-process runtime's create path, ~6 ms and ~1 MiB):
+    # loaded once here, they are clean pages shared by every monitor, never touched by one.
+    for name in MOTHER_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            os.write(2, f"pallet monitor mother: cannot preload {name}: {e}\n".encode())
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    # Monitors are reparented to init when we exit; meanwhile no zombies are left here.
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+    ctl = _socket.socket(fileno=ctl_fd)
+    fd_space = _socket.CMSG_SPACE(4)
+    gc.collect()
+    gc.freeze()
+    while True:
+        try:
+            data, anc, _, _ = ctl.recvmsg(1 << 20, fd_space, _socket.MSG_CMSG_CLOEXEC)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        fds = [int.from_bytes(p[:4], sys.byteorder) for lvl, kind, p in anc
+               if lvl == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(p) >= 4]
+        if not data:
+            os._exit(0)
+        m = None
+        stdio = (-1, -1)
+        try:
+            cfg, streams = marshal.loads(data)
+            cfg["lean_after"] = None  # already as lean as it gets: never re-exec
+            # Everything the monitor needs is made here, before the fork, so that the
+            # monitor itself runs as little as possible (each object it touches is a page
+            # of ours it copies); its title too, which we then take back.
+            m, stdio = _prepare(cfg, fds[0], streams)
+            _set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
+            pid = os.fork()
+        except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError) as e:
+            os.write(2, f"pallet monitor mother: {type(e).__name__}: {e}\n".encode())
+            pid = -1
+        if pid == 0:
+            try:
+                ctl.close()
+                _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+                os.setsid()
+                _enter(m, *stdio)
+            except BaseException as e:  # noqa: BLE001 - stderr is the monitor log by now
+                os.write(2, f"monitor: {type(e).__name__}: {e}\n".encode())
+            finally:
+                os._exit(1)
+        _set_title(title)
+        for fd in {*fds, *stdio, *(m.fds() if m is not None else ())}:
+            if fd >= 0:
+                os.close(fd)
+        m = None
+        if pid > 0:
+            try:
+                _atomic_write(os.path.join(cfg["run_dir"], PID_FILE),
+                              f"{pid} {_start_time(pid)}\n")
+            except OSError as e:
+                os.write(2, f"pallet monitor mother: {e}\n".encode())
+        try:
+            ctl.send(str(pid).encode() if pid > 0 else b"")
+        except OSError:
+            os._exit(0)
 
 
 # Set in a zygote worker (pallet.engine.zygote): called as fork_server(cfg, mon_fd, streams),
@@ -793,37 +1053,52 @@ def run_forked(cfg: dict, client_fd: int, streams: str) -> None:
     `ps` showing whose monitor it is, and no fd of the zygote's."""
     _signal.set_wakeup_fd(-1)  # the zygote's, about to be closed
     os.setsid()
-    from pallet.engine.zygote import set_title
-
-    set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
+    _set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
     _monitor_child(cfg, client_fd, streams, -1)
 
 
 def _monitor_child(cfg: dict, client_fd: int, streams: str, pid_fd: int) -> None:
-    _become_subreaper()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    log = os.open(os.path.join(cfg["ctr_dir"], "monitor.log"),
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
-    os.dup2(log, 2)
-    os.close(devnull)
-    os.close(log)
     # Whatever the forking process held (its caller's terminal, a zygote's socket and lock)
     # must not live on for the container's lifetime.
     _close_fds_except((client_fd, pid_fd))
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
-    os.chdir("/")
+    m, stdio = _prepare(cfg, client_fd, streams)
     me = os.getpid()
     _atomic_write(os.path.join(cfg["run_dir"], PID_FILE), f"{me} {_start_time(me)}\n")
     if pid_fd >= 0:
         os.write(pid_fd, str(me).encode())
         os.close(pid_fd)
+    _enter(m, *stdio)
+
+
+def _prepare(cfg: dict, client_fd: int, streams: str) -> tuple[Monitor, tuple[int, int]]:
+    """The monitor for CFG, ready to run, and its stdio (devnull, monitor.log)."""
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    log = os.open(os.path.join(cfg["ctr_dir"], "monitor.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     m = Monitor(cfg)
     os.set_blocking(client_fd, False)
     m.clients[client_fd] = Client(client_fd, streams)
+    m.unacked = client_fd
     m.listen_fd = _listen_unix(os.path.join(cfg["run_dir"], ATTACH_SOCKET))
+    m._prepare_setup()
+    return m, (devnull, log)
+
+
+def _enter(m: Monitor, devnull: int, log: int) -> None:
+    """Become the monitor M: subreaper, stdio, signals; then run it (never returns)."""
+    _become_subreaper()
+    # Monitors run the same code on the same data, so most pages they copy from the mother
+    # are identical across them: let KSM merge them where the admin runs it (a no-op else).
+    assert _prctl is not None
+    _prctl(67, 1, 0, 0, 0)  # PR_SET_MEMORY_MERGE (Linux 6.4); EINVAL on older kernels
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(log, 2)
+    os.close(devnull)
+    os.close(log)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    os.chdir("/")
     m.run()
 
 

@@ -14,8 +14,11 @@ Listening protocol (SOCK_SEQPACKET, one connection per call):
   worker: {"pid": PID} at once (the client forwards its signals there), then {"exit": CODE}
           or {"error": MESSAGE}. A client that goes away kills its worker (SIGIO on EOF).
 Monitors: a worker's monitor.spawn() sends {"cfg", "streams"} + the monitor's end of the
-client socketpair over a per-worker channel; the server forks the monitor and answers
-{"pid"}. The monitor survives the server (it is reparented like any orphan).
+client socketpair over a per-worker channel; the server has its lean monitor mother
+(monitor.mother_main, started on first use) fork the monitor, and answers {"pid"}. Monitor
+and mother survive the server's exit (the mother ends at its EOF; monitors are orphans).
+A monitor's helper may call {"call": "monitor", "op", "cfg", "arg"} on the listening socket:
+the engine's part of its lifecycle, answered {"result"} by a warm worker.
 
 This module's top level imports only C builtins: the thin CLI client runs from it.
 """
@@ -110,10 +113,10 @@ class ZygoteUnavailable(Exception):  # noqa: N818 - a condition the caller falls
     """The zygote could not be reached or started; the caller runs the work itself."""
 
 
-def connect(run_root: str) -> _socket.socket:
+def connect(run_root: str, name: str = SOCKET_NAME) -> _socket.socket:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
-        s.connect(os.path.join(run_root, SOCKET_NAME))
+        s.connect(os.path.join(run_root, name))
     except OSError:
         s.close()
         raise
@@ -245,15 +248,20 @@ class _Server:
         self.monitors: set[int] = set()
         self.fork_monitors = False
         self.private: list[int] = []          # fds of the server alone: children close them
+        self.service = ""                     # our listening socket, for monitors' helpers
+        self.mother_pid = 0                   # the lean process that forks monitors
+        self.mother: _socket.socket | None = None
 
 
 def serve(*, control: _socket.socket | None = None, listen: str = "",
           preload: Sequence[str] = (), entry_points: Mapping[str, Callable[..., int]] | None = None,
           fork_monitors: bool = False, idle_timeout: float = IDLE_TIMEOUT,
-          ready_fd: int = -1) -> int:  # pragma: no cover - runs in the server process
+          ready_fd: int = -1,
+          socket_name: str = SOCKET_NAME) -> int:  # pragma: no cover - server process
     """The server loop. CONTROL: the daemon's socketpair (each message: a reply socket and
-    fds; its EOF ends the loop). LISTEN: a run root whose zygote.sock to serve, for
-    ENTRY_POINTS only, until idle. FORK_MONITORS: workers' monitors are forked here."""
+    fds; its EOF ends the loop). LISTEN: a run root whose SOCKET_NAME to serve, for
+    ENTRY_POINTS and monitors' helpers ("monitor") only; without CONTROL, until idle.
+    FORK_MONITORS: workers' monitors are forked by a lean "monitor mother" we start."""
     import contextlib
     import gc
     import importlib
@@ -269,9 +277,11 @@ def serve(*, control: _socket.socket | None = None, listen: str = "",
     listener = lock_fd = -1
     sock_ino = 0
     if listen:
-        lock_fd, listener, sock_ino = _bind(listen)
-        if listener < 0:
+        lock_fd, listener, sock_ino = _bind(listen, socket_name)
+        if listener < 0 and control is None:
             return 0  # another zygote holds the lock and serves this run root
+        if listener >= 0:
+            server.service = os.path.join(listen, socket_name)
         if ready_fd >= 0:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"1")
@@ -304,7 +314,7 @@ def serve(*, control: _socket.socket | None = None, listen: str = "",
     try:
         while True:
             timeout = None
-            if listener >= 0:
+            if listener >= 0 and control is None:
                 left = idle_timeout - (time.monotonic() - last_busy)
                 timeout = max(0.0, min(CHECK_INTERVAL, left)) * 1000 + 1
             try:
@@ -332,32 +342,38 @@ def serve(*, control: _socket.socket | None = None, listen: str = "",
                     _serve_monitor_request(server, fd)
             if server.workers:
                 last_busy = time.monotonic()
-            if listener >= 0:
+            if listener >= 0 and control is None:
                 if time.monotonic() - last_busy > idle_timeout:
                     return 0
-                if _socket_inode(listen) != sock_ino:
+                if _socket_inode(listen, socket_name) != sock_ino:
                     return 0  # removed (its run root was deleted) or replaced
     finally:
-        if listener >= 0 and _socket_inode(listen) == sock_ino:
-            for name in (SOCKET_NAME, PID_NAME):
+        if listener >= 0 and _socket_inode(listen, socket_name) == sock_ino:
+            for name in (socket_name, _sibling(socket_name, PID_NAME)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(listen, name))
 
 
-def _bind(run_root: str) -> tuple[int, int, int]:  # pragma: no cover - server
-    """Take the run root's zygote lock and listen on its socket: (lock, listener, inode),
-    listener -1 if another zygote holds the lock."""
+def _sibling(socket_name: str, name: str) -> str:
+    """zygote.lock for zygote.sock, spawner.lock for spawner.sock."""
+    return socket_name.rsplit(".", 1)[0] + "." + name.rsplit(".", 1)[1]
+
+
+def _bind(run_root: str, socket_name: str = SOCKET_NAME
+          ) -> tuple[int, int, int]:  # pragma: no cover - server
+    """Take the run root's lock for SOCKET_NAME and listen on it: (lock, listener, inode),
+    listener -1 if another server holds the lock."""
     import fcntl
 
     os.makedirs(run_root, mode=0o700, exist_ok=True)
-    lock_fd = os.open(os.path.join(run_root, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                      0o600)
+    lock_fd = os.open(os.path.join(run_root, _sibling(socket_name, LOCK_NAME)),
+                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(lock_fd)
         return -1, -1, 0
-    path = os.path.join(run_root, SOCKET_NAME)
+    path = os.path.join(run_root, socket_name)
     try:
         os.unlink(path)  # a dead zygote's: we hold the lock, so no live one owns it
     except FileNotFoundError:
@@ -370,14 +386,14 @@ def _bind(run_root: str) -> tuple[int, int, int]:  # pragma: no cover - server
         os.umask(old)
     s.listen(64)
     s.setblocking(False)
-    with open(os.path.join(run_root, PID_NAME), "w") as f:
+    with open(os.path.join(run_root, _sibling(socket_name, PID_NAME)), "w") as f:
         f.write(f"{os.getpid()}\n")
-    return lock_fd, s.detach(), _socket_inode(run_root)
+    return lock_fd, s.detach(), _socket_inode(run_root, socket_name)
 
 
-def _socket_inode(run_root: str) -> int:
+def _socket_inode(run_root: str, socket_name: str = SOCKET_NAME) -> int:
     try:
-        return os.stat(os.path.join(run_root, SOCKET_NAME)).st_ino
+        return os.stat(os.path.join(run_root, socket_name)).st_ino
     except OSError:
         return 0
 
@@ -489,6 +505,8 @@ def _reap(server: _Server, channels: dict[int, int], poller: Any) -> None:  # pr
         if pid == 0:
             return
         server.monitors.discard(pid)
+        if pid == server.mother_pid:
+            _mother_gone(server)
         ch = server.workers.pop(pid, -1)
         if ch >= 0:
             # A worker's monitor requests all precede its exit, and are answered in order.
@@ -507,7 +525,9 @@ def _drain_channel(server: _Server, ch: int, channels: dict[int, int]) -> None: 
 
 
 def _serve_monitor_request(server: _Server, ch: int) -> bool:  # pragma: no cover - server
-    """Fork the monitor a worker asked for; False on the channel's EOF."""
+    """Have the mother fork the monitor a worker asked for; False on the channel's EOF."""
+    import contextlib
+
     sock = _socket.socket(fileno=os.dup(ch))
     try:
         try:
@@ -516,7 +536,17 @@ def _serve_monitor_request(server: _Server, ch: int) -> bool:  # pragma: no cove
             return False
         if msg is None:
             return False
+        cfg = dict(msg["cfg"], service=server.service)
+        pid = _mother_fork(server, cfg, msg.get("streams", ""), fds[0]) if fds else 0
+        if pid > 0:
+            for fd in fds:
+                os.close(fd)
+            server.monitors.add(pid)
+            with contextlib.suppress(OSError):
+                send_msg(sock, {"pid": pid})
+            return True
         try:
+            # No mother (it could not be started): fork the monitor here, as a fallback.
             pid = os.fork()
         except OSError as e:
             for fd in fds:
@@ -530,8 +560,7 @@ def _serve_monitor_request(server: _Server, ch: int) -> bool:  # pragma: no cove
 
                 # Forked from the warm server, the monitor shares its pages: going lean
                 # by exec would only trade them for a private interpreter.
-                cfg = dict(msg["cfg"], lean_after=None)
-                monitor.run_forked(cfg, fds[0], msg.get("streams", ""))
+                monitor.run_forked(dict(cfg, lean_after=None), fds[0], msg.get("streams", ""))
             finally:
                 os._exit(1)
         for fd in fds:
@@ -544,6 +573,71 @@ def _serve_monitor_request(server: _Server, ch: int) -> bool:  # pragma: no cove
         return True
     finally:
         sock.close()
+
+
+def _start_mother(server: _Server) -> bool:  # pragma: no cover - server
+    """Fork and exec the monitor mother (`python -I -S`, monitor.py and the OCI runtime's
+    create path only); it forks every monitor from then on. Its EOF on our socket ends it."""
+    import signal
+
+    from pallet.engine import monitor
+
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    boot = (f"import sys;sys.path[:0]=[{os.path.dirname(os.path.abspath(monitor.__file__))!r}];"
+            "import monitor;monitor.mother_main()")
+    paths = os.pathsep.join(p for p in sys.path if p)
+    title = "pallet-monitor-mother " + (os.path.dirname(server.service) or str(os.getpid()))
+    try:
+        pid = os.fork()
+    except OSError:
+        a.close()
+        b.close()
+        return False
+    if pid == 0:
+        try:
+            fd = b.fileno()
+            os.set_inheritable(fd, True)
+            os.closerange(3, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            signal.set_wakeup_fd(-1)
+            os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot,
+                                      "pallet-monitor-mother", str(fd), paths, title])
+        finally:
+            os._exit(127)
+    b.close()
+    server.mother, server.mother_pid = a, pid
+    server.private.append(a.fileno())
+    return True
+
+
+def _mother_gone(server: _Server) -> None:  # pragma: no cover - server
+    if server.mother is not None:
+        fd = server.mother.fileno()
+        if fd in server.private:
+            server.private.remove(fd)
+        server.mother.close()
+    server.mother, server.mother_pid = None, 0
+
+
+def _mother_fork(server: _Server, cfg: dict[str, Any], streams: str,
+                 fd: int) -> int:  # pragma: no cover - server
+    """The pid of the monitor the mother forked for CFG, or 0 if it cannot."""
+    import marshal
+
+    for _ in range(2):  # a dead mother is replaced once
+        if server.mother is None and not _start_mother(server):
+            return 0
+        assert server.mother is not None
+        try:
+            server.mother.sendmsg([marshal.dumps((cfg, streams))],
+                                  [(_SOL_SOCKET, _SCM_RIGHTS, fd.to_bytes(_FD_SIZE, sys.byteorder))])
+            answer = server.mother.recv(64)
+        except OSError:
+            answer = b""
+        if answer:
+            return int(answer)
+        _mother_gone(server)
+    return 0
 
 
 class _MonitorChannel:
@@ -628,6 +722,8 @@ def _work_listening(conn_fd: int,
         return 1
     if not isinstance(req, dict):
         return 1
+    if req.get("call") == "monitor":
+        return _monitor_service(conn, req)
     fn = entry_points.get(str(req.get("call")))
     if fn is None:
         for fd in fds:
@@ -676,6 +772,26 @@ def _work_listening(conn_fd: int,
                 pass
     try:
         send_msg(conn, {"exit": int(code)})
+    except OSError:
+        return 1
+    return 0
+
+
+def _monitor_service(conn: _socket.socket, req: Mapping[str, Any]) -> int:  # pragma: no cover
+    """A monitor's helper asks for the engine's part of its container's lifecycle (record the
+    exit, release, auto-remove): done here, warm, rather than by importing the engine."""
+    try:
+        from pallet.engine import containers
+
+        res = containers.monitor_op(str(req.get("op")), dict(req["cfg"]), dict(req.get("arg") or {}))
+        msg: dict[str, Any] = {"result": res}
+    except BaseException as e:  # noqa: BLE001 - the helper then does it itself
+        import traceback
+
+        traceback.print_exc()
+        msg = {"error": f"{type(e).__name__}: {e}"}
+    try:
+        send_msg(conn, msg)
     except OSError:
         return 1
     return 0

@@ -60,7 +60,11 @@ def test_first_command_starts_it_and_monitors_are_its_forks(pallet):
     from pallet.engine.monitor import alive
 
     mon = alive(pallet.engine().run_dir(cid))
-    assert ppid_of(mon) == zpid  # forked by the zygote itself, not by a worker
+    # Forked by the zygote's lean monitor mother, not by a worker nor the zygote itself.
+    mother = ppid_of(mon)
+    assert ppid_of(mother) == zpid
+    with open(f"/proc/{mother}/cmdline", "rb") as f:
+        assert f.read().startswith(f"pallet-monitor-mother {pallet.run_root}".encode())
     with open(f"/proc/{mon}/cmdline", "rb") as f:
         assert f.read().startswith(f"pallet-monitor {cid} {pallet.root}".encode())
     # The monitor holds none of the zygote's fds (socket, lock): only its own.

@@ -72,7 +72,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     # The spawner must be forked while this process has one thread: before grpc starts any.
     from pallet.cri.spawner import Spawner
 
-    spawner = Spawner.start(preload=SPAWNER_PRELOAD)
+    spawner = Spawner.start(preload=SPAWNER_PRELOAD, listen=config.state_dir)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

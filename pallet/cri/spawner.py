@@ -50,9 +50,12 @@ class Spawner:
         self._closed = False
 
     @classmethod
-    def start(cls, preload: Sequence[str] = (), *, allow_threads: bool = False) -> Spawner:
+    def start(cls, preload: Sequence[str] = (), *, allow_threads: bool = False,
+              listen: str = "") -> Spawner:
         """Fork the spawner. Call before starting any thread (it refuses otherwise;
-        `allow_threads` is for test processes that cannot promise that)."""
+        `allow_threads` is for test processes that cannot promise that). LISTEN: the state
+        dir whose spawner.sock (root-only) serves monitors' helpers: a container's exit is
+        recorded by a warm worker of ours rather than by a cold interpreter."""
         if threading.active_count() != 1 and not allow_threads:
             raise RuntimeError("Spawner.start() must run before any thread is started")
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -61,7 +64,7 @@ class Spawner:
             code = 1
             try:
                 parent.close()
-                code = _serve(child, preload)
+                code = _serve(child, preload, listen)
             finally:
                 os._exit(code)
         child.close()
@@ -159,10 +162,17 @@ def _rebuild_error(err: Mapping[str, Any]) -> PalletError:
 
 # -- the spawner process ------------------------------------------------------
 
-def _serve(control: socket.socket, preload: Sequence[str]) -> int:  # pragma: no cover - child
+SOCKET_NAME = "spawner.sock"
+
+
+def _serve(control: socket.socket, preload: Sequence[str],
+           listen: str = "") -> int:  # pragma: no cover - child
     # Leave the terminal's process group: Ctrl-C goes to the daemon, which then closes the
     # control socket; a worker halfway through creating a container is not interrupted.
     with contextlib.suppress(OSError):
         os.setsid()
-    # The same fork server as the CLI's zygote, reached only through this socketpair.
-    return zygote.serve(control=control, preload=preload)
+    # The same fork server as the CLI's zygote, reached through this socketpair (and, for
+    # monitors' helpers only, on LISTEN/spawner.sock). Monitors are forked by its lean
+    # monitor mother, so they hold none of a worker's fds and share the mother's pages.
+    return zygote.serve(control=control, preload=preload, listen=listen,
+                        socket_name=SOCKET_NAME, fork_monitors=True)

@@ -30,19 +30,20 @@ class DeadlineExceeded(PalletError):
 
 
 def start_container(root: str, run_root: str, id: str) -> dict[str, Any]:
-    """Start the container under a new monitor (double-forked: it outlives this worker)."""
+    """Start the container under a new monitor. The spawner's monitor mother forks it, so
+    it holds none of this worker's fds (the daemon waits for our reply socket's EOF)."""
+    from pallet.engine import monitor
 
-    def start() -> dict[str, Any]:
-        eng = Engine(root, run_root)
-        try:
-            rec, fd = eng.start(id)
-            if fd >= 0:
-                os.close(fd)
-            return {"state": rec.state, "pid": rec.pid}
-        finally:
-            eng.close()
-
-    return _in_clean_child(start)
+    if monitor.fork_server is None:  # not in a spawner worker: keep the monitor off our fds
+        return _in_clean_child(lambda: start_container(root, run_root, id))
+    eng = Engine(root, run_root)
+    try:
+        rec, fd = eng.start(id)
+        if fd >= 0:
+            os.close(fd)
+        return {"state": rec.state, "pid": rec.pid}
+    finally:
+        eng.close()
 
 
 def _in_clean_child(fn: Callable[[], Any]) -> Any:

@@ -1,8 +1,12 @@
 """bench/run: `pallet run --rm busybox true` vs `podman run --rm` (runc) interleaved,
 monitor PSS vs conmon PSS per idle container, and `pallet ps` with 100 containers.
 
-Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100]
-Monitors are found by their pid files; a zygote's PSS is reported shared among them.
+Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100] [--ksm]
+--ksm also measures the monitors with the kernel's samepage merging running (monitors opt
+in with PR_SET_MEMORY_MERGE; conmon does not): ksmd is switched on for that measurement
+and restored (unmerged, then its previous setting) right after.
+Monitors are found by their pid files; the PSS of the zygote and of the monitor mother (the
+lean process that forks them) is also reported shared among them.
 Everything runs in private roots and is removed at the end.
 """
 
@@ -75,11 +79,40 @@ def procs_matching(*needles: bytes) -> list[int]:
     return out
 
 
+KSM = "/sys/kernel/mm/ksm/"
+
+
+@contextlib.contextmanager
+def ksm_running():  # noqa: ANN201
+    """ksmd on until it has scanned everything twice; then unmerged and as it was."""
+    def read(name: str) -> int:
+        with open(KSM + name) as f:
+            return int(f.read())
+
+    def write(name: str, value: int) -> None:
+        with open(KSM + name, "w") as f:
+            f.write(str(value))
+
+    before = read("run")
+    scans = read("full_scans")
+    write("run", 1)
+    try:
+        deadline = time.monotonic() + 60
+        while read("full_scans") < scans + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield
+    finally:
+        write("run", 2)  # unmerge everything, so the next measurement starts clean
+        write("run", before)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--idle", type=lambda v: [int(x) for x in v.split(",")],
                     default=[1, 20, 100], help="idle container counts to measure PSS at")
+    ap.add_argument("--ksm", action="store_true",
+                    help="also measure idle monitors with KSM running (restored after)")
     args = ap.parse_args()
     # A real install has bytecode; this tree may not (PYTHONDONTWRITEBYTECODE).
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(HERE) + "/pallet"],
@@ -149,7 +182,9 @@ def main() -> int:
             mons = monitor_pids(run_root)
             pss = [pss_kib(p) for p in mons]
             pm = statistics.median(pss) if pss else 0
-            extra = [pss_kib(p) for p in zygote_pids(run_root)]
+            servers = zygote_pids(run_root) + procs_matching(b"pallet-monitor-mother",
+                                                             run_root.encode())
+            extra = [pss_kib(p) for p in servers]
             per = (sum(pss) + sum(extra)) / len(pss) if pss else 0
             conmons = procs_matching(b"conmon", base.encode())
             pc = statistics.median(pss_kib(p) for p in conmons) if conmons else 0
@@ -157,8 +192,18 @@ def main() -> int:
                             f"{pm / 1024:.2f} MiB",
                             f"{pc / 1024:.2f} MiB (conmon, {len(conmons)})" if conmons
                             else "n/a"))
-            results.append(("  incl. the zygote's share", f"{per / 1024:.2f} MiB",
-                            f"{len(extra)} zygote(s)"))
+            results.append(("  incl. the zygote's and mother's share", f"{per / 1024:.2f} MiB",
+                            f"{len(extra)} server process(es)"))
+            if args.ksm:
+                with ksm_running():
+                    pss = [pss_kib(p) for p in mons]
+                    extra = [pss_kib(p) for p in servers]
+                    pc = statistics.median(pss_kib(p) for p in conmons) if conmons else 0
+                results.append(("  with KSM running (median)",
+                                f"{statistics.median(pss) / 1024:.2f} MiB",
+                                f"{pc / 1024:.2f} MiB (conmon)" if conmons else "n/a"))
+                results.append(("    incl. the zygote's and mother's share",
+                                f"{(sum(pss) + sum(extra)) / len(pss) / 1024:.2f} MiB", ""))
         if have_podman:
             subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
         ps = [timed(pallet + ["ps"], env) for _ in range(10)]

@@ -94,6 +94,29 @@ def _start_exec(eng: Engine, id: str, cmd: list[str], tty: bool,
     from pallet.oci.create import _become_subreaper
 
     _become_subreaper()  # the exec'd process is reparented to us, and we reap it
+    try:
+        return _start_exec_as_subreaper(eng, id, cmd, tty, stdio, ctl)
+    except BaseException:
+        # A failed exec may leave its process, already forked into the container's PID
+        # namespace, exiting: reaped here, not left to the container's init (which may
+        # never reap it, and `ps` in the container would show it).
+        _reap_children(1.0)
+        raise
+
+
+def _reap_children(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            time.sleep(0.005)
+
+
+def _start_exec_as_subreaper(eng: Engine, id: str, cmd: list[str], tty: bool,
+                             stdio: tuple[int, int, int] | None, ctl: int) -> int:
     if not tty:
         return eng.exec(id, cmd, stdio=stdio)
     with tempfile.TemporaryDirectory(prefix="pallet-exec-") as tmp:

@@ -161,6 +161,7 @@ class Runtime:
                     init_pid = msg["pid"]
                     os.waitpid(first, 0)
                     first = 0
+                    send(parent, ok=True)  # the init may go on (it waited for this)
                 elif "hooks" in msg:
                     state = st.oci("creating") | {"pid": init_pid}
                     for phase in ("prestart", "createRuntime", "createContainer"):
@@ -298,7 +299,7 @@ class Runtime:
              console_socket: str | None = None, preserve_fds: int = 0,
              stdio: tuple[int, int, int] | None = None) -> int:
         """Start PROCESS in the container; return its host pid (the caller reaps it)."""
-        from pallet.oci.init import InitContext, exec_child, recv
+        from pallet.oci.init import InitContext, exec_child, recv, send
 
         st = self.load(container_id)
         status = self.status(st)
@@ -332,6 +333,7 @@ class Runtime:
                     pid = msg["pid"]
                     os.waitpid(first, 0)
                     first = 0
+                    send(parent, ok=True)
                 elif "created" in msg:
                     return pid
                 elif "error" in msg:

@@ -158,6 +158,9 @@ def create_child(ctx: InitContext, sock: _socket.socket) -> None:
         if pid:
             send(sock, pid=pid)
             os._exit(0)
+        # Wait until the parent has our host pid: otherwise our own messages could
+        # overtake the first child's report, and the parent would not know who we are.
+        recv(sock)
         container_init(ctx, sock)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, then _exit
         _fail(sock, e)
@@ -407,6 +410,8 @@ def exec_child(ctx: InitContext, sock: _socket.socket) -> None:
         if pid:
             send(sock, pid=pid)
             os._exit(0)
+        recv(sock)  # the parent has our host pid (see create_child)
+
         def report() -> None:
             send(sock, created=True)
             sock.close()

@@ -800,9 +800,8 @@ def _helper_setup(cfg: dict, arg: dict) -> dict:
         stdio = (arg.get("stdin", devnull), arg["stdout"], arg["stderr"])
     try:
         if runtime in ("", "pallet"):
-            st = h.create(cid, cfg["bundle"], console_socket=arg.get("console_socket"),
-                          stdio=stdio)
-            pid = st.pid or _adopt_unreported_init(h.root, st)
+            pid = h.create(cid, cfg["bundle"], console_socket=arg.get("console_socket"),
+                           stdio=stdio).pid
         else:
             pid = h.create(cid, cfg["bundle"], stdio=stdio,
                            console_socket=arg.get("console_socket"))
@@ -823,26 +822,6 @@ def _helper_setup(cfg: dict, arg: dict) -> dict:
     if arg.get("record"):
         _engine_op(cfg, "started", {"pid": pid, "restart_count": arg.get("restart_count", 0)})
     return {"pid": pid}
-
-
-def _adopt_unreported_init(root: str, st: object) -> int:
-    """Work around a race in pallet.oci's create: under load its first child can be
-    descheduled between forking the init and reporting the init's pid, while the init gets
-    as far as "created"; create then records pid 0 (and `start` says "stopped"). The init
-    is alive, and, the first child being gone, ours (we are a subreaper): the only child
-    we have. Record it as create would have."""
-    from pallet.oci.state import StateDir, proc_start_time
-
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children") as f:
-            kids = [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        return 0
-    if len(kids) != 1:
-        return 0
-    st.pid, st.pid_start = kids[0], proc_start_time(kids[0])  # type: ignore[attr-defined]
-    StateDir(root, st.id).save(st)  # type: ignore[attr-defined, arg-type]
-    return kids[0]
 
 
 def _engine_op(cfg: dict, op: str, arg: dict) -> dict:

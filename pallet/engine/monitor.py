@@ -883,7 +883,7 @@ def _find_title_area() -> tuple[int, int]:
         return 0, 0
 
 
-def _set_title(title: str) -> None:
+def set_title(title: str) -> None:
     """Overwrite the command line (what ps shows) in place, as setproctitle does."""
     start, end = _title_area if _title_area[0] else _find_title_area()
     size = end - start
@@ -926,7 +926,7 @@ def mother_main() -> None:
     sys.path[:0] = [p for p in sys.argv[3].split(os.pathsep) if p and p not in sys.path]
     _title_area = _find_title_area()
     title = sys.argv[4] if len(sys.argv) > 4 else "pallet-monitor-mother"
-    _set_title(title)
+    set_title(title)
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
     import importlib
 
@@ -965,7 +965,7 @@ def mother_main() -> None:
             # monitor itself runs as little as possible (each object it touches is a page
             # of ours it copies); its title too, which we then take back.
             m, stdio = _prepare(cfg, fds[0], streams)
-            _set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
+            set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
             pid = os.fork()
         except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError) as e:
             os.write(2, f"pallet monitor mother: {type(e).__name__}: {e}\n".encode())
@@ -980,7 +980,7 @@ def mother_main() -> None:
                 os.write(2, f"monitor: {type(e).__name__}: {e}\n".encode())
             finally:
                 os._exit(1)
-        _set_title(title)
+        set_title(title)
         for fd in {*fds, *stdio, *(m.fds() if m is not None else ())}:
             if fd >= 0:
                 os.close(fd)
@@ -1053,7 +1053,7 @@ def run_forked(cfg: dict, client_fd: int, streams: str) -> None:
     `ps` showing whose monitor it is, and no fd of the zygote's."""
     _signal.set_wakeup_fd(-1)  # the zygote's, about to be closed
     os.setsid()
-    _set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
+    set_title(f"pallet-monitor {cfg['id']} {cfg['root']}")
     _monitor_child(cfg, client_fd, streams, -1)
 
 

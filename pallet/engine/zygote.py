@@ -832,19 +832,8 @@ def _reply_raw(fd: int, msg: Mapping[str, Any]) -> None:  # pragma: no cover - s
 
 
 def set_title(title: str) -> None:
-    """Overwrite this process's command line (what ps shows) in place, as setproctitle
-    does: a forked monitor would otherwise show the zygote's."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])
-    except (OSError, ValueError, IndexError):
-        return
-    import ctypes
+    """Overwrite this process's command line (what ps shows): a forked process would
+    otherwise show the zygote's. The monitor module holds the one implementation."""
+    from pallet.engine.monitor import set_title as _set_title
 
-    size = end - start
-    if size <= 1:
-        return
-    data = title.encode()[:size - 1]
-    ctypes.memmove(start, data, len(data))
-    ctypes.memset(start + len(data), 0, size - len(data))
+    _set_title(title)

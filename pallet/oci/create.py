@@ -135,54 +135,21 @@ class Runtime:
 
     def _spawn(self, ctx: Any, st: ContainerState, cg: Any, spec: dict, linux: dict) -> int:
         from pallet.oci import hooks
-        from pallet.oci.init import create_child, recv, send
+        from pallet.oci.init import create_child, send
 
-        # The init is our grandchild; as a subreaper we inherit it when the first child
-        # exits, so a failed create can reap it before removing its cgroup (shims and
-        # monitors that call this are subreapers anyway).
-        _become_subreaper()
-        parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        init_pid = 0
-        first = os.fork()
-        if first == 0:
-            parent.close()
-            create_child(ctx, child)
-            os._exit(1)
-        child.close()
-        try:
-            cg.apply(first)
-            send(parent, go=True)
-            while True:
-                msg = _recv_or_fail(parent, recv)
-                if "userns" in msg:
-                    _write_id_maps(first, linux)
-                    send(parent, ok=True)
-                elif "pid" in msg:
-                    init_pid = msg["pid"]
-                    os.waitpid(first, 0)
-                    first = 0
-                    send(parent, ok=True)  # the init may go on (it waited for this)
-                elif "hooks" in msg:
-                    state = st.oci("creating") | {"pid": init_pid}
-                    for phase in ("prestart", "createRuntime", "createContainer"):
-                        hooks.run_hooks(spec, phase, state)
-                    send(parent, ok=True)
-                elif "created" in msg:
-                    return init_pid
-                elif "error" in msg:
-                    raise InitError(msg["error"])
-        except BaseException:
-            if init_pid:
-                _kill_and_reap(init_pid)
-            raise
-        finally:
-            if first:
-                try:
-                    os.kill(first, _signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                os.waitpid(first, 0)
-            parent.close()
+        def prepare(first: int, sock: _socket.socket) -> None:
+            cg.apply(first)  # before it makes namespaces: a cgroup ns is rooted here
+            send(sock, go=True)
+
+        def answer(msg: dict[str, Any], first: int, init_pid: int) -> None:
+            if "userns" in msg:
+                _write_id_maps(first, linux)
+            elif "hooks" in msg:
+                state = st.oci("creating") | {"pid": init_pid}
+                for phase in ("prestart", "createRuntime", "createContainer"):
+                    hooks.run_hooks(spec, phase, state)
+
+        return _drive_child(create_child, ctx, prepare=prepare, answer=answer)
 
     # -- queries --------------------------------------------------------------------
     def load(self, container_id: str) -> ContainerState:
@@ -299,7 +266,7 @@ class Runtime:
              console_socket: str | None = None, preserve_fds: int = 0,
              stdio: tuple[int, int, int] | None = None) -> int:
         """Start PROCESS in the container; return its host pid (the caller reaps it)."""
-        from pallet.oci.init import InitContext, exec_child, recv, send
+        from pallet.oci.init import InitContext, exec_child
 
         st = self.load(container_id)
         status = self.status(st)
@@ -317,37 +284,57 @@ class Runtime:
                           seccomp_bpf=bpf, stdio=stdio, preserve_fds=preserve_fds,
                           console_fd=console_sock.fileno() if console_sock else None,
                           join_pid=st.pid, cgroup_procs=sorted(set(procs)))
-        _become_subreaper()
-        parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        first = os.fork()
-        if first == 0:
-            parent.close()
-            exec_child(ctx, child)
-            os._exit(1)
-        child.close()
-        pid = 0
         try:
-            while True:
-                msg = _recv_or_fail(parent, recv)
-                if "pid" in msg:
-                    pid = msg["pid"]
-                    os.waitpid(first, 0)
-                    first = 0
-                    send(parent, ok=True)
-                elif "created" in msg:
-                    return pid
-                elif "error" in msg:
-                    raise InitError(msg["error"])
-        except BaseException:
-            if pid:
-                _kill_and_reap(pid)
-            raise
+            return _drive_child(exec_child, ctx)
         finally:
-            if first:
-                _kill_and_reap(first)
-            parent.close()
             if console_sock is not None:
                 console_sock.close()
+
+
+def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = None) -> int:
+    """Fork TARGET(ctx, sock) and answer its messages until it reports `created`; return
+    the host pid of the process it made (the init, or the exec'd process).
+
+    The first child reports that pid, then exits; the made process waits for our `ok` so
+    its own messages cannot overtake that report. ANSWER handles any other message
+    (`userns`, `hooks`) before we reply `ok`. On any failure what was made is killed and
+    reaped (we are its subreaper).
+    """
+    from pallet.oci.init import recv, send
+
+    _become_subreaper()
+    parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    first = os.fork()
+    if first == 0:
+        parent.close()
+        target(ctx, child)
+        os._exit(1)
+    child.close()
+    pid = 0
+    try:
+        if prepare is not None:
+            prepare(first, parent)
+        while True:
+            msg = _recv_or_fail(parent, recv)
+            if "pid" in msg:
+                pid = msg["pid"]
+                os.waitpid(first, 0)
+                first = 0
+            elif "created" in msg:
+                return pid
+            elif "error" in msg:
+                raise InitError(msg["error"])
+            elif answer is not None:
+                answer(msg, first, pid)
+            send(parent, ok=True)
+    except BaseException:
+        if pid:
+            _kill_and_reap(pid)
+        raise
+    finally:
+        if first:
+            _kill_and_reap(first)
+        parent.close()
 
 
 def _compile_seccomp(linux: dict[str, Any], root: str) -> bytes | None:

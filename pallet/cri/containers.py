@@ -139,8 +139,7 @@ class ContainerRPCs:
         rec = self.node.container(request.container_id)
         r = request.linux
         resources = oci_resources(r)
-        if rec.state in ("running", "paused") and resources:
-            self.node.engine.handler(rec.runtime_handler).update(rec.id, resources)
+        self.node.engine.update_resources(rec.id, resources)
         cfg = dict(rec.config)
         cfg["cri"] = {**(cfg.get("cri") or {}), "resources": _resources_dict(r)}
         self.node.engine.store.update_container(rec.id, config=cfg)

@@ -589,6 +589,30 @@ class Engine:
             self.images.release_rootfs(self.ctr_dir(rec.id))
 
     # -- other commands ----------------------------------------------------------------------
+    def update_resources(self, ref: str, resources: dict[str, Any]) -> ContainerRecord:
+        """Change a container's OCI linux.resources: live through the runtime when it runs,
+        and in its bundle's config.json, so a restart (policy or CRI) keeps the change."""
+        rec = self.get(ref)
+        if not resources:
+            return rec
+        if rec.state in ("running", "paused"):
+            self.handler(rec.runtime_handler).update(rec.id, resources)
+        path = os.path.join(self.ctr_dir(rec.id), "config.json")
+        try:
+            with open(path) as f:
+                spec = json.load(f)
+        except (OSError, ValueError):
+            return rec  # no bundle (yet): nothing to keep in step
+        merged = spec.setdefault("linux", {}).setdefault("resources", {})
+        for key, value in resources.items():
+            merged[key] = {**(merged.get(key) or {}), **value} if isinstance(value, dict) \
+                else value
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(spec))
+        os.rename(tmp, path)
+        return rec
+
     def pause(self, ref: str) -> ContainerRecord:
         rec = self.get(ref)
         if rec.state != "running":

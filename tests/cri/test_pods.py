@@ -330,6 +330,11 @@ def test_stats_and_events(daemon: Daemon, logdir: Path) -> None:
                                                            memory_limit_in_bytes=64 << 20)))
     r = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
     assert r.resources.linux.memory_limit_in_bytes == 64 << 20
+    # Kept in the bundle too, so a restart of the container keeps the new limits.
+    info = json.loads(daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(
+        container_id=cid, verbose=True)).info["info"])
+    assert info["runtimeSpec"]["linux"]["resources"]["memory"]["limit"] == 64 << 20
+    assert info["runtimeSpec"]["linux"]["resources"]["cpu"]["quota"] == 20000
     assert daemon.runtime.ListMetricDescriptors(pb.ListMetricDescriptorsRequest()) is not None
     daemon.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid))
     cleanup_pods(daemon)

@@ -147,7 +147,8 @@ class EngineStreamBackend:
 
     def attach(self, container_id: str, tty: bool, stdin: BinaryIO | None,
                stdout: BinaryIO | None, stderr: BinaryIO | None,
-               resize_queue: ResizeQueue | None) -> None:
+               resize_queue: ResizeQueue | None,
+               client_gone: threading.Event | None = None) -> None:
         rec = self.node.container(container_id)
         streams = ",".join(n for n, s in (("stdin", stdin), ("stdout", stdout),
                                           ("stderr", stderr)) if s is not None)
@@ -168,6 +169,12 @@ class EngineStreamBackend:
         try:
             buf = bytearray()
             while True:
+                # Wake now and then to notice a client that left while the container is
+                # silent; otherwise this session would last as long as the container.
+                if client_gone is not None and not select.select([sock], [], [], 0.5)[0]:
+                    if client_gone.is_set():
+                        return
+                    continue
                 data = sock.recv(65536)
                 if not data:
                     break

@@ -80,7 +80,7 @@ class LocalProcessBackend:
 
     def attach(self, container_id: str, tty: bool, stdin: BinaryIO | None,
                stdout: BinaryIO | None, stderr: BinaryIO | None,
-               resize_queue: ResizeQueue | None) -> None:
+               resize_queue: ResizeQueue | None, client_gone: object = None) -> None:
         # "Attach" echoes stdin back: enough to test the attach path of the server.
         self.check_container(container_id)
         while stdin and (data := stdin.read(4096)):

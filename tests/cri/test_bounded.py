@@ -57,3 +57,27 @@ def test_many_failed_tty_execs_leave_the_daemon_bounded(daemon: Daemon,  # noqa:
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     daemon.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
     daemon.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+
+
+def test_attach_sessions_end_when_clients_leave(daemon: Daemon,  # noqa: F811
+                                                logdir: Path) -> None:  # noqa: F811
+    """A client that attaches to a silent container and leaves does not keep a session."""
+    import time
+
+    pod = run_pod(daemon, "attach-leave", logdir)
+    cid = start(daemon, pod, "silent", ["sleep", "300"])
+    threads0, _ = _threads_and_rss(daemon.proc.pid)
+    t0 = time.monotonic()
+    for _ in range(8):
+        url = daemon.runtime.Attach(pb.AttachRequest(container_id=cid, stdout=True,
+                                                     stderr=True)).url
+        with connect(url, subprotocols=["v5.channel.k8s.io"]):
+            time.sleep(0.1)  # attached; the container says nothing; the client leaves
+    assert time.monotonic() - t0 < 30, "closing each attach waited for the container"
+    deadline = time.monotonic() + 10
+    while _threads_and_rss(daemon.proc.pid)[0] > threads0 + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _threads_and_rss(daemon.proc.pid)[0] <= threads0 + 2
+    assert daemon.alive()
+    daemon.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    daemon.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))

@@ -5,6 +5,7 @@ with the session's streams. The engine implements `StreamBackend`; tests plug in
 from __future__ import annotations
 
 import queue
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -87,8 +88,10 @@ class StreamBackend(Protocol):
 
     def attach(self, container_id: str, tty: bool, stdin: BinaryIO | None,
                stdout: BinaryIO | None, stderr: BinaryIO | None,
-               resize_queue: ResizeQueue | None) -> None:
-        """Connect to the container's main process until it exits or the client leaves."""
+               resize_queue: ResizeQueue | None,
+               client_gone: threading.Event | None = None) -> None:
+        """Connect to the container's main process until it exits or the client leaves
+        (CLIENT_GONE is set then: a silent container gives no write to fail on)."""
 
     def port_forward(self, pod_sandbox_id: str, port: int, stream: BinaryIO) -> None:
         """Copy between `stream` (a socket file) and the pod's `port` until either closes."""

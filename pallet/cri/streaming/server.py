@@ -655,6 +655,7 @@ class RemoteCommandSession:
         self.stdout = _Pipe() if req.stdout else None
         self.stderr = _Pipe() if req.stderr and not req.tty else None
         self.resize = ResizeQueue() if req.tty else None
+        self.client_gone = threading.Event()
 
     def run(self) -> None:
         req = self.req
@@ -674,7 +675,7 @@ class RemoteCommandSession:
                 self.backend.attach(
                     req.container_id, req.tty, self.stdin.r if self.stdin else None,
                     self.stdout.w if self.stdout else None, self.stderr.w if self.stderr else None,
-                    self.resize)
+                    self.resize, self.client_gone)
         except PalletError as e:
             error = str(e)
         except Exception as e:  # noqa: BLE001 - reported on the error channel, logged here
@@ -723,7 +724,9 @@ class RemoteCommandSession:
             log.info("bad streaming message: %s", e)
             self.transport.abort(str(e))
         finally:
-            # The client is gone or closed: the process sees EOF on stdin.
+            # The client is gone or closed: the process sees EOF on stdin, and an attach
+            # (which would otherwise wait for output to fail on) ends.
+            self.client_gone.set()
             if self.stdin:
                 self.stdin.close_w()
 

@@ -140,3 +140,59 @@ def test_spdy_without_a_known_protocol_version_is_refused(daemon: Daemon) -> Non
         s.sendall(f"POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
                   f"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: channel.k8s.io\r\n\r\n".encode())
         assert s.recv(100).startswith(b"HTTP/1.1 403")
+
+
+@pytest.fixture(scope="module")
+def spdy_port_forward(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if not shutil.which("go") or not os.path.isdir(f"{GOPATH_SYSTEM}/src/github.com/moby/spdystream"):
+        pytest.skip("needs Debian's golang-go and golang-github-docker-spdystream-dev")
+    out = tmp_path_factory.mktemp("spdy-pf") / "spdy_portforward"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{out.parent}:{GOPATH_SYSTEM}",
+           "GOCACHE": str(out.parent / "cache"), "GOFLAGS": ""}
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=CLIENT_SRC.parent / "spdy_portforward",
+                   env=env, check=True, capture_output=True, timeout=300)
+    return str(out)
+
+
+def test_spdy_port_forward_reaches_the_port(daemon: Daemon, spdy_port_forward: str) -> None:
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def upper_echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data.upper())
+
+    t = threading.Thread(target=upper_echo, daemon=True)
+    t.start()
+    url = daemon.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id="local-pod",
+                                                           port=[port])).url
+    proc = subprocess.run([spdy_port_forward, url, str(port), "hello over spdy"],
+                          capture_output=True, text=True, timeout=60)
+    server.close()
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out == {"data": "HELLO OVER SPDY", "error": ""}
+
+
+def test_spdy_port_forward_to_a_closed_port_reports_on_the_error_stream(
+        daemon: Daemon, spdy_port_forward: str) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    url = daemon.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id="local-pod",
+                                                           port=[port])).url
+    proc = subprocess.run([spdy_port_forward, url, str(port), "x"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["data"] == "" and out["error"]

@@ -174,11 +174,9 @@ class StreamingServer:
             return
         if ws.is_upgrade(request.headers, "SPDY/3.1"):
             if isinstance(req, PortForwardRequest):
-                conn.sendall(_plain_response(
-                    501, "port-forward over SPDY/3.1 is not supported yet; use WebSocket "
-                         "(portforward.k8s.io)"))
-                return
-            self._serve_spdy(conn, http, request, req)
+                self._serve_spdy_port_forward(conn, http, request, req)
+            else:
+                self._serve_spdy(conn, http, request, req)
             return
         if not ws.is_upgrade(request.headers, "websocket"):
             conn.sendall(_plain_response(400, "expected a WebSocket or SPDY/3.1 upgrade"))
@@ -228,6 +226,22 @@ class StreamingServer:
             peer.close(spdy.GoAwayStatus.PROTOCOL_ERROR)
             return
         RemoteCommandSession(self.backend, transport, ch.ChannelCodec(protocol), req).run()
+
+    def _serve_spdy_port_forward(self, conn: socket.socket, http: h11.Connection,
+                                 request: h11.Request, req: PortForwardRequest) -> None:
+        offered = ws.header_values(request.headers, "x-stream-protocol-version")
+        if "portforward.k8s.io" not in offered:
+            conn.sendall(_plain_response(
+                403, f"none of the stream protocols {offered} is supported",
+                [("X-Accepted-Stream-Protocol-Versions", "portforward.k8s.io")]))
+            return
+        conn.sendall(http.send(h11.InformationalResponse(status_code=101, headers=[
+            ("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "portforward.k8s.io")])))
+        leftover = bytes(http.trailing_data[0])
+        conn.settimeout(None)
+        peer = SpdyConnection(conn, leftover, self.idle_timeout, self._stopping)
+        SpdyPortForwardSession(self.backend, peer, req.pod_sandbox_id).run()
 
 
 def _check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> None:
@@ -783,6 +797,8 @@ class PortForwardSession:
                 self.backend.port_forward(self.pod_id, port, f)  # type: ignore[arg-type]
         except PalletError as e:
             self.peer.send(*self.codec.encode(2 * i + 1, str(e).encode()))
+        except OSError as e:  # the pod's port refused or vanished: the user's to see
+            self.peer.send(*self.codec.encode(2 * i + 1, _connect_error(self.pod_id, port, e)))
         except Exception as e:  # noqa: BLE001 - reported on the port's error channel
             log.exception("port-forward backend failed")
             self.peer.send(*self.codec.encode(2 * i + 1, f"internal error: {e}".encode()))
@@ -807,6 +823,98 @@ class PortForwardSession:
             if isinstance(ev, ch.Data) and ev.channel % 2 == 0:
                 with contextlib.suppress(OSError):
                     self.socks[ev.channel // 2].sendall(ev.data)
+
+
+class SpdyPortForwardSession:
+    """Port forwarding over SPDY/3.1 as the kubelet serves it: the client opens an `error`
+    and a `data` stream per connection, both carrying `port` and `requestID` headers."""
+
+    def __init__(self, backend: StreamBackend, peer: SpdyConnection, pod_id: str):
+        self.backend = backend
+        self.peer = peer
+        self.pod_id = pod_id
+        self.pairs: dict[str, dict[str, int]] = {}   # requestID -> {"error": sid, "data": sid}
+        self.socks: dict[int, socket.socket] = {}     # data stream id -> our socket end
+        self.workers: list[threading.Thread] = []
+
+    def run(self) -> None:
+        try:
+            for ev in self.peer.events():
+                if isinstance(ev, spdy.SynStream):
+                    self._open(ev)
+                elif isinstance(ev, spdy.Data) and ev.stream_id in self.socks:
+                    sock = self.socks[ev.stream_id]
+                    with contextlib.suppress(OSError):
+                        if ev.data:
+                            sock.sendall(ev.data)
+                        if ev.fin:
+                            sock.shutdown(socket.SHUT_WR)
+                elif isinstance(ev, spdy.RstStream) and ev.stream_id in self.socks:
+                    with contextlib.suppress(OSError):
+                        self.socks[ev.stream_id].shutdown(socket.SHUT_RDWR)
+        finally:
+            for sock in self.socks.values():
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            for t in self.workers:
+                t.join(5)
+            self.peer.close()
+            for sock in self.socks.values():
+                sock.close()
+
+    def _open(self, ev: spdy.SynStream) -> None:
+        def header(name: str) -> str:
+            return (ev.headers.get(name) or [""])[0]
+
+        kind, request_id = header("streamtype"), header("requestid")
+        if kind not in ("error", "data") or not request_id:
+            self.peer.send(spdy.rst_stream(ev.stream_id, spdy.RstStatus.REFUSED_STREAM))
+            return
+        pair = self.pairs.setdefault(request_id, {})
+        pair[kind] = ev.stream_id
+        if "error" in pair and "data" in pair:
+            self._start(pair, header("port"))
+
+    def _start(self, pair: dict[str, int], port_text: str) -> None:
+        err_sid, data_sid = pair["error"], pair["data"]
+        try:
+            port = int(port_text)
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            self.peer.send(spdy.data_frame(err_sid, f"invalid port {port_text!r}".encode(),
+                                           fin=True))
+            self.peer.send(spdy.data_frame(data_sid, b"", fin=True))
+            return
+        ours, theirs = socket.socketpair()
+        self.socks[data_sid] = ours
+        self.workers.append(_thread(self._forward, port, theirs, err_sid))
+        self.workers.append(_thread(self._pump, ours, data_sid))
+
+    def _forward(self, port: int, theirs: socket.socket, err_sid: int) -> None:
+        try:
+            with theirs, theirs.makefile("rwb", buffering=0) as f:
+                self.backend.port_forward(self.pod_id, port, f)  # type: ignore[arg-type]
+        except PalletError as e:
+            self.peer.send(spdy.data_frame(err_sid, str(e).encode()))
+        except OSError as e:  # the pod's port refused or vanished: the user's to see, not ours
+            self.peer.send(spdy.data_frame(err_sid, _connect_error(self.pod_id, port, e)))
+        except Exception as e:  # noqa: BLE001 - reported on the connection's error stream
+            log.exception("port-forward backend failed")
+            self.peer.send(spdy.data_frame(err_sid, f"internal error: {e}".encode()))
+        finally:
+            self.peer.send(spdy.data_frame(err_sid, b"", fin=True))
+
+    def _pump(self, ours: socket.socket, data_sid: int) -> None:
+        with contextlib.suppress(OSError):
+            while data := ours.recv(READ_SIZE):
+                self.peer.send(spdy.data_frame(data_sid, data))
+        self.peer.send(spdy.data_frame(data_sid, b"", fin=True))
+
+
+def _connect_error(pod_id: str, port: int, e: OSError) -> bytes:
+    return (f"error forwarding port {port} to pod {pod_id[:12]}: "
+            f"{e.strerror or e}").encode()
 
 
 __all__ = ["StreamingServer", "ResourceExhausted"]

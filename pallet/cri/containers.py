@@ -76,6 +76,7 @@ class ContainerRPCs:
         rec = node.engine.create(req)
         cri = {"name": plan.name, "attempt": plan.attempt, "image": plan.image,
                "mounts": plan.mounts, "privileged": plan.privileged,
+               "stdin_once": bool(request.config.stdin and request.config.stdin_once),
                "resources": _resources_dict(request.config.linux.resources)}
         rec = node.engine.store.update_container(rec.id, config={**rec.config, "cri": cri})
         node.events.publish(rec.id, EV.CONTAINER_CREATED_EVENT, pod.id)

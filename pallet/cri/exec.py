@@ -159,7 +159,10 @@ class EngineStreamBackend:
         done = threading.Event()
         feeders = []
         if stdin is not None:
-            feeders.append(threading.Thread(target=_feed_stdin, args=(sock, stdin, done),
+            # The client's end of stdin closes the container's only with stdin_once (as
+            # containerd): otherwise a later attach can still write to it.
+            once = bool((rec.config.get("cri") or {}).get("stdin_once"))
+            feeders.append(threading.Thread(target=_feed_stdin, args=(sock, stdin, done, once),
                                             daemon=True))
         if resize_queue is not None and tty:
             feeders.append(threading.Thread(target=_feed_resize, args=(sock, resize_queue, done),
@@ -205,12 +208,14 @@ class EngineStreamBackend:
             _splice(conn, stream)
 
 
-def _feed_stdin(sock: socket.socket, stdin: BinaryIO, done: threading.Event) -> None:
+def _feed_stdin(sock: socket.socket, stdin: BinaryIO, done: threading.Event,
+                close_on_eof: bool = True) -> None:
     with contextlib.suppress(OSError, ValueError):
         while not done.is_set():
             data = os.read(stdin.fileno(), 65536)
             if not data:
-                sock.sendall(monitor.frame(b"e"))
+                if close_on_eof:
+                    sock.sendall(monitor.frame(b"e"))
                 return
             sock.sendall(monitor.frame(b"i", data))
 

@@ -38,7 +38,9 @@ def start_container(root: str, run_root: str, id: str) -> dict[str, Any]:
         return _in_clean_child(lambda: start_container(root, run_root, id))
     eng = Engine(root, run_root)
     try:
-        rec, fd = eng.start(id)
+        # stdin_once: the container's stdin closes when the first attach session ends.
+        once = bool((eng.get(id).config.get("cri") or {}).get("stdin_once"))
+        rec, fd = eng.start(id, stdin_once=once)
         if fd >= 0:
             os.close(fd)
         return {"state": rec.state, "pid": rec.pid}

@@ -1,0 +1,109 @@
+"""The rest of LinuxContainerConfig as a kubelet sends it, checked from inside the container:
+namespace modes (NODE, TARGET), privileged, resources, mounts, DNS and the pod's hostname.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from cri_api.v1 import api_pb2 as pb
+
+from tests.cri.conftest import Daemon
+from tests.cri.kubelet import container_config, pod_config, wait_for
+from tests.cri.test_pods import daemon, env, logdir  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.root
+
+
+def _running(d: Daemon, cid: str) -> bool:
+    st = d.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+    return st.state == pb.ContainerState.CONTAINER_RUNNING
+
+
+def _start(d: Daemon, pod: str, cfg: pb.ContainerConfig) -> str:
+    cid = d.runtime.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod,
+                                                              config=cfg)).container_id
+    d.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    assert wait_for(lambda: _running(d, cid))
+    return cid
+
+
+def _sh(d: Daemon, cid: str, script: str) -> str:
+    r = d.runtime.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", script],
+                                              timeout=20))
+    return r.stdout.decode() + r.stderr.decode()
+
+
+def _remove(d: Daemon, pod: str) -> None:
+    d.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod))
+    d.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod))
+
+
+def test_target_pid_namespace_and_node_network(daemon: Daemon,  # noqa: F811
+                                               logdir: Path) -> None:  # noqa: F811
+    """TARGET joins another container's PID namespace; NODE network is the host's."""
+    cfg = pod_config("ns-modes", str(logdir))
+    cfg.linux.security_context.namespace_options.network = pb.NamespaceMode.NODE
+    pod = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    try:
+        target = _start(daemon, pod, container_config("target", ["sleep", "300"]))
+        dbg = container_config("debug", ["sleep", "301"])
+        dbg.linux.security_context.namespace_options.pid = pb.NamespaceMode.TARGET
+        dbg.linux.security_context.namespace_options.target_id = target
+        debug = _start(daemon, pod, dbg)
+        ps = _sh(daemon, debug, "ps -o args")
+        assert "sleep 300" in ps and "sleep 301" in ps
+        host_net = os.readlink("/proc/self/ns/net")
+        st = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=target,
+                                                                      verbose=True))
+        pid = json.loads(st.info["info"])["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/net") == host_net
+    finally:
+        _remove(daemon, pod)
+
+
+def test_privileged_resources_mounts_and_dns(daemon: Daemon,  # noqa: F811
+                                             logdir: Path) -> None:  # noqa: F811
+    src = Path(tempfile.mkdtemp(prefix="pcri-mount-"))
+    (src / "data").write_text("from-host")
+    cfg = pod_config("cfgd", str(logdir))
+    cfg.linux.security_context.privileged = True  # a privileged container needs this, as in containerd
+    cfg.dns_config.servers.append("192.0.2.53")
+    cfg.dns_config.searches.append("example.test")
+    pod = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    try:
+        c = container_config("cfg", ["sleep", "300"])
+        c.linux.security_context.privileged = True
+        r = c.linux.resources
+        r.memory_limit_in_bytes = 96 << 20
+        r.cpu_shares = 512
+        r.cpu_quota, r.cpu_period = 25000, 100000
+        r.oom_score_adj = 600
+        c.mounts.append(pb.Mount(container_path="/data", host_path=str(src), readonly=True))
+        cid = _start(daemon, pod, c)
+        out = _sh(daemon, cid, "cat /data/data; echo; touch /data/x 2>&1; "
+                               "cat /proc/self/oom_score_adj; "
+                               "grep CapEff /proc/self/status; cat /etc/resolv.conf; hostname")
+        assert "from-host" in out and "Read-only file system" in out
+        assert "\n600\n" in out
+        # Privileged: every capability the runtime itself holds (this sandbox lacks
+        # CAP_SYS_RESOURCE, so "all" is our own bounding set, as moby does).
+        with open("/proc/self/status") as f:
+            ours = next(line.split()[1] for line in f if line.startswith("CapBnd:"))
+        assert f"CapEff:\t{ours}" in out, out
+        assert "nameserver 192.0.2.53" in out and "search example.test" in out
+        assert out.strip().endswith("cfgd")
+        stats = daemon.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=cid)).stats
+        assert stats.memory.working_set_bytes.value > 0
+        st = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+        assert st.resources.linux.memory_limit_in_bytes == 96 << 20
+        assert st.resources.linux.cpu_quota == 25000
+    finally:
+        _remove(daemon, pod)
+        for p in src.iterdir():
+            p.unlink()
+        src.rmdir()

@@ -107,3 +107,76 @@ def test_privileged_resources_mounts_and_dns(daemon: Daemon,  # noqa: F811
         for p in src.iterdir():
             p.unlink()
         src.rmdir()
+
+
+def test_seccomp_modes_masks_apparmor_and_cgroup_parent(daemon: Daemon,  # noqa: F811
+                                                        logdir: Path) -> None:  # noqa: F811
+    profile = Path(tempfile.mkdtemp(prefix="pcri-seccomp-")) / "no-mkdir.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 1}]}))
+    parent = f"/pallet-cri-test-{os.getpid()}"
+    cfg = pod_config("sec-modes", str(logdir))
+    cfg.linux.cgroup_parent = parent
+    pod = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    try:
+        unconf = container_config("unconfined", ["sleep", "300"])
+        unconf.linux.security_context.seccomp.profile_type = \
+            pb.SecurityProfile.ProfileType.Unconfined
+        unconf.linux.security_context.apparmor.profile_type = \
+            pb.SecurityProfile.ProfileType.RuntimeDefault  # accepted; no AppArmor here
+        # Empty masked/readonly lists (as the kubelet sends for procMount: Unmasked).
+        unconf.linux.security_context.masked_paths.append("/proc/version")
+        cid = _start(daemon, pod, unconf)
+        out = _sh(daemon, cid, "grep Seccomp: /proc/self/status; cat /proc/version | wc -c")
+        assert "Seccomp:\t0" in out
+        assert "\n0\n" in out, "a masked path from the config reads empty"
+        st = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid,
+                                                                      verbose=True))
+        with open(f"/proc/{json.loads(st.info['info'])['pid']}/cgroup") as f:
+            assert parent in f.read(), "the pod's cgroup parent holds the container"
+        local = container_config("localhost", ["sleep", "300"])
+        local.linux.security_context.seccomp.profile_type = \
+            pb.SecurityProfile.ProfileType.Localhost
+        local.linux.security_context.seccomp.localhost_ref = str(profile)
+        lid = _start(daemon, pod, local)
+        out = _sh(daemon, lid, "mkdir /tmp/d 2>&1; echo rc=$?")
+        assert "Operation not permitted" in out and "rc=1" in out
+    finally:
+        _remove(daemon, pod)
+        profile.unlink()
+        profile.parent.rmdir()
+        # The parent is the kubelet's to remove, as with runc and containerd.
+        for hierarchy in os.listdir("/sys/fs/cgroup"):
+            for dirpath, _, _ in sorted(os.walk(f"/sys/fs/cgroup/{hierarchy}{parent}"),
+                                        reverse=True):
+                os.rmdir(dirpath)
+
+
+def test_port_mappings_reach_the_pod(daemon: Daemon, logdir: Path) -> None:  # noqa: F811
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        host_port = s.getsockname()[1]
+    cfg = pod_config("ports", str(logdir))
+    cfg.port_mappings.append(pb.PortMapping(protocol=pb.Protocol.TCP, container_port=80,
+                                            host_port=host_port, host_ip="127.0.0.1"))
+    pod = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    try:
+        _start(daemon, pod, container_config("web", [
+            "sh", "-c", "mkdir -p /www && echo hello-pod > /www/index.html && "
+                        "exec httpd -f -p 80 -h /www"]))
+        body = wait_for(lambda: _get(urllib.request, host_port), timeout=10)
+        assert body == "hello-pod\n"
+    finally:
+        _remove(daemon, pod)
+
+
+def _get(urllib_request, port: int) -> str:  # noqa: ANN001
+    try:
+        return urllib_request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+    except OSError:
+        return ""

@@ -83,6 +83,8 @@ def test_privileged_resources_mounts_and_dns(daemon: Daemon,  # noqa: F811
         r.cpu_shares = 512
         r.cpu_quota, r.cpu_period = 25000, 100000
         r.oom_score_adj = 600
+        r.cpuset_cpus = "0"
+        r.hugepage_limits.append(pb.HugepageLimit(page_size="2MB", limit=4 << 20))
         c.mounts.append(pb.Mount(container_path="/data", host_path=str(src), readonly=True))
         cid = _start(daemon, pod, c)
         out = _sh(daemon, cid, "cat /data/data; echo; touch /data/x 2>&1; "
@@ -102,6 +104,22 @@ def test_privileged_resources_mounts_and_dns(daemon: Daemon,  # noqa: F811
         st = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
         assert st.resources.linux.memory_limit_in_bytes == 96 << 20
         assert st.resources.linux.cpu_quota == 25000
+        # cpuset and hugepages, read from the container's own cgroup on the host.
+        info = json.loads(daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(
+            container_id=cid, verbose=True)).info["info"])
+        with open(f"/proc/{info['pid']}/cgroup") as f:
+            paths = {parts[1]: parts[2] for parts in (line.rstrip("\n").split(":", 2)
+                                                      for line in f)}
+        if "cpuset" in paths:
+            with open(f"/sys/fs/cgroup/cpuset{paths['cpuset']}/cpuset.cpus") as f:
+                assert f.read().strip() == "0"
+        hugetlb = (f"/sys/fs/cgroup/hugetlb{paths['hugetlb']}/hugetlb.2MB.limit_in_bytes"
+                   if "hugetlb" in paths else
+                   f"/sys/fs/cgroup/unified{paths['']}/hugetlb.2MB.max"
+                   if os.path.isdir("/sys/fs/cgroup/unified") else
+                   f"/sys/fs/cgroup{paths['']}/hugetlb.2MB.max")
+        with open(hugetlb) as f:
+            assert int(f.read()) == 4 << 20
     finally:
         _remove(daemon, pod)
         for p in src.iterdir():

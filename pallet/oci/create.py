@@ -11,7 +11,6 @@ from __future__ import annotations
 import _signal
 import _socket
 import os
-import time
 
 from pallet.errors import FailedPrecondition, NotFound, PalletError, SpecError, SystemFailure
 from pallet.oci import spec as specmod
@@ -31,21 +30,6 @@ if TYPE_CHECKING:
 
 class InitError(PalletError):
     """The container's init failed during setup; the message comes from the child."""
-
-
-class ProcessHandle:
-    def __init__(self, pid: int):
-        self.pid = pid
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self.pid == other.pid  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment] - like the dataclass it was
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__qualname__}(pid={self.pid!r})"
 
 
 def _cgroup(st_or_spec: Any, container_id: str):  # noqa: ANN202 - lazy import of the type
@@ -511,17 +495,3 @@ def wait_exit(pid: int) -> int:
             continue
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
             128 + os.WTERMSIG(status)
-
-
-def json_dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2)
-
-
-def wait_until_stopped(pid: int, timeout: float | None = None) -> None:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while proc_start_time(pid):
-        if deadline and time.monotonic() > deadline:
-            raise TimeoutError(pid)
-        time.sleep(0.005)

@@ -124,13 +124,3 @@ def ensure_target(root_fd: int, path: str, like: str | None) -> int:
 
 def is_dir_fd(fd: int) -> bool:
     return stat.S_ISDIR(os.fstat(fd).st_mode)
-
-
-def exists_in_root(root_fd: int, path: str) -> bool:
-    try:
-        os.close(open_in_root(root_fd, path))
-        return True
-    except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return False
-        raise

@@ -163,7 +163,3 @@ def mount_setattr(fd: int, path: str, flags: int, attr_set: int, attr_clr: int =
     ret = _libc.syscall(_NR["mount_setattr"], fd, _b(path), ctypes.c_uint(flags),
                         ctypes.byref(attr), ctypes.sizeof(attr))
     _check(ret, "mount_setattr", path)
-
-
-def setgroups(gids: list[int]) -> None:
-    os.setgroups(gids)

@@ -112,26 +112,10 @@ def validate_restart(policy: str) -> str:
 
 
 def parse_port(spec: str) -> dict[str, Any]:
-    """-p [IP:][HOST:]CTR[/PROTO] -> a CNI portmap entry (hostPort 0: pick one)."""
-    body, _, proto = spec.partition("/")
-    proto = proto or "tcp"
-    parts = body.rsplit(":", 2)
-    try:
-        if len(parts) == 1:
-            host_ip, host, ctr = "", "0", parts[0]
-        elif len(parts) == 2:
-            host_ip, (host, ctr) = "", parts
-        else:
-            host_ip, host, ctr = parts
-        entry = {"hostPort": int(host or 0), "containerPort": int(ctr), "protocol": proto,
-                 "hostIP": host_ip.strip("[]")}
-    except ValueError:
-        raise InvalidArgument(f"invalid port specification: {spec!r}; use "
-                              "[IP:]HOST_PORT:CONTAINER_PORT[/udp]") from None
-    if proto not in ("tcp", "udp", "sctp") or not 0 < entry["containerPort"] < 65536 \
-            or not 0 <= entry["hostPort"] < 65536:
-        raise InvalidArgument(f"invalid port specification: {spec!r}")
-    return entry
+    """-p [IP:][HOST:]CTR[/PROTO] -> a CNI portmap entry (hostPort 0: picked at start)."""
+    from pallet.engine.network import parse_publish
+
+    return parse_publish(spec)
 
 
 def find_init() -> str:
@@ -977,7 +961,12 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Non
         nets = Networks(engine.store, engine.root, netns_dir=os.path.dirname(netns_path))
         net = DEFAULT_NETWORK if name in ("bridge", "default") else name
         nets.loopback_up(path, rec.id)
-        nets.attach(path, rec.id, net, rec.config.get("ports") or [], aliases=[rec.name])
+        ports = rec.config.get("ports") or []
+        if any(not p.get("hostPort") for p in ports):
+            # docker's `-p 80`: an ephemeral host port, kept so `pallet port` shows it.
+            ports = nets.allocate_host_ports(ports)
+            engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
+        nets.attach(path, rec.id, net, ports, aliases=[rec.name])
     except BaseException:
         netns.remove(path)
         raise

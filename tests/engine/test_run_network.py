@@ -108,3 +108,32 @@ def test_port_already_in_use_is_refused_and_leaves_nothing(pallet, network):
 def test_unknown_network_is_an_engine_error(pallet):
     out = pallet("run", "--rm", "--network", "no-such-net", "busybox", "true")
     assert out.returncode == 125 and "no-such-net" in out.stderr
+
+
+def test_publish_without_a_host_port_gets_an_ephemeral_one(pallet, network):
+    name, _ = network
+    out = pallet("run", "-d", "--network", name, "-p", "80", "busybox", "sh", "-c",
+                 "mkdir /www && echo ephemeral > /www/index.html && exec httpd -f -p 80 -h /www")
+    assert out.returncode == 0, out.stderr
+    cid = out.stdout.strip()
+    mapping = pallet("port", cid).stdout.strip()
+    host_port = int(mapping.rsplit(":", 1)[1])
+    assert host_port > 0, mapping
+    body = ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "ephemeral" not in body:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{host_port}/",
+                                          timeout=2).read().decode()
+        except OSError:
+            time.sleep(0.1)
+    assert body == "ephemeral\n"
+    assert pallet("rm", "-f", cid).returncode == 0
+
+
+def test_bad_publish_specs_are_refused(pallet):
+    for bad, named in (("abc", "abc"), ("80:", "80:"), ("1:2:3:4", "1:2:3:4"),
+                       ("99999:80", "99999"), ("80/icmp", "icmp")):
+        out = pallet("run", "--rm", "-p", bad, "busybox", "true")
+        assert out.returncode == 125 and named in out.stderr, (bad, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1

@@ -174,16 +174,35 @@ def normalize_cgroups_path(cgroups_path: str | None, container_id: str) -> str:
             raise InvalidCgroupValue(f"container id {container_id!r} cannot name a cgroup")
         return f"/pallet/{container_id}"
     if cgroups_path.count(":") == 2 and "/" not in cgroups_path:
-        raise InvalidCgroupValue(
-            f"cgroupsPath {cgroups_path!r} is in systemd slice:prefix:name form; pallet uses "
-            "the cgroupfs driver here, give a path such as /pallet/<id>"
-        )
+        cgroups_path = systemd_path(cgroups_path)
     if ".." in cgroups_path.split("/"):
         raise InvalidCgroupValue(f"cgroupsPath {cgroups_path!r} must not contain '..'")
     path = posixpath.normpath(cgroups_path)
     if path in ("/", "."):
         raise InvalidCgroupValue(f"cgroupsPath {cgroups_path!r} names the root cgroup")
     return path
+
+
+def systemd_path(spec: str) -> str:
+    """The cgroup a systemd driver would make for "slice:prefix:name", as a cgroupfs path.
+
+    containerd and podman configured for systemd pass cgroupsPath in this form; pallet's
+    cgroupfs driver then places the container where systemd's would (runc's expansion:
+    "a-b.slice" -> /a.slice/a-b.slice, the unit "<prefix>-<name>.scope").
+    """
+    slice_, prefix, name = spec.split(":")
+    if not name or (slice_ and not slice_.endswith(".slice")) or "/" in spec:
+        raise InvalidCgroupValue(f"cgroupsPath {spec!r}: expected slice:prefix:name "
+                                 "(e.g. system.slice:docker:ID)")
+    slice_ = slice_ or "system.slice"
+    parts: list[str] = []
+    if slice_ != "-.slice":
+        words = slice_[: -len(".slice")].split("-")
+        if "" in words:
+            raise InvalidCgroupValue(f"cgroupsPath {spec!r}: invalid slice name {slice_!r}")
+        parts = ["-".join(words[: i + 1]) + ".slice" for i in range(len(words))]
+    unit = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
+    return "/" + "/".join([*parts, unit])
 
 
 def own_dir(mount: Mount, own_path: str) -> str:

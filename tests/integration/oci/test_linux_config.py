@@ -372,3 +372,23 @@ def test_container_sees_its_own_cgroup(runc_cli, bundle, cid):
     edit_config(b, lambda s: s["linux"].update(resources={"pids": {"limit": 42}}))
     out = run(runc_cli, b, cid)
     assert out.stdout.strip() == "42", out.stderr
+
+
+def test_systemd_cgroup_flag_with_slice_form_path(runc_cli, bundle, cid):
+    """containerd/podman with --systemd-cgroup pass slice:prefix:name; it lands where
+    systemd would put it, under the cgroupfs driver."""
+    slice_ = f"pt{cid[3:9]}.slice"
+    b = bundle(["sleep", "30"])
+    edit_config(b, lambda s: s["linux"].update(cgroupsPath=f"{slice_}:pallet:{cid}",
+                                               resources={"pids": {"limit": 33}}))
+    try:
+        assert runc_cli("--systemd-cgroup", "run", "-d", "--bundle", b, cid).returncode == 0
+        with open(f"/sys/fs/cgroup/pids/{slice_}/pallet-{cid}.scope/pids.max") as f:
+            assert f.read().strip() == "33"
+        assert runc_cli("delete", "--force", cid).returncode == 0
+        assert not os.path.exists(f"/sys/fs/cgroup/pids/{slice_}/pallet-{cid}.scope")
+    finally:
+        for hierarchy in os.listdir("/sys/fs/cgroup"):
+            d = f"/sys/fs/cgroup/{hierarchy}/{slice_}"
+            if os.path.isdir(d):
+                os.rmdir(d)  # the slice is its manager's to remove, as with systemd

@@ -102,9 +102,23 @@ def test_paths_that_escape_or_name_the_root_are_refused(bad):
         normalize_cgroups_path(bad, "c1")
 
 
-def test_systemd_slice_form_is_refused_with_a_hint():
-    with pytest.raises(CgroupError, match="cgroupfs"):
-        normalize_cgroups_path("system.slice:pallet:c1", "c1")
+@pytest.mark.parametrize("spec,path", [
+    ("system.slice:pallet:c1", "/system.slice/pallet-c1.scope"),
+    ("kubepods-besteffort-pod12.slice:cri-containerd:abc",
+     "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/"
+     "cri-containerd-abc.scope"),
+    ("machine.slice:libpod:x", "/machine.slice/libpod-x.scope"),
+    (":docker:y", "/system.slice/docker-y.scope"),
+])
+def test_systemd_slice_form_maps_where_systemd_would_put_it(spec, path):
+    """--systemd-cgroup callers (containerd, podman) pass slice:prefix:name; runc's layout."""
+    assert normalize_cgroups_path(spec, "c1") == path
+
+
+@pytest.mark.parametrize("bad", ["notaslice:p:n", "a--b.slice:p:n", "system.slice:p:"])
+def test_malformed_systemd_forms_are_refused(bad):
+    with pytest.raises(CgroupError, match="slice"):
+        normalize_cgroups_path(bad, "c1")
 
 
 def test_absolute_path_hangs_off_each_hierarchy_root():

@@ -281,13 +281,27 @@ class Store:
         self._lock = threading.RLock()
         self._depth = 0
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._set_wal(busy_timeout)
         # NORMAL in WAL mode survives process crashes; a power cut may lose the
         # last commits, but it also kills every container, and the engine
         # reconciles its state from the monitors' exit files on start.
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+
+    def _set_wal(self, budget: float) -> None:
+        # Switching a fresh database to WAL needs an exclusive lock, and SQLite answers
+        # "database is locked" at once (no busy handler) when another process is doing
+        # the same: several first `pallet` commands at one time. Retry within the budget.
+        deadline = time.monotonic() + budget
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         with self._lock:

@@ -293,3 +293,27 @@ def test_concurrent_processes_never_lose_an_update(tmp_path):
     with Store(root) as s:
         assert s.get_container(shared.id).restart_count == 150
         assert len(s.list_containers()) == 151
+
+
+def test_many_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Several first `pallet` commands at one time: switching a fresh database to WAL
+    answered "database is locked" at once to the losers (seen in CI)."""
+    import multiprocessing as mp
+
+    def opener(root: str, q) -> None:  # noqa: ANN001
+        try:
+            Store(root).close()
+            q.put("ok")
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            q.put(repr(e))
+
+    ctx = mp.get_context("fork")
+    for i in range(15):
+        root = str(tmp_path / f"r{i}")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=opener, args=(root, q)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [q.get(timeout=5) for _ in procs] == ["ok"] * 6

@@ -89,16 +89,21 @@ def test_header_block_bomb_is_refused() -> None:
 
 # -- a real SPDY client through the daemon -------------------------------------------------
 
-@pytest.fixture(scope="module")
-def spdy_client(tmp_path_factory: pytest.TempPathFactory) -> str:
+def _go_build(tmp_path_factory: pytest.TempPathFactory, src: Path, name: str) -> str:
+    """Build a Go test client offline against Debian's packaged spdystream."""
     if not shutil.which("go") or not os.path.isdir(f"{GOPATH_SYSTEM}/src/github.com/moby/spdystream"):
         pytest.skip("needs Debian's golang-go and golang-github-docker-spdystream-dev")
-    out = tmp_path_factory.mktemp("spdy") / "spdy_client"
+    out = tmp_path_factory.mktemp(name) / name
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{out.parent}:{GOPATH_SYSTEM}",
            "GOCACHE": str(out.parent / "cache"), "GOFLAGS": ""}
-    subprocess.run(["go", "build", "-o", str(out), "."], cwd=CLIENT_SRC, env=env, check=True,
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=src, env=env, check=True,
                    capture_output=True, timeout=300)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def spdy_client(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _go_build(tmp_path_factory, CLIENT_SRC, "spdy_client")
 
 
 def run_client(client: str, url: str, stdin: str, size: str = "") -> dict:
@@ -144,14 +149,7 @@ def test_spdy_without_a_known_protocol_version_is_refused(daemon: Daemon) -> Non
 
 @pytest.fixture(scope="module")
 def spdy_port_forward(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if not shutil.which("go") or not os.path.isdir(f"{GOPATH_SYSTEM}/src/github.com/moby/spdystream"):
-        pytest.skip("needs Debian's golang-go and golang-github-docker-spdystream-dev")
-    out = tmp_path_factory.mktemp("spdy-pf") / "spdy_portforward"
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": f"{out.parent}:{GOPATH_SYSTEM}",
-           "GOCACHE": str(out.parent / "cache"), "GOFLAGS": ""}
-    subprocess.run(["go", "build", "-o", str(out), "."], cwd=CLIENT_SRC.parent / "spdy_portforward",
-                   env=env, check=True, capture_output=True, timeout=300)
-    return str(out)
+    return _go_build(tmp_path_factory, CLIENT_SRC.parent / "spdy_portforward", "spdy_portforward")
 
 
 def test_spdy_port_forward_reaches_the_port(daemon: Daemon, spdy_port_forward: str) -> None:

@@ -580,6 +580,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from pallet.oci.linux.capabilities import CAPS
     from pallet.oci.linux.mounts import _FLAGS, _PROPAGATION
+    from pallet.oci.linux.seccomp import FILTER_FLAGS, supported_flags
     from pallet.oci.spec import NAMESPACE_TYPES
 
     features = {
@@ -594,12 +595,15 @@ def cmd_features(args: argparse.Namespace) -> int:
             "seccomp": {"enabled": True,
                         "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
                                     "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
-                                    "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                                    "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE",
+                                    "SCMP_ACT_TRAP"],
                         "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
                                       "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ",
                                       "SCMP_CMP_NE"],
                         "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32",
-                                  "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]},
+                                  "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+                        "knownFlags": list(FILTER_FLAGS),
+                        "supportedFlags": supported_flags()},
             "apparmor": {"enabled": False}, "selinux": {"enabled": False},
         },
         "annotations": {"io.github.pallet.version": __version__},

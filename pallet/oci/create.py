@@ -85,6 +85,7 @@ class Runtime:
             listener.listen(1)
             ctx = InitContext(spec=spec, process=spec["process"], rootfs=rootfs, bundle=bundle,
                               start_fd=listener.fileno(), seccomp_bpf=bpf,
+                              seccomp_listener=_notifies(linux),
                               console_fd=console_sock.fileno() if console_sock else None,
                               stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
                               cgroup_paths=dict(cg.paths))
@@ -125,13 +126,15 @@ class Runtime:
             cg.apply(first)  # before it makes namespaces: a cgroup ns is rooted here
             send(sock, go=True)
 
-        def answer(msg: dict[str, Any], first: int, init_pid: int) -> None:
+        def answer(msg: dict[str, Any], first: int, init_pid: int, fds: list[int]) -> None:
             if "userns" in msg:
                 _write_id_maps(first, linux)
             elif "hooks" in msg:
                 state = st.oci("creating") | {"pid": init_pid}
                 for phase in ("prestart", "createRuntime", "createContainer"):
                     hooks.run_hooks(spec, phase, state)
+            elif "seccomp" in msg:
+                _pass_listener(linux, fds, init_pid, st.oci("creating") | {"pid": init_pid})
 
         return _drive_child(create_child, ctx, prepare=prepare, answer=answer)
 
@@ -264,12 +267,20 @@ class Runtime:
         bpf = _compile_seccomp(st.config.get("linux") or {}, self.root)
         console_sock = _connect(console_socket) if console_socket else None
         procs = [os.path.join(p, "cgroup.procs") for p in st.cgroup_paths.values()]
+        linux = st.config.get("linux") or {}
         ctx = InitContext(spec=st.config, process=process, rootfs=st.rootfs, bundle=st.bundle,
-                          seccomp_bpf=bpf, stdio=stdio, preserve_fds=preserve_fds,
+                          seccomp_bpf=bpf, seccomp_listener=_notifies(linux), stdio=stdio,
+                          preserve_fds=preserve_fds,
                           console_fd=console_sock.fileno() if console_sock else None,
                           join_pid=st.pid, cgroup_procs=sorted(set(procs)))
+
+        def answer(msg: dict[str, Any], first: int, pid: int, fds: list[int]) -> None:
+            if "seccomp" in msg:
+                # Like runc: the exec'd process's pid, and the state of the container.
+                _pass_listener(linux, fds, pid, st.oci(status))
+
         try:
-            return _drive_child(exec_child, ctx)
+            return _drive_child(exec_child, ctx, answer=answer)
         finally:
             if console_sock is not None:
                 console_sock.close()
@@ -281,10 +292,11 @@ def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = No
 
     The first child reports that pid, then exits; the made process waits for our `ok` so
     its own messages cannot overtake that report. ANSWER handles any other message
-    (`userns`, `hooks`) before we reply `ok`. On any failure what was made is killed and
+    (`userns`, `hooks`, `seccomp` with the listener fd) before we reply `ok`; fds that
+    came with a message are closed after it. On any failure what was made is killed and
     reaped (we are its subreaper).
     """
-    from pallet.oci.init import recv, send
+    from pallet.oci.init import recv_with_fds, send
 
     _become_subreaper()
     parent, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -299,17 +311,21 @@ def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = No
         if prepare is not None:
             prepare(first, parent)
         while True:
-            msg = _recv_or_fail(parent, recv)
-            if "pid" in msg:
-                pid = msg["pid"]
-                os.waitpid(first, 0)
-                first = 0
-            elif "created" in msg:
-                return pid
-            elif "error" in msg:
-                raise InitError(msg["error"])
-            elif answer is not None:
-                answer(msg, first, pid)
+            msg, fds = _recv_or_fail(parent, recv_with_fds)
+            try:
+                if "pid" in msg:
+                    pid = msg["pid"]
+                    os.waitpid(first, 0)
+                    first = 0
+                elif "created" in msg:
+                    return pid
+                elif "error" in msg:
+                    raise InitError(msg["error"])
+                elif answer is not None:
+                    answer(msg, first, pid, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
             send(parent, ok=True)
     except BaseException:
         if pid:
@@ -375,7 +391,32 @@ def _libseccomp_version(seccomp: Any) -> str:
     return ".".join(str(n) for n in fn().contents)
 
 
-def _recv_or_fail(sock: _socket.socket, recv: Any) -> dict[str, Any]:
+def _notifies(linux: dict[str, Any]) -> bool:
+    seccomp = linux.get("seccomp")
+    if not seccomp:
+        return False
+    from pallet.oci.linux.seccomp import uses_notify
+
+    return uses_notify(seccomp)
+
+
+def _pass_listener(linux: dict[str, Any], fds: list[int], pid: int,
+                   state: dict[str, Any]) -> None:
+    """Send the child's seccomp listener to the agent at linux.seccomp.listenerPath."""
+    from pallet.oci import jsonlite
+    from pallet.oci.linux import seccomp
+
+    if len(fds) != 1:
+        raise SystemFailure(f"seccomp: the container's init sent {len(fds)} fds, expected its "
+                            "notification listener")
+    cfg = linux["seccomp"]
+    payload = jsonlite.dumps(seccomp.process_state(cfg, pid, state)).encode()
+    # Absolute, for _connect_short; a relative path is taken from our cwd, as runc does.
+    path = os.path.abspath(cfg["listenerPath"])
+    seccomp.send_to_agent(path, payload, fds[0], connect=_connect_short)
+
+
+def _recv_or_fail(sock: _socket.socket, recv: Any) -> Any:
     try:
         return recv(sock)
     except EOFError:

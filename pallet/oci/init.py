@@ -36,12 +36,14 @@ class InitContext:
     dataclasses costs ~7 ms).
     """
 
-    FIELDS = ("spec", "process", "rootfs", "bundle", "start_fd", "seccomp_bpf", "console_fd",
-              "stdio", "preserve_fds", "no_pivot", "cgroup_paths", "join_pid", "cgroup_procs")
+    FIELDS = ("spec", "process", "rootfs", "bundle", "start_fd", "seccomp_bpf",
+              "seccomp_listener", "console_fd", "stdio", "preserve_fds", "no_pivot",
+              "cgroup_paths", "join_pid", "cgroup_procs")
 
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], rootfs: str, bundle: str,
                  start_fd: int = -1,                  # listening start socket; -1 for exec
                  seccomp_bpf: bytes | None = None,
+                 seccomp_listener: bool = False,      # the filter has SCMP_ACT_NOTIFY rules
                  console_fd: int | None = None,       # connected --console-socket
                  stdio: tuple[int, int, int] | None = None,
                  preserve_fds: int = 0,
@@ -55,6 +57,7 @@ class InitContext:
         self.bundle = bundle
         self.start_fd = start_fd
         self.seccomp_bpf = seccomp_bpf
+        self.seccomp_listener = seccomp_listener
         self.console_fd = console_fd
         self.stdio = stdio
         self.preserve_fds = preserve_fds
@@ -84,6 +87,21 @@ def recv(sock: _socket.socket) -> dict[str, Any]:
     if not data:
         raise EOFError("runtime parent went away")
     return jsonlite.loads(data)
+
+
+def recv_with_fds(sock: _socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """A message and the fds that came with it (SCM_RIGHTS); the caller owns the fds."""
+    data, ancdata, _flags, _addr = sock.recvmsg(65536, _socket.CMSG_SPACE(4 * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            n = len(payload) - len(payload) % 4
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, n, 4)]
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError("container init went away")
+    return jsonlite.loads(data), fds
 
 
 def _fail(sock: _socket.socket, e: BaseException) -> None:
@@ -236,7 +254,7 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
             conn.close()
             listener.close()
 
-        prepare_process(ctx, wait_for_start)
+        prepare_process(ctx, sock, wait_for_start)
         exec_process(ctx)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, e)
@@ -256,10 +274,11 @@ class _Prepared:
 _PREPARED = _Prepared()
 
 
-def prepare_process(ctx: InitContext, ready: Callable[[], None]) -> None:
+def prepare_process(ctx: InitContext, sock: _socket.socket, ready: Callable[[], None]) -> None:
     """Everything up to the point of exec: terminal, limits, identity, capabilities.
 
-    READY is called once setup is complete and before privileges are dropped.
+    READY is called once setup is complete and before privileges are dropped; SOCK is
+    the parent's, still open until READY.
     """
     from pallet.oci.linux import capabilities, process, rlimits
 
@@ -284,6 +303,8 @@ def prepare_process(ctx: InitContext, ready: Callable[[], None]) -> None:
         raise FileNotFoundError(2, f"process.cwd {cwd} is outside the container") from None
     _PREPARED.path = _lookup(proc["args"][0], env.get("PATH"))
     _PREPARED.env = env
+    if ctx.seccomp_listener and ctx.seccomp_bpf is not None:
+        _install_seccomp_listener(ctx, sock)
     ready()
     caps = proc.get("capabilities")
     nnp = bool(proc.get("noNewPrivileges"))
@@ -307,6 +328,30 @@ def prepare_process(ctx: InitContext, ready: Callable[[], None]) -> None:
         os.umask(user["umask"])
     if nnp:
         process.set_no_new_privs()
+
+
+def _install_seccomp_listener(ctx: InitContext, sock: _socket.socket) -> None:
+    """Load the filter with a notification listener and hand that fd to the runtime parent.
+
+    This must happen while the parent still listens, so before READY: earlier than a
+    filter without a listener, which waits until just before exec. It is the order runc
+    keeps for every filter: the rest of setup (waiting for start, dropping privileges)
+    runs under the filter, and the agent answers what it notifies. Loaded while we still
+    hold CAP_SYS_ADMIN, so no_new_privs is not needed for it.
+    """
+    from pallet.oci.linux import seccomp
+
+    flags = ((ctx.spec.get("linux") or {}).get("seccomp") or {}).get("flags")
+    # Prepared before the filter, so nothing but sendmsg runs between it and the hand-over.
+    msg = jsonlite.dumps({"seccomp": True}).encode()
+    anc_level, anc_type = _socket.SOL_SOCKET, _socket.SCM_RIGHTS
+    fd = seccomp.install_filter(ctx.seccomp_bpf, flags, listener=True)
+    ctx.seccomp_bpf = None  # loaded: nothing left to install before exec
+    try:
+        sock.sendmsg([msg], [(anc_level, anc_type, fd.to_bytes(4, sys.byteorder))])
+    finally:
+        os.close(fd)  # the container must never hold its own listener
+    recv(sock)  # the parent passed it to the agent
 
 
 def _setgroups_denied() -> bool:
@@ -416,7 +461,7 @@ def exec_child(ctx: InitContext, sock: _socket.socket) -> None:
             send(sock, created=True)
             sock.close()
 
-        prepare_process(ctx, report)
+        prepare_process(ctx, sock, report)
         exec_process(ctx)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, e)

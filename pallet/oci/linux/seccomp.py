@@ -3,13 +3,16 @@ in the runtime parent, and install that program in the child just before execve.
 
 Compiling needs libseccomp (loaded lazily, only by `compile_filter`); installing
 needs nothing but one seccomp(2) call, so the child does no work it could fail at
-after the point of no return.
+after the point of no return. A profile with SCMP_ACT_NOTIFY rules is installed
+with a new listener; the child hands that fd to the runtime, which passes it on to
+the agent at linux.seccomp.listenerPath (`send_to_agent`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 from pallet.errors import SpecError, SystemFailure
 
@@ -25,6 +28,7 @@ _ACTIONS: dict[str, int] = {
     "SCMP_ACT_TRACE": 0x7FF00000,
     "SCMP_ACT_LOG": 0x7FFC0000,
     "SCMP_ACT_ALLOW": 0x7FFF0000,
+    "SCMP_ACT_NOTIFY": 0x7FC00000,
 }
 _ACTIONS_WITH_RET = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 
@@ -51,10 +55,20 @@ FILTER_FLAGS: dict[str, int] = {
     "SECCOMP_FILTER_FLAG_TSYNC": 1,
     "SECCOMP_FILTER_FLAG_LOG": 2,
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
-    # Only means something with a user-notification listener, which pallet
-    # does not support; the kernel rejects it alone, so it is accepted and dropped.
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 0,
+    # Only means something with a user-notification listener; the kernel rejects
+    # it without one, so install_filter drops it from a filter that has none.
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32,
 }
+# Not OCI names: implied by SCMP_ACT_NOTIFY rules (the listener), and needed with
+# TSYNC, which the kernel refuses next to a listener unless told to report a failed
+# thread sync as ESRCH instead of the thread's id (the listener fd takes the return value).
+_FLAG_NEW_LISTENER = 8
+_FLAG_TSYNC_ESRCH = 16
+_FLAG_WAIT_KILLABLE_RECV = 32
+# The child hands the listener fd to the runtime with sendmsg(2), after the filter is
+# loaded and before anyone can answer a notification: a notifying sendmsg would hang
+# create for ever. (runc refuses write(2) for the same reason: its hand-over uses write.)
+_HANDOVER_SYSCALLS = ("sendmsg",)
 
 _EPERM = 1
 _NR_SCMP_ERROR = -1
@@ -72,10 +86,6 @@ class _ArgCmp(ctypes.Structure):
 
 
 def _action(name: object, ret: object, field: str) -> int:
-    if name == "SCMP_ACT_NOTIFY":
-        raise SpecError(
-            f"{field}: SCMP_ACT_NOTIFY is not supported by pallet (no seccomp user-notification listener)"
-        )
     if not isinstance(name, str) or name not in _ACTIONS:
         raise SpecError(f"{field}: unknown seccomp action {name!r}")
     value = _ACTIONS[name]
@@ -117,6 +127,26 @@ def _conditions(args: object, field: str) -> list[tuple[int, int, int, int]]:
         # is what the OCI spec means by (value, valueTwo).
         out.append((index, _OPS[op], value, value_two))
     return out
+
+
+def uses_notify(seccomp: dict) -> bool:
+    """Whether any rule of an OCI linux.seccomp object has the SCMP_ACT_NOTIFY action."""
+    return any(isinstance(call, dict) and call.get("action") == "SCMP_ACT_NOTIFY"
+               for call in seccomp.get("syscalls") or ())
+
+
+def _check_listener(seccomp: dict) -> None:
+    path = seccomp.get("listenerPath")
+    if path is not None and (not isinstance(path, str) or not path):
+        raise SpecError(f"linux.seccomp.listenerPath: must be a socket path, got {path!r}")
+    meta = seccomp.get("listenerMetadata")
+    if meta is not None and not isinstance(meta, str):
+        raise SpecError(f"linux.seccomp.listenerMetadata: must be a string, got {meta!r}")
+    if meta and not path:
+        raise SpecError("linux.seccomp.listenerMetadata: set without linux.seccomp.listenerPath")
+    if not path and uses_notify(seccomp):
+        raise SpecError("linux.seccomp.listenerPath: required when SCMP_ACT_NOTIFY is used "
+                        "(the unix socket of the seccomp agent that answers the notifications)")
 
 
 def check_flags(flags: object, field: str = "linux.seccomp.flags") -> int:
@@ -191,12 +221,12 @@ def compile_filter(seccomp: dict) -> bytes:
     """
     if not isinstance(seccomp, dict):
         raise SpecError("linux.seccomp: must be an object")
-    if seccomp.get("listenerPath"):
-        raise SpecError(
-            f"linux.seccomp.listenerPath: {seccomp['listenerPath']!r}: seccomp user notification "
-            "is not supported by pallet"
-        )
     check_flags(seccomp.get("flags"))
+    _check_listener(seccomp)
+    if seccomp.get("defaultAction") == "SCMP_ACT_NOTIFY":
+        # Like runc: it would notify the hand-over of the listener itself.
+        raise SpecError("linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be the default "
+                        "action; name the syscalls to notify in linux.seccomp.syscalls")
     default = _action(
         seccomp.get("defaultAction"), seccomp.get("defaultErrnoRet"), "linux.seccomp.defaultAction"
     )
@@ -233,6 +263,11 @@ def compile_filter(seccomp: dict) -> bytes:
         for name in names:
             if not isinstance(name, str) or not name:
                 raise SpecError(f"{field}.names: {name!r} is not a syscall name")
+            if name in _HANDOVER_SYSCALLS and call.get("action") == "SCMP_ACT_NOTIFY":
+                raise SpecError(
+                    f"{field}: SCMP_ACT_NOTIFY cannot be used for {name}: the container's init "
+                    "passes the notification fd to the runtime with it"
+                )
             # For a name that exists only on other architectures libseccomp
             # returns a negative pseudo-number and places the rule only where
             # it exists; -1 means no architecture has it: a typo.
@@ -303,6 +338,8 @@ _SECCOMP_SET_MODE_FILTER = 1
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _ENOSYS = 38
+_ESRCH = 3
+_EFAULT = 14
 # seccomp(2) has a different number on each architecture.
 _NR_SECCOMP = {
     "x86_64": 317, "i386": 354, "i686": 354, "aarch64": 277, "armv7l": 383, "armv8l": 383,
@@ -314,17 +351,22 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def install_filter(bpf: bytes, flags: list[str] | None = None) -> None:
+def install_filter(bpf: bytes, flags: list[str] | None = None, listener: bool = False) -> int:
     """Load `bpf` (from compile_filter) as this thread's seccomp filter.
 
     `flags` are the OCI names (SECCOMP_FILTER_FLAG_*). Without CAP_SYS_ADMIN
-    the caller must have set no_new_privs first.
+    the caller must have set no_new_privs first. With `listener` the filter gets
+    a user-notification listener, whose fd (close-on-exec) is returned; else -1.
     """
     if not bpf or len(bpf) % 8:
         raise SystemFailure(
             f"seccomp: BPF program of {len(bpf)} bytes is not a whole number of instructions"
         )
     bits = check_flags(flags or [])
+    if listener:
+        bits |= _FLAG_NEW_LISTENER | (_FLAG_TSYNC_ESRCH if bits & 1 else 0)
+    else:
+        bits &= ~_FLAG_WAIT_KILLABLE_RECV
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
     err = _ENOSYS
@@ -333,8 +375,10 @@ def install_filter(bpf: bytes, flags: list[str] | None = None) -> None:
             ctypes.c_long(_NR_SECCOMP), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
             ctypes.c_long(bits), ctypes.byref(prog),
         )  # fmt: skip
+        if listener and rc >= 0:
+            return rc
         if rc == 0:
-            return
+            return -1
         if rc > 0:
             # With TSYNC the kernel names the thread it could not synchronize.
             raise SystemFailure(f"seccomp: cannot synchronize the filter to thread {rc}")
@@ -346,6 +390,70 @@ def install_filter(bpf: bytes, flags: list[str] | None = None) -> None:
             ctypes.c_ulong(0), ctypes.c_ulong(0),
         )  # fmt: skip
         if rc == 0:
-            return
+            return -1
         err = ctypes.get_errno()
+    if listener and err == _ESRCH:
+        raise SystemFailure("seccomp: cannot synchronize the filter to all threads")
     raise SystemFailure(f"seccomp: installing the filter failed: {os.strerror(err)}")
+
+
+def supported_flags() -> list[str]:
+    """The OCI flag names this kernel accepts, probed the way libseccomp does: an invalid
+    flag fails with EINVAL before the kernel reads the (NULL) program, a valid one EFAULT."""
+    if _NR_SECCOMP is None:
+        return []
+    out = []
+    for name, bit in FILTER_FLAGS.items():
+        if bit & _FLAG_WAIT_KILLABLE_RECV:
+            bit |= _FLAG_NEW_LISTENER  # alone it is always invalid
+        rc = _libc.syscall(ctypes.c_long(_NR_SECCOMP), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
+                           ctypes.c_long(bit), ctypes.c_void_p(None))
+        if rc < 0 and ctypes.get_errno() == _EFAULT:
+            out.append(name)
+    return out
+
+
+# --- the agent: runs in the runtime parent, which received the listener from the child.
+
+
+def process_state(seccomp: dict, pid: int, state: dict) -> dict:
+    """The runtime spec's container process state for the agent at listenerPath.
+
+    PID is the process the filter belongs to; STATE the container's state (runtime.md).
+    """
+    keep = ("ociVersion", "id", "status", "pid", "bundle", "annotations")
+    msg = {"ociVersion": state.get("ociVersion", "1.0.2"), "fds": ["seccompFd"], "pid": pid,
+           "state": {k: state[k] for k in keep if k in state}}
+    if seccomp.get("listenerMetadata"):
+        msg["metadata"] = seccomp["listenerMetadata"]
+    return msg
+
+
+def send_to_agent(path: str, payload: bytes, fd: int, connect: object = None) -> None:
+    """Send PAYLOAD and FD (SCM_RIGHTS, with the first bytes) over one new connection to
+    the unix socket PATH, then close it: one container process state per connection.
+
+    CONNECT(sock, path) may replace sock.connect (for paths longer than sun_path).
+    """
+    import _socket
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            if connect is not None:
+                connect(s, path)  # type: ignore[operator]
+            else:
+                s.connect(path)
+        except OSError as e:
+            raise SystemFailure(f"linux.seccomp.listenerPath {path}: cannot connect to the "
+                                f"seccomp agent: {e.strerror}") from None
+        try:
+            sent = s.sendmsg([payload], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                          fd.to_bytes(4, sys.byteorder))])
+            if sent < len(payload):
+                s.sendall(payload[sent:])
+        except OSError as e:
+            raise SystemFailure(f"linux.seccomp.listenerPath {path}: cannot send the seccomp "
+                                f"fd to the agent: {e.strerror}") from None
+    finally:
+        s.close()

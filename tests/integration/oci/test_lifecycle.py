@@ -147,3 +147,5 @@ def test_version_and_features(runc_cli):
     features = json.loads(runc_cli("features").stdout)
     assert "mount" in features["linux"]["namespaces"]
     assert "CAP_SYS_ADMIN" in features["linux"]["capabilities"]
+    assert "SCMP_ACT_NOTIFY" in features["linux"]["seccomp"]["actions"]
+    assert "SECCOMP_FILTER_FLAG_TSYNC" in features["linux"]["seccomp"]["supportedFlags"]

@@ -131,3 +131,31 @@ def test_a_garbage_program_is_reported_by_the_kernel():
     res = result(*run_child(body))
     assert res["error"] == "SystemFailure"
     assert res["message"] == "seccomp: installing the filter failed: Invalid argument"
+
+
+def test_a_notify_filter_comes_with_a_close_on_exec_listener():
+    bpf = seccomp.compile_filter(
+        {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/unused",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
+        }
+    )
+
+    def body():
+        import fcntl
+
+        fd = seccomp.install_filter(bpf, ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"], listener=True)
+        return [os.readlink(f"/proc/self/fd/{fd}"),
+                bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)]
+
+    assert result(*run_child(body)) == {"ok": ["anon_inode:seccomp notify", True]}
+
+
+def test_supported_flags_are_probed_from_the_kernel():
+    found = seccomp.supported_flags()
+    assert set(found) <= set(seccomp.FILTER_FLAGS)
+    assert "SECCOMP_FILTER_FLAG_TSYNC" in found  # Linux 3.17
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) >= (5, 19):
+        assert "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" in found

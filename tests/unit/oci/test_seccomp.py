@@ -165,14 +165,44 @@ def test_bad_fields_are_named_with_their_value(over, expected):
     assert compile_error(**over) == expected
 
 
-def test_notify_is_rejected_clearly():
-    msg = compile_error(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}])
-    assert msg.startswith("linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported")
+def test_notify_rules_compile_with_a_listener_path():
+    bpf = seccomp.compile_filter(spec(
+        listenerPath="/run/agent.sock", listenerMetadata="m",
+        syscalls=[{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]))
+    # SECCOMP_RET_USER_NOTIF appears in the program as a return value.
+    assert (0x7FC00000).to_bytes(4, "little") in bpf
+    assert seccomp.uses_notify(spec(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]))
+    assert not seccomp.uses_notify(spec(listenerPath="/run/agent.sock"))
 
 
-def test_a_listener_path_is_rejected_clearly():
-    msg = compile_error(listenerPath="/run/agent.sock")
-    assert "listenerPath" in msg and "'/run/agent.sock'" in msg and "not supported" in msg
+@pytest.mark.parametrize("over, expected", [
+    ({"syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]},
+     "linux.seccomp.listenerPath: required when SCMP_ACT_NOTIFY is used"),
+    ({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/a"},
+     "linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be the default action"),
+    ({"listenerPath": "/a", "syscalls": [{"names": ["sendmsg"], "action": "SCMP_ACT_NOTIFY"}]},
+     "linux.seccomp.syscalls[0]: SCMP_ACT_NOTIFY cannot be used for sendmsg"),
+    ({"listenerMetadata": "m"},
+     "linux.seccomp.listenerMetadata: set without linux.seccomp.listenerPath"),
+    ({"listenerPath": 7}, "linux.seccomp.listenerPath: must be a socket path, got 7"),
+])
+def test_bad_notify_profiles_are_named(over, expected):
+    assert compile_error(**over).startswith(expected)
+
+
+def test_a_listener_path_without_notify_rules_is_accepted():
+    assert seccomp.compile_filter(spec(listenerPath="/run/agent.sock")) == \
+        seccomp.compile_filter(spec())
+
+
+def test_process_state_follows_the_runtime_spec():
+    state = {"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": 7,
+             "bundle": "/b", "rootfs": "/b/rootfs", "created": "t", "owner": ""}
+    assert seccomp.process_state({"listenerMetadata": "meta"}, 7, state) == {
+        "ociVersion": "1.0.2", "fds": ["seccompFd"], "pid": 7, "metadata": "meta",
+        "state": {"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": 7,
+                  "bundle": "/b"}}
+    assert "metadata" not in seccomp.process_state({}, 7, state)
 
 
 def test_flags_map_to_seccomp_bits():
@@ -186,5 +216,5 @@ def test_flags_map_to_seccomp_bits():
         )
         == 7
     )
-    assert seccomp.check_flags(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]) == 0
+    assert seccomp.check_flags(["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]) == 32
     assert seccomp.check_flags(None) == 0

@@ -587,7 +587,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         "ociVersionMin": "1.0.0", "ociVersionMax": "1.1.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
                   "poststart", "poststop"],
-        "mountOptions": sorted(list(_FLAGS) + list(_PROPAGATION)),
+        "mountOptions": sorted(list(_FLAGS) + list(_PROPAGATION) + ["idmap", "ridmap"]),
         "linux": {
             "namespaces": [n for n in NAMESPACE_TYPES],
             "capabilities": sorted(CAPS),
@@ -604,6 +604,7 @@ def cmd_features(args: argparse.Namespace) -> int:
                                   "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
                         "knownFlags": list(FILTER_FLAGS),
                         "supportedFlags": supported_flags()},
+            "mountExtensions": {"idmap": {"enabled": True}},
             "apparmor": {"enabled": False}, "selinux": {"enabled": False},
         },
         "annotations": {"io.github.pallet.version": __version__},

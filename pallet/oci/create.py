@@ -64,13 +64,19 @@ class Runtime:
             raise SpecError("process.terminal is true: use --console-socket to receive the "
                             "pty master (or run with terminal false)")
         bpf = _compile_seccomp(linux, self.root)
+        idmapped = _plan_idmapped(spec, bundle)
         sd = StateDir(self.root, container_id)
         sd.create()
         cg = None
         init_pid = 0
         console_sock = None
         listener = None
+        trees: dict[int, int] = {}
         try:
+            if idmapped:
+                from pallet.oci.linux import idmap
+
+                trees = idmap.prepare(idmapped)
             cg = _cgroup(linux.get("cgroupsPath"), container_id)
             cg.create()
             cg.set(linux.get("resources") or {})
@@ -88,7 +94,7 @@ class Runtime:
                               seccomp_listener=_notifies(linux),
                               console_fd=console_sock.fileno() if console_sock else None,
                               stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
-                              cgroup_paths=dict(cg.paths))
+                              cgroup_paths=dict(cg.paths), idmapped_mounts=trees)
             st = ContainerState(id=container_id, bundle=bundle, rootfs=rootfs,
                                 created=now_rfc3339(),
                                 annotations=spec.get("annotations") or {},
@@ -117,6 +123,8 @@ class Runtime:
                 console_sock.close()
             if listener is not None:
                 listener.close()
+            for fd in trees.values():
+                os.close(fd)  # the init attached its copies (or is gone)
 
     def _spawn(self, ctx: Any, st: ContainerState, cg: Any, spec: dict, linux: dict) -> int:
         from pallet.oci import hooks
@@ -389,6 +397,19 @@ def _libseccomp_version(seccomp: Any) -> str:
     fn = lib.seccomp_version
     fn.restype = ctypes.POINTER(ctypes.c_uint * 3)
     return ".".join(str(n) for n in fn().contents)
+
+
+def _plan_idmapped(spec: dict[str, Any], bundle: str) -> list[Any]:
+    """The idmapped mounts to prepare (checked now, before anything exists); mostly none."""
+    for m in spec.get("mounts") or ():
+        if m.get("uidMappings") or m.get("gidMappings") or \
+                "idmap" in (m.get("options") or ()) or "ridmap" in (m.get("options") or ()):
+            break
+    else:
+        return []  # the usual case, without importing idmap on pallet-runc's hot path
+    from pallet.oci.linux import idmap
+
+    return idmap.plan(spec, bundle)
 
 
 def _notifies(linux: dict[str, Any]) -> bool:

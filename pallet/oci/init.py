@@ -38,7 +38,7 @@ class InitContext:
 
     FIELDS = ("spec", "process", "rootfs", "bundle", "start_fd", "seccomp_bpf",
               "seccomp_listener", "console_fd", "stdio", "preserve_fds", "no_pivot",
-              "cgroup_paths", "join_pid", "cgroup_procs")
+              "cgroup_paths", "join_pid", "cgroup_procs", "idmapped_mounts")
 
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], rootfs: str, bundle: str,
                  start_fd: int = -1,                  # listening start socket; -1 for exec
@@ -50,7 +50,8 @@ class InitContext:
                  no_pivot: bool = False,
                  cgroup_paths: dict[str, str] | None = None,
                  join_pid: int = 0,                   # exec: join the namespaces of this pid
-                 cgroup_procs: list[str] | None = None):  # exec: cgroup.procs files to join
+                 cgroup_procs: list[str] | None = None,  # exec: cgroup.procs files to join
+                 idmapped_mounts: dict[int, int] | None = None):  # mounts[i] -> detached tree fd
         self.spec = spec
         self.process = process
         self.rootfs = rootfs
@@ -65,6 +66,7 @@ class InitContext:
         self.cgroup_paths = {} if cgroup_paths is None else cgroup_paths
         self.join_pid = join_pid
         self.cgroup_procs = [] if cgroup_procs is None else cgroup_procs
+        self.idmapped_mounts = {} if idmapped_mounts is None else idmapped_mounts
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -191,6 +193,7 @@ def _close_leaked_fds(ctx: InitContext, sock: _socket.socket) -> None:
     directory used as cwd is the CVE-2024-21626 escape.
     """
     keep = {sock.fileno(), ctx.start_fd, ctx.console_fd if ctx.console_fd is not None else -1}
+    keep.update(ctx.idmapped_mounts.values())
     keep.update(ctx.stdio or ())
     keep.update(range(3 + ctx.preserve_fds))
     for name in os.listdir("/proc/self/fd"):
@@ -222,7 +225,8 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
         root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"))
         spec_mounts = spec.get("mounts") or []
         rootfs.mount_all(root_fd, spec_mounts, ctx.bundle, ctx.cgroup_paths,
-                         "cgroup" in nss and not nss["cgroup"].get("path"))
+                         "cgroup" in nss and not nss["cgroup"].get("path"),
+                         ctx.idmapped_mounts)
         binds_dev = any(m["destination"].rstrip("/") == "/dev" and
                         "bind" in (m.get("options") or []) + [m.get("type")]
                         for m in spec_mounts)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-from pallet.errors import SpecError
 from pallet.oci.linux import paths
 from pallet.oci.linux import syscalls as sc
 
@@ -84,13 +83,13 @@ def parse_options(options: list[str]) -> MountPlan:
         elif opt in _PROPAGATION:
             plan.propagation.append(_PROPAGATION[opt])
         elif opt in ("idmap", "ridmap"):
-            raise SpecError(f"mount option {opt!r} is not supported yet")
+            pass  # idmap.plan reads them; the runtime parent makes the idmapped tree
         else:
             plan.data.append(opt)
     return plan
 
 
-def _attrs(flags: int) -> tuple[int, int]:
+def mount_attrs(flags: int) -> tuple[int, int]:
     attr_set = 0
     for ms, attr in _ATTR.items():
         if flags & ms:
@@ -106,7 +105,7 @@ def bind_mount(source: str, target_fd: int, plan: MountPlan) -> None:
     tree = sc.open_tree(-100, source, sc.OPEN_TREE_CLONE | (sc.AT_RECURSIVE if plan.recursive
                                                             else 0))
     try:
-        attr_set, attr_clr = _attrs(plan.flags)
+        attr_set, attr_clr = mount_attrs(plan.flags)
         if attr_set or attr_clr:
             sc.mount_setattr(tree, "", sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if plan.recursive
                                                            else 0), attr_set, attr_clr)
@@ -116,8 +115,13 @@ def bind_mount(source: str, target_fd: int, plan: MountPlan) -> None:
         os.close(tree)
 
 
-def mount_entry(root_fd: int, m: dict, source_base: str | None = None) -> None:
-    """Mount one entry of spec.mounts inside the root (the caller is in the new mount ns)."""
+def mount_entry(root_fd: int, m: dict, source_base: str | None = None,
+                tree_fd: int | None = None) -> None:
+    """Mount one entry of spec.mounts inside the root (the caller is in the new mount ns).
+
+    TREE_FD is a detached mount prepared for this entry (an idmapped bind, see idmap.py):
+    it is attached as it is, with the flags it already has.
+    """
     mtype = m.get("type") or ""
     options = m.get("options") or []
     plan = parse_options(options)
@@ -135,7 +139,10 @@ def mount_entry(root_fd: int, m: dict, source_base: str | None = None) -> None:
         fd = paths.mkdir_all(root_fd, dest)
     try:
         target = paths.fd_path(fd)
-        if plan.is_bind:
+        if tree_fd is not None:
+            sc.move_mount(tree_fd, "", fd, "", sc.MOVE_MOUNT_F_EMPTY_PATH |
+                          sc.MOVE_MOUNT_T_EMPTY_PATH)
+        elif plan.is_bind:
             bind_mount(source, fd, plan)
         else:
             sc.mount(source, target, mtype, plan.flags & ~sc.MS_REMOUNT,

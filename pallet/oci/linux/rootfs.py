@@ -61,10 +61,19 @@ def _mountpoint_of(path: str) -> str:
 
 
 def mount_all(root_fd: int, spec_mounts: list[dict], bundle: str, cgroup_paths: dict[str, str],
-              cgroupns: bool) -> None:
-    for m in spec_mounts:
+              cgroupns: bool, prepared: dict[int, int] | None = None) -> None:
+    """Mount spec.mounts in order; PREPARED maps an index to a detached tree made for it
+    (idmapped binds), which is attached and then closed."""
+    prepared = prepared or {}
+    for i, m in enumerate(spec_mounts):
         if m.get("type") == "cgroup":
             mount_cgroup(root_fd, m, cgroup_paths, cgroupns)
+        elif i in prepared:
+            tree = prepared.pop(i)
+            try:
+                mounts.mount_entry(root_fd, m, bundle, tree)
+            finally:
+                os.close(tree)
         else:
             mounts.mount_entry(root_fd, m, bundle)
 

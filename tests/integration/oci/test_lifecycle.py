@@ -149,3 +149,5 @@ def test_version_and_features(runc_cli):
     assert "CAP_SYS_ADMIN" in features["linux"]["capabilities"]
     assert "SCMP_ACT_NOTIFY" in features["linux"]["seccomp"]["actions"]
     assert "SECCOMP_FILTER_FLAG_TSYNC" in features["linux"]["seccomp"]["supportedFlags"]
+    assert {"idmap", "ridmap"} <= set(features["mountOptions"])
+    assert features["linux"]["mountExtensions"]["idmap"]["enabled"] is True

@@ -8,6 +8,7 @@ mounts fail with one line naming the destination and leave nothing behind.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -193,3 +194,30 @@ def test_bad_idmapped_mounts_name_the_destination(runc_cli, bundle, cid, runtime
         {"destination": "/data", "type": "bind", "source": str(src), **mount}))
     msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "mounts[" in msg and "/data" in msg and expected in msg, msg
+
+
+def test_idmap_alone_in_a_joined_user_namespace_uses_that_namespace(runc_cli, bundle, cid,
+                                                                   tmp_path):
+    holder = bundle(["sleep", "30"])
+    edit_config(holder, userns)
+    owned_by_container_root(holder)
+    first = cid + "-ns"
+    assert runc_cli("run", "-d", "--bundle", holder, first).returncode == 0
+    try:
+        pid = json.loads(runc_cli("state", first).stdout)["pid"]
+        d = tmp_path / "hoci-joined"
+        d.mkdir()
+        b = bundle(["sh", "-c", "stat -c %u:%g /data; cat /proc/self/uid_map"])
+
+        def cfg(s):
+            s["linux"]["namespaces"].append({"type": "user", "path": f"/proc/{pid}/ns/user"})
+            s["mounts"].append({"destination": "/data", "type": "bind", "source": str(d),
+                                "options": ["bind", "idmap"]})
+
+        edit_config(b, cfg)
+        owned_by_container_root(b)
+        out = runc_cli("run", "--bundle", b, cid)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["0:0", "0", str(CONTAINER_ROOT), "65536"]
+    finally:
+        runc_cli("delete", "--force", first)

@@ -114,8 +114,9 @@ def add_parsers(sub: Any) -> None:
                    help="seconds to wait before killing the container")
     p.add_argument("containers", nargs="+")
     p = cmd("restart", "restart one or more containers", _daemon_style(cmd_restart))
-    p.add_argument("-t", "--time", "--timeout", type=int, default=None)
-    p.add_argument("containers", nargs="+")
+    p.add_argument("-t", "--time", "--timeout", type=int, default=None,
+                   help="seconds to wait before killing the container")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p = cmd("kill", "kill one or more running containers", _daemon_style(cmd_kill))
     p.add_argument("-s", "--signal", default="KILL", help="signal to send to the container")
     p.add_argument("containers", nargs="+")
@@ -127,39 +128,55 @@ def add_parsers(sub: Any) -> None:
         p = cmd(name, "list containers", _daemon_style(cmd_ps))
         p.add_argument("-a", "--all", action="store_true", help="show all containers")
         p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
-        p.add_argument("-f", "--filter", action="append", default=[], help="filter output")
-        p.add_argument("--format", default="table", help="table, json or a {{.Field}} template")
+        p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
+                       "id, name, label, status, exited, ancestor, network, volume, publish, "
+                       "before, since")
+        p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or "
+                       "a Go template such as '{{.ID}}\\t{{.Names}}'")
         p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         p.add_argument("-l", "--latest", action="store_true", help="show the latest created")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("--env-file", action="append", default=[])
-    p.add_argument("-w", "--workdir", default="")
-    p.add_argument("-u", "--user", default="")
-    p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("-d", "--detach", action="store_true", help="run the command in the "
+                   "background")
+    p.add_argument("-e", "--env", action="append", default=[], help="set environment "
+                   "variables (NAME=VALUE, or NAME to pass this shell's value)")
+    p.add_argument("--env-file", action="append", default=[], help="read in a file of "
+                   "environment variables")
+    p.add_argument("-w", "--workdir", default="", help="working directory inside the "
+                   "container (absolute)")
+    p.add_argument("-u", "--user", default="", help="username or UID "
+                   "(format: <name|uid>[:<group|gid>])")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p = cmd("logs", "fetch the logs of a container", _daemon_style(cmd_logs))
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("--since", default="")
-    p.add_argument("--until", default="")
-    p.add_argument("-n", "--tail", default="all")
-    p.add_argument("-t", "--timestamps", action="store_true")
-    p.add_argument("container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("--since", default="", help="show logs since a time: RFC 3339 "
+                   "(2013-01-02T13:23:37Z), unix seconds or relative (42m, 1h30m)")
+    p.add_argument("--until", default="", help="show logs before a time (as --since)")
+    p.add_argument("-n", "--tail", default="all", help="number of lines from the end "
+                   "(default all)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers", _daemon_style(cmd_inspect))
-    p.add_argument("-f", "--format", default="")
-    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--format", default="", help="format the output with a Go "
+                   "template, e.g. '{{.State.Pid}}' or '{{json .Config}}'")
+    p.add_argument("--type", default="container", choices=["container"],
+                   help="only containers are inspected here (images: pallet image inspect)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
-    p.add_argument("container")
-    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
+                   help="options for the host's ps (its output needs a PID column)")
     p = cmd("stats", "display a snapshot of containers' resource usage", _daemon_style(cmd_stats))
-    p.add_argument("--no-stream", action="store_true")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("--format", default="table")
-    p.add_argument("containers", nargs="*")
+    p.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default "
+                   "shows just running)")
+    p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or a "
+                   "Go template such as '{{.Name}} {{.CPUPerc}}'")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
     p = cmd("cp", "copy files between a container and the host; - is a tar stream on "
             "stdin or stdout", _daemon_style(cmd_cp))
     p.add_argument("-L", "--follow-link", action="store_true",
@@ -184,10 +201,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("container")
     p.add_argument("new_name")
     p = cmd("attach", "attach to a running container's streams", _daemon_style(cmd_attach))
-    p.add_argument("--no-stdin", action="store_true")
-    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q")
-    p.add_argument("--sig-proxy", default="true")
-    p.add_argument("container")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
+                   "detaches (only ctrl-p,ctrl-q)")
+    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the "
+                   "process (true or false)")
+    p.add_argument("container", metavar="CONTAINER")
     p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
     p = cmd("version", "show the pallet version information", _daemon_style(cmd_version))

@@ -72,3 +72,9 @@ def test_table_has_a_header_and_aligned_columns():
 
 def test_align_pads_like_tabwriter():
     assert align("A\tB\nlonger\tC") == "A         B\nlonger    C"
+
+
+def test_missing_map_key_through_index_is_empty_and_json_skips_methods():
+    assert render('{{index .Config.Labels "nope"}}', INSPECT) == ""
+    row = {"Names": "web", "Label": lambda k: ""}
+    assert render("{{json .}}", row) == '{"Names":"web"}'

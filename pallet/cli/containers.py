@@ -216,7 +216,6 @@ def add_parsers(sub: Any) -> None:
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
     p = ssub.add_parser("df", help="show disk usage", description="show disk usage")
     p.add_argument("--format", default="", help="table, json or a Go template")
-    p.add_argument("-v", "--verbose", action="store_true", help="show detailed information")
     p.set_defaults(func=_daemon_style(cmd_system_df))
     p = ssub.add_parser("prune", help="remove stopped containers, unused networks, dangling "
                         "images (and unused volumes)", description="remove unused data")

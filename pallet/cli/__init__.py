@@ -17,7 +17,7 @@ import sys
 TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
+    from typing import Any, NoReturn
 
 # Command-group modules, in the order their commands appear in --help.
 GROUPS = [
@@ -102,12 +102,38 @@ def _command_word(argv: list[str]) -> str:
     return ""
 
 
+def _usage_error(prog: str, message: str) -> NoReturn:
+    """docker's answer to bad usage: the error, where to read more, exit 125."""
+    import re
+
+    m = re.match(r"unrecognized arguments: (.*)", message)
+    if m:
+        first = m.group(1).split()[0]
+        message = f"unknown flag: {first}" if first.startswith("-") else \
+            f"unexpected argument: {m.group(1)}"
+    elif message.startswith("the following arguments are required: "):
+        names = [n for n in message.split(": ", 1)[1].split(", ")
+                 if n not in ("COMMAND", "command")]  # a command's own argv is optional
+        message = f'"{prog}" requires {" and ".join(names)}'
+    elif message.startswith("argument COMMAND: invalid choice"):
+        word = re.search(r"invalid choice: '([^']*)'", message)
+        message = f"unknown command: {word.group(1) if word else message}"
+    print(f"pallet: {message}\nSee '{prog} --help'.", file=sys.stderr)
+    sys.exit(125)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The CLI's parser; with COMMAND (a key of COMMANDS), only that command's."""
     import argparse
     import importlib
 
-    parser = argparse.ArgumentParser(prog="pallet", description="Run and manage containers.")
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # type: ignore[override]
+            # Unknown flags surface at the top parser: name the command they were given to.
+            prog = f"pallet {command}" if self.prog == "pallet" and command else self.prog
+            _usage_error(prog, message)
+
+    parser = Parser(prog="pallet", description="Run and manage containers.")
     parser.add_argument("--root", default=None, help="state directory (default /var/lib/pallet)")
     parser.add_argument("--debug", action="store_true", help="print debug output")
     parser.add_argument("-v", "--version", action="store_true", help="print version and exit")

@@ -114,8 +114,9 @@ def add_parsers(sub: Any) -> None:
                    help="seconds to wait before killing the container")
     p.add_argument("containers", nargs="+")
     p = cmd("restart", "restart one or more containers", _daemon_style(cmd_restart))
-    p.add_argument("-t", "--time", "--timeout", type=int, default=None)
-    p.add_argument("containers", nargs="+")
+    p.add_argument("-t", "--time", "--timeout", type=int, default=None,
+                   help="seconds to wait before killing the container")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p = cmd("kill", "kill one or more running containers", _daemon_style(cmd_kill))
     p.add_argument("-s", "--signal", default="KILL", help="signal to send to the container")
     p.add_argument("containers", nargs="+")
@@ -127,42 +128,65 @@ def add_parsers(sub: Any) -> None:
         p = cmd(name, "list containers", _daemon_style(cmd_ps))
         p.add_argument("-a", "--all", action="store_true", help="show all containers")
         p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
-        p.add_argument("-f", "--filter", action="append", default=[], help="filter output")
-        p.add_argument("--format", default="table", help="table, json or a {{.Field}} template")
+        p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
+                       "id, name, label, status, exited, ancestor, network, volume, publish, "
+                       "before, since")
+        p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or "
+                       "a Go template such as '{{.ID}}\\t{{.Names}}'")
         p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         p.add_argument("-l", "--latest", action="store_true", help="show the latest created")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("--env-file", action="append", default=[])
-    p.add_argument("-w", "--workdir", default="")
-    p.add_argument("-u", "--user", default="")
-    p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("-d", "--detach", action="store_true", help="run the command in the "
+                   "background")
+    p.add_argument("-e", "--env", action="append", default=[], help="set environment "
+                   "variables (NAME=VALUE, or NAME to pass this shell's value)")
+    p.add_argument("--env-file", action="append", default=[], help="read in a file of "
+                   "environment variables")
+    p.add_argument("-w", "--workdir", default="", help="working directory inside the "
+                   "container (absolute)")
+    p.add_argument("-u", "--user", default="", help="username or UID "
+                   "(format: <name|uid>[:<group|gid>])")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p = cmd("logs", "fetch the logs of a container", _daemon_style(cmd_logs))
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("--since", default="")
-    p.add_argument("--until", default="")
-    p.add_argument("-n", "--tail", default="all")
-    p.add_argument("-t", "--timestamps", action="store_true")
-    p.add_argument("container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("--since", default="", help="show logs since a time: RFC 3339 "
+                   "(2013-01-02T13:23:37Z), unix seconds or relative (42m, 1h30m)")
+    p.add_argument("--until", default="", help="show logs before a time (as --since)")
+    p.add_argument("-n", "--tail", default="all", help="number of lines from the end "
+                   "(default all)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers", _daemon_style(cmd_inspect))
-    p.add_argument("-f", "--format", default="")
-    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--format", default="", help="format the output with a Go "
+                   "template, e.g. '{{.State.Pid}}' or '{{json .Config}}'")
+    p.add_argument("--type", default="container", choices=["container"],
+                   help="only containers are inspected here (images: pallet image inspect)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
-    p.add_argument("container")
-    p.add_argument("ps_args", nargs=argparse.REMAINDER)
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
+                   help="options for the host's ps (its output needs a PID column)")
     p = cmd("stats", "display a snapshot of containers' resource usage", _daemon_style(cmd_stats))
-    p.add_argument("--no-stream", action="store_true")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("--format", default="table")
-    p.add_argument("containers", nargs="*")
-    p = cmd("cp", "copy files between a container and the host", _daemon_style(cmd_cp))
-    p.add_argument("src")
-    p.add_argument("dest")
+    p.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers (default "
+                   "shows just running)")
+    p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or a "
+                   "Go template such as '{{.Name}} {{.CPUPerc}}'")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+    p = cmd("cp", "copy files between a container and the host; - is a tar stream on "
+            "stdin or stdout", _daemon_style(cmd_cp))
+    p.add_argument("-L", "--follow-link", action="store_true",
+                   help="always follow a symbolic link in SRC")
+    p.add_argument("-a", "--archive", action="store_true",
+                   help="accepted for docker compatibility")
+    p.add_argument("-q", "--quiet", action="store_true", help="accepted; pallet prints no "
+                   "progress")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
     p = cmd("wait", "block until containers stop, then print their exit codes",
             _daemon_style(cmd_wait))
     p.add_argument("containers", nargs="+")
@@ -177,22 +201,30 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("container")
     p.add_argument("new_name")
     p = cmd("attach", "attach to a running container's streams", _daemon_style(cmd_attach))
-    p.add_argument("--no-stdin", action="store_true")
-    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q")
-    p.add_argument("--sig-proxy", default="true")
-    p.add_argument("container")
-    cmd("info", "display system-wide information", _daemon_style(cmd_info))
-    cmd("version", "show the pallet version information", cmd_version)
-    system = sub.add_parser("system", help="manage pallet")
+    p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
+                   "detaches (only ctrl-p,ctrl-q)")
+    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the "
+                   "process (true or false)")
+    p.add_argument("container", metavar="CONTAINER")
+    p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
+    p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
+    p = cmd("version", "show the pallet version information", _daemon_style(cmd_version))
+    p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
+    system = sub.add_parser("system", help="manage pallet", description="manage pallet")
+    system.set_defaults(func=lambda args: (system.print_help(), 0)[1])
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
-    p = ssub.add_parser("df", help="show disk usage")
+    p = ssub.add_parser("df", help="show disk usage", description="show disk usage")
+    p.add_argument("--format", default="", help="table, json or a Go template")
     p.set_defaults(func=_daemon_style(cmd_system_df))
-    p = ssub.add_parser("prune", help="remove stopped containers, dangling images (and volumes)")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--volumes", action="store_true")
+    p = ssub.add_parser("prune", help="remove stopped containers, unused networks, dangling "
+                        "images (and unused volumes)", description="remove unused data")
+    p.add_argument("-a", "--all", action="store_true", help="remove all unused images")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
     p.set_defaults(func=_daemon_style(cmd_system_prune))
     p = ssub.add_parser("info", help="display system-wide information")
+    p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
     p.set_defaults(func=_daemon_style(cmd_info))
 
     volume = sub.add_parser("volume", help="manage volumes")
@@ -604,7 +636,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from pallet.engine.containers import ContainerStartError
     from pallet.engine.monitor import _become_subreaper
-    from pallet.errors import PalletError
+    from pallet.errors import FailedPrecondition, NotFound, PalletError
 
     eng = _engine(args)
     env = _env(args.env, args.env_file)
@@ -625,8 +657,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return wait_exit(pid)
     except ContainerStartError as e:
         return _fail(str(e), e.exit_code)
+    except (FailedPrecondition, NotFound) as e:  # not running, paused, no such container
+        return _fail(str(e), 1)
     except PalletError as e:
-        return _fail(str(e), 1 if "not running" in str(e) or "No such" in str(e) else 126)
+        return _fail(str(e), 126)
 
 
 def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str]) -> int:
@@ -699,7 +733,7 @@ def _ago(ns: int) -> str:
             return f"{k} {unit}{'s' if k > 1 else ''}"
     if secs < 1:
         return "Less than a second"
-    return f"{int(secs)} seconds"
+    return "1 second" if int(secs) == 1 else f"{int(secs)} seconds"
 
 
 def _status(rec: ContainerRecord) -> str:
@@ -728,90 +762,148 @@ def _ports_str(ports: list[dict[str, Any]]) -> str:
                      f"{p['containerPort']}/{p['protocol']}" for p in ports)
 
 
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+              "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
+              "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES",
+              "Labels": "LABELS", "Label": "LABEL", "Mounts": "MOUNTS",
+              "LocalVolumes": "LOCAL VOLUMES", "Networks": "NETWORKS"}
+
+
+def _networks_of(rec: ContainerRecord) -> list[str]:
+    from pallet.engine.containers import container_networks
+
+    mode = rec.config.get("network") or "none"
+    names = [n["name"] for n in container_networks(rec.config)]
+    return names if names or mode not in ("none", "host") else [mode]
+
+
 def _row(rec: ContainerRecord, no_trunc: bool) -> dict[str, Any]:
-    from pallet.engine.containers import _rfc3339
+    """One container as docker's ps formatter shows it (what {{.Field}} names)."""
+    import time
 
     command = _command(rec)
+    mounts = [m for m in rec.config.get("mounts") or []
+              if not m["destination"].startswith("/etc/")]
+    vols = rec.config.get("volume_names") or []
+    created = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(rec.created_at / 1e9))
+    labels = dict(rec.labels)
     return {"ID": rec.id if no_trunc else rec.id[:12], "Image": rec.image_ref,
-            "Command": command if no_trunc else _trunc(command, 20),
-            "CreatedAt": _rfc3339(rec.created_at), "RunningFor": _ago(rec.created_at),
+            # docker quotes the command in every format, json included.
+            "Command": '"' + (command if no_trunc else _trunc(command, 20)) + '"',
+            "CreatedAt": created, "RunningFor": _ago(rec.created_at) + " ago",
             "Status": _status(rec), "State": rec.state, "Names": rec.name,
             "Ports": _ports_str(rec.config.get("ports") or []),
-            "Labels": ",".join(f"{k}={v}" for k, v in rec.labels.items()),
-            "Networks": rec.config.get("network", "none"), "Mounts": ""}
+            "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
+            "Label": lambda key: labels.get(key, ""),
+            "Networks": ",".join(_networks_of(rec)),
+            "Mounts": ",".join(_mount_name(m["source"], vols) for m in mounts),
+            "LocalVolumes": str(len(vols)), "Size": "0B"}
+
+
+def _mount_name(source: str, volumes: list[str]) -> str:
+    """A volume by its name, a bind mount by its host path (as docker ps shows them)."""
+    name = os.path.basename(os.path.dirname(source))
+    return name if source.endswith("/_data") and name in volumes else source
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """ROW without its methods: what {{json .}} and --format json print."""
+    return {k: v for k, v in row.items() if not callable(v)}
 
 
 def _trunc(s: str, n: int) -> str:
     return s if len(s) <= n else s[:n - 1] + "…"
 
 
-def _template(fmt: str, obj: dict[str, Any]) -> str:
-    """A small subset of Go templates: {{.A.B}}, {{json .A}}, {{.A}} with \\t and \\n."""
+def _print_formatted(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str],
+                     default: Callable[[], None]) -> None:
+    """docker's --format: "" or "table" (the default table), "json" (one object a line),
+    "table TEMPLATE" (header and aligned columns) or a template (one line per row)."""
     import json
-    import re
 
-    def lookup(path: str) -> Any:
-        cur: Any = obj
-        for part in path.strip(".").split("."):
-            if part:
-                cur = cur.get(part) if isinstance(cur, dict) else None
-        return cur
+    from pallet.cli.template import Template, render_table
 
-    def sub(m: re.Match[str]) -> str:
-        expr = m.group(1).strip()
-        if expr.startswith("json "):
-            return json.dumps(lookup(expr[5:].strip()))
-        v = lookup(expr)
-        if isinstance(v, bool):
-            return str(v).lower()
-        if isinstance(v, (dict, list)):
-            return json.dumps(v)
-        return "" if v is None else str(v)
-
-    return re.sub(r"\{\{\s*(.*?)\s*\}\}", sub, fmt.replace("\\t", "\t").replace("\\n", "\n"))
+    if fmt in ("", "table"):
+        default()
+    elif fmt == "json":
+        for row in rows:
+            print(json.dumps(_plain(row), separators=(",", ":"), ensure_ascii=False))
+    elif fmt.startswith("table ") or fmt.startswith("table\t"):
+        print(render_table(fmt[6:] if fmt[5] == " " else fmt[7:], rows, headers))
+    else:
+        tmpl = Template(fmt, strict=True)
+        for row in rows:
+            print(tmpl.render(row))
 
 
-def _filters(values: list[str]) -> tuple[Any, Callable[[ContainerRecord], bool]]:
+_STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _ps_filter(key: str, val: str, created_of: Callable[[str], int]
+               ) -> Callable[[ContainerRecord], bool]:
+    """The test of one docker ps --filter KEY=VAL (label= is the store's, not here)."""
+    from pallet.errors import InvalidArgument
+
+    if key == "id":
+        return lambda r: r.id.startswith(val)
+    if key == "name":
+        return lambda r: val.lstrip("/") in r.name
+    if key == "status":
+        if val not in _STATES:
+            raise InvalidArgument(f"invalid filter 'status={val}': use one of "
+                                  f"{', '.join(_STATES)}")
+        return lambda r: r.state == val
+    if key == "exited":
+        if not val.lstrip("-").isdigit():
+            raise InvalidArgument(f"invalid filter 'exited={val}': not an exit code")
+        return lambda r: r.state == "exited" and str(r.exit_code) == val
+    if key == "ancestor":
+        return lambda r: (val in (r.image_ref, r.image_ref + ":latest")
+                          or r.image_ref == val + ":latest" or r.image_id.startswith(val)
+                          or r.image_id.startswith("sha256:" + val))
+    if key == "network":
+        return lambda r: val in _networks_of(r)
+    if key == "volume":
+        return lambda r: val in (r.config.get("volume_names") or []) or any(
+            val in (m.get("destination"), m.get("source")) for m in r.config.get("mounts") or [])
+    if key == "publish":
+        return lambda r: any(val in (str(p["hostPort"]), f"{p['hostPort']}/{p['protocol']}")
+                             for p in r.config.get("ports") or [])
+    if key in ("before", "since"):
+        when = created_of(val)
+        return (lambda r: r.created_at < when) if key == "before" else \
+            (lambda r: r.created_at > when)
+    raise InvalidArgument(f"invalid filter '{key}'")
+
+
+def _filters(values: list[str], created_of: Callable[[str], int] = lambda ref: 0
+             ) -> tuple[Any, Callable[[ContainerRecord], bool]]:
+    """docker ps --filter: the same key given twice matches either value (label: both)."""
     from pallet.engine.store import ContainerFilter
     from pallet.errors import InvalidArgument
 
     flt = ContainerFilter()
     labels: dict[str, str | None] = {}
-    checks: list[Callable[[ContainerRecord], bool]] = []
+    by_key: dict[str, list[Callable[[ContainerRecord], bool]]] = {}
     for f in values:
         key, sep, val = f.partition("=")
         if not sep:
             raise InvalidArgument(f"bad format of filter (expected name=value): {f}")
-        if key == "id":
-            flt.id_prefix = val
-        elif key == "name":
-            checks.append(lambda r, v=val: v.lstrip("/") in r.name)
-        elif key == "label":
+        if key == "label":
             k, s2, v2 = val.partition("=")
             labels[k] = v2 if s2 else None
-        elif key == "status":
-            if val not in ("created", "restarting", "running", "removing", "paused", "exited",
-                           "dead"):
-                raise InvalidArgument(f"invalid filter 'status={val}'")
-            checks.append(lambda r, v=val: r.state == v)
-        elif key == "exited":
-            checks.append(lambda r, v=val: r.state == "exited" and str(r.exit_code) == v)
-        elif key == "ancestor":
-            checks.append(lambda r, v=val: r.image_ref == v or r.image_id.startswith(v)
-                          or r.image_id.startswith("sha256:" + v))
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
+            continue
+        by_key.setdefault(key, []).append(_ps_filter(key, val, created_of))
     flt.labels = labels
-    return flt, lambda r: all(c(r) for c in checks)
+    return flt, lambda r: all(any(t(r) for t in tests) for tests in by_key.values())
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    import json
-
     eng = _engine(args)
-    flt, check = _filters(args.filter)
-    show_all = args.all or any(f.startswith(("status=", "exited=")) for f in args.filter) \
-        or args.last >= 0 or args.latest
+    # before=/since= name a container: compare with when it was created
+    flt, check = _filters(args.filter, lambda ref: eng.get(ref).created_at)
+    show_all = args.all or any(f.startswith(("status=", "exited=", "before=", "since="))
+                               for f in args.filter) or args.last >= 0 or args.latest
     recs = [r for r in eng.list(all=show_all, filters=flt) if check(r)]
     if args.latest:
         recs = recs[:1]
@@ -822,29 +914,20 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
     rows = [_row(r, args.no_trunc) for r in recs]
-    if args.format == "json":
-        for row in rows:
-            print(json.dumps(row))
-        return 0
-    if args.format not in ("table", ""):
-        fmt = args.format[6:] if args.format.startswith("table ") else args.format
-        for row in rows:
-            print(_template(fmt, row))
-        return 0
-    cols = [("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"),
-            ("CREATED", "RunningFor"), ("STATUS", "Status"), ("PORTS", "Ports"),
-            ("NAMES", "Names")]
-    _print_table([c[0] for c in cols],
-                 [[(f'"{r[k]}"' if k == "Command" else (r[k] + " ago" if k == "RunningFor"
-                                                        else r[k])) for _, k in cols]
-                  for r in rows])
+
+    def table() -> None:
+        cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+        _print_table([PS_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows])
+
+    _print_formatted(args.format, rows, PS_HEADERS, table)
     return 0
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    for line in [headers, *rows]:
-        print("   ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=False)).rstrip())
+    """Columns as docker's tabwriter pads them (3 spaces apart, at least 10 wide)."""
+    from pallet.cli.template import align
+
+    print(align("\n".join("\t".join(str(v) for v in line) for line in [headers, *rows])))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -888,15 +971,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"Error: {e}", file=sys.stderr)
             rc = 1
     if args.format:
+        from pallet.cli.template import Template
+
+        tmpl = Template(args.format)
         for obj in out:
-            print(_template(args.format, obj))
+            print(tmpl.render(obj))
     else:
         print(json.dumps(out, indent=4))
     return rc
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    headers, rows = _engine(args).top(args.container)
+    headers, rows = _engine(args).top(args.container, args.ps_args)
     _print_table(headers, rows)
     return 0
 
@@ -917,13 +1003,20 @@ def _human_si(n: float) -> str:
     return f"{n}B"
 
 
+STATS_HEADERS = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME",
+                 "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %",
+                 "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
+STATS_COLUMNS = ("ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "BlockIO", "PIDs")
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    import json
     import time
 
     eng = _engine(args)
     recs = [eng.get(r) for r in args.containers] if args.containers else \
         eng.list(all=args.all)
+    # {{.Container}} is what the user named the container by (its short id if nothing).
+    ref_of = {r.id: ref for r, ref in zip(recs, args.containers, strict=False)}
 
     def sample() -> dict[str, dict[str, Any]]:
         return {r.id: eng.stats(r.id) for r in recs}
@@ -948,19 +1041,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
             rd = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "read")
             wr = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "write")
             pids = (b.get("pids") or {}).get("current", 0)
-            row = {"ID": r.id[:12], "Name": r.name, "CPUPerc": f"{cpu:.2f}%",
+            net = b.get("network") or {}
+            row = {"Container": ref_of.get(r.id, r.id[:12]), "ID": r.id[:12], "Name": r.name,
+                   "CPUPerc": f"{cpu:.2f}%",
                    "MemUsage": f"{_human(usage)} / {_human(limit)}",
                    "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",
-                   "NetIO": "0B / 0B", "BlockIO": f"{_human_si(rd)} / {_human_si(wr)}",
-                   "PIDs": str(pids)}
+                   "NetIO": f"{_human_si(net.get('rx_bytes', 0))} / "
+                            f"{_human_si(net.get('tx_bytes', 0))}",
+                   "BlockIO": f"{_human_si(rd)} / {_human_si(wr)}", "PIDs": str(pids)}
             objs.append(row)
-            rows.append(list(row.values()))
-        if args.format == "json":
-            for o in objs:
-                print(json.dumps(o))
-        else:
-            _print_table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
-                          "NET I/O", "BLOCK I/O", "PIDS"], rows)
+            rows.append([row[k] for k in STATS_COLUMNS])
+
+        def table(rows: list[list[str]] = rows) -> None:
+            _print_table([STATS_HEADERS[k] for k in STATS_COLUMNS], rows)
+
+        _print_formatted(args.format, objs, STATS_HEADERS, table)
         if args.no_stream:
             return 0
         sys.stdout.flush()
@@ -970,7 +1065,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     from pallet.errors import InvalidArgument
 
     def split(s: str) -> tuple[str, str] | None:
-        if ":" in s and not s.startswith(("/", ".")):
+        if ":" in s and not s.startswith(("/", ".", "-")):
             ctr, _, path = s.partition(":")
             return ctr, path
         return None
@@ -978,7 +1073,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     src, dest = split(args.src), split(args.dest)
     eng = _engine(args)
     if src and not dest:
-        eng.copy_from(src[0], src[1], args.dest)
+        eng.copy_from(src[0], src[1], args.dest, follow_link=args.follow_link)
     elif dest and not src:
         eng.copy_to(dest[0], args.src, dest[1])
     else:
@@ -996,13 +1091,39 @@ def cmd_port(args: argparse.Namespace) -> int:
     return 0
 
 
+def _goarch() -> str:
+    import platform
+
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m)
+
+
+def _print_object(fmt: str, obj: dict[str, Any]) -> bool:
+    """--format for one object (info, version): json or a template; False if none given."""
+    if not fmt:
+        return False
+    from pallet.cli.template import render, to_json
+
+    print(to_json(obj) if fmt == "json" else render(fmt, obj))
+    return True
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     import platform
 
     from pallet import __version__
 
+    arch = _goarch()
+    info = {"Client": {"Version": __version__, "Python": platform.python_version(),
+                       "Os": "linux", "Arch": arch},
+            "Server": {"Version": __version__, "Os": "linux", "Arch": arch,
+                       "KernelVersion": os.uname().release,
+                       "Components": [{"Name": "pallet", "Version": __version__,
+                                       "Details": {"Runtime": "in-process OCI runtime"}}]}}
+    if _print_object(args.format, info):
+        return 0
     print(f"Client:\n Version:    {__version__}\n Python:     {platform.python_version()}\n"
-          f" OS/Arch:    linux/{platform.machine()}\n\nEngine (daemonless):\n"
+          f" OS/Arch:    linux/{arch}\n\nEngine (daemonless):\n"
           f" Version:    {__version__}\n Runtime:    pallet (in-process OCI runtime)")
     return 0
 
@@ -1010,21 +1131,53 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import shutil
 
+    from pallet import __version__
+
     eng = _engine(args)
     recs = eng.list(all=True)
     images = eng.images.list()
     runtimes = ["pallet"] + [r for r in ("runc", "crun", "runsc") if shutil.which(r)]
-    cg = "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else \
-        ("1 (hybrid)" if os.path.isdir("/sys/fs/cgroup/unified") else "1")
-    print(f"Containers: {len(recs)}\n Running: {sum(r.state == 'running' for r in recs)}\n"
-          f" Paused: {sum(r.state == 'paused' for r in recs)}\n"
-          f" Stopped: {sum(r.state not in ('running', 'paused') for r in recs)}\n"
-          f"Images: {len(images)}\nStorage Driver: {eng.images.snapshots.driver}\n"
-          f"Logging Driver: cri (monitor)\nCgroup Driver: cgroupfs\nCgroup Version: {cg}\n"
+    cg = "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
+    hybrid = cg == "1" and os.path.isdir("/sys/fs/cgroup/unified")
+    info = {"Containers": len(recs),
+            "ContainersRunning": sum(r.state == "running" for r in recs),
+            "ContainersPaused": sum(r.state == "paused" for r in recs),
+            "ContainersStopped": sum(r.state not in ("running", "paused") for r in recs),
+            "Images": len(images), "Driver": eng.images.snapshots.driver,
+            "LoggingDriver": "cri (monitor)", "CgroupDriver": "cgroupfs", "CgroupVersion": cg,
+            "Runtimes": {r: {"path": shutil.which(r) or r} for r in runtimes},
+            "DefaultRuntime": "pallet", "KernelVersion": os.uname().release,
+            "OperatingSystem": _os_name(), "OSType": "linux", "Architecture": os.uname().machine,
+            "NCPU": os.cpu_count(),
+            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "Name": os.uname().nodename, "ServerVersion": __version__,
+            "DockerRootDir": eng.root, "RunRootDir": eng.run_root}
+    if _print_object(args.format, info):
+        return 0
+    print(f"Containers: {info['Containers']}\n Running: {info['ContainersRunning']}\n"
+          f" Paused: {info['ContainersPaused']}\n Stopped: {info['ContainersStopped']}\n"
+          f"Images: {len(images)}\nServer Version: {__version__}\n"
+          f"Storage Driver: {info['Driver']}\n"
+          f"Logging Driver: cri (monitor)\nCgroup Driver: cgroupfs\n"
+          f"Cgroup Version: {cg}{' (hybrid)' if hybrid else ''}\n"
           f"Runtimes: {' '.join(runtimes)}\nDefault Runtime: pallet\n"
-          f"Kernel Version: {os.uname().release}\nArchitecture: {os.uname().machine}\n"
-          f"CPUs: {os.cpu_count()}\nPallet Root Dir: {eng.root}\nRun Root Dir: {eng.run_root}")
+          f"Kernel Version: {info['KernelVersion']}\n"
+          f"Operating System: {info['OperatingSystem']}\nOSType: linux\n"
+          f"Architecture: {info['Architecture']}\nCPUs: {info['NCPU']}\n"
+          f"Total Memory: {_human(info['MemTotal'])}\nName: {info['Name']}\n"
+          f"Pallet Root Dir: {eng.root}\nRun Root Dir: {eng.run_root}")
     return 0
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
 
 
 def cmd_system_df(args: argparse.Namespace) -> int:
@@ -1032,9 +1185,17 @@ def cmd_system_df(args: argparse.Namespace) -> int:
     rows = []
     for kind, key in (("Images", "images"), ("Containers", "containers"),
                       ("Local Volumes", "volumes")):
-        total, active, size = du[key]
-        rows.append([kind, str(total), str(active), _human_si(size)])
-    _print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE"], rows)
+        total, active, size, reclaimable = du[key]
+        pct = f" ({reclaimable * 100 // size}%)" if size else ""
+        rows.append({"Type": kind, "TotalCount": str(total), "Active": str(active),
+                     "Size": _human_si(size), "Reclaimable": _human_si(reclaimable) + pct})
+    headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+               "Reclaimable": "RECLAIMABLE"}
+
+    def table() -> None:
+        _print_table(list(headers.values()), [list(r.values()) for r in rows])
+
+    _print_formatted(args.format, rows, headers, table)
     return 0
 
 
@@ -1043,6 +1204,18 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
 
     from pallet.errors import PalletError
 
+    if not args.force:
+        what = ["all stopped containers", "all networks not used by at least one container"]
+        if args.volumes:
+            what.append("all anonymous volumes not used by at least one container")
+        what.append("all images without at least one container associated to them"
+                    if args.all else "all dangling images")
+        print("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what))
+        print("Are you sure you want to continue? [y/N] ", end="", flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print()
+            return 0
     eng = _engine(args)
     removed = []
     for rec in eng.list(all=True):
@@ -1052,11 +1225,16 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
                 removed.append(rec.id)
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    from pallet.engine.network import Networks
+
+    nets = Networks(eng.store, eng.root).prune()
+    if nets:
+        print("Deleted Networks:\n" + "\n".join(nets) + "\n")
     if args.volumes:
         vols = eng.volumes.prune(all=args.all)
         if vols:
             print("Deleted Volumes:\n" + "\n".join(vols) + "\n")
-    freed = eng.images.prune()
+    freed = eng.images.prune()  # dangling images only: -a does not remove unused ones yet
     print(f"Total reclaimed space: {_human_si(freed.get('bytes', 0))}")
     return 0
 

@@ -1,4 +1,5 @@
-"""`pallet network` commands: create, ls, inspect, rm, prune, with docker's flags and output.
+"""`pallet network` commands: create, ls, inspect, rm, prune, connect, disconnect, with
+docker's flags and output.
 
 Parses and prints only; all work is done by pallet.engine.network.Networks.
 """
@@ -81,6 +82,20 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("networks", nargs="+")
         p.add_argument("-f", "--force", action="store_true", help="no error if missing")
         p.set_defaults(func=cmd_rm)
+
+    p = nsub.add_parser("connect", help="connect a container to a network")
+    p.add_argument("--alias", action="append", default=[], help="another name for the "
+                   "container on this network")
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_connect)
+
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="disconnect even if the network is gone")
+    p.add_argument("network")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_disconnect)
 
     p = nsub.add_parser("prune", help="remove all networks no container uses")
     p.add_argument("-f", "--force", action="store_true", help="do not ask (pallet never asks)")
@@ -254,4 +269,38 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print("Deleted Networks:")
         for name in removed:
             print(name)
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from pallet.engine.containers import Engine
+
+    try:
+        from pallet.config import load_config
+
+        root = args.root or load_config().root or DEFAULT_ROOT
+    except ImportError:
+        root = args.root or DEFAULT_ROOT
+    return Engine(root)
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from pallet.errors import PalletError
+
+    try:
+        _engine(args).connect(args.container, args.network, args.alias)
+    except PalletError as e:  # docker: 1, not 125, for a daemon's refusal
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from pallet.errors import PalletError
+
+    try:
+        _engine(args).disconnect(args.container, args.network, force=args.force)
+    except PalletError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
     return 0

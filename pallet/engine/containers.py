@@ -227,6 +227,8 @@ class Engine:
             self._etc_files(opts, cdir, network)
             if opts.init and not opts.init_path:
                 opts.init_path = find_init()
+            if opts.privileged:
+                _add_host_devices(opts)
             if not opts.stop_signal:
                 opts.stop_signal = image.config.stop_signal
             opts.annotations.setdefault(NAME_ANNOTATION, rec.name)
@@ -241,7 +243,8 @@ class Engine:
                       "hostname": spec.get("hostname", ""), "cmd": opts.command,
                       "entrypoint": opts.entrypoint, "log_max_size": req.log_max_size,
                       "log_max_files": req.log_max_files,
-                      "mounts": [asdict(m) for m in opts.mounts]}
+                      "mounts": [asdict(m) for m in opts.mounts],
+                      "host_config": _host_config(opts, req)}
             rec = self.store.update_container(cid, config=config)
             self._mounted.add(cid)
             return rec
@@ -258,9 +261,17 @@ class Engine:
         if pull == "always":
             return self.images.pull(ref, platform=platform)
         try:
-            return self.images.get(ref)
-        except NotFound:
+            image = self.images.get(ref)
+            mismatch = _platform_mismatch(image.config.raw, platform)
+            if not mismatch:
+                return image
             if pull == "never":
+                raise NotFound(f"image with reference {ref} was found but does not match the "
+                               f"specified platform: {mismatch}")
+        except NotFound as e:
+            if pull == "never":
+                if "specified platform" in str(e):
+                    raise
                 raise NotFound(f"{ref}: image not known; pull it first or use "
                                "--pull missing") from None
         print(f"Unable to find image '{ref}' locally", file=sys.stderr)
@@ -618,18 +629,26 @@ class Engine:
                                   f"name: {new_name}")
         return self.store.update_container(rec.id, name=new_name)
 
-    def top(self, ref: str) -> tuple[list[str], list[list[str]]]:
+    def top(self, ref: str, ps_args: list[str] | None = None
+            ) -> tuple[list[str], list[list[str]]]:
+        """docker top: `ps -ef` columns of the container's processes, or with PS_ARGS the
+        host's `ps PS_ARGS` lines of those processes (its output needs a PID column)."""
         rec = self.get(ref)
         if rec.state not in ("running", "paused"):
             raise FailedPrecondition(f"container {rec.id} is not running")
         pids = self.handler(rec.runtime_handler).ps(rec.id)
-        return _ps_table(pids)
+        if not ps_args:
+            return _ps_table(pids)
+        return _host_ps(ps_args, pids)
 
     def stats(self, ref: str) -> dict[str, Any]:
         rec = self.get(ref)
         if rec.state not in ("running", "paused"):
             return {}
-        return self.handler(rec.runtime_handler).stats(rec.id)
+        out = dict(self.handler(rec.runtime_handler).stats(rec.id))
+        if rec.pid and (rec.config.get("network") or "none") != "host":
+            out["network"] = net_dev_counters(rec.pid)
+        return out
 
     def logs(self, ref: str, follow: bool = False, since: int = 0, until: int = 0,
              tail: int = -1) -> Iterator[LogLine]:
@@ -709,45 +728,110 @@ class Engine:
             if mounted_here:
                 self.images.release_rootfs(cdir)
 
-    def copy_from(self, ref: str, src: str, dest: str) -> None:
+    @contextlib.contextmanager
+    def _resolver(self, ref: str) -> Iterator[Any]:
+        """A function mapping a path in the container to (root, path under root) as its
+        processes see it, volumes and bind mounts included: a running container's own
+        mount namespace through /proc/PID/root; a stopped one's rootfs, or the source of
+        the user mount the path is under."""
+        rec = self.get(ref)
+        if rec.state in ("running", "paused") and rec.pid:
+            root = f"/proc/{rec.pid}/root"
+            yield lambda path: (root, path)
+            return
+        mounts = sorted((m for m in rec.config.get("mounts") or []
+                         if m.get("type") == "bind" and m.get("source")),
+                        key=lambda m: len(m["destination"]), reverse=True)
+        with self.rootfs(rec.id) as rootfs:
+            def resolve(path: str) -> tuple[str, str]:
+                norm = os.path.normpath("/" + path.lstrip("/"))
+                for m in mounts:
+                    dest = m["destination"]
+                    if norm == dest or norm.startswith(dest.rstrip("/") + "/"):
+                        if os.path.isdir(m["source"]):
+                            return m["source"], norm[len(dest):] or "/"
+                        if norm == dest:  # a file mount (/etc/hosts): its own dir
+                            return os.path.dirname(m["source"]), \
+                                os.path.basename(m["source"])
+                return rootfs, path
+            yield resolve
+
+    def copy_from(self, ref: str, src: str, dest: str, follow_link: bool = False) -> None:
+        """docker cp CONTAINER:SRC DEST (DEST "-": a tar stream on stdout). Every path is
+        resolved inside the container's root; a symlink SRC is copied as a link unless
+        FOLLOW_LINK."""
         from pallet.engine.users import open_in_rootfs
 
-        with self.rootfs(ref) as root:
+        with self._resolver(ref) as resolve:
+            root, inner = resolve(src)
+            parent, name = os.path.split(inner.rstrip("/") if inner.strip("/") else "/")
+            if inner.endswith("/") or name in ("", "."):
+                follow_link = True  # SRC/ or SRC/. names the directory, not a link
             try:
-                fd = open_in_rootfs(root, src, os.O_PATH)
+                pfd = open_in_rootfs(root, parent or "/", os.O_PATH | os.O_DIRECTORY)
+                try:
+                    link = bool(name) and name not in (".", "..") and not follow_link and \
+                        os.path.islink(f"/proc/self/fd/{pfd}/{name}")
+                    target_link = os.readlink(name, dir_fd=pfd) if link else ""
+                finally:
+                    os.close(pfd)
+                fd = -1 if link else open_in_rootfs(root, inner, os.O_PATH)
             except OSError as e:
                 raise NotFound(f"Could not find the file {src} in container {ref}: "
                                f"{e.strerror}") from None
+            base = os.path.basename(src.rstrip("/")) or "root"
             try:
+                if dest == "-":
+                    _tar_out(fd, target_link, base, sys.stdout.buffer)
+                    return
                 target = dest
-                if os.path.isdir(dest):
-                    target = os.path.join(dest, os.path.basename(src.rstrip("/")) or "root")
-                _copy_out(fd, target)
+                if os.path.isdir(dest) and not dest.endswith("/."):
+                    target = os.path.join(dest, base)
+                elif dest.endswith("/") and not os.path.exists(dest):
+                    raise NotFound(f"destination directory {dest} does not exist")
+                if link:
+                    os.symlink(target_link, target)
+                else:
+                    _copy_out(fd, target)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
 
     def copy_to(self, ref: str, src: str, dest: str) -> None:
+        """docker cp SRC CONTAINER:DEST (SRC "-": a tar stream on stdin, DEST a directory).
+        Nothing is written through a symlink that leads out of the container's root."""
+        import tempfile
+
         from pallet.engine.users import open_in_rootfs
 
-        if not os.path.lexists(src):
+        if src != "-" and not os.path.lexists(src):
             raise NotFound(f"no such file or directory: {src}")
-        with self.rootfs(ref) as root:
+        with self._resolver(ref) as resolve:
+            root, inner = resolve(dest)
             try:
-                dfd = open_in_rootfs(root, dest, os.O_RDONLY | os.O_DIRECTORY)
+                dfd = open_in_rootfs(root, inner, os.O_RDONLY | os.O_DIRECTORY)
                 name = os.path.basename(src.rstrip("/"))
-            except NotADirectoryError:
-                dfd, name = -1, ""
-            except FileNotFoundError:
+            except (NotADirectoryError, FileNotFoundError):
+                if src == "-":
+                    raise NotFound(f"Could not find the directory {dest} in container {ref}: "
+                                   "a tar stream is extracted into an existing directory"
+                                   ) from None
                 dfd, name = -1, ""
             if dfd < 0:
-                parent, name = os.path.split(dest.rstrip("/"))
+                parent, name = os.path.split(inner.rstrip("/"))
                 try:
                     dfd = open_in_rootfs(root, parent or "/", os.O_RDONLY | os.O_DIRECTORY)
                 except OSError as e:
-                    raise NotFound(f"Could not find the file {parent} in container {ref}: "
-                                   f"{e.strerror}") from None
+                    raise NotFound(f"Could not find the file {os.path.dirname(dest)} in "
+                                   f"container {ref}: {e.strerror}") from None
             try:
-                _copy_in(src, dfd, name)
+                if src != "-":
+                    _copy_in(src, dfd, name)
+                    return
+                with tempfile.TemporaryDirectory(prefix="pallet-cp-") as tmp:
+                    _untar(sys.stdin.buffer, tmp)
+                    for entry in sorted(os.listdir(tmp)):
+                        _copy_in(os.path.join(tmp, entry), dfd, entry)
             finally:
                 os.close(dfd)
 
@@ -771,11 +855,18 @@ class Engine:
             "ExitCode": rec.exit_code or 0, "Error": ex.get("error", ""),
             "StartedAt": _rfc3339(rec.started_at), "FinishedAt": _rfc3339(rec.finished_at),
         }
-        mounts = [{"Type": "volume" if m["source"].startswith(self.volumes.dir) else m["type"],
-                   "Source": m["source"], "Destination": m["destination"],
-                   "RW": not m["readonly"], "Propagation": m["propagation"] or "rprivate"}
-                  for m in cfg.get("mounts") or [] if not m["destination"].startswith("/etc/h")
-                  and m["destination"] != "/etc/resolv.conf"]
+        mounts = []
+        for m in cfg.get("mounts") or []:
+            if m["destination"] in ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
+                continue
+            entry = {"Type": m["type"], "Source": m["source"], "Destination": m["destination"],
+                     "Mode": "", "RW": not m["readonly"],
+                     "Propagation": m["propagation"] or "rprivate"}
+            if m["source"].startswith(self.volumes.dir):
+                name = os.path.basename(os.path.dirname(m["source"]))
+                del entry["Type"]
+                entry = {"Type": "volume", "Name": name, **entry, "Driver": "local"}
+            mounts.append(entry)
         args = proc.get("args") or []
         return {
             "Id": rec.id, "Created": _rfc3339(rec.created_at), "Path": args[0] if args else "",
@@ -793,12 +884,18 @@ class Engine:
                 "AutoRemove": bool(cfg.get("auto_remove")),
                 "Runtime": rec.runtime_handler or "pallet",
                 "ReadonlyRootfs": bool((spec.get("root") or {}).get("readonly")),
-                "Privileged": False,
                 "PortBindings": _port_bindings(cfg.get("ports") or []),
+                "Binds": [f"{m['source']}:{m['destination']}" + (":ro" if m["readonly"] else "")
+                          for m in cfg.get("mounts") or [] if m.get("type") == "bind"
+                          and not m["destination"].startswith("/etc/")
+                          and not m["source"].startswith(self.volumes.dir)] or None,
+                **_inspect_host_config(cfg.get("host_config") or {}, spec),
             },
             "Mounts": mounts,
             "Config": {
-                "Hostname": spec.get("hostname", ""), "User": _user_str(proc.get("user")),
+                "Hostname": spec.get("hostname", ""),
+                "User": (cfg.get("host_config") or {}).get("user",
+                                                            _user_str(proc.get("user"))),
                 "Tty": bool(cfg.get("tty")), "OpenStdin": bool(cfg.get("stdin")),
                 "Env": proc.get("env") or [], "Cmd": cfg.get("cmd") or
                 (cfg.get("image_config") or {}).get("Cmd"),
@@ -814,40 +911,127 @@ class Engine:
         """docker inspect's NetworkSettings: ports, and the address on each network."""
         cfg = rec.config
         out: dict[str, Any] = {"Ports": _port_bindings(cfg.get("ports") or []),
-                               "IPAddress": "", "Gateway": "", "MacAddress": "",
-                               "Networks": {}}
+                               "IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
+                               "MacAddress": "", "Networks": {}}
         name = cfg.get("network") or "none"
+        empty = {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
+                 "Aliases": None, "NetworkID": ""}
         if name in NETWORK_MODES:
-            out["Networks"] = {name: {}}
+            out["Networks"] = {name: empty}
             return out
-        from pallet.engine.network import DEFAULT_NETWORK, Networks
+        from pallet.engine.network import Networks
 
-        net = DEFAULT_NETWORK if name in ("bridge", "default") else name
-        att = Networks(self.store, self.root).attachment(rec.id, net)
-        if att is None:
-            out["Networks"] = {name: {}}
-            return out
-        prefix = int(att.ips[0].split("/")[1]) if att.ips and "/" in att.ips[0] else 0
-        entry = {"IPAddress": att.ip, "IPPrefixLen": prefix, "Gateway": att.gateway,
-                 "MacAddress": att.mac, "Aliases": list(att.aliases)}
-        out["Networks"] = {name: entry}
-        out.update(IPAddress=att.ip, Gateway=att.gateway, MacAddress=att.mac,
-                   IPPrefixLen=prefix)
+        nets = Networks(self.store, self.root)
+        for i, n in enumerate(container_networks(cfg)):
+            att = nets.attachment(rec.id, cni_network(n["name"]), n["ifname"])
+            if att is None:
+                out["Networks"][n["name"]] = {**empty, "Aliases": list(n.get("aliases") or [])}
+                continue
+            prefix = int(att.ips[0].split("/")[1]) if att.ips and "/" in att.ips[0] else 0
+            out["Networks"][n["name"]] = {
+                "IPAddress": att.ip, "IPPrefixLen": prefix, "Gateway": att.gateway,
+                "MacAddress": att.mac, "Aliases": list(att.aliases),
+                "NetworkID": nets.get(att.network).id if att.network else ""}
+            if i == 0:
+                out.update(IPAddress=att.ip, Gateway=att.gateway, MacAddress=att.mac,
+                           IPPrefixLen=prefix)
         return out
 
-    def disk_usage(self) -> dict[str, Any]:
-        """`system df`: sizes of images, containers' writable layers and volumes."""
+    # -- network connect / disconnect ------------------------------------------------------
+    def connect(self, ref: str, network: str, aliases: list[str] | tuple[str, ...] = ()
+                ) -> ContainerRecord:
+        """docker network connect: join NETWORK now (CNI ADD into the container's netns,
+        as its next ethN) if it runs, and at every start; names resolve both ways."""
+        from pallet.engine import netns
+        from pallet.engine.network import Networks
+
+        rec = self.get(ref)
+        mode = rec.config.get("network") or "none"
+        if "host" in (mode, network):
+            raise FailedPrecondition("container cannot be disconnected from host network or "
+                                     "connected to host network")
+        if "none" in (mode, network):
+            raise FailedPrecondition("container cannot be connected to multiple networks with "
+                                     "one of the networks in private (none) mode")
+        nets = Networks(self.store, self.root, netns_dir=self.run_dir(rec.id))
+        try:
+            net = nets.get(cni_network(network))
+        except NotFound:
+            raise NotFound(f"network {network} not found") from None
+        joined = container_networks(rec.config)
+        if any(cni_network(n["name"]) == net.name for n in joined):
+            raise AlreadyExists(f"endpoint with name {rec.name} already exists in network "
+                                f"{network}")
+        used = {n["ifname"] for n in joined}
+        ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+        entry = {"name": network, "ifname": ifname, "aliases": list(aliases)}
+        path = os.path.join(self.run_dir(rec.id), "netns")
+        live = rec.state in ("running", "paused", "restarting") and netns.is_netns(path)
+        if live:
+            nets.attach(path, rec.id, net.name, ifname=ifname,
+                        aliases=[rec.name, *aliases], default_route=not joined)
+        try:
+            rec = self.store.update_container(rec.id,
+                                              config={**rec.config, "networks": joined + [entry]})
+        except BaseException:
+            if live:
+                with contextlib.suppress(PalletError, OSError):
+                    nets.detach(rec.id, net.name, ifname, path)
+            raise
+        if live:
+            _refresh_hosts(self, nets, net.name)
+        return rec
+
+    def disconnect(self, ref: str, network: str, force: bool = False) -> ContainerRecord:
+        """docker network disconnect: CNI DEL of that interface (if it runs), and the
+        network is no longer joined at start; the others stop resolving its name."""
+        from pallet.engine.network import Networks
+
+        rec = self.get(ref)
+        if "host" in (network, rec.config.get("network")):
+            raise FailedPrecondition("container cannot be disconnected from host network or "
+                                     "connected to host network")
+        nets = Networks(self.store, self.root)
+        try:
+            name = nets.get(cni_network(network)).name
+        except NotFound:
+            if not force:
+                raise NotFound(f"network {network} not found") from None
+            name = cni_network(network)
+        joined = container_networks(rec.config)
+        mine = [n for n in joined if cni_network(n["name"]) == name]
+        if not mine:
+            raise FailedPrecondition(f"container {rec.id[:12]} is not connected to network "
+                                     f"{network}")
+        path = os.path.join(self.run_dir(rec.id), "netns")
+        if nets.attachment(rec.id, name, mine[0]["ifname"]) is not None:
+            nets.detach(rec.id, name, mine[0]["ifname"], path if os.path.exists(path) else "")
+        rest = [n for n in joined if n is not mine[0]]
+        rec = self.store.update_container(rec.id, config={**rec.config, "networks": rest})
+        _refresh_hosts(self, nets, name, also=(rec.id,))
+        return rec
+
+    def disk_usage(self) -> dict[str, tuple[int, int, int, int]]:
+        """`system df`: (total, active, size, reclaimable) of images, containers' writable
+        layers and volumes; reclaimable is what no container (running, for containers)
+        uses."""
         images = self.images.list()
-        used_images = {c.image_id for c in self.store.list_containers()}
-        ctrs = self.store.list_containers()
+        ctrs = [self._refresh(c) for c in self.store.list_containers()]
+        used_images = {c.image_id for c in ctrs}
         vols = self.volumes.list()
+        ctr_sizes = {c.id: _du(os.path.join(self.ctr_dir(c.id), "upper")) for c in ctrs}
+        vol_sizes = {v.name: _du(v.mountpoint) for v in vols}
+        vol_used = {v.name for v in vols if self.volumes.users(v.name)}
+        running = ("running", "paused", "restarting")
         return {
             "images": (len(images), sum(1 for i in images if i.id in used_images),
-                       sum(i.size for i in images)),
-            "containers": (len(ctrs), sum(1 for c in ctrs if c.state == "running"),
-                           sum(_du(os.path.join(self.ctr_dir(c.id), "upper")) for c in ctrs)),
-            "volumes": (len(vols), sum(1 for v in vols if self.volumes.users(v.name)),
-                        sum(_du(v.mountpoint) for v in vols)),
+                       sum(i.size for i in images),
+                       sum(i.size for i in images if i.id not in used_images)),
+            "containers": (len(ctrs), sum(1 for c in ctrs if c.state in running),
+                           sum(ctr_sizes.values()),
+                           sum(ctr_sizes[c.id] for c in ctrs if c.state not in running)),
+            "volumes": (len(vols), len(vol_used), sum(vol_sizes.values()),
+                        sum(n for v, n in vol_sizes.items() if v not in vol_used)),
         }
 
 
@@ -949,48 +1133,83 @@ def _network_available(network: str, engine: Engine) -> None:
         raise NotFound(f"network {network} not found") from None
 
 
+def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The networks a container joins when it starts, in order, as {"name", "ifname",
+    "aliases"}: its --network, then what `network connect` added (or less, after
+    `network disconnect`). host and none join none."""
+    if "networks" in config:
+        return [dict(n) for n in config["networks"]]
+    mode = config.get("network") or "none"
+    return [] if mode in NETWORK_MODES else [{"name": mode, "ifname": "eth0", "aliases": []}]
+
+
+def cni_network(name: str) -> str:
+    """The network record behind a name a user gives: bridge is pallet's default."""
+    from pallet.engine.network import DEFAULT_NETWORK
+
+    return DEFAULT_NETWORK if name in ("bridge", "default") else name
+
+
 def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:
     """The hook bridge and named networks use: make the container's netns at NETNS_PATH
-    and attach it to rec.config["network"] with rec.config["ports"], via CNI."""
+    and attach it to each of its networks via CNI (the first with rec.config["ports"]
+    and the default route)."""
     from pallet.engine import netns
-    from pallet.engine.network import DEFAULT_NETWORK, Networks
+    from pallet.engine.network import Networks
 
-    name = rec.config.get("network")
     path = netns.create(os.path.basename(netns_path), os.path.dirname(netns_path))
+    nets = Networks(engine.store, engine.root, netns_dir=os.path.dirname(netns_path))
+    joined = container_networks(rec.config)
     try:
-        nets = Networks(engine.store, engine.root, netns_dir=os.path.dirname(netns_path))
-        net = DEFAULT_NETWORK if name in ("bridge", "default") else name
         nets.loopback_up(path, rec.id)
-        ports = rec.config.get("ports") or []
-        if any(not p.get("hostPort") for p in ports):
-            # docker's `-p 80`: an ephemeral host port, kept so `pallet port` shows it.
-            ports = nets.allocate_host_ports(ports)
-            engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
-        nets.attach(path, rec.id, net, ports, aliases=[rec.name])
+        for i, n in enumerate(joined):
+            ports: list[dict[str, Any]] = []
+            if i == 0:
+                ports = rec.config.get("ports") or []
+                if any(not p.get("hostPort") for p in ports):
+                    # docker's `-p 80`: an ephemeral host port, kept so `pallet port` shows it.
+                    ports = nets.allocate_host_ports(ports)
+                    engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
+            nets.attach(path, rec.id, cni_network(n["name"]), ports, ifname=n["ifname"],
+                        aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0)
     except BaseException:
+        with contextlib.suppress(PalletError, OSError):
+            nets.detach_all(rec.id, path)
         netns.remove(path)
         raise
-    _refresh_hosts(engine, nets, net)
+    for n in joined:
+        _refresh_hosts(engine, nets, cni_network(n["name"]))
 
 
-def _refresh_hosts(engine: Engine, nets: Any, net: str) -> None:
-    """Rewrite /etc/hosts of every container on NET so each finds the others by name.
+def _refresh_hosts(engine: Engine, nets: Any, net: str, also: tuple[str, ...] = ()) -> None:
+    """Rewrite /etc/hosts of every container on NET (and of the containers ALSO) so each
+    finds by name the others on every network it shares with them.
 
     No DNS server: the files are bind-mounted into the containers, so they are rewritten
     in place (same inode) and running containers see the change at once.
     """
-    peers = nets.hosts_entries(net)
-    for att in nets.attachments(net):
-        path = os.path.join(engine.ctr_dir(att.container_id), "hosts")
+    every = nets.attachments()
+    for cid in {a.container_id for a in every if a.network == net} | set(also):
+        path = os.path.join(engine.ctr_dir(cid), "hosts")
         try:
-            with open(os.path.join(engine.ctr_dir(att.container_id), "hostname")) as f:
+            with open(os.path.join(engine.ctr_dir(cid), "hostname")) as f:
                 hostname = f.read().strip()
         except OSError:
             continue  # not a pallet CLI container (a CRI pod keeps its own files)
+        mine = {a.network for a in every if a.container_id == cid}
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-        for ip, names in peers:
-            own = att.ip == ip
-            lines.append(f"{ip}\t" + " ".join(([hostname] if own else []) + names))
+        seen = set()
+        for a in every:
+            if a.network not in mine or not a.aliases:
+                continue
+            for ip in a.ips:
+                ip = ip.split("/")[0]
+                names = ([hostname] if a.container_id == cid else []) + list(a.aliases)
+                if (ip, tuple(names)) not in seen:
+                    seen.add((ip, tuple(names)))
+                    lines.append(f"{ip}\t" + " ".join(names))
+        if not mine:
+            lines.append(f"127.0.1.1\t{hostname}")
         text = "\n".join(lines) + "\n"
         with contextlib.suppress(OSError):
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -1010,16 +1229,78 @@ def _network_teardown(engine: Engine, rec: ContainerRecord, netns_path: str) -> 
     with contextlib.suppress(PalletError, OSError):
         if os.path.exists(netns_path):
             netns.remove(netns_path)
-    name = rec.config.get("network")
-    if name and name not in NETWORK_MODES:
-        from pallet.engine.network import DEFAULT_NETWORK
-
+    for n in container_networks(rec.config):
         with contextlib.suppress(PalletError, OSError):
-            _refresh_hosts(engine, nets, DEFAULT_NETWORK if name in ("bridge", "default")
-                           else name)
+            _refresh_hosts(engine, nets, cni_network(n["name"]))
 
 
 # -- small pure helpers ----------------------------------------------------------------------
+def _host_config(opts: ContainerOptions, req: CreateRequest) -> dict[str, Any]:
+    """What inspect's HostConfig reports of the options, kept with the container."""
+    return {"memory": opts.memory or 0, "memory_swap": opts.memory_swap or 0,
+            "cpus": opts.cpus or 0, "pids_limit": opts.pids_limit,
+            "cap_add": list(opts.cap_add), "cap_drop": list(opts.cap_drop),
+            "security_opt": list(opts.security_opt), "privileged": opts.privileged,
+            "init": opts.init, "shm_size": opts.shm_size, "user": opts.user,
+            "sysctls": dict(opts.sysctls), "tmpfs": list(req.tmpfs)}
+
+
+def _inspect_host_config(hc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    res = (spec.get("linux") or {}).get("resources") or {}
+    pids = (res.get("pids") or {}).get("limit")
+    return {"Privileged": bool(hc.get("privileged")),
+            "Memory": hc.get("memory") or (res.get("memory") or {}).get("limit") or 0,
+            "MemorySwap": hc.get("memory_swap") or 0,
+            "NanoCpus": int((hc.get("cpus") or 0) * 1e9),
+            "PidsLimit": hc.get("pids_limit") if hc.get("pids_limit") is not None else pids,
+            "CapAdd": hc.get("cap_add") or None, "CapDrop": hc.get("cap_drop") or None,
+            "SecurityOpt": hc.get("security_opt") or None, "Init": hc.get("init") or None,
+            "ShmSize": hc.get("shm_size", 0), "Sysctls": hc.get("sysctls") or None}
+
+
+def net_dev_counters(pid: int) -> dict[str, int]:
+    """Bytes received and sent on the interfaces (lo aside) of PID's network namespace."""
+    rx = tx = 0
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return {"rx_bytes": 0, "tx_bytes": 0}
+    for line in lines:
+        name, _, data = line.partition(":")
+        fields = data.split()
+        if name.strip() != "lo" and len(fields) >= 9:
+            rx += int(fields[0])
+            tx += int(fields[8])
+    return {"rx_bytes": rx, "tx_bytes": tx}
+
+
+def _add_host_devices(opts: ContainerOptions) -> None:
+    """--privileged: every host device node, as docker gives it (and the CRI face)."""
+    from pallet.engine.specgen import list_host_devices
+
+    have = {d.path_in_container for d in opts.devices}
+    opts.devices += [d for d in list_host_devices() if d.path_in_container not in have]
+
+
+def _platform_mismatch(image_config: dict[str, Any], platform: str | None) -> str:
+    """'' if the image suits --platform OS/ARCH[/VARIANT], else what docker says."""
+    if not platform:
+        return ""
+    want = platform.lower().split("/")
+    aliases = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}
+    os_ = image_config.get("os") or "linux"
+    arch = image_config.get("architecture") or ""
+    have = [os_, arch] + ([image_config["variant"]] if image_config.get("variant") else [])
+    if len(want) == 1:
+        want = ["linux", want[0]]
+    want[1] = aliases.get(want[1], want[1])
+    if want[0] == os_ and (not arch or want[1] == arch) and (
+            len(want) < 3 or len(have) < 3 or want[2] == have[2]):
+        return ""
+    return f"wanted {'/'.join(want)}, actual: {'/'.join(h for h in have if h)}"
+
+
 def _generate(image_config: dict[str, Any], opts: ContainerOptions, rootfs: str
               ) -> dict[str, Any]:
     from pallet.engine.specgen import generate_spec, user_spec
@@ -1175,6 +1456,30 @@ def _ps_table(pids: list[int]) -> tuple[list[str], list[list[str]]]:
     return ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows
 
 
+def _host_ps(ps_args: list[str], pids: list[int]) -> tuple[list[str], list[list[str]]]:
+    """The lines of the host's `ps PS_ARGS` whose PID is one of PIDS (docker's way)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ps", *ps_args], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise SystemFailure(f"cannot run ps: {e.strerror}; install procps") from None
+    if out.returncode != 0:
+        raise InvalidArgument(f"ps {' '.join(ps_args)}: {out.stderr.strip() or 'failed'}")
+    lines = out.stdout.splitlines()
+    headers = lines[0].split() if lines else []
+    if "PID" not in headers:
+        raise InvalidArgument(f"couldn't find PID field in ps output of "
+                              f"'ps {' '.join(ps_args)}'")
+    col, wanted = headers.index("PID"), {str(p) for p in pids}
+    rows = []
+    for line in lines[1:]:
+        cells = line.split(None, len(headers) - 1)
+        if len(cells) > col and cells[col] in wanted:
+            rows.append(cells)
+    return headers, rows
+
+
 def _copy_out(src_fd: int, target: str) -> None:
     """Copy what the O_PATH fd names (file, dir, symlink) to the host path TARGET."""
     import stat as st_mod
@@ -1198,6 +1503,38 @@ def _copy_out(src_fd: int, target: str) -> None:
         os.symlink(os.readlink(f"/proc/self/fd/{src_fd}"), target)
     else:
         raise InvalidArgument("only files, directories and symlinks can be copied")
+
+
+def _tar_out(src_fd: int, link_target: str, name: str, out: Any) -> None:
+    """A tar stream of what the O_PATH fd names (or of a symlink to LINK_TARGET), as NAME.
+    tarfile walks /proc/self/fd/N: it lstat()s every entry and descends only into real
+    directories, so no symlink in the container leads it out."""
+    import tarfile
+
+    with tarfile.open(fileobj=out, mode="w|") as tar:
+        if src_fd < 0:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, link_target
+            tar.addfile(info)
+        elif os.path.isdir(f"/proc/self/fd/{src_fd}"):
+            # "/." steps through the fd's magic link to the directory itself.
+            tar.add(f"/proc/self/fd/{src_fd}/.", arcname=name)
+        else:
+            with open(f"/proc/self/fd/{src_fd}", "rb") as f:
+                tar.addfile(tar.gettarinfo(arcname=name, fileobj=f), f)
+    out.flush()
+
+
+def _untar(stream: Any, dest: str) -> None:
+    """Extract a tar stream into the host dir DEST with tarfile's "data" filter: no
+    absolute names, no .., no links out of DEST, no devices."""
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            tar.extractall(dest, filter="data")
+    except tarfile.TarError as e:
+        raise InvalidArgument(f"the input is not a valid tar stream: {e}") from None
 
 
 def _copy_in(src: str, dir_fd: int, name: str) -> None:

@@ -291,6 +291,19 @@ def plugins_to_run(
     return {**conflist, "plugins": keep}
 
 
+def without_default_route(conflist: Mapping[str, Any]) -> dict[str, Any]:
+    """CONFLIST with its IPAM's default routes left out: a container's second network
+    must not add a default route beside the first one's (docker keeps the first)."""
+    plugins = []
+    for p in conflist.get("plugins", []):
+        ipam = p.get("ipam")
+        if isinstance(ipam, dict) and "routes" in ipam:
+            routes = [r for r in ipam["routes"] if r.get("dst") not in ("0.0.0.0/0", "::/0")]
+            p = {**p, "ipam": {**ipam, "routes": routes}}
+        plugins.append(p)
+    return {**conflist, "plugins": plugins}
+
+
 def attachment_from_entry(entry: Mapping[str, Any]) -> Attachment:
     """An Attachment from a CNI cache entry (ADD's result plus what we stored)."""
     ifname = entry.get("ifName", "eth0")
@@ -954,10 +967,12 @@ class Networks:
         ifname: str = "eth0",
         aliases: Sequence[str] = (),
         cni_args: Mapping[str, str] | None = None,
+        default_route: bool = True,
     ) -> Attachment:
         """Connect the namespace at NETNS_PATH to NETWORK as IFNAME via CNI ADD and
         record it. Idempotent for the same (container, network, ifname). Host ports
-        already in use fail before any plugin runs; a failed ADD is rolled back."""
+        already in use fail before any plugin runs; a failed ADD is rolled back.
+        default_route=False: no default route through this network (a second one)."""
         rec = self.get(network)
         validate_ifname(ifname)
         if not netns.is_netns(netns_path):
@@ -977,6 +992,8 @@ class Networks:
             )
         mappings = normalize_port_mappings(port_mappings)
         conflist = plugins_to_run(conflist, mappings)
+        if not default_route:
+            conflist = without_default_route(conflist)
         args = [("IgnoreUnknown", "1"), *sorted((cni_args or {}).items())]
         rt = cni.RuntimeConf(
             container_id, netns_path, ifname, args, {"portMappings": mappings} if mappings else {}

@@ -65,10 +65,18 @@ class CliRuntime:
         # would stay open (and be waited on) until the container exits
         errpath = os.path.join(self.root, "stderr")
         with open(errpath, "wb") as err:
-            r = subprocess.run(self.argv + ["--root", self.root, *args], stdin=DEVNULL, stdout=DEVNULL,
-                               stderr=err, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"{self.label} {args[0]} exited {r.returncode}: "
+            p = subprocess.Popen(self.argv + ["--root", self.root, *args], stdin=DEVNULL,
+                                 stdout=DEVNULL, stderr=err)
+        # Not subprocess.run(timeout=...): its wait polls with doubling sleeps (0.5, 1, 2 ...
+        # 32 ms), which rounds each command's time up to the next step of that ladder.
+        try:
+            wait_pid_exit(p.pid, 30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        returncode = p.wait()
+        if returncode != 0:
+            raise RuntimeError(f"{self.label} {args[0]} exited {returncode}: "
                                f"{open(errpath, errors='replace').read().strip()[-300:]}")
 
     def lifecycle(self, bundle: str, cid: str) -> dict[str, float]:

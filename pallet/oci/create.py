@@ -48,6 +48,17 @@ class Runtime:
     def create(self, container_id: str, bundle: str, *, console_socket: str | None = None,
                pid_file: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
                stdio: tuple[int, int, int] | None = None) -> ContainerState:
+        sync = _start_cgroup_sync()
+        try:
+            return self._create(container_id, bundle, console_socket=console_socket,
+                                pid_file=pid_file, no_pivot=no_pivot,
+                                preserve_fds=preserve_fds, stdio=stdio)
+        finally:
+            _reap(sync)
+
+    def _create(self, container_id: str, bundle: str, *, console_socket: str | None,
+                pid_file: str | None, no_pivot: bool, preserve_fds: int,
+                stdio: tuple[int, int, int] | None) -> ContainerState:
         from pallet.oci.init import InitContext
 
         specmod.validate_id(container_id)
@@ -517,6 +528,50 @@ def _frozen(st: ContainerState) -> bool:
         return bool(_cgroup(st.cgroups_path, st.id).is_frozen())
     except Exception:  # noqa: BLE001 - a vanished cgroup is simply not frozen
         return False
+
+
+def _start_cgroup_sync() -> int:
+    """Fork a child that moves itself into the cgroup it is already in; return its pid.
+
+    Moving a process between cgroups takes a kernel lock whose first writer after a quiet
+    spell waits out an RCU grace period (10-15 ms here) and whose writers within the next
+    one do not. That wait, started here, passes while create prepares; the init's own
+    move then finds it over. Nothing changes for the child ("0" is the writer itself), and
+    where cgroupfs is not writable it just exits.
+    """
+    try:
+        pid = os.fork()
+    except OSError:
+        return 0
+    if pid:
+        return pid
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            _, ctrl, path = line.split(":", 2)
+            bases = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if not ctrl else \
+                (f"/sys/fs/cgroup/{ctrl}",) if ctrl.isalpha() else ()
+            for base in bases:
+                try:
+                    fd = os.open(f"{base}{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    os.write(fd, b"0")
+                except OSError:
+                    pass
+                os._exit(0)
+    finally:
+        os._exit(0)
+
+
+def _reap(pid: int) -> None:
+    if pid:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _become_subreaper() -> None:

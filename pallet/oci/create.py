@@ -272,6 +272,16 @@ class Runtime:
              console_socket: str | None = None, preserve_fds: int = 0,
              stdio: tuple[int, int, int] | None = None) -> int:
         """Start PROCESS in the container; return its host pid (the caller reaps it)."""
+        sync = _start_cgroup_sync()  # the process joins the container's cgroups
+        try:
+            return self._exec(container_id, process, console_socket=console_socket,
+                              preserve_fds=preserve_fds, stdio=stdio)
+        finally:
+            _reap(sync)
+
+    def _exec(self, container_id: str, process: dict[str, Any], *,
+              console_socket: str | None, preserve_fds: int,
+              stdio: tuple[int, int, int] | None) -> int:
         from pallet.oci.init import InitContext, exec_child
 
         st = self.load(container_id)

@@ -11,54 +11,43 @@ import shutil
 
 import pytest
 
-from tests.fixtures.bundle import edit_config
+from tests.fixtures.bundle import create_fails, edit_config
 
 pytestmark = pytest.mark.root
-
-
-def _create_fails(runc_cli, b: str, cid: str, runtime_root: str, host_clean) -> str:
-    out = runc_cli("create", "--bundle", b, cid)
-    assert out.returncode == 1, out.stdout
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
-    assert not os.path.exists(os.path.join(runtime_root, cid)), "state dir left behind"
-    assert runc_cli("list", "-q").stdout == ""
-    host_clean(cid)
-    return lines[0]
 
 
 def test_invalid_json(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle()
     with open(os.path.join(b, "config.json"), "w") as f:
         f.write("{not json")
-    assert "invalid JSON" in _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    assert "invalid JSON" in create_fails(runc_cli, b, cid, runtime_root, host_clean)
 
 
 def test_schema_violation_names_the_field(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle()
     edit_config(b, lambda s: s["process"].update(args="sh"))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "process.args" in msg and "array" in msg
 
 
 def test_missing_rootfs(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle()
     shutil.rmtree(os.path.join(b, "rootfs"))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "root.path" in msg and "rootfs" in msg
 
 
 def test_unknown_namespace(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle()
     edit_config(b, lambda s: s["linux"]["namespaces"].append({"type": "bogus"}))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert '"bogus"' in msg and "linux.namespaces" in msg
 
 
 def test_unknown_capability(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle()
     edit_config(b, lambda s: s["process"]["capabilities"]["bounding"].append("CAP_FOO"))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "CAP_FOO" in msg and "bounding" in msg
 
 
@@ -67,7 +56,7 @@ def test_unknown_syscall(runc_cli, bundle, cid, runtime_root, host_clean):
     edit_config(b, lambda s: s["linux"].update(seccomp={
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["no_such_syscall"], "action": "SCMP_ACT_ERRNO"}]}))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "no_such_syscall" in msg
 
 
@@ -93,7 +82,7 @@ def test_existing_id(runc_cli, bundle, cid, runtime_root, host_clean):
 
 def test_command_not_found_fails_create(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle(["no-such-binary"])
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "no-such-binary" in msg and "not found" in msg
 
 
@@ -102,7 +91,7 @@ def test_missing_bind_source(runc_cli, bundle, cid, runtime_root, host_clean):
     edit_config(b, lambda s: s["mounts"].append(
         {"destination": "/data", "type": "bind", "source": "/nonexistent-pallet-src",
          "options": ["rbind"]}))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "/nonexistent-pallet-src" in msg
 
 
@@ -115,7 +104,7 @@ def test_unknown_container_commands(runc_cli):
 
 def test_command_not_executable_fails_create(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle(["/etc/passwd"])
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "/etc/passwd" in msg and "permission denied" in msg
 
 

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.fixtures.bundle import edit_config
+from tests.fixtures.bundle import create_fails, edit_config
 
 pytestmark = pytest.mark.root
 
@@ -147,23 +147,12 @@ def test_ridmap_maps_submounts_and_idmap_does_not(runc_cli, bundle, cid, src, op
     host_clean(cid)
 
 
-def _create_fails(runc_cli, b: str, cid: str, runtime_root: str, host_clean) -> str:
-    out = runc_cli("create", "--bundle", b, cid)
-    assert out.returncode == 1, out.stdout
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
-    assert not os.path.exists(os.path.join(runtime_root, cid)), "state dir left behind"
-    assert runc_cli("list", "-q").stdout == ""
-    host_clean(cid)
-    return lines[0]
-
-
 def test_mappings_on_a_tmpfs_are_refused(runc_cli, bundle, cid, runtime_root, host_clean):
     b = bundle()
     edit_config(b, lambda s: s["mounts"].append(
         {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"],
          "uidMappings": one_to_one(0, 1000), "gidMappings": one_to_one(0, 1000)}))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "/scratch" in msg and "need a bind mount" in msg
 
 
@@ -174,7 +163,7 @@ def test_a_filesystem_without_idmap_support_is_named(runc_cli, bundle, cid, runt
         {"destination": "/kernel", "type": "bind", "source": "/sys/kernel",
          "options": ["rbind", "idmap"],
          "uidMappings": one_to_one(0, 1000), "gidMappings": one_to_one(0, 1000)}))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "mounts[" in msg and "/kernel" in msg and "sysfs" in msg and "idmap" in msg
 
 
@@ -192,7 +181,7 @@ def test_bad_idmapped_mounts_name_the_destination(runc_cli, bundle, cid, runtime
     b = bundle()
     edit_config(b, lambda s: s["mounts"].append(
         {"destination": "/data", "type": "bind", "source": str(src), **mount}))
-    msg = _create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
     assert "mounts[" in msg and "/data" in msg and expected in msg, msg
 
 

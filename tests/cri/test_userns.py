@@ -395,3 +395,27 @@ def test_a_handler_without_user_namespaces_refuses_them(daemon: Daemon, tmp: Pat
         config=userns_pod_config("hcri-runc", tmp), runtime_handler="runc"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "does not support user namespaces" in details
+
+
+def test_image_volume_is_unmounted_on_exit_and_released_on_removal(
+        daemon: Daemon, env: tuple[CNINet, Registry, Path], tmp: Path) -> None:
+    ref = pull(daemon, MULTILAYER)
+    pod_cfg = pod_config("hcri-imgvol-exit", str(tmp))
+    pod = daemon.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+    leases = Path(daemon.root) / "leases"
+    try:
+        cid = daemon.runtime.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=container_config(
+                "once", ["cat", "/vol/data/keep.txt"], mounts=[image_mount("/vol", ref)]),
+            sandbox_config=pod_cfg)).container_id
+        daemon.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+        assert wait_for(lambda: daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(
+            container_id=cid)).status.state == pb.ContainerState.CONTAINER_EXITED)
+        st = daemon.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id=cid)).status
+        assert st.exit_code == 0
+        assert wait_for(lambda: view_mounts(daemon) == [])
+        assert any("image-volumes" in p.read_text() for p in leases.glob("*.json"))
+        daemon.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+        assert not any("image-volumes" in p.read_text() for p in leases.glob("*.json"))
+    finally:
+        remove_pod(daemon, pod)

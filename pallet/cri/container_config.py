@@ -12,6 +12,7 @@ from typing import Any
 
 from cri_api.v1 import api_pb2 as pb
 
+from pallet.engine.containers import ImageMount
 from pallet.engine.pods import PodSpec
 from pallet.engine.specgen import ContainerOptions, Device, Mount, list_host_devices
 from pallet.errors import InvalidArgument
@@ -39,6 +40,10 @@ class ContainerPlan:
     log_path: str = ""  # relative to the pod's log directory
     privileged: bool = False
     mounts: list[dict[str, Any]] = field(default_factory=list)
+    image_mounts: list[ImageMount] = field(default_factory=list)
+    # The container's own namespace_options.userns_options: None (not given), or
+    # (uid mappings, gid mappings), empty for mode NODE; it must match the pod's.
+    userns: tuple[list[list[int]], list[list[int]]] | None = None
 
 
 def pod_spec(config: pb.PodSandboxConfig, runtime_handler: str) -> PodSpec:
@@ -55,6 +60,7 @@ def pod_spec(config: pb.PodSandboxConfig, runtime_handler: str) -> PodSpec:
             raise InvalidArgument(f"port mapping {p.container_port}: unknown protocol {p.protocol}")
         ports.append({"hostPort": p.host_port, "containerPort": p.container_port,
                       "protocol": PROTOCOLS[p.protocol], "hostIP": p.host_ip})
+    uids, gids = userns_mappings(ns, "pod")
     return PodSpec(
         name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
         hostname=config.hostname, log_directory=config.log_directory,
@@ -69,7 +75,38 @@ def pod_spec(config: pb.PodSandboxConfig, runtime_handler: str) -> PodSpec:
         # shareProcessNamespace is set.
         pid={NS_NODE: "host", NS_CONTAINER: "container"}.get(ns.pid, "pod"),
         privileged=sc.privileged,
+        uid_mappings=uids or None, gid_mappings=gids or None,
     )
+
+
+def userns_mappings(ns: pb.NamespaceOption, what: str
+                    ) -> tuple[list[list[int]], list[list[int]]]:
+    """namespace_options.userns_options as ([container, host, size] uid mappings, gid
+    mappings): both empty for mode NODE (or no options: the host's user namespace, which is
+    what a kubelet not asking for one means). POD wants exactly one mapping of each."""
+    if not ns.HasField("userns_options"):
+        return [], []
+    u = ns.userns_options
+    if u.mode == NS_NODE:
+        if u.uids or u.gids:
+            raise InvalidArgument(f"{what} user namespace mode NODE takes no uid/gid mappings")
+        return [], []
+    if u.mode != NS_POD:
+        raise InvalidArgument(f"{what} user namespace mode {pb.NamespaceMode.Name(u.mode)} is "
+                              "not supported: use POD or NODE")
+    if len(u.uids) != 1 or len(u.gids) != 1:
+        raise InvalidArgument(f"{what} user namespace mode POD needs exactly one uid and one "
+                              f"gid mapping, got {len(u.uids)} and {len(u.gids)}")
+    out = []
+    for kind, m in (("uid", u.uids[0]), ("gid", u.gids[0])):
+        if m.length == 0:
+            raise InvalidArgument(f"{what} user namespace {kind} mapping {m.container_id}:"
+                                  f"{m.host_id}:0 has size 0")
+        if m.host_id + m.length > 1 << 32 or m.container_id + m.length > 1 << 32:
+            raise InvalidArgument(f"{what} user namespace {kind} mapping {m.container_id}:"
+                                  f"{m.host_id}:{m.length} goes past the 32-bit id range")
+        out.append([[m.container_id, m.host_id, m.length]])
+    return out[0], out[1]
 
 
 def container_plan(config: pb.ContainerConfig, *, pod_privileged: bool,
@@ -96,9 +133,14 @@ def container_plan(config: pb.ContainerConfig, *, pod_privileged: bool,
     _security(opts, sc, plan)
     _resources(opts, config.linux.resources)
     for m in config.mounts:
-        opts.mounts.append(_mount(m))
+        if m.HasField("image") and m.image.image:
+            plan.image_mounts.append(_image_mount(m))
+        else:
+            opts.mounts.append(_mount(m))
         plan.mounts.append({"container_path": m.container_path, "host_path": m.host_path,
-                            "readonly": m.readonly, "propagation": m.propagation})
+                            "readonly": m.readonly, "propagation": m.propagation,
+                            **({"image": m.image.image, "image_sub_path": m.image_sub_path}
+                               if m.image.image else {})})
     for d in config.devices:
         if not d.host_path.startswith("/") or not d.container_path.startswith("/"):
             raise InvalidArgument(f"device {d.host_path!r} -> {d.container_path!r}: paths must "
@@ -141,6 +183,8 @@ def _security(opts: ContainerOptions, sc: pb.LinuxContainerSecurityContext,
         opts.readonly_paths = [_abs(p, "readonly path") for p in sc.readonly_paths]
     opts.security_opt.append("seccomp=" + _seccomp(sc))
     ns = sc.namespace_options
+    if ns.HasField("userns_options"):
+        plan.userns = userns_mappings(ns, "container")
     if ns.pid == NS_TARGET:
         if not ns.target_id:
             raise InvalidArgument("pid namespace mode TARGET needs target_id")
@@ -225,9 +269,36 @@ def clamp_oom_score_adj(value: int) -> int:
     return max(value, own)
 
 
+def _image_mount(m: pb.Mount) -> ImageMount:
+    """An image volume: the image's filesystem, read-only (the kubelet pulled it and gives
+    its image id or reference)."""
+    if m.host_path:
+        raise InvalidArgument(f"mount {m.container_path}: host_path and image exclude each "
+                              "other")
+    if not m.container_path.startswith("/"):
+        raise InvalidArgument(f"image volume container_path {m.container_path!r} must be "
+                              "absolute")
+    if m.propagation not in (pb.MountPropagation.PROPAGATION_PRIVATE,):
+        raise InvalidArgument(f"image volume {m.container_path}: only private propagation")
+    return ImageMount(image=m.image.image, destination=m.container_path,
+                      sub_path=m.image_sub_path)
+
+
+def _idmaps(m: pb.Mount) -> tuple[list[list[int]], list[list[int]]]:
+    """A mount's uidMappings/gidMappings (the kubelet idmaps a user-namespaced pod's
+    volumes): both or neither."""
+    uids = [[x.container_id, x.host_id, x.length] for x in m.uidMappings]
+    gids = [[x.container_id, x.host_id, x.length] for x in m.gidMappings]
+    if bool(uids) != bool(gids):
+        raise InvalidArgument(f"mount {m.container_path}: give both uidMappings and "
+                              "gidMappings, or neither")
+    for c, h, n in uids + gids:
+        if n == 0:
+            raise InvalidArgument(f"mount {m.container_path}: id mapping {c}:{h}:0 has size 0")
+    return uids, gids
+
+
 def _mount(m: pb.Mount) -> Mount:
-    if m.image.image:
-        raise InvalidArgument(f"image volume mounts ({m.container_path}) are not supported")
     host = m.host_path
     if not host.startswith("/") or ".." in host.split("/"):
         raise InvalidArgument(f"mount host_path {host!r} must be an absolute path without '..'")
@@ -238,8 +309,9 @@ def _mount(m: pb.Mount) -> Mount:
     if not os.path.lexists(host):
         os.makedirs(host, mode=0o755, exist_ok=True)
     host = os.path.realpath(host)
+    uids, gids = _idmaps(m)
     return Mount(destination=m.container_path, source=host, readonly=m.readonly,
-                 propagation=PROPAGATION[m.propagation])
+                 propagation=PROPAGATION[m.propagation], uid_mappings=uids, gid_mappings=gids)
 
 
 def log_path_in(log_directory: str, log_path: str) -> str:

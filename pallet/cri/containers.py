@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from cri_api.v1 import api_pb2 as pb
 
-from pallet.cri.container_config import clamp_oom_score_adj, container_plan, log_path_in
+from pallet.cri.container_config import (
+    ContainerPlan,
+    clamp_oom_score_adj,
+    container_plan,
+    log_path_in,
+)
 from pallet.engine.containers import CreateRequest
 from pallet.engine.monitor import frame
 from pallet.engine.store import ContainerFilter, ContainerRecord
@@ -67,8 +72,10 @@ class ContainerRPCs:
             if target.pod_id != pod.id:
                 raise InvalidArgument(f"target container {plan.target_id} is in another pod")
             target_pid = target.pid if target.state == "running" else 0
+        _check_userns(plan, spec)
         network = node.pods.join(pod, plan.options, pid_mode, target_pid)
         req = CreateRequest(image=plan.image, options=plan.options, name=name,
+                            image_mounts=plan.image_mounts,
                             network=network, runtime=node.runtime_handler(pod.runtime_handler),
                             pull="never", pod_id=pod.id, log_path=log_path,
                             cgroup_parent=pod.cgroup_parent, log_max_size=max(
@@ -205,7 +212,9 @@ class ContainerRPCs:
             image_id=rec.image_id, reason=reason, message=message, labels=rec.labels,
             annotations=rec.annotations, log_path=rec.log_path,
             mounts=[pb.Mount(container_path=m["container_path"], host_path=m["host_path"],
-                             readonly=m["readonly"], propagation=m["propagation"])
+                             readonly=m["readonly"], propagation=m["propagation"],
+                             image=pb.ImageSpec(image=m["image"]) if m.get("image") else None,
+                             image_sub_path=m.get("image_sub_path", ""))
                     for m in cri.get("mounts") or []],
             resources=pb.ContainerResources(linux=_resources_pb(cri.get("resources") or {})))
 
@@ -225,6 +234,22 @@ class ContainerRPCs:
                 "state": rec.state, "exit": self.node.engine.exit_info(rec.id),
                 "config": {k: v for k, v in rec.config.items() if k != "image_config"},
                 "logPath": rec.log_path, "containerDir": self.node.engine.ctr_dir(rec.id)}
+
+
+def _check_userns(plan: ContainerPlan, pod_spec: dict[str, Any]) -> None:
+    """A container runs in its pod's user namespace: its own userns_options, when the
+    kubelet sends them, must say the same (containers cannot differ within a pod)."""
+    if plan.userns is None:
+        return
+    uids, gids = plan.userns
+    pod_uids = [list(m) for m in pod_spec.get("uid_mappings") or []]
+    pod_gids = [list(m) for m in pod_spec.get("gid_mappings") or []]
+    if (uids, gids) != (pod_uids, pod_gids):
+        def show(maps: list[list[int]]) -> str:
+            return ",".join(":".join(map(str, m)) for m in maps) or "none (NODE)"
+        raise InvalidArgument(f"container user namespace (uids {show(uids)}, gids "
+                              f"{show(gids)}) differs from its pod's (uids {show(pod_uids)}, "
+                              f"gids {show(pod_gids)})")
 
 
 def _cri(rec: ContainerRecord) -> dict[str, Any]:

@@ -34,7 +34,8 @@ class Node:
         self.engine = Engine(config.root, run_root=config.state_dir)
         _ = self.engine.store  # open once, before threads race to open it lazily
         self.networks = self._networks()
-        self.pods = Pods(self.engine, self.networks, pid_holder=self._pid_holder)
+        self.pods = Pods(self.engine, self.networks, pid_holder=self._pid_holder,
+                         userns_holder=self._userns_holder)
         self.events = EventBus(self)
 
     def _networks(self) -> Networks | None:
@@ -60,8 +61,15 @@ class Node:
         base = {"root": self.engine.root, "run_root": self.engine.run_root}
         return self.spawner.call(target, {**base, **kwargs}, fds=fds or [], timeout=timeout)
 
-    def _pid_holder(self, ndir: str) -> str:
-        return str(self.call("pallet.cri.workers:pid_holder", {"ndir": ndir}))
+    def _pid_holder(self, ndir: str, userns: str = "") -> str:
+        return str(self.call("pallet.cri.workers:pid_holder", {"ndir": ndir, "userns": userns}))
+
+    def _userns_holder(self, ndir: str, uid_mappings: list[list[int]],
+                       gid_mappings: list[list[int]], kinds: list[str], hostname: str,
+                       sysctls: dict[str, str]) -> dict[str, str]:
+        return dict(self.call("pallet.cri.workers:userns_holder", {
+            "ndir": ndir, "uid_mappings": uid_mappings, "gid_mappings": gid_mappings,
+            "kinds": kinds, "hostname": hostname, "sysctls": dict(sysctls)}))
 
     # -- lookups ------------------------------------------------------------------------
     def container(self, ref: str) -> ContainerRecord:

@@ -12,7 +12,7 @@ from cri_api.v1 import api_pb2 as pb
 
 from pallet.cri.container_config import pod_spec
 from pallet.engine.store import PodFilter, PodRecord
-from pallet.errors import NotFound
+from pallet.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from pallet.cri.node import Node
@@ -31,6 +31,9 @@ class PodSandboxRPCs:
         handler = request.runtime_handler
         self.node.runtime_handler(handler)  # an unknown or missing handler fails first
         spec = pod_spec(request.config, handler)
+        if spec.userns and not self.node.config.runtime(handler).user_namespaces:
+            raise InvalidArgument(f"runtime handler {handler or 'pallet'!r} does not support "
+                                  "user namespaces (its user_namespaces feature is off)")
         rec = self.node.pods.run(spec)
         return pb.RunPodSandboxResponse(pod_sandbox_id=rec.id)
 
@@ -95,6 +98,7 @@ class PodSandboxRPCs:
     def _pod_info(self, pod: PodRecord) -> dict:
         cfg = pod.config
         return {"id": pod.id, "name": pod.name, "pid": 0, "runtimeHandler": _handler_name(pod),
+                "userns": (cfg.get("namespaces") or {}).get("user", ""),
                 "netns": pod.netns_path, "namespaces": cfg.get("namespaces"),
                 "network": cfg.get("network"), "ip": cfg.get("ip"),
                 "hostname": cfg.get("hostname"), "config": cfg.get("spec"),
@@ -121,6 +125,11 @@ def pod_status(pod: PodRecord) -> pb.PodSandboxStatus:
         network=pb.NamespaceMode.NODE if ns.get("network") == "host" else pb.NamespaceMode.POD,
         ipc=pb.NamespaceMode.NODE if ns.get("ipc") == "host" else pb.NamespaceMode.POD,
         pid=NS_MODE.get(s.get("pid", "container"), pb.NamespaceMode.CONTAINER))
+    if s.get("uid_mappings"):
+        opts.userns_options.mode = pb.NamespaceMode.POD
+        for field_, maps in (("uids", s.get("uid_mappings")), ("gids", s.get("gid_mappings"))):
+            for c, h, n in maps or []:
+                getattr(opts.userns_options, field_).add(container_id=c, host_id=h, length=n)
     ip = cfg.get("ip", "") if pod.state == "ready" else ""
     return pb.PodSandboxStatus(
         id=pod.id, metadata=_metadata(pod), state=POD_STATES[pod.state],

@@ -85,10 +85,18 @@ def _in_clean_child(fn: Callable[[], Any]) -> Any:
     return msg["result"]
 
 
-def pid_holder(root: str, run_root: str, ndir: str) -> str:
+def pid_holder(root: str, run_root: str, ndir: str, userns: str = "") -> str:
     from pallet.engine.pods import start_pid_holder
 
-    return start_pid_holder(ndir)
+    return start_pid_holder(ndir, userns=userns)
+
+
+def userns_holder(root: str, run_root: str, ndir: str, uid_mappings: list[list[int]],
+                  gid_mappings: list[list[int]], kinds: list[str], hostname: str,
+                  sysctls: dict[str, str]) -> dict[str, str]:
+    from pallet.engine.pods import start_userns_holder
+
+    return start_userns_holder(ndir, uid_mappings, gid_mappings, kinds, hostname, sysctls)
 
 
 def _start_exec(eng: Engine, id: str, cmd: list[str], tty: bool,

@@ -92,6 +92,18 @@ class CreateRequest:
     pod_id: str | None = None
     log_path: str = ""
     cgroup_parent: str = ""
+    # Image volumes (CRI Mount.image): other images' filesystems mounted read-only.
+    image_mounts: list[ImageMount] = field(default_factory=list)
+
+
+@dataclass
+class ImageMount:
+    """An image volume: IMAGE (pulled already) read-only at DESTINATION; SUB_PATH, a path
+    inside the image, mounts only that part."""
+
+    image: str
+    destination: str
+    sub_path: str = ""
 
 
 def _options() -> ContainerOptions:
@@ -199,6 +211,7 @@ class Engine:
                                       f"path does not exist: {vs.source}")
         resolve(req.runtime, self.run_root)  # an unknown --runtime fails before any work
         image = self._image(req.image, req.pull, req.platform)
+        volume_images = [self._volume_image(m) for m in req.image_mounts]
 
         cid = new_id()
         rec = ContainerRecord(id=cid, name=req.name or self.store.unique_container_name(),
@@ -215,9 +228,14 @@ class Engine:
                            lambda: shutil.rmtree(cdir, ignore_errors=True)]
         try:
             os.makedirs(cdir, mode=0o711)
-            rootfs = str(self.images.prepare_rootfs(image.id, cdir))
-            undo.append(lambda: self.images.release_rootfs(cdir))
             opts = req.options
+            idmap = rootfs_idmap(opts)
+            if idmap:
+                _check_reachable(os.path.join(cdir, "rootfs"), idmap["uid"], idmap["gid"])
+            rootfs = str(self.images.prepare_rootfs(image.id, cdir, _idmap(idmap)))
+            undo.append(lambda: self.images.release_rootfs(cdir))
+            image_volumes = self._mount_image_volumes(opts, req.image_mounts, volume_images,
+                                                      cdir, idmap, undo)
             opts.rootfs = "rootfs"
             if req.cgroup_parent:
                 opts.cgroups_path = os.path.join(req.cgroup_parent, cid)
@@ -245,6 +263,10 @@ class Engine:
                       "log_max_files": req.log_max_files,
                       "mounts": [asdict(m) for m in opts.mounts],
                       "host_config": _host_config(opts, req)}
+            if idmap:
+                config["rootfs_idmap"] = idmap
+            if image_volumes:
+                config["image_volumes"] = image_volumes
             rec = self.store.update_container(cid, config=config)
             self._mounted.add(cid)
             return rec
@@ -276,6 +298,50 @@ class Engine:
                                "--pull missing") from None
         print(f"Unable to find image '{ref}' locally", file=sys.stderr)
         return self.images.pull(ref, platform=platform)
+
+    def _volume_image(self, m: ImageMount) -> Any:
+        if not m.image:
+            raise InvalidArgument(f"image volume {m.destination}: no image given")
+        try:
+            return self.images.get(m.image)
+        except NotFound:
+            raise NotFound(f'failed to mount image volume {m.destination}: image "{m.image}" '
+                           "not found: pull it first") from None
+
+    def _mount_image_volumes(self, opts: ContainerOptions, mounts: list[ImageMount],
+                             images: list[Any], cdir: str, idmap: dict[str, Any] | None,
+                             undo: list[Any]) -> list[dict[str, Any]]:
+        """Mount each image volume's image read-only under CDIR/image-volumes and bind it
+        (or its sub path) into the container; returns what the record keeps of them."""
+        from pallet.engine.specgen import Mount
+
+        out = []
+        for i, (m, image) in enumerate(zip(mounts, images, strict=True)):
+            chain = self.images.ready_chain(image.id)
+            vdir = os.path.join(cdir, "image-volumes", str(i))
+            self.images.prepare_view(chain, vdir, _idmap(idmap))
+            undo.append(lambda v=vdir: self.images.release_view(v))
+            source = _image_sub_path(vdir, m.sub_path, m)
+            opts.mounts.append(Mount(destination=m.destination, source=source, readonly=True,
+                                     options=["nosuid", "nodev", "noexec"]))
+            out.append({"image": m.image, "image_id": image.id, "chain": chain, "dir": vdir,
+                        "destination": m.destination, "sub_path": m.sub_path})
+        return out
+
+    def _prepare_mounts(self, rec: ContainerRecord) -> None:
+        """Mount what a stopped container needs again: its rootfs and image volumes."""
+        cdir = self.ctr_dir(rec.id)
+        idmap = _idmap(rec.config.get("rootfs_idmap"))
+        self.images.prepare_rootfs(rec.image_id, cdir, idmap)
+        for v in rec.config.get("image_volumes") or []:
+            self.images.prepare_view(v["chain"], v["dir"], idmap)
+
+    def _release_mounts(self, rec: ContainerRecord, final: bool) -> None:
+        """Unmount the rootfs and image volumes; FINAL (removal) also drops their leases."""
+        for v in rec.config.get("image_volumes") or []:
+            with contextlib.suppress(PalletError, OSError):
+                self.images.release_view(v["dir"], drop_lease=final)
+        self.images.release_rootfs(self.ctr_dir(rec.id))
 
     def _volume_mounts(self, opts: ContainerOptions, specs: list[Any], rootfs: str,
                        image: Any) -> tuple[list[str], list[str]]:
@@ -413,7 +479,7 @@ class Engine:
         # process, e.g. the daemon): preparing it again costs ~20 ms of image store work.
         if rec.state != "created" or (rec.id not in self._mounted
                                       and not is_mountpoint(os.path.join(cdir, "rootfs"))):
-            self.images.prepare_rootfs(rec.image_id, cdir)
+            self._prepare_mounts(rec)
         self._mounted.discard(rec.id)
         shutil.rmtree(rdir, ignore_errors=True)
         os.makedirs(rdir, mode=0o700)
@@ -561,7 +627,7 @@ class Engine:
         if rec.config.get("network") not in NETWORK_MODES:
             _network_teardown(self, rec, os.path.join(self.run_dir(rec.id), "netns"))
         cdir = self.ctr_dir(rec.id)
-        self.images.release_rootfs(cdir)
+        self._release_mounts(rec, final=True)
         shutil.rmtree(cdir, ignore_errors=True)
         shutil.rmtree(self.run_dir(rec.id), ignore_errors=True)
         with contextlib.suppress(NotFound):
@@ -581,7 +647,7 @@ class Engine:
             _network_teardown(self, rec, os.path.join(self.run_dir(rec.id), "netns"))
         # Unmounted on exit like docker; start mounts it again.
         with contextlib.suppress(PalletError, OSError):
-            self.images.release_rootfs(self.ctr_dir(rec.id))
+            self._release_mounts(rec, final=False)
 
     # -- other commands ----------------------------------------------------------------------
     def update_resources(self, ref: str, resources: dict[str, Any]) -> ContainerRecord:
@@ -1273,6 +1339,67 @@ def net_dev_counters(pid: int) -> dict[str, int]:
             rx += int(fields[0])
             tx += int(fields[8])
     return {"rx_bytes": rx, "tx_bytes": tx}
+
+
+def rootfs_idmap(opts: ContainerOptions) -> dict[str, Any] | None:
+    """How the image must be seen by a container joining an existing user namespace (a
+    pod's): through that namespace's idmapping, its root owning the writable layer."""
+    userns = opts.namespaces.get("user", "")
+    if not userns.startswith("/"):
+        return None  # the host's, or a new one of the container's own (ids as on disk)
+    from pallet.engine.specgen import root_ids
+
+    uid, gid = root_ids(opts.uid_mappings, opts.gid_mappings)
+    return {"userns": userns, "uid": uid, "gid": gid}
+
+
+def _check_reachable(path: str, uid: int, gid: int) -> None:
+    """The runtime binds the rootfs from inside the user namespace, as host UID:GID: every
+    directory above PATH must let it through (containerd's 0711 state dirs)."""
+    d = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(d)
+        ok = st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100) \
+            or (st.st_gid == gid and st.st_mode & 0o010)
+        if not ok:
+            raise FailedPrecondition(
+                f"a container in a user namespace (root = host uid {uid}) cannot reach its "
+                f"rootfs {path}: {d} (mode {st.st_mode & 0o7777:04o}) is closed to it; make "
+                "the directories above pallet's root searchable (chmod o+x)")
+        if d == "/":
+            return
+        d = os.path.dirname(d)
+
+
+def _idmap(d: dict[str, Any] | None) -> Any:
+    if not d:
+        return None
+    from pallet.image.snapshot import Idmap
+
+    return Idmap(d["userns"], d.get("uid", -1), d.get("gid", -1))
+
+
+def _image_sub_path(view: str, sub_path: str, m: ImageMount) -> str:
+    """VIEW/SUB_PATH resolved inside the image (symlinks confined to it), as a host path."""
+    if not sub_path:
+        return view
+    if sub_path.startswith("/") or ".." in sub_path.split("/") or "\0" in sub_path:
+        raise InvalidArgument(f"image volume {m.destination}: image_sub_path {sub_path!r} must "
+                              "be relative to the image root, without '..'")
+    from pallet.oci.linux import syscalls as sc
+
+    root = os.open(view, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = sc.openat2(root, sub_path, os.O_PATH, sc.RESOLVE_IN_ROOT)
+    except FileNotFoundError:
+        raise InvalidArgument(f'image volume {m.destination}: image_sub_path "{sub_path}" does '
+                              f'not exist in image "{m.image}"') from None
+    finally:
+        os.close(root)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def _add_host_devices(opts: ContainerOptions) -> None:

@@ -7,6 +7,11 @@ is per thread, so the threaded daemon needs no fork), sets the hostname and sysc
 mounts /proc/self/task/<tid>/ns/<kind> onto the file; the mount keeps it alive with no
 process inside. Only a shared PID namespace needs a process (a PID namespace whose init
 died cannot take new members), so `pid = "pod"` starts a tiny reaper as its init.
+
+A pod with a user namespace of its own (Kubernetes' `hostUsers: false`) needs a process
+for it too: only a single-threaded process may unshare one, and the pod's network, IPC,
+UTS (and PID) namespaces must be created inside it so that it owns them. A forked holder
+does all of it and exits once the namespaces are bind-mounted (`start_userns_holder`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import ipaddress
 import os
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -62,6 +68,14 @@ class PodSpec:
     pid: str = "container"  # "container": each its own; "pod": shared; "host"
     network_name: str = ""  # the CNI network; "" = Networks.pod_network()
     privileged: bool = False
+    # A user namespace of the pod's own: one [container id, host id, size] mapping each
+    # for uids and gids (the kubelet allocates the host range). None: the host's.
+    uid_mappings: list[list[int]] | None = None
+    gid_mappings: list[list[int]] | None = None
+
+    @property
+    def userns(self) -> bool:
+        return self.uid_mappings is not None or self.gid_mappings is not None
 
     def record_name(self) -> str:
         """containerd's sandbox name: unique per metadata and attempt."""
@@ -86,20 +100,46 @@ class PodSpec:
                 raise InvalidArgument(f"invalid pod DNS/hostname value {item!r}")
         if self.log_directory and not os.path.isabs(self.log_directory):
             raise InvalidArgument(f"pod log_directory {self.log_directory!r} must be absolute")
+        if self.userns:
+            validate_id_mappings(self.uid_mappings, self.gid_mappings)
+            shared = [k for k, v in (("network", self.network), ("ipc", self.ipc),
+                                     ("pid", self.pid)) if v == "host"]
+            if shared:
+                raise InvalidArgument(f"a pod with its own user namespace cannot share the "
+                                      f"host's {' and '.join(shared)} namespace")
         validate_sysctls(self.sysctls, {"network": "host" if self.network == "host" else "",
                                         "ipc": "host" if self.ipc == "host" else "",
                                         "uts": "host" if self.network == "host" else ""})
+
+
+def validate_id_mappings(uids: list[list[int]] | None, gids: list[list[int]] | None) -> None:
+    """Exactly one mapping each, like the kubelet sends and containerd accepts; sizes > 0
+    and every id within 32 bits."""
+    for what, maps in (("uid", uids), ("gid", gids)):
+        if not maps or len(maps) != 1:
+            raise InvalidArgument(f"user namespace {what} mappings: exactly one mapping is "
+                                  f"supported, got {len(maps or [])}")
+        container, host, size = maps[0]
+        if size <= 0:
+            raise InvalidArgument(f"user namespace {what} mapping {container}:{host}:{size}: "
+                                  "the size must be at least 1")
+        if any(v < 0 for v in (container, host)) or max(container, host) + size > 1 << 32:
+            raise InvalidArgument(f"user namespace {what} mapping {container}:{host}:{size}: "
+                                  "ids must fit in 32 bits")
 
 
 class Pods:
     """The pods of one engine (its store, root and run root); `networks` gives CNI."""
 
     def __init__(self, engine: Engine, networks: Networks | None = None,
-                 pid_holder: Callable[[str], str] | None = None):
+                 pid_holder: Callable[..., str] | None = None,
+                 userns_holder: Callable[..., dict[str, str]] | None = None):
         self.engine = engine
         self.networks = networks
-        # Starting the PID holder forks: a threaded caller passes a spawner-backed one.
+        # Starting the PID and user namespace holders forks: a threaded caller passes
+        # spawner-backed ones.
         self.pid_holder = pid_holder or start_pid_holder
+        self.userns_holder = userns_holder or start_userns_holder
         self._lock = threading.Lock()  # one RunPodSandbox per name at a time
 
     # -- paths -------------------------------------------------------------------
@@ -163,8 +203,15 @@ class Pods:
         hostname = spec.hostname or (os.uname().nodename if spec.network == "host"
                                      else spec.name[:63])
         ip, network = "", ""
+        if spec.userns:
+            # The holder makes the user namespace and, inside it, every namespace the pod
+            # owns, and sets the hostname and sysctls there (host sharing was refused).
+            sysctls = validate_sysctls(spec.sysctls, {})
+            made = self.userns_holder(ndir, spec.uid_mappings, spec.gid_mappings,
+                                      ["net", "ipc", "uts"], hostname, sysctls)
+            namespaces.update(made)
         if spec.network == "pod":
-            path = netns.create("net", ndir)
+            path = namespaces.get("network") or netns.create("net", ndir)
             namespaces["network"] = path
             if self.networks is None:
                 raise FailedPrecondition("pod networking is not configured (no CNI)")
@@ -181,11 +228,14 @@ class Pods:
             namespaces["uts"] = "host"
         if spec.ipc == "host":
             namespaces["ipc"] = "host"
-        kinds = [k for k in ("ipc", "uts") if k not in namespaces]
-        sysctls = validate_sysctls(spec.sysctls, namespaces)
-        namespaces.update(_hold_namespaces(ndir, kinds, hostname,
-                                           namespaces.get("network", ""), sysctls))
-        if spec.pid == "pod":
+        if not spec.userns:
+            kinds = [k for k in ("ipc", "uts") if k not in namespaces]
+            sysctls = validate_sysctls(spec.sysctls, namespaces)
+            namespaces.update(_hold_namespaces(ndir, kinds, hostname,
+                                               namespaces.get("network", ""), sysctls))
+        if spec.pid == "pod" and spec.userns:
+            namespaces["pid"] = self.pid_holder(ndir, userns=namespaces["user"])
+        elif spec.pid == "pod":
             namespaces["pid"] = self.pid_holder(ndir)
         elif spec.pid == "host":
             namespaces["pid"] = "host"
@@ -219,13 +269,20 @@ class Pods:
             raise FailedPrecondition(f"pod sandbox {pod.id[:12]} is not ready (stopped); "
                                      "create containers in a running pod")
         ns = pod.config.get("namespaces") or {}
-        for kind in ("network", "ipc", "uts"):
+        for kind in ("user", "network", "ipc", "uts"):
             value = ns.get(kind, "")
             if value and value != "host" and not os.path.exists(value):
                 raise FailedPrecondition(f"pod sandbox {pod.id[:12]}: its {kind} namespace "
                                          f"{value} is gone")
             if value:
                 opts.namespaces[kind] = value
+        if ns.get("user"):
+            spec = pod.config.get("spec") or {}
+            opts.uid_mappings = [list(m) for m in spec.get("uid_mappings") or []]
+            opts.gid_mappings = [list(m) for m in spec.get("gid_mappings") or []]
+            if pid_mode == "host":
+                raise InvalidArgument("a container of a pod with its own user namespace "
+                                      "cannot share the host's pid namespace")
         if pid_mode == "pod":
             if not ns.get("pid") or ns.get("pid") == "host":
                 raise InvalidArgument("pid namespace mode POD needs a pod created with a "
@@ -360,9 +417,10 @@ def _hold_namespaces(ndir: str, kinds: list[str], hostname: str, net_path: str,
     return paths
 
 
-def start_pid_holder(ndir: str) -> str:
+def start_pid_holder(ndir: str, userns: str = "") -> str:
     """A PID namespace for the pod, held by a reaper as its init; returns its ns file.
-    It forks: a threaded process must call it through a fork server (the daemon's spawner)."""
+    USERNS: the pod's user namespace file, which is to own it. It forks: a threaded
+    process must call it through a fork server (the daemon's spawner)."""
     path = os.path.join(ndir, "pid")
     os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
     r, w = os.pipe()
@@ -371,6 +429,8 @@ def start_pid_holder(ndir: str) -> str:
         try:
             os.close(r)
             os.setsid()
+            if userns:
+                _setns(userns, syscalls.CLONE_NEWUSER)
             syscalls.unshare(syscalls.CLONE_NEWPID)
             init = os.fork()
             if init == 0:
@@ -398,6 +458,97 @@ def start_pid_holder(ndir: str) -> str:
     with open(os.path.join(ndir, "pid.holder"), "w") as f:
         f.write(str(init))
     return path
+
+
+def start_userns_holder(ndir: str, uid_mappings: list[list[int]],
+                        gid_mappings: list[list[int]], kinds: list[str], hostname: str,
+                        sysctls: Mapping[str, str]) -> dict[str, str]:
+    """A user namespace with the given mappings and, owned by it, new namespaces of KINDS
+    ("net", "ipc", "uts"), each bind-mounted as a file in NDIR; the hostname and sysctls
+    are set inside them. Returns {"user": path, "network"|"ipc"|"uts": path}. Forks (a
+    threaded process calls it through its fork server); nothing is left on error.
+
+    The child unshares the user namespace, we write its maps, it becomes the namespace's
+    root and unshares the rest (so the user namespace owns them), we bind-mount its
+    /proc/PID/ns files, and it exits."""
+    names = {"net": "network", "ipc": "ipc", "uts": "uts"}
+    files = {"user": os.path.join(ndir, "user"), **{k: os.path.join(ndir, k) for k in kinds}}
+    for path in files.values():
+        os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, 0o444))
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            parent_sock.close()
+            _userns_child(child_sock, kinds, hostname, sysctls)
+        finally:
+            os._exit(0)
+    child_sock.close()
+    mounted: list[str] = []
+    try:
+        with parent_sock:
+            if parent_sock.recv(16) != b"u":
+                raise FailedPrecondition("cannot create the pod's user namespace")
+            try:
+                for name, maps in (("gid_map", gid_mappings), ("uid_map", uid_mappings)):
+                    with open(f"/proc/{pid}/{name}", "w") as f:
+                        f.write("".join(f"{c} {h} {n}\n" for c, h, n in maps))
+            except OSError as e:
+                raise InvalidArgument(f"cannot write the pod's user namespace {name}: "
+                                      f"{e.strerror}") from None
+            parent_sock.send(b"m")
+            reply = parent_sock.recv(4096).decode(errors="replace")
+            if reply != "ok":
+                kind, _, msg = reply.partition(":")
+                err = InvalidArgument if kind == "invalid" else FailedPrecondition
+                raise err(msg or "the pod's user namespace holder died")
+            for kind, path in files.items():
+                syscalls.mount(f"/proc/{pid}/ns/{kind}", path, None, syscalls.MS_BIND)
+                mounted.append(path)
+    except BaseException:
+        for path in files.values():
+            _unmount_unlink(path)
+        raise
+    finally:
+        os.waitpid(pid, 0)
+    return {"user": files["user"], **{names[k]: files[k] for k in kinds}}
+
+
+def _userns_child(sock: socket.socket, kinds: list[str], hostname: str,
+                  sysctls: Mapping[str, str]) -> None:  # pragma: no cover - child
+    try:
+        syscalls.unshare(syscalls.CLONE_NEWUSER)
+        sock.send(b"u")
+        if sock.recv(16) != b"m":
+            return
+        # Root of the new namespace (its maps are written): it owns what we unshare next,
+        # and the sysctls of those namespaces are its to write.
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        flags = 0
+        for k in kinds:
+            flags |= {"net": syscalls.CLONE_NEWNET, **_NS_FLAGS}[k]
+        syscalls.unshare(flags)
+        if "uts" in kinds and hostname:
+            syscalls.sethostname(hostname)
+        for name, value in sysctls.items():
+            _write_sysctl(name, value)
+        sock.send(b"ok")
+    except InvalidArgument as e:
+        sock.send(f"invalid:{e}".encode())
+        return
+    except OSError as e:
+        sock.send(f"failed:cannot set up the pod's user namespace: {e.strerror}".encode())
+        return
+    sock.recv(16)  # until the parent has bind-mounted our namespaces (it closes)
+
+
+def _setns(path: str, nstype: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(fd, nstype)
+    finally:
+        os.close(fd)
 
 
 def _pid_init() -> None:  # pragma: no cover - the holder process
@@ -433,7 +584,7 @@ def _remove_ns_dir(ndir: str) -> None:
     if holder.isdigit():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(holder), signal.SIGKILL)
-    for kind in ("net", "ipc", "uts", "pid"):
+    for kind in ("net", "ipc", "uts", "pid", "user"):
         path = os.path.join(ndir, kind)
         if kind == "net":
             netns.remove(path)

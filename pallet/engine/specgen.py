@@ -176,6 +176,10 @@ class Mount:
     readonly: bool = False
     propagation: str = ""  # bind only; "" means rprivate
     options: list[str] = field(default_factory=list)  # tmpfs: size=, mode=, exec, ...
+    # An idmapped bind (bind only): [container id, host id, size] mappings; an on-disk id
+    # "container id" is seen as "host id" (then through the container's user namespace).
+    uid_mappings: list[list[int]] = field(default_factory=list)
+    gid_mappings: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -279,6 +283,10 @@ class ContainerOptions:
     # type -> "" (a new one), "host" (share the host's) or a path such as a pod's
     # netns file or /proc/PID/ns/pid to join. Missing types get a new namespace.
     namespaces: dict[str, str] = field(default_factory=dict)
+    # The user namespace's [container id, host id, size] mappings (with namespaces["user"]:
+    # those of the namespace joined, which runc wants to see in the spec too).
+    uid_mappings: list[list[int]] = field(default_factory=list)
+    gid_mappings: list[list[int]] = field(default_factory=list)
     cgroups_path: str = ""
     rootfs: str = "rootfs"
     stop_signal: str = ""
@@ -745,13 +753,33 @@ def _user_mount(m: Mount) -> dict[str, Any]:
         if m.readonly:
             opts.append("ro")
         opts.extend(o for o in m.options if o not in opts)
-        return {"destination": dest, "type": "bind", "source": m.source, "options": opts}
+        out = {"destination": dest, "type": "bind", "source": m.source, "options": opts}
+        if m.uid_mappings or m.gid_mappings:
+            out["uidMappings"] = id_mappings(m.uid_mappings)
+            out["gidMappings"] = id_mappings(m.gid_mappings)
+        return out
     if m.type == "tmpfs":
         opts = merge_tmpfs_options(
             ["noexec", "nosuid", "nodev", *m.options, *(["ro"] if m.readonly else [])]
         )
         return {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts}
     raise InvalidArgument(f"invalid mount type {m.type!r} for {dest}: use bind or tmpfs")
+
+
+def id_mappings(maps: Iterable[Iterable[int]]) -> list[dict[str, int]]:
+    """[container, host, size] triples as OCI LinuxIDMapping objects."""
+    return [{"containerID": c, "hostID": h, "size": n} for c, h, n in maps]
+
+
+def root_ids(uids: Iterable[Iterable[int]] | None,
+             gids: Iterable[Iterable[int]] | None) -> tuple[int, int]:
+    """The host uid and gid of a user namespace's root (container id 0); -1: unmapped."""
+    def host_of_zero(maps: Iterable[Iterable[int]] | None) -> int:
+        for container, host, size in maps or []:
+            if container <= 0 < container + size:
+                return host - container
+        return -1
+    return host_of_zero(uids), host_of_zero(gids)
 
 
 def default_mounts(privileged: bool, shm_size: int) -> list[dict[str, Any]]:
@@ -1054,6 +1082,12 @@ def generate_spec(
     }
     if opts.cgroups_path:
         linux["cgroupsPath"] = opts.cgroups_path
+    if opts.uid_mappings or opts.gid_mappings:
+        if opts.namespaces.get("user") in (None, "host"):
+            raise InvalidArgument("uid/gid mappings need a user namespace of the container's "
+                                  "own or one to join")
+        linux["uidMappings"] = id_mappings(opts.uid_mappings)
+        linux["gidMappings"] = id_mappings(opts.gid_mappings)
     sysctls = validate_sysctls(opts.sysctls, opts.namespaces)
     if sysctls:
         linux["sysctl"] = sysctls

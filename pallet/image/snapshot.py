@@ -2,6 +2,13 @@
 
 The overlay driver stores each layer's own files (with overlay whiteouts); the copying
 fallback stores each chain fully merged. Container rootfs = overlay(lowers, upper) or a copy.
+A read-only *view* of an image (an image volume) = overlay(lowers) or a read-only bind.
+
+For a container in a user namespace (`Idmap`), the layers are seen through idmapped mounts
+(containerd's remapped overlay): each lower is cloned with open_tree, given the user
+namespace's idmapping with mount_setattr and attached in a staging dir, overlay is mounted
+over those, and the staging mounts are detached again (overlay holds its own references).
+The shared snapshots on disk are never chowned.
 """
 
 from __future__ import annotations
@@ -43,6 +50,16 @@ class Mount:
     type: str
     source: str
     options: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Idmap:
+    """Mount layers as seen from the user namespace `userns` (an nsfs file): on-disk id 0
+    shows as the namespace's root, host `uid`:`gid`, which also owns the writable top."""
+
+    userns: str
+    uid: int = -1
+    gid: int = -1
 
 
 _libc: ctypes.CDLL | None = None
@@ -103,6 +120,18 @@ def probe_overlay(base: Path) -> bool:
         hidden = not (t / "merged" / "wh").exists()
         umount(str(t / "merged"))
         return hidden
+
+
+MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000
+
+
+def _bind_read_only(source: str, target: str) -> None:
+    mount(source, target, "", "", MS_BIND)
+    try:
+        mount("", target, "", "", MS_BIND | MS_REMOUNT | MS_RDONLY)
+    except OSError:
+        umount(target, MNT_DETACH)
+        raise
 
 
 class Snapshotter:
@@ -192,11 +221,15 @@ class Snapshotter:
             opts += [f"upperdir={upper}", f"workdir={work}"]
         return [Mount("overlay", "overlay", opts)]
 
-    def prepare_rootfs(self, chain: list[str], container_dir: str | os.PathLike[str]) -> Path:
+    def prepare_rootfs(self, chain: list[str], container_dir: str | os.PathLike[str],
+                       idmap: Idmap | None = None) -> Path:
         """Make `<container_dir>/rootfs` writable over the image; the caller releases it."""
         cdir = Path(container_dir)
         rootfs = cdir / "rootfs"
         rootfs.mkdir(parents=True, exist_ok=True)
+        if idmap is not None and self.driver != "overlay":
+            raise SystemFailure("a container in a user namespace needs the overlay snapshot "
+                                "driver (this image store copies layers)")
         self._write_lease(cdir, chain)
         try:
             if self.driver == "overlay":
@@ -205,6 +238,14 @@ class Snapshotter:
                     upper.mkdir(exist_ok=True)
                     work.mkdir(exist_ok=True)
                     if not chain:
+                        return rootfs
+                    if idmap is not None:
+                        # Files the container makes are stored with its host ids; its root
+                        # must own the top of the writable layer to write to "/".
+                        if idmap.uid >= 0 and idmap.gid >= 0:
+                            os.chown(upper, idmap.uid, idmap.gid)
+                        self._mount_layers(chain, rootfs, cdir / ".idmap-rootfs", idmap,
+                                           [f"upperdir={upper}", f"workdir={work}"])
                         return rootfs
                     m = self.mounts(chain, str(upper), str(work))[0]
                     opts = ",".join(m.options)
@@ -217,6 +258,87 @@ class Snapshotter:
             self._drop_lease(cdir)
             raise SystemFailure(f"cannot prepare rootfs in {cdir}: {e}") from None
         return rootfs
+
+    def prepare_view(self, chain: list[str], view_dir: str | os.PathLike[str],
+                     idmap: Idmap | None = None) -> Path:
+        """Mount the image of CHAIN read-only at VIEW_DIR (an image volume), leased so
+        prune keeps its snapshots while VIEW_DIR exists; `release_view` undoes it."""
+        view = Path(view_dir)
+        if not chain:
+            raise SystemFailure(f"cannot mount an image without layers at {view}")
+        view.mkdir(parents=True, exist_ok=True)
+        self._write_lease(view, chain)
+        if is_mountpoint(str(view)):
+            return view
+        try:
+            if self.driver == "copy":
+                layers = [chain[-1]]  # merged: the top one is the whole image
+            else:
+                layers = chain
+            if idmap is not None:
+                self._mount_layers(layers, view, view.parent / f".idmap-{view.name}", idmap, [])
+            elif len(layers) == 1:
+                _bind_read_only(str(self.fs(layers[0])), str(view))
+            else:
+                lowers = ":".join(str(self.fs(c)) for c in reversed(layers))
+                mount("overlay", str(view), "overlay", f"lowerdir={lowers}")
+        except OSError as e:
+            self._drop_lease(view)
+            raise SystemFailure(f"cannot mount the image at {view}: {e}") from None
+        return view
+
+    def release_view(self, view_dir: str | os.PathLike[str], drop_lease: bool = True) -> None:
+        """Unmount a view; DROP_LEASE=False keeps its snapshots for the next mount."""
+        view = Path(view_dir)
+        if is_mountpoint(str(view)):
+            try:
+                umount(str(view))
+            except OSError:
+                umount(str(view), MNT_DETACH)
+        if drop_lease:
+            self._drop_lease(view)
+
+    def _mount_layers(self, layers: list[str], target: Path, stage: Path, idmap: Idmap,
+                      extra: list[str]) -> None:
+        """Overlay (or, for one layer and no upper, a read-only bind) of idmapped LAYERS
+        at TARGET, staged in STAGE, which is gone again afterwards."""
+        from pallet.oci.linux import syscalls as sc
+
+        try:
+            ns_fd = os.open(idmap.userns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SystemFailure(f"cannot open user namespace {idmap.userns}: "
+                                f"{e.strerror}") from None
+        stage.mkdir(exist_ok=True)
+        attached: list[str] = []
+        try:
+            for i, c in enumerate(reversed(layers)):  # overlay wants the top layer first
+                d = stage / str(i)
+                d.mkdir(exist_ok=True)
+                tree = sc.open_tree(-100, str(self.fs(c)), sc.OPEN_TREE_CLONE)
+                try:
+                    sc.mount_setattr(tree, "", sc.AT_EMPTY_PATH, sc.MOUNT_ATTR_IDMAP,
+                                     userns_fd=ns_fd)
+                    sc.move_mount(tree, "", -100, str(d), sc.MOVE_MOUNT_F_EMPTY_PATH)
+                finally:
+                    os.close(tree)
+                attached.append(str(d))
+            if len(attached) == 1 and not extra:
+                _bind_read_only(attached[0], str(target))
+            else:
+                opts = ",".join([f"lowerdir={':'.join(attached)}", *extra])
+                if len(opts) >= 4096:
+                    raise SystemFailure(f"too many layers for one overlay mount ({len(layers)})")
+                mount("overlay", str(target), "overlay", opts)
+        finally:
+            os.close(ns_fd)
+            for d in attached:
+                with contextlib.suppress(OSError):
+                    umount(d, MNT_DETACH)
+            # rmdir, never rmtree: a stage dir still mounted holds a shared snapshot.
+            for d in [*sorted(stage.iterdir()), stage] if stage.is_dir() else []:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
 
     def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
         cdir = Path(container_dir)

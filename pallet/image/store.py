@@ -18,7 +18,7 @@ from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletE
 from pallet.image import manifest as mf
 from pallet.image.content import ContentStore, file_lock
 from pallet.image.reference import Reference, looks_like_id, parse_reference
-from pallet.image.snapshot import Mount, Snapshotter, chain_ids
+from pallet.image.snapshot import Idmap, Mount, Snapshotter, chain_ids
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -464,9 +464,25 @@ class ImageStore:
             self.unpack(image.manifest_digest if not image.names else image.names[0])
         return image.chain
 
-    def prepare_rootfs(self, ref_or_id: str, container_dir: str | os.PathLike[str]) -> Path:
-        """Mount a writable rootfs for a container at `<container_dir>/rootfs`."""
-        return self.snapshots.prepare_rootfs(self._ready_chain(ref_or_id), container_dir)
+    def ready_chain(self, ref_or_id: str) -> list[str]:
+        """The image's layer chain ids, bottom first, every snapshot unpacked."""
+        return self._ready_chain(ref_or_id)
+
+    def prepare_rootfs(self, ref_or_id: str, container_dir: str | os.PathLike[str],
+                       idmap: Idmap | None = None) -> Path:
+        """Mount a writable rootfs for a container at `<container_dir>/rootfs` (through
+        IDMAP's user namespace, for a user-namespaced container)."""
+        return self.snapshots.prepare_rootfs(self._ready_chain(ref_or_id), container_dir,
+                                             idmap)
+
+    def prepare_view(self, chain: list[str], view_dir: str | os.PathLike[str],
+                     idmap: Idmap | None = None) -> Path:
+        """Mount the image of CHAIN (`ready_chain`) read-only at VIEW_DIR; leased, so
+        its snapshots outlive the image's removal until `release_view` drops the lease."""
+        return self.snapshots.prepare_view(chain, view_dir, idmap)
+
+    def release_view(self, view_dir: str | os.PathLike[str], drop_lease: bool = True) -> None:
+        self.snapshots.release_view(view_dir, drop_lease)
 
     def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
         self.snapshots.release_rootfs(container_dir)

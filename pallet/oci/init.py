@@ -155,10 +155,16 @@ def create_child(ctx: InitContext, sock: _socket.socket) -> None:
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
         recv(sock)  # the parent has put us in the cgroup
         nss = _namespaces(ctx.spec)
+        # Open every namespace to join first, as runc does: once in a user namespace we
+        # are no longer root on the host, and their directories may not let us in.
+        fds = {ns["type"]: os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+               for ns in nss if ns.get("path")}
         user = next((n for n in nss if n["type"] == "user"), None)
         if user is not None:
             if user.get("path"):
-                _join(user["path"], sc.CLONE_NEWUSER)
+                fd = fds.pop("user")
+                sc.setns(fd, sc.CLONE_NEWUSER)
+                os.close(fd)
             else:
                 sc.unshare(sc.CLONE_NEWUSER)
                 send(sock, userns=True)
@@ -170,7 +176,9 @@ def create_child(ctx: InitContext, sock: _socket.socket) -> None:
             if ns["type"] == "user":
                 continue
             if ns.get("path"):
-                _join(ns["path"], NS_FLAGS[ns["type"]])
+                fd = fds.pop(ns["type"])
+                sc.setns(fd, NS_FLAGS[ns["type"]])
+                os.close(fd)
             else:
                 flags |= NS_FLAGS[ns["type"]]
         sc.unshare(flags)
@@ -203,14 +211,6 @@ def _close_leaked_fds(ctx: InitContext, sock: _socket.socket) -> None:
                 os.close(fd)
             except OSError:
                 pass
-
-
-def _join(path: str, nstype: int) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        sc.setns(fd, nstype)
-    finally:
-        os.close(fd)
 
 
 def container_init(ctx: InitContext, sock: _socket.socket) -> None:

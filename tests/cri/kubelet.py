@@ -39,15 +39,16 @@ class CNINet:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def make_cni_network() -> CNINet:
-    """A conflist of its own: bridge pcri<rand>, subnet 10.211.<rand>.0/24 (never 10.87/10.88)."""
+def make_cni_network(prefix: str = "pcri", net16: str = "10.211") -> CNINet:
+    """A conflist of its own: bridge <prefix><rand>, subnet <net16>.<rand>.0/24 (never
+    10.87/10.88)."""
     tag = f"{random.randrange(16**5):05x}"
     third = random.randrange(1, 254)
-    d = Path(tempfile.mkdtemp(prefix="pcri-cni-"))
+    d = Path(tempfile.mkdtemp(prefix=f"{prefix}-cni-"))
     conf = d / "net.d"
     conf.mkdir()
-    name, bridge, subnet = f"pcri-{tag}", f"pcri{tag}", f"10.211.{third}.0/24"
-    conflist = build_conflist(name, bridge=bridge, subnet=subnet, gateway=f"10.211.{third}.1",
+    name, bridge, subnet = f"{prefix}-{tag}", f"{prefix}{tag}", f"{net16}.{third}.0/24"
+    conflist = build_conflist(name, bridge=bridge, subnet=subnet, gateway=f"{net16}.{third}.1",
                               data_dir=str(d / "ipam"))
     (conf / "10-pcri.conflist").write_text(json.dumps(conflist))
     return CNINet(d, conf, name, bridge, subnet)

@@ -132,8 +132,18 @@ def mount_entry(root_fd: int, m: dict, source_base: str | None = None,
     if plan.is_bind:
         if not os.path.isabs(source) and source_base:
             source = os.path.join(source_base, source)
-        if not os.path.exists(source):
-            raise FileNotFoundError(2, f"bind mount source {source} does not exist", source)
+        try:
+            os.stat(source)
+        except FileNotFoundError:
+            raise FileNotFoundError(2, f"bind mount source {source} does not exist",
+                                    source) from None
+        except PermissionError:
+            # Inside a user namespace the init is not host root: a directory on the way
+            # that is closed to others stops it.
+            raise PermissionError(13, f"bind mount source {source} cannot be reached: "
+                                  "permission denied on the way to it (in a user namespace, "
+                                  "every directory above it must let others search it)",
+                                  source) from None
         fd = paths.ensure_target(root_fd, dest, source)
     else:
         fd = paths.mkdir_all(root_fd, dest)

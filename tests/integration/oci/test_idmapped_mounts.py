@@ -210,3 +210,25 @@ def test_idmap_alone_in_a_joined_user_namespace_uses_that_namespace(runc_cli, bu
         assert out.stdout.split() == ["0:0", "0", str(CONTAINER_ROOT), "65536"]
     finally:
         runc_cli("delete", "--force", first)
+
+
+def test_a_bind_source_closed_to_the_user_namespace_is_named(runc_cli, bundle, cid, runtime_root,
+                                                             host_clean, tmp_path):
+    # In a user namespace the init is not host root: a 0700 directory above the source
+    # stops it, and the error must say that rather than "does not exist".
+    closed = tmp_path / "closed"
+    (closed / "data").mkdir(parents=True)
+    closed.chmod(0o700)
+    b = bundle(["/bin/true"])
+
+    def edit(s: dict) -> None:
+        userns(s)
+        s["mounts"].append({"destination": "/data", "type": "bind",
+                            "source": str(closed / "data"), "options": ["rbind"]})
+
+    edit_config(b, edit)
+    owned_by_container_root(b)
+    closed.chmod(0o700)  # owned_by_container_root opened the bundle's parents for search
+    msg = create_fails(runc_cli, b, cid, runtime_root, host_clean)
+    assert str(closed / "data") in msg and "permission denied" in msg, msg
+    assert "does not exist" not in msg

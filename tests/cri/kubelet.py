@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 from cri_api.v1 import api_pb2 as pb
 
 from pallet.engine.network import build_conflist
 from tests.cri.conftest import Daemon, start_daemon
 from tests.fixtures import images
 from tests.fixtures.registry import Registry, start_registry
+
+# What a test of pods over a real registry and real CNI plugins needs.
+needs_pod_tools = pytest.mark.skipif(
+    not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists()
+    or not Path("/usr/lib/cni/bridge").exists(),
+    reason="needs skopeo, docker-registry and containernetworking-plugins")
 
 CNI_BIN = "/usr/lib/cni"
 

@@ -17,6 +17,7 @@ from tests.cri.kubelet import (
     container_config,
     host_leftovers,
     make_cni_network,
+    needs_pod_tools,
     pod_config,
     restart_daemon,
     start_pod_daemon,
@@ -24,12 +25,7 @@ from tests.cri.kubelet import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists()
-                       or not Path("/usr/lib/cni/bridge").exists(),
-                       reason="needs skopeo, docker-registry and containernetworking-plugins"),
-]
+pytestmark = [pytest.mark.root, needs_pod_tools]
 
 
 def test_pods_and_containers_survive_a_daemon_restart() -> None:

@@ -26,6 +26,7 @@ from tests.cri.kubelet import (
     container_config,
     host_leftovers,
     make_cni_network,
+    needs_pod_tools,
     pod_config,
     start_pod_daemon,
     start_registry_with_busybox,
@@ -34,12 +35,7 @@ from tests.cri.kubelet import (
 from tests.cri.test_streaming import ERROR, STDIN, STDOUT, collect, connect
 from tests.fixtures.registry import Registry
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists()
-                       or not Path("/usr/lib/cni/bridge").exists(),
-                       reason="needs skopeo, docker-registry and containernetworking-plugins"),
-]
+pytestmark = [pytest.mark.root, needs_pod_tools]
 
 BUSYBOX = "docker.io/library/busybox:latest"
 CRI_LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")

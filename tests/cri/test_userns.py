@@ -23,6 +23,7 @@ from tests.cri.kubelet import (
     container_config,
     host_leftovers,
     make_cni_network,
+    needs_pod_tools,
     pod_config,
     start_pod_daemon,
     start_registry_with_busybox,
@@ -31,12 +32,7 @@ from tests.cri.kubelet import (
 from tests.fixtures import images
 from tests.fixtures.registry import Registry
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists()
-                       or not Path("/usr/lib/cni/bridge").exists(),
-                       reason="needs skopeo, docker-registry and containernetworking-plugins"),
-]
+pytestmark = [pytest.mark.root, needs_pod_tools]
 
 BUSYBOX = "docker.io/library/busybox:latest"
 MULTILAYER = "docker.io/library/hcri-multilayer:latest"

@@ -101,7 +101,8 @@ def add_parsers(sub: Any) -> None:
     p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
     _create_args(p)
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print id")
-    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the process")
+    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
+                   help="proxy received signals to the process (default true)")
     p = cmd("create", "create a new container", cmd_create, add_help=False)
     _create_args(p)
 
@@ -204,8 +205,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
                    "detaches (only ctrl-p,ctrl-q)")
-    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the "
-                   "process (true or false)")
+    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
+                   help="proxy received signals to the process (non-tty only; default true)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
@@ -252,6 +253,15 @@ def add_parsers(sub: Any) -> None:
 
 
 # -- option parsing ----------------------------------------------------------------------------
+def parse_bool(value: str) -> bool:
+    """A boolean flag's value as Go's strconv.ParseBool (docker's) reads it."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r} (true or false)")
+
+
 def parse_size(value: str, what: str) -> int:
     """docker's RAMInBytes: 512m, 1g, 100k, 1024 (binary units)."""
     from pallet.errors import InvalidArgument
@@ -374,6 +384,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tty = args.tty and not args.detach
     streams = "" if args.detach else ("stdin," if args.interactive else "") + "stdout,stderr"
     size = _term_size() if tty else None
+    # docker proxies from the moment the container exists (a tty too: there ctrl-C is a
+    # byte for the container, so only a kill reaches us); what comes before it starts waits.
+    proxy = _SignalProxy(eng, rec) if args.sig_proxy and not args.detach else None
     try:
         rec, fd = eng.start(rec.id, streams=streams, stdin_once=args.interactive,
                             console_size=size)
@@ -388,10 +401,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.close(fd)
         print(rec.id)
         return 0
+    if proxy is not None:
+        proxy.started()
     if fd < 0:  # exited before we could attach: its output is in the log
         return _replay_and_code(eng, rec.id, args.rm)
-    code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty,
-                        sig_proxy=args.sig_proxy != "false" and not tty)
+    code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy)
     if code is None:
         return 0
     return code
@@ -439,8 +453,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             rc = _fail(f"failed to start container {ref}: {e}", e.exit_code)
             continue
         if args.attach and fd >= 0:
-            code = _attach_loop(fd, eng, rec, stdin=args.interactive,
-                                tty=bool(rec.config.get("tty")), sig_proxy=True)
+            tty = bool(rec.config.get("tty"))
+            proxy = None if tty else _SignalProxy(eng, rec)
+            if proxy is not None:
+                proxy.started()
+            code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy)
             return code if code is not None else 0
         if fd >= 0:
             os.close(fd)
@@ -456,10 +473,44 @@ def _term_size() -> tuple[int, int] | None:
     return sz.lines, sz.columns
 
 
+class _SignalProxy:
+    """docker's --sig-proxy: the signals this command receives go to the container, those
+    that came before it started once it has. (Without it, SIGINT/SIGTERM end the command.)"""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+    def __init__(self, eng: Engine, rec: ContainerRecord):
+        import signal
+
+        self.eng, self.rec = eng, rec
+        self.pending: list[int] | None = []
+        for name in self.SIGNALS:
+            signal.signal(getattr(signal, name), self._received)
+
+    def started(self) -> None:
+        pending, self.pending = self.pending or [], None
+        for signum in pending:
+            self._send(signum)
+
+    def _received(self, signum: int, frame: Any) -> None:
+        if self.pending is not None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        import contextlib
+
+        from pallet.errors import PalletError
+
+        with contextlib.suppress(PalletError, OSError):
+            self.eng.handler(self.rec.runtime_handler).kill(self.rec.id, signum)
+
+
 def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty: bool,
-                 sig_proxy: bool) -> int | None:
+                 proxy: _SignalProxy | None) -> int | None:
     """Relay the terminal and the monitor until the container exits (its code) or the
-    user detaches with ctrl-p ctrl-q (None)."""
+    user detaches with ctrl-p ctrl-q (None). PROXY (started) passes signals on."""
     import select
     import signal
 
@@ -479,17 +530,6 @@ def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty
                 os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
 
         signal.signal(signal.SIGWINCH, winch)
-    if sig_proxy:
-        def proxy(signum: int, _frame: Any) -> None:
-            import contextlib
-
-            from pallet.errors import PalletError
-
-            with contextlib.suppress(PalletError, OSError):
-                eng.handler(rec.runtime_handler).kill(rec.id, signum)
-
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(s, proxy)
     buf = bytearray()
     reading_stdin = stdin
     prev = b""
@@ -627,8 +667,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
             from pallet.engine.monitor import frame
 
             os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
-    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty,
-                        sig_proxy=args.sig_proxy != "false" and not tty)
+    # docker attach proxies only without a tty (with one, ctrl-C is the container's byte).
+    proxy = _SignalProxy(eng, rec) if args.sig_proxy and not tty else None
+    if proxy is not None:
+        proxy.started()
+    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty, proxy=proxy)
     return code if code is not None else 0
 
 
@@ -945,15 +988,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"invalid value for --tail: {args.tail!r}; use a number or "
                                   "all") from None
     eng = _engine(args)
-    try:
-        for line in eng.logs(args.container, follow=args.follow, since=since, until=until,
-                             tail=tail):
-            data = line.content
-            if args.timestamps:
-                data = line.timestamp.encode() + b" " + data
-            _write_all(2 if line.stream == "stderr" else 1, data)
-    except KeyboardInterrupt:
-        return 0
+    for line in eng.logs(args.container, follow=args.follow, since=since, until=until,
+                         tail=tail):
+        data = line.content
+        if args.timestamps:
+            data = line.timestamp.encode() + b" " + data
+        _write_all(2 if line.stream == "stderr" else 1, data)
     return 0
 
 

@@ -1,0 +1,127 @@
+"""Where a docker user used to trip on `pallet`: a client killed by a signal ends as
+docker's does (quietly, 128 + the signal, or the signal proxied to the container), prune -a
+removes every image no container uses, a rename resolves at once on shared networks, stats
+redraws in place on a terminal, cp of a stopped container's directory shows its mounts, and
+inspect finds images, volumes and networks too.
+
+Real CLI, real kernel, the busybox image; networks use 10.245.0.0/16 – 10.249.0.0/16.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import termios
+import time
+
+import pytest
+
+from tests.engine.conftest import PALLET, leftovers
+from tests.engine.test_tty_and_monitor import Terminal
+
+pytestmark = pytest.mark.root
+
+NONE = ("--network", "none")
+TICKER = "i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done"
+TRAP = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"
+
+
+def _zygote_children(pallet) -> set[int]:
+    """Workers of this test's zygote (its monitor mother and monitors excluded)."""
+    try:
+        with open(os.path.join(pallet.run_root, "zygote.pid")) as f:
+            zpid = int(f.read())
+    except (OSError, ValueError):
+        return set()
+    out = set()
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == zpid and not cmd.startswith(b"pallet-monitor"):
+            out.add(int(p))
+    return out
+
+
+def _wait_gone(pids: set[int], timeout: float = 5) -> set[int]:
+    deadline = time.monotonic() + timeout
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        left = {p for p in left if os.path.exists(f"/proc/{p}")
+                and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"}
+        time.sleep(0.05)
+    return left
+
+
+# -- 1. signals to the client ---------------------------------------------------------------
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                       (signal.SIGHUP, 129)])
+def test_logs_follow_ends_quietly_with_128_plus_the_signal(pallet, sig, code):
+    pallet("run", "-d", "--name", "ticker", *NONE, "busybox", "sh", "-c", TICKER, check=True)
+    before = _zygote_children(pallet)
+    p = subprocess.Popen([PALLET, "--root", pallet.root, "logs", "-f", "ticker"],
+                         env=pallet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"tick-")
+    workers = _zygote_children(pallet) - before
+    assert len(workers) == 1
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=10)
+    assert (p.returncode, err) == (code, b"")
+    assert _wait_gone(workers) == set()  # no worker left behind
+    assert pallet("inspect", "-f", "{{.State.Status}}", "ticker").stdout == "running\n"
+
+
+def test_run_with_a_tty_proxies_a_signal_to_the_container(pallet):
+    t = Terminal([PALLET, "--root", pallet.root, "run", "--rm", "-t", "busybox", "sh", "-c",
+                  TRAP], pallet.env)
+    t.expect(b"ready")
+    t.proc.send_signal(signal.SIGTERM)
+    t.expect(b"got-term")
+    assert t.proc.wait(timeout=20) == 7
+    assert termios.tcgetattr(t.master)[3] & termios.ICANON  # raw mode undone on the way out
+    os.close(t.master)
+    assert leftovers(pallet) == []
+
+
+def test_attach_without_sig_proxy_leaves_on_sigterm_and_the_container_runs_on(pallet):
+    pallet("run", "-d", "--name", "svc", *NONE, "busybox", "sh", "-c", TICKER, check=True)
+    p = subprocess.Popen([PALLET, "--root", pallet.root, "attach", "--sig-proxy=false", "svc"],
+                         env=pallet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"tick-")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=10)
+    assert (p.returncode, err) == (143, b"")
+    assert pallet("inspect", "-f", "{{.State.Status}}", "svc").stdout == "running\n"
+
+
+def test_attach_to_a_tty_container_restores_the_terminal_on_sigterm(pallet):
+    pallet("run", "-dit", "--name", "shell", *NONE, "busybox", "sh", check=True)
+    t = Terminal([PALLET, "--root", pallet.root, "attach", "shell"], pallet.env)
+    deadline = time.monotonic() + 10
+    while termios.tcgetattr(t.master)[3] & termios.ICANON and time.monotonic() < deadline:
+        time.sleep(0.05)  # attach puts the terminal in raw mode
+    assert not termios.tcgetattr(t.master)[3] & termios.ICANON
+    t.proc.send_signal(signal.SIGTERM)
+    assert t.proc.wait(timeout=20) == 143
+    assert termios.tcgetattr(t.master)[3] & termios.ICANON  # raw mode undone
+    t.expect(b"", timeout=0.5)
+    os.close(t.master)
+    assert b"Error" not in t.buf
+
+
+@pytest.mark.parametrize("value, ok", [("false", True), ("0", True), ("maybe", False)])
+def test_sig_proxy_takes_docker_booleans(pallet, value, ok):
+    out = pallet("run", "--rm", *NONE, f"--sig-proxy={value}", "busybox", "true")
+    if ok:
+        assert out.returncode == 0, out.stderr
+    else:
+        assert out.returncode == 125 and "--sig-proxy" in out.stderr
+        assert "See 'pallet run --help'." in out.stderr
+        assert pallet("ps", "-aq").stdout == ""

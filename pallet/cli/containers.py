@@ -161,12 +161,15 @@ def add_parsers(sub: Any) -> None:
                    "(default all)")
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
     p.add_argument("container", metavar="CONTAINER")
-    p = cmd("inspect", "return low-level information on containers", _daemon_style(cmd_inspect))
+    p = cmd("inspect", "return low-level information on containers, images, networks or "
+            "volumes", _daemon_style(cmd_inspect))
     p.add_argument("-f", "--format", default="", help="format the output with a Go "
                    "template, e.g. '{{.State.Pid}}' or '{{json .Config}}'")
-    p.add_argument("--type", default="container", choices=["container"],
-                   help="only containers are inspected here (images: pallet image inspect)")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("--type", default="", help="container, image, network or volume (default: "
+                   "the first kind that has the name, in that order)")
+    p.add_argument("-s", "--size", action="store_true", help="add SizeRw and SizeRootFs "
+                   "(containers)")
+    p.add_argument("objects", nargs="+", metavar="NAME|ID")
     p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
@@ -240,6 +243,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--format", default="table")
     p.set_defaults(func=_daemon_style(cmd_volume_ls))
     p = vsub.add_parser("inspect", help="display detailed information on volumes")
+    p.add_argument("-f", "--format", default="", help="a Go template, or json")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=_daemon_style(cmd_volume_inspect))
     p = vsub.add_parser("rm", help="remove volumes")
@@ -997,27 +1001,50 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+INSPECT_TYPES = ("container", "image", "network", "volume")  # docker's order of guesses
+
+
+def _inspect_object(args: argparse.Namespace, eng: Engine, kind: str, ref: str
+                    ) -> dict[str, Any]:
+    if kind == "container":
+        obj = eng.inspect(ref)
+        if args.size:
+            obj["SizeRw"], obj["SizeRootFs"] = eng.container_size(obj["Id"])
+        return obj
+    if kind == "image":
+        return eng.images.get(ref).to_json()
+    if kind == "network":
+        from pallet.cli.networks import _networks
+
+        return _networks(args).inspect(ref)
+    return _volume_json(eng.volumes.get(ref))
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import json
+    """docker inspect: each NAME|ID as the first of container, image, network, volume that
+    has it (or only --type's kind)."""
+    from pallet.cli.template import format_inspected
+    from pallet.errors import InvalidArgument, NotFound, PalletError
 
-    from pallet.errors import PalletError
-
+    if args.type and args.type not in INSPECT_TYPES:
+        return _fail(f'"{args.type}" is not a valid value for --type', 1)
     eng = _engine(args)
     out, rc = [], 0
-    for ref in args.containers:
-        try:
-            out.append(eng.inspect(ref))
-        except PalletError as e:
-            print(f"Error: {e}", file=sys.stderr)
+    for ref in args.objects:
+        for kind in (args.type,) if args.type else INSPECT_TYPES:
+            try:
+                out.append(_inspect_object(args, eng, kind, ref))
+                break
+            except (NotFound, InvalidArgument):  # not this kind (or no valid name of it)
+                continue
+            except PalletError as e:
+                print(f"Error: {e}", file=sys.stderr)
+                rc = 1
+                break
+        else:
+            print(f"Error: No such {args.type or 'object'}: {ref}", file=sys.stderr)
             rc = 1
-    if args.format:
-        from pallet.cli.template import Template
-
-        tmpl = Template(args.format)
-        for obj in out:
-            print(tmpl.render(obj))
-    else:
-        print(json.dumps(out, indent=4))
+    sys.stdout.write(format_inspected(args.format, out))
     return rc
 
 
@@ -1309,11 +1336,20 @@ def cmd_volume_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_volume_inspect(args: argparse.Namespace) -> int:
-    import json
+
+    from pallet.cli.template import format_inspected
+    from pallet.errors import NotFound
 
     vols = _engine(args).volumes
-    print(json.dumps([_volume_json(vols.get(n)) for n in args.names], indent=4))
-    return 0
+    found, rc = [], 0
+    for name in args.names:
+        try:
+            found.append(_volume_json(vols.get(name)))
+        except NotFound:
+            print(f"Error: No such volume: {name}", file=sys.stderr)
+            rc = 1
+    sys.stdout.write(format_inspected(args.format, found))
+    return rc
 
 
 def cmd_volume_rm(args: argparse.Namespace) -> int:

@@ -72,6 +72,7 @@ def add_parsers(sub: Any) -> None:
     image = sub.add_parser("image", help="manage images")
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     p = isub.add_parser("inspect", help="show images as JSON")
+    p.add_argument("-f", "--format", default="", help="a Go template, e.g. '{{.Id}}', or json")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_inspect)
     p = isub.add_parser("prune", help="remove unused blobs, snapshots and unnamed images")
@@ -424,9 +425,19 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from pallet.cli.template import format_inspected
+    from pallet.errors import InvalidArgument, NotFound
+
     store = _store(args)
-    print(json.dumps([store.get(ref).to_json() for ref in args.images], indent=4))
-    return 0
+    found, rc = [], 0
+    for ref in args.images:
+        try:
+            found.append(store.get(ref).to_json())
+        except (NotFound, InvalidArgument):
+            print(f"Error: No such image: {ref}", file=sys.stderr)
+            rc = 1
+    sys.stdout.write(format_inspected(args.format, found))
+    return rc
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -1011,6 +1011,17 @@ class Engine:
         _refresh_hosts(self, nets, name, also=(rec.id,))
         return rec
 
+    def container_size(self, ref: str) -> tuple[int, int]:
+        """docker's SizeRw (the container's own writes) and SizeRootFs (those plus its
+        image's unpacked layers), in bytes."""
+        rec = self.get(ref)
+        rw = _du(os.path.join(self.ctr_dir(rec.id), "upper"))
+        try:
+            image = self.images.unpacked_size(rec.image_id)
+        except PalletError:  # its image was removed meanwhile
+            image = 0
+        return rw, rw + image
+
     def disk_usage(self) -> dict[str, tuple[int, int, int, int]]:
         """`system df`: (total, active, size, reclaimable) of images, containers' writable
         layers and volumes; reclaimable is what no container (running, for containers)

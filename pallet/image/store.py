@@ -471,6 +471,21 @@ class ImageStore:
     def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
         self.snapshots.release_rootfs(container_dir)
 
+    def unpacked_size(self, ref_or_id: str) -> int:
+        """Bytes of the image's layers as unpacked in its snapshots (0 for a layer not
+        unpacked): what a container's root holds besides its own writes."""
+        import json
+
+        chain = self.get(ref_or_id).chain
+        if self.snapshots.driver != "overlay":
+            chain = chain[-1:]  # copied snapshots each hold the whole tree
+        total = 0
+        for c in chain:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                total += int(json.loads((self.snapshots.dir(c) / "meta.json").read_text())
+                             .get("size", 0))
+        return total
+
     # -- archives and layouts ---------------------------------------------
     def import_layout(self, layout_dir: str | os.PathLike[str], name: str | None = None,
                       platform: str | None = None) -> list[Image]:

@@ -9,6 +9,7 @@ Real CLI, real kernel, the busybox image; networks use 10.245.0.0/16 – 10.249.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -125,3 +126,33 @@ def test_sig_proxy_takes_docker_booleans(pallet, value, ok):
         assert out.returncode == 125 and "--sig-proxy" in out.stderr
         assert "See 'pallet run --help'." in out.stderr
         assert pallet("ps", "-aq").stdout == ""
+
+
+# -- 6. inspect -----------------------------------------------------------------------------
+def test_inspect_falls_back_to_images_volumes_and_networks(pallet):
+    pallet("volume", "create", "hcli-data", check=True)
+    cid = pallet("create", "--name", "box", *NONE, "busybox", "true", check=True).stdout.strip()
+    image_id = pallet("image", "inspect", "-f", "{{.Id}}", "busybox", check=True).stdout
+    assert image_id.startswith("sha256:")
+    out = pallet("inspect", "-f", "{{.Id}}", "box", "busybox", check=True).stdout
+    assert out == f"{cid}\n{image_id}"
+    assert pallet("inspect", "-f", "{{.Mountpoint}}", "hcli-data").stdout.endswith(
+        "/volumes/hcli-data/_data\n")
+    objs = json.loads(pallet("inspect", "busybox", "hcli-data").stdout)
+    assert objs[0]["RepoTags"] == ["busybox:latest"] and objs[1]["Name"] == "hcli-data"
+    # --type picks one kind; a name of another kind is then not found.
+    assert pallet("inspect", "--type", "image", "-f", "{{.Id}}", "busybox").stdout == image_id
+    wrong = pallet("inspect", "--type", "image", "box")
+    assert (wrong.returncode, wrong.stdout) == (1, "[]\n")
+    assert wrong.stderr == "Error: No such image: box\n"
+    missing = pallet("inspect", "-f", "{{.Id}}", "nothing-here")
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == "Error: No such object: nothing-here\n"
+    bad = pallet("inspect", "--type", "pod", "box")
+    assert bad.returncode == 1 and '"pod" is not a valid value for --type' in bad.stderr
+    sizes = pallet("inspect", "-s", "-f", "{{.SizeRw}} {{.SizeRootFs}}", "box").stdout.split()
+    assert int(sizes[1]) > int(sizes[0]) >= 0
+    # The commands of each kind take a template too.
+    assert pallet("volume", "inspect", "-f", "{{.Name}}", "hcli-data").stdout == "hcli-data\n"
+    pallet("rm", "box", check=True)
+    pallet("volume", "rm", "hcli-data", check=True)

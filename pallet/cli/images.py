@@ -101,7 +101,8 @@ def _images_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only ids")
     p.add_argument("--digests", action="store_true")
     p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("--format", default=None, help="`json` or `table`")
+    p.add_argument("--format", default=None, help="table (the default), json, `table "
+                   "TEMPLATE` or a Go template, e.g. '{{.Repository}}:{{.Tag}}'")
     p.set_defaults(func=cmd_images)
 
 
@@ -327,9 +328,19 @@ def cmd_images(args: argparse.Namespace) -> int:
     now = time.time()
     for r in rows:
         r["CreatedSince"] = created_since(r["CreatedAt"], now)
-    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
     heads = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
-             "CreatedSince": "CREATED", "Size": "SIZE"}
+             "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE"}
+    if args.format not in (None, "", "table"):
+        from pallet.cli.template import Template, render_table
+
+        if args.format.startswith(("table ", "table\t")):
+            print(render_table(args.format[6:], rows, heads))
+        else:
+            tmpl = Template(args.format, strict=True)
+            for r in rows:
+                print(tmpl.render(r))
+        return 0
+    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
     widths = {c: max([len(heads[c])] + [len(r[c]) for r in rows]) for c in cols}
     print("   ".join(heads[c].ljust(widths[c]) for c in cols).rstrip())
     for r in rows:

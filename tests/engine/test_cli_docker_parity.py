@@ -156,3 +156,14 @@ def test_inspect_falls_back_to_images_volumes_and_networks(pallet):
     assert pallet("volume", "inspect", "-f", "{{.Name}}", "hcli-data").stdout == "hcli-data\n"
     pallet("rm", "box", check=True)
     pallet("volume", "rm", "hcli-data", check=True)
+
+
+# -- 7. other trips -------------------------------------------------------------------------
+def test_images_format_takes_templates_and_table_templates(pallet):
+    out = pallet("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", check=True).stdout
+    short = pallet("image", "inspect", "-f", "{{.Id}}", "busybox").stdout[7:19]
+    assert out == f"busybox:latest {short}\n"
+    out = pallet("images", "--format", "table {{.Repository}}\t{{.Size}}", check=True).stdout
+    assert out.splitlines()[0].split() == ["REPOSITORY", "SIZE"]
+    bad = pallet("images", "--format", "{{.Bogus}}")
+    assert bad.returncode != 0 and "Bogus" in bad.stderr and bad.stdout == ""

@@ -1301,8 +1301,10 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
         vols = eng.volumes.prune(all=args.all)
         if vols:
             print("Deleted Volumes:\n" + "\n".join(vols) + "\n")
-    freed = eng.images.prune()  # dangling images only: -a does not remove unused ones yet
-    print(f"Total reclaimed space: {_human_si(freed.get('bytes', 0))}")
+    lines, freed = eng.prune_images(all=args.all)
+    if lines:
+        print("Deleted Images:\n" + "\n".join(lines) + "\n")
+    print(f"Total reclaimed space: {_human_si(freed)}")
     return 0
 
 

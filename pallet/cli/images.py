@@ -75,9 +75,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-f", "--format", default="", help="a Go template, e.g. '{{.Id}}', or json")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_inspect)
-    p = isub.add_parser("prune", help="remove unused blobs, snapshots and unnamed images")
+    p = isub.add_parser("prune", help="remove dangling images (-a: every image no container "
+                        "uses), then unused blobs and snapshots")
     p.add_argument("-f", "--force", action="store_true", help="do not ask (pallet never asks)")
-    p.add_argument("-a", "--all", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="remove all images without a container made from them, not just "
+                   "dangling ones")
     p.set_defaults(func=cmd_prune)
     p = isub.add_parser("ls", help="list images")
     _images_args(p)
@@ -452,9 +455,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    result = _store(args).prune()
-    print(f"Deleted blobs: {result['blobs']}, snapshots: {result['snapshots']}")
-    print(f"Total reclaimed space: {_human(result['bytes'])}")
+    # Which images are in use is the engine's knowledge (its containers), not the store's.
+    from pallet.engine.containers import DEFAULT_ROOT, Engine
+
+    lines, freed = Engine(args.root or DEFAULT_ROOT).prune_images(all=args.all)
+    if lines:
+        print("Deleted Images:\n" + "\n".join(lines) + "\n")
+    print(f"Total reclaimed space: {_human(freed)}")
     return 0
 
 

@@ -1022,6 +1022,20 @@ class Engine:
             image = 0
         return rw, rw + image
 
+    def prune_images(self, all: bool = False) -> tuple[list[str], int]:
+        """docker's image prune: the dangling (unnamed) images, or with ALL every image that
+        no container (of any state) was made from. Returns docker's `untagged:`/`deleted:`
+        lines and the bytes freed."""
+        used = {c.image_id for c in self.store.list_containers()}
+        lines: list[str] = []
+        for image in self.images.list():
+            if image.id in used or (image.names and not all):
+                continue
+            with contextlib.suppress(NotFound):  # removed meanwhile by someone else
+                lines += [ln[0].lower() + ln[1:]
+                          for ln in self.images.remove(image.id, force=True, collect=False)]
+        return lines, self.images.garbage_collect(blocking=True)["bytes"]
+
     def disk_usage(self) -> dict[str, tuple[int, int, int, int]]:
         """`system df`: (total, active, size, reclaimable) of images, containers' writable
         layers and volumes; reclaimable is what no container (running, for containers)

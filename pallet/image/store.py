@@ -217,8 +217,9 @@ class ImageStore:
         self._set_name(str(target), entry)
         return self.get(str(target))
 
-    def remove(self, ref_or_id: str, force: bool = False) -> list[str]:
-        """Untag a name, or delete an image by id; returns docker-style `Untagged:`/`Deleted:` lines."""
+    def remove(self, ref_or_id: str, force: bool = False, collect: bool = True) -> list[str]:
+        """Untag a name, or delete an image by id; returns docker-style `Untagged:`/`Deleted:`
+        lines. COLLECT=False leaves the garbage to the caller's `garbage_collect()`."""
         entry, entries, by_name = self._lookup(ref_or_id)
         image = self._image(entry, entries)
         if by_name:
@@ -239,7 +240,8 @@ class ImageStore:
             still = any(e["digest"] == image.manifest_digest for e in index["manifests"])
         if not still:
             out.append(f"Deleted: {image.id}")
-            self.garbage_collect(blocking=False)
+            if collect:
+                self.garbage_collect(blocking=False)
         return out
 
     # -- GC --------------------------------------------------------------------

@@ -128,6 +128,38 @@ def test_sig_proxy_takes_docker_booleans(pallet, value, ok):
         assert pallet("ps", "-aq").stdout == ""
 
 
+# -- 2. prune -a ----------------------------------------------------------------------------
+def _other_image(pallet, tmp_path, tag: str) -> str:
+    """An image with an id of its own: busybox with one byte more."""
+    d = tmp_path / "bb"
+    d.mkdir(exist_ok=True)
+    with open("/bin/busybox", "rb") as src, open(d / "busybox", "wb") as dst:
+        dst.write(src.read() + b"\0")
+    os.chmod(d / "busybox", 0o755)
+    pallet("image", "build-busybox", "--tag", tag, "--busybox", str(d / "busybox"), check=True)
+    return pallet("image", "inspect", "-f", "{{.Id}}", tag, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("argv, keeper", [
+    (("image", "prune", "-a", "-f"), ("create", *NONE, "busybox", "true")),  # stopped counts
+    (("system", "prune", "-a", "-f"), ("run", "-d", *NONE, "busybox", "sleep", "60")),
+])
+def test_prune_all_removes_every_image_no_container_uses(pallet, tmp_path, argv, keeper):
+    other = _other_image(pallet, tmp_path, "other:1")
+    pallet(*keeper, check=True)
+    # Without -a: only dangling images, so both named ones stay.
+    assert "other:1" not in pallet(*argv[:-2], "-f").stdout
+    assert sorted(pallet("images", "--format", "{{.Repository}}").stdout.split()) == \
+        ["busybox", "other"]
+
+    out = pallet(*argv, check=True).stdout
+    assert f"Deleted Images:\nuntagged: other:1\ndeleted: {other}\n\n" in out
+    assert "busybox" not in out
+    assert "Total reclaimed space: " in out and "Total reclaimed space: 0B" not in out
+    assert pallet("images", "--format", "{{.Repository}}:{{.Tag}}").stdout == "busybox:latest\n"
+    assert pallet("ps", "-aq").stdout.strip()  # the container that keeps busybox
+
+
 # -- 6. inspect -----------------------------------------------------------------------------
 def test_inspect_falls_back_to_images_volumes_and_networks(pallet):
     pallet("volume", "create", "hcli-data", check=True)

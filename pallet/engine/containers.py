@@ -627,7 +627,26 @@ class Engine:
         if rec.name == new_name.lstrip("/"):
             raise InvalidArgument(f"renaming a container with the same name as its current "
                                   f"name: {new_name}")
-        return self.store.update_container(rec.id, name=new_name)
+        new = self.store.update_container(rec.id, name=new_name)
+        self._rename_endpoints(new, rec.name)
+        return new
+
+    def _rename_endpoints(self, rec: ContainerRecord, old: str) -> None:
+        """After a rename, the containers sharing a network with REC find it by its new
+        name (and no longer by OLD) at once, as with docker's embedded DNS."""
+        from pallet.engine.network import Networks
+
+        if (rec.config.get("network") or "none") in ("none", "host"):
+            return
+        nets = Networks(self.store, self.root)
+        changed = set()
+        for a in nets.attachments():
+            if a.container_id == rec.id and old in a.aliases:
+                aliases = [rec.name if n == old else n for n in a.aliases]
+                if nets.set_aliases(rec.id, a.network, a.interface, aliases):
+                    changed.add(a.network)
+        for net in sorted(changed):
+            _refresh_hosts(self, nets, net)
 
     def top(self, ref: str, ps_args: list[str] | None = None
             ) -> tuple[list[str], list[list[str]]]:

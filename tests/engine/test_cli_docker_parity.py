@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import termios
 import time
+import uuid
 
 import pytest
 
@@ -158,6 +160,34 @@ def test_prune_all_removes_every_image_no_container_uses(pallet, tmp_path, argv,
     assert "Total reclaimed space: " in out and "Total reclaimed space: 0B" not in out
     assert pallet("images", "--format", "{{.Repository}}:{{.Tag}}").stdout == "busybox:latest\n"
     assert pallet("ps", "-aq").stdout.strip()  # the container that keeps busybox
+
+
+# -- 3. rename ------------------------------------------------------------------------------
+def test_rename_resolves_at_once_on_shared_networks(pallet):
+    net = f"hcli-{uuid.uuid4().hex[:6]}"
+    subnet = f"10.{random.randint(245, 249)}.{random.randint(0, 255)}.0/24"
+    pallet("network", "create", "--subnet", subnet, net, check=True)
+    try:
+        pallet("run", "-d", "--name", "web", "--network", net, "busybox", "sleep", "60",
+               check=True)
+        pallet("run", "-d", "--name", "db", "--network", net, "busybox", "sleep", "60",
+               check=True)
+        assert pallet("exec", "web", "ping", "-c1", "-W2", "db").returncode == 0
+        out = pallet("rename", "db", "store")
+        assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
+        names = {n for ln in pallet("exec", "web", "cat", "/etc/hosts").stdout.splitlines()
+                 for n in ln.split()[1:]}
+        assert "store" in names and "db" not in names
+        assert pallet("exec", "web", "ping", "-c1", "-W2", "store").returncode == 0
+        assert pallet("exec", "web", "ping", "-c1", "-W2", "db").returncode != 0
+        assert " store" in pallet("exec", "store", "cat", "/etc/hosts").stdout
+        members = json.loads(pallet("network", "inspect", net).stdout)[0]["Containers"]
+        assert sorted(c["Name"] for c in members.values()) == ["store", "web"]
+        # (generic inspect finds the network by name too)
+        assert pallet("inspect", "-f", "{{.Name}}", net).stdout == f"{net}\n"
+    finally:
+        pallet("rm", "-f", "web", "db", "store")
+        pallet("network", "rm", net)
 
 
 # -- 6. inspect -----------------------------------------------------------------------------

@@ -1085,10 +1085,26 @@ def cmd_stats(args: argparse.Namespace) -> int:
     # {{.Container}} is what the user named the container by (its short id if nothing).
     ref_of = {r.id: ref for r, ref in zip(recs, args.containers, strict=False)}
 
-    def sample() -> dict[str, dict[str, Any]]:
-        return {r.id: eng.stats(r.id) for r in recs}
+    from pallet.errors import PalletError
 
+    def sample() -> dict[str, dict[str, Any]]:
+        out = {}
+        for r in recs:
+            try:
+                out[r.id] = eng.stats(r.id)
+            except PalletError:  # stopped or removed meanwhile: docker shows zeros
+                out[r.id] = {}
+        return out
+
+    # Streaming, docker redraws one table in place on a terminal (cursor home, each line
+    # ended by erase-to-end-of-line, the rest of the screen erased) and prints table after
+    # table otherwise.
+    redraw = not args.no_stream and os.isatty(1)
+    if redraw:
+        sys.stdout.write("\033[2J\033[H")
     while True:
+        if not args.containers and not args.no_stream:
+            recs = eng.list(all=args.all)  # containers come and go between frames
         first = sample()
         t0 = time.monotonic()
         time.sleep(0.5)
@@ -1122,9 +1138,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
         def table(rows: list[list[str]] = rows) -> None:
             _print_table([STATS_HEADERS[k] for k in STATS_COLUMNS], rows)
 
-        _print_formatted(args.format, objs, STATS_HEADERS, table)
-        if args.no_stream:
-            return 0
+        if not redraw:
+            _print_formatted(args.format, objs, STATS_HEADERS, table)
+            if args.no_stream:
+                return 0
+            sys.stdout.flush()
+            continue
+        import contextlib
+        import io
+
+        frame = io.StringIO()
+        with contextlib.redirect_stdout(frame):
+            _print_formatted(args.format, objs, STATS_HEADERS, table)
+        lines = frame.getvalue().rstrip("\n").split("\n")
+        sys.stdout.write("\033[H" + "".join(f"{ln}\033[K\n" for ln in lines) + "\033[J")
         sys.stdout.flush()
 
 

@@ -190,6 +190,29 @@ def test_rename_resolves_at_once_on_shared_networks(pallet):
         pallet("network", "rm", net)
 
 
+# -- 4. stats -------------------------------------------------------------------------------
+def test_stats_stream_on_a_terminal_and_in_a_pipe(pallet):
+    pallet("run", "-d", "--name", "busy", *NONE, "busybox", "sleep", "60", check=True)
+    t = Terminal([PALLET, "--root", pallet.root, "stats"], pallet.env)
+    seen = t.expect(b"busy")
+    seen += t.expect(b"busy")
+    t.proc.send_signal(signal.SIGINT)
+    assert t.close() == 130
+    # Clear the screen once, then each frame: cursor home, lines ended by erase-to-end-of-
+    # line, the rest of the screen erased.
+    assert seen.startswith(b"\x1b[2J\x1b[H")
+    assert seen.count(b"\x1b[HCONTAINER ID") == 2
+    assert b"busy" in seen and b"\x1b[K\r\n" in seen and b"\x1b[J" in seen
+
+    p = subprocess.Popen([PALLET, "--root", pallet.root, "stats"], env=pallet.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert (p.returncode, err) == (130, b"")
+    assert b"\x1b" not in out and out.count(b"CONTAINER ID") >= 2  # table after table
+
+
 # -- 6. inspect -----------------------------------------------------------------------------
 def test_inspect_falls_back_to_images_volumes_and_networks(pallet):
     pallet("volume", "create", "hcli-data", check=True)

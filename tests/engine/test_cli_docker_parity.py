@@ -9,11 +9,13 @@ Real CLI, real kernel, the busybox image; networks use 10.245.0.0/16 – 10.249.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import signal
 import subprocess
+import tarfile
 import termios
 import time
 import uuid
@@ -211,6 +213,39 @@ def test_stats_stream_on_a_terminal_and_in_a_pipe(pallet):
     out, err = p.communicate(timeout=10)
     assert (p.returncode, err) == (130, b"")
     assert b"\x1b" not in out and out.count(b"CONTAINER ID") >= 2  # table after table
+
+
+# -- 5. cp of a stopped container -----------------------------------------------------------
+def test_cp_of_a_stopped_containers_directory_shows_its_mounts(pallet, tmp_path):
+    host = tmp_path / "ro-src"
+    host.mkdir()
+    (host / "conf").write_text("from the host")
+    pallet("run", "--name", "done", *NONE, "--hostname", "donehost", "-v", "hcli-cpvol:/data",
+           "-v", f"{host}:/opt/ro:ro", "busybox", "sh", "-c", "echo kept > /data/note",
+           check=True)
+    cid = pallet("inspect", "-f", "{{.Id}}", "done", check=True).stdout.strip()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    pallet("cp", "done:/etc", str(dest), check=True)
+    assert (dest / "etc" / "hostname").read_text() == "donehost\n"
+    assert "localhost" in (dest / "etc" / "hosts").read_text()
+    raw = subprocess.run([PALLET, "--root", pallet.root, "cp", "done:/", "-"],
+                         capture_output=True, env=pallet.env, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        assert tar.extractfile("root/data/note").read() == b"kept\n"
+        assert tar.extractfile("root/opt/ro/conf").read() == b"from the host"
+        assert tar.extractfile("root/etc/hostname").read() == b"donehost\n"
+    # Writing goes through the mounts too: into the volume; a read-only bind refuses.
+    (tmp_path / "new.txt").write_text("added")
+    pallet("cp", str(tmp_path / "new.txt"), "done:/data/", check=True)
+    assert pallet("run", "--rm", *NONE, "-v", "hcli-cpvol:/v", "busybox", "cat",
+                  "/v/new.txt").stdout == "added"
+    ro = pallet("cp", str(tmp_path / "new.txt"), "done:/opt/ro/")
+    assert ro.returncode == 1 and "read-only" in ro.stderr
+    assert not (host / "new.txt").exists()
+    pallet("rm", "-v", "done", check=True)
+    pallet("volume", "rm", "hcli-cpvol", check=True)
+    assert leftovers(pallet, [cid]) == []
 
 
 # -- 6. inspect -----------------------------------------------------------------------------

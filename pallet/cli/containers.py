@@ -180,6 +180,7 @@ def add_parsers(sub: Any) -> None:
                    "shows just running)")
     p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or a "
                    "Go template such as '{{.Name}} {{.CPUPerc}}'")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
     p = cmd("cp", "copy files between a container and the host; - is a tar stream on "
             "stdin or stdout", _daemon_style(cmd_cp))
@@ -1125,7 +1126,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             wr = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "write")
             pids = (b.get("pids") or {}).get("current", 0)
             net = b.get("network") or {}
-            row = {"Container": ref_of.get(r.id, r.id[:12]), "ID": r.id[:12], "Name": r.name,
+            short = r.id if args.no_trunc else r.id[:12]
+            row = {"Container": ref_of.get(r.id, short), "ID": short, "Name": r.name,
                    "CPUPerc": f"{cpu:.2f}%",
                    "MemUsage": f"{_human(usage)} / {_human(limit)}",
                    "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",

@@ -287,3 +287,9 @@ def test_images_format_takes_templates_and_table_templates(pallet):
     assert out.splitlines()[0].split() == ["REPOSITORY", "SIZE"]
     bad = pallet("images", "--format", "{{.Bogus}}")
     assert bad.returncode != 0 and "Bogus" in bad.stderr and bad.stdout == ""
+
+
+def test_stats_no_trunc_shows_full_ids(pallet):
+    cid = pallet("run", "-d", *NONE, "busybox", "sleep", "60", check=True).stdout.strip()
+    out = pallet("stats", "--no-stream", "--no-trunc", "--format", "{{.ID}}", check=True)
+    assert out.stdout == f"{cid}\n"

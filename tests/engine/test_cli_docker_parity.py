@@ -55,12 +55,19 @@ def _zygote_children(pallet) -> set[int]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # gone (possibly between listing and reading)
+        return False
+
+
 def _wait_gone(pids: set[int], timeout: float = 5) -> set[int]:
     deadline = time.monotonic() + timeout
     left = set(pids)
     while left and time.monotonic() < deadline:
-        left = {p for p in left if os.path.exists(f"/proc/{p}")
-                and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"}
+        left = {p for p in left if _alive(p)}
         time.sleep(0.05)
     return left
 

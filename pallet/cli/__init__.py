@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         # The launcher's call: a container command goes to the zygote. (An explicit ARGV,
         # from tests or the zygote's own worker, always runs here.)
         argv = sys.argv[1:]
-        code = _via_zygote(argv)
+        try:
+            code = _via_zygote(argv)
+        except KeyboardInterrupt:  # ctrl-C while the zygote was starting
+            return 130
         if code is not None:
             return code
     from pallet.errors import PalletError
@@ -175,8 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     except PalletError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 125
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        # docker's CLI ends quietly on a termination signal, with 128 + its number.
+        return 128 + getattr(e, "signum", 2)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP) raised the way Python raises ctrl-C's
+    KeyboardInterrupt, so a command unwinds (terminal restored, a half-made container rolled
+    back) and ends with 128 + SIGNUM instead of dying where it stands."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def _root_option(argv: list[str]) -> str:
@@ -242,9 +260,15 @@ def zygote_main() -> None:
 def _serve_cli(request: dict[str, Any], fds: list[int]) -> int:
     """The zygote's "cli" entry point, in a worker: one allow-listed container command, run
     as the caller (its stdio, cwd, environment and umask)."""
+    import signal
+
     from pallet.engine.zygote import adopt_client
 
     argv = [str(a) for a in request.get("argv") or []]
+    # The client forwards what it receives; a worker left with SIGTERM's default would die
+    # without an answer. (Commands that proxy signals to a container install their own.)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
     adopt_client(request, fds)
     if _command_word(argv) not in ZYGOTE_COMMANDS:
         print(f"Error: the pallet zygote does not run {_command_word(argv)!r}",

@@ -101,7 +101,8 @@ def add_parsers(sub: Any) -> None:
     p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
     _create_args(p)
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print id")
-    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the process")
+    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
+                   help="proxy received signals to the process (default true)")
     p = cmd("create", "create a new container", cmd_create, add_help=False)
     _create_args(p)
 
@@ -160,12 +161,15 @@ def add_parsers(sub: Any) -> None:
                    "(default all)")
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
     p.add_argument("container", metavar="CONTAINER")
-    p = cmd("inspect", "return low-level information on containers", _daemon_style(cmd_inspect))
+    p = cmd("inspect", "return low-level information on containers, images, networks or "
+            "volumes", _daemon_style(cmd_inspect))
     p.add_argument("-f", "--format", default="", help="format the output with a Go "
                    "template, e.g. '{{.State.Pid}}' or '{{json .Config}}'")
-    p.add_argument("--type", default="container", choices=["container"],
-                   help="only containers are inspected here (images: pallet image inspect)")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.add_argument("--type", default="", help="container, image, network or volume (default: "
+                   "the first kind that has the name, in that order)")
+    p.add_argument("-s", "--size", action="store_true", help="add SizeRw and SizeRootFs "
+                   "(containers)")
+    p.add_argument("objects", nargs="+", metavar="NAME|ID")
     p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
@@ -176,6 +180,7 @@ def add_parsers(sub: Any) -> None:
                    "shows just running)")
     p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or a "
                    "Go template such as '{{.Name}} {{.CPUPerc}}'")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
     p = cmd("cp", "copy files between a container and the host; - is a tar stream on "
             "stdin or stdout", _daemon_style(cmd_cp))
@@ -204,8 +209,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
                    "detaches (only ctrl-p,ctrl-q)")
-    p.add_argument("--sig-proxy", default="true", help="proxy received signals to the "
-                   "process (true or false)")
+    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
+                   help="proxy received signals to the process (non-tty only; default true)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
@@ -239,6 +244,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--format", default="table")
     p.set_defaults(func=_daemon_style(cmd_volume_ls))
     p = vsub.add_parser("inspect", help="display detailed information on volumes")
+    p.add_argument("-f", "--format", default="", help="a Go template, or json")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=_daemon_style(cmd_volume_inspect))
     p = vsub.add_parser("rm", help="remove volumes")
@@ -252,6 +258,15 @@ def add_parsers(sub: Any) -> None:
 
 
 # -- option parsing ----------------------------------------------------------------------------
+def parse_bool(value: str) -> bool:
+    """A boolean flag's value as Go's strconv.ParseBool (docker's) reads it."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r} (true or false)")
+
+
 def parse_size(value: str, what: str) -> int:
     """docker's RAMInBytes: 512m, 1g, 100k, 1024 (binary units)."""
     from pallet.errors import InvalidArgument
@@ -374,6 +389,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tty = args.tty and not args.detach
     streams = "" if args.detach else ("stdin," if args.interactive else "") + "stdout,stderr"
     size = _term_size() if tty else None
+    # docker proxies from the moment the container exists (a tty too: there ctrl-C is a
+    # byte for the container, so only a kill reaches us); what comes before it starts waits.
+    proxy = _SignalProxy(eng, rec) if args.sig_proxy and not args.detach else None
     try:
         rec, fd = eng.start(rec.id, streams=streams, stdin_once=args.interactive,
                             console_size=size)
@@ -388,10 +406,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.close(fd)
         print(rec.id)
         return 0
+    if proxy is not None:
+        proxy.started()
     if fd < 0:  # exited before we could attach: its output is in the log
         return _replay_and_code(eng, rec.id, args.rm)
-    code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty,
-                        sig_proxy=args.sig_proxy != "false" and not tty)
+    code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy)
     if code is None:
         return 0
     return code
@@ -439,8 +458,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             rc = _fail(f"failed to start container {ref}: {e}", e.exit_code)
             continue
         if args.attach and fd >= 0:
-            code = _attach_loop(fd, eng, rec, stdin=args.interactive,
-                                tty=bool(rec.config.get("tty")), sig_proxy=True)
+            tty = bool(rec.config.get("tty"))
+            proxy = None if tty else _SignalProxy(eng, rec)
+            if proxy is not None:
+                proxy.started()
+            code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy)
             return code if code is not None else 0
         if fd >= 0:
             os.close(fd)
@@ -456,10 +478,44 @@ def _term_size() -> tuple[int, int] | None:
     return sz.lines, sz.columns
 
 
+class _SignalProxy:
+    """docker's --sig-proxy: the signals this command receives go to the container, those
+    that came before it started once it has. (Without it, SIGINT/SIGTERM end the command.)"""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+    def __init__(self, eng: Engine, rec: ContainerRecord):
+        import signal
+
+        self.eng, self.rec = eng, rec
+        self.pending: list[int] | None = []
+        for name in self.SIGNALS:
+            signal.signal(getattr(signal, name), self._received)
+
+    def started(self) -> None:
+        pending, self.pending = self.pending or [], None
+        for signum in pending:
+            self._send(signum)
+
+    def _received(self, signum: int, frame: Any) -> None:
+        if self.pending is not None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        import contextlib
+
+        from pallet.errors import PalletError
+
+        with contextlib.suppress(PalletError, OSError):
+            self.eng.handler(self.rec.runtime_handler).kill(self.rec.id, signum)
+
+
 def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty: bool,
-                 sig_proxy: bool) -> int | None:
+                 proxy: _SignalProxy | None) -> int | None:
     """Relay the terminal and the monitor until the container exits (its code) or the
-    user detaches with ctrl-p ctrl-q (None)."""
+    user detaches with ctrl-p ctrl-q (None). PROXY (started) passes signals on."""
     import select
     import signal
 
@@ -479,17 +535,6 @@ def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty
                 os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
 
         signal.signal(signal.SIGWINCH, winch)
-    if sig_proxy:
-        def proxy(signum: int, _frame: Any) -> None:
-            import contextlib
-
-            from pallet.errors import PalletError
-
-            with contextlib.suppress(PalletError, OSError):
-                eng.handler(rec.runtime_handler).kill(rec.id, signum)
-
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-            signal.signal(s, proxy)
     buf = bytearray()
     reading_stdin = stdin
     prev = b""
@@ -627,8 +672,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
             from pallet.engine.monitor import frame
 
             os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
-    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty,
-                        sig_proxy=args.sig_proxy != "false" and not tty)
+    # docker attach proxies only without a tty (with one, ctrl-C is the container's byte).
+    proxy = _SignalProxy(eng, rec) if args.sig_proxy and not tty else None
+    if proxy is not None:
+        proxy.started()
+    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty, proxy=proxy)
     return code if code is not None else 0
 
 
@@ -945,39 +993,59 @@ def cmd_logs(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"invalid value for --tail: {args.tail!r}; use a number or "
                                   "all") from None
     eng = _engine(args)
-    try:
-        for line in eng.logs(args.container, follow=args.follow, since=since, until=until,
-                             tail=tail):
-            data = line.content
-            if args.timestamps:
-                data = line.timestamp.encode() + b" " + data
-            _write_all(2 if line.stream == "stderr" else 1, data)
-    except KeyboardInterrupt:
-        return 0
+    for line in eng.logs(args.container, follow=args.follow, since=since, until=until,
+                         tail=tail):
+        data = line.content
+        if args.timestamps:
+            data = line.timestamp.encode() + b" " + data
+        _write_all(2 if line.stream == "stderr" else 1, data)
     return 0
 
 
+INSPECT_TYPES = ("container", "image", "network", "volume")  # docker's order of guesses
+
+
+def _inspect_object(args: argparse.Namespace, eng: Engine, kind: str, ref: str
+                    ) -> dict[str, Any]:
+    if kind == "container":
+        obj = eng.inspect(ref)
+        if args.size:
+            obj["SizeRw"], obj["SizeRootFs"] = eng.container_size(obj["Id"])
+        return obj
+    if kind == "image":
+        return eng.images.get(ref).to_json()
+    if kind == "network":
+        from pallet.cli.networks import _networks
+
+        return _networks(args).inspect(ref)
+    return _volume_json(eng.volumes.get(ref))
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    import json
+    """docker inspect: each NAME|ID as the first of container, image, network, volume that
+    has it (or only --type's kind)."""
+    from pallet.cli.template import format_inspected
+    from pallet.errors import InvalidArgument, NotFound, PalletError
 
-    from pallet.errors import PalletError
-
+    if args.type and args.type not in INSPECT_TYPES:
+        return _fail(f'"{args.type}" is not a valid value for --type', 1)
     eng = _engine(args)
     out, rc = [], 0
-    for ref in args.containers:
-        try:
-            out.append(eng.inspect(ref))
-        except PalletError as e:
-            print(f"Error: {e}", file=sys.stderr)
+    for ref in args.objects:
+        for kind in (args.type,) if args.type else INSPECT_TYPES:
+            try:
+                out.append(_inspect_object(args, eng, kind, ref))
+                break
+            except (NotFound, InvalidArgument):  # not this kind (or no valid name of it)
+                continue
+            except PalletError as e:
+                print(f"Error: {e}", file=sys.stderr)
+                rc = 1
+                break
+        else:
+            print(f"Error: No such {args.type or 'object'}: {ref}", file=sys.stderr)
             rc = 1
-    if args.format:
-        from pallet.cli.template import Template
-
-        tmpl = Template(args.format)
-        for obj in out:
-            print(tmpl.render(obj))
-    else:
-        print(json.dumps(out, indent=4))
+    sys.stdout.write(format_inspected(args.format, out))
     return rc
 
 
@@ -1018,10 +1086,26 @@ def cmd_stats(args: argparse.Namespace) -> int:
     # {{.Container}} is what the user named the container by (its short id if nothing).
     ref_of = {r.id: ref for r, ref in zip(recs, args.containers, strict=False)}
 
-    def sample() -> dict[str, dict[str, Any]]:
-        return {r.id: eng.stats(r.id) for r in recs}
+    from pallet.errors import PalletError
 
+    def sample() -> dict[str, dict[str, Any]]:
+        out = {}
+        for r in recs:
+            try:
+                out[r.id] = eng.stats(r.id)
+            except PalletError:  # stopped or removed meanwhile: docker shows zeros
+                out[r.id] = {}
+        return out
+
+    # Streaming, docker redraws one table in place on a terminal (cursor home, each line
+    # ended by erase-to-end-of-line, the rest of the screen erased) and prints table after
+    # table otherwise.
+    redraw = not args.no_stream and os.isatty(1)
+    if redraw:
+        sys.stdout.write("\033[2J\033[H")
     while True:
+        if not args.containers and not args.no_stream:
+            recs = eng.list(all=args.all)  # containers come and go between frames
         first = sample()
         t0 = time.monotonic()
         time.sleep(0.5)
@@ -1042,7 +1126,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             wr = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "write")
             pids = (b.get("pids") or {}).get("current", 0)
             net = b.get("network") or {}
-            row = {"Container": ref_of.get(r.id, r.id[:12]), "ID": r.id[:12], "Name": r.name,
+            short = r.id if args.no_trunc else r.id[:12]
+            row = {"Container": ref_of.get(r.id, short), "ID": short, "Name": r.name,
                    "CPUPerc": f"{cpu:.2f}%",
                    "MemUsage": f"{_human(usage)} / {_human(limit)}",
                    "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",
@@ -1055,9 +1140,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
         def table(rows: list[list[str]] = rows) -> None:
             _print_table([STATS_HEADERS[k] for k in STATS_COLUMNS], rows)
 
-        _print_formatted(args.format, objs, STATS_HEADERS, table)
-        if args.no_stream:
-            return 0
+        if not redraw:
+            _print_formatted(args.format, objs, STATS_HEADERS, table)
+            if args.no_stream:
+                return 0
+            sys.stdout.flush()
+            continue
+        import contextlib
+        import io
+
+        frame = io.StringIO()
+        with contextlib.redirect_stdout(frame):
+            _print_formatted(args.format, objs, STATS_HEADERS, table)
+        lines = frame.getvalue().rstrip("\n").split("\n")
+        sys.stdout.write("\033[H" + "".join(f"{ln}\033[K\n" for ln in lines) + "\033[J")
         sys.stdout.flush()
 
 
@@ -1234,8 +1330,10 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
         vols = eng.volumes.prune(all=args.all)
         if vols:
             print("Deleted Volumes:\n" + "\n".join(vols) + "\n")
-    freed = eng.images.prune()  # dangling images only: -a does not remove unused ones yet
-    print(f"Total reclaimed space: {_human_si(freed.get('bytes', 0))}")
+    lines, freed = eng.prune_images(all=args.all)
+    if lines:
+        print("Deleted Images:\n" + "\n".join(lines) + "\n")
+    print(f"Total reclaimed space: {_human_si(freed)}")
     return 0
 
 
@@ -1269,11 +1367,20 @@ def cmd_volume_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_volume_inspect(args: argparse.Namespace) -> int:
-    import json
+
+    from pallet.cli.template import format_inspected
+    from pallet.errors import NotFound
 
     vols = _engine(args).volumes
-    print(json.dumps([_volume_json(vols.get(n)) for n in args.names], indent=4))
-    return 0
+    found, rc = [], 0
+    for name in args.names:
+        try:
+            found.append(_volume_json(vols.get(name)))
+        except NotFound:
+            print(f"Error: No such volume: {name}", file=sys.stderr)
+            rc = 1
+    sys.stdout.write(format_inspected(args.format, found))
+    return rc
 
 
 def cmd_volume_rm(args: argparse.Namespace) -> int:

@@ -72,11 +72,15 @@ def add_parsers(sub: Any) -> None:
     image = sub.add_parser("image", help="manage images")
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     p = isub.add_parser("inspect", help="show images as JSON")
+    p.add_argument("-f", "--format", default="", help="a Go template, e.g. '{{.Id}}', or json")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_inspect)
-    p = isub.add_parser("prune", help="remove unused blobs, snapshots and unnamed images")
+    p = isub.add_parser("prune", help="remove dangling images (-a: every image no container "
+                        "uses), then unused blobs and snapshots")
     p.add_argument("-f", "--force", action="store_true", help="do not ask (pallet never asks)")
-    p.add_argument("-a", "--all", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="remove all images without a container made from them, not just "
+                   "dangling ones")
     p.set_defaults(func=cmd_prune)
     p = isub.add_parser("ls", help="list images")
     _images_args(p)
@@ -100,7 +104,8 @@ def _images_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only ids")
     p.add_argument("--digests", action="store_true")
     p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("--format", default=None, help="`json` or `table`")
+    p.add_argument("--format", default=None, help="table (the default), json, `table "
+                   "TEMPLATE` or a Go template, e.g. '{{.Repository}}:{{.Tag}}'")
     p.set_defaults(func=cmd_images)
 
 
@@ -326,9 +331,19 @@ def cmd_images(args: argparse.Namespace) -> int:
     now = time.time()
     for r in rows:
         r["CreatedSince"] = created_since(r["CreatedAt"], now)
-    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
     heads = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
-             "CreatedSince": "CREATED", "Size": "SIZE"}
+             "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE"}
+    if args.format not in (None, "", "table"):
+        from pallet.cli.template import Template, render_table
+
+        if args.format.startswith(("table ", "table\t")):
+            print(render_table(args.format[6:], rows, heads))
+        else:
+            tmpl = Template(args.format, strict=True)
+            for r in rows:
+                print(tmpl.render(r))
+        return 0
+    cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
     widths = {c: max([len(heads[c])] + [len(r[c]) for r in rows]) for c in cols}
     print("   ".join(heads[c].ljust(widths[c]) for c in cols).rstrip())
     for r in rows:
@@ -424,15 +439,29 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from pallet.cli.template import format_inspected
+    from pallet.errors import InvalidArgument, NotFound
+
     store = _store(args)
-    print(json.dumps([store.get(ref).to_json() for ref in args.images], indent=4))
-    return 0
+    found, rc = [], 0
+    for ref in args.images:
+        try:
+            found.append(store.get(ref).to_json())
+        except (NotFound, InvalidArgument):
+            print(f"Error: No such image: {ref}", file=sys.stderr)
+            rc = 1
+    sys.stdout.write(format_inspected(args.format, found))
+    return rc
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    result = _store(args).prune()
-    print(f"Deleted blobs: {result['blobs']}, snapshots: {result['snapshots']}")
-    print(f"Total reclaimed space: {_human(result['bytes'])}")
+    # Which images are in use is the engine's knowledge (its containers), not the store's.
+    from pallet.engine.containers import DEFAULT_ROOT, Engine
+
+    lines, freed = Engine(args.root or DEFAULT_ROOT).prune_images(all=args.all)
+    if lines:
+        print("Deleted Images:\n" + "\n".join(lines) + "\n")
+    print(f"Total reclaimed space: {_human(freed)}")
     return 0
 
 

@@ -74,7 +74,7 @@ def add_parsers(sub: Any) -> None:
 
     p = nsub.add_parser("inspect", help="show networks as JSON")
     p.add_argument("networks", nargs="+")
-    p.add_argument("-f", "--format", default=None, help="`json` (the default)")
+    p.add_argument("-f", "--format", default=None, help="a Go template, or json (the default)")
     p.set_defaults(func=cmd_inspect)
 
     for name in ("rm", "remove"):
@@ -216,10 +216,9 @@ def _ls_row(ident: str, r: NetworkRecord) -> dict[str, Any]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pallet.errors import InvalidArgument, NotFound
+    from pallet.cli.template import format_inspected
+    from pallet.errors import NotFound
 
-    if args.format not in (None, "json"):
-        raise InvalidArgument(f"unsupported --format {args.format!r}; use json")
     nets = _networks(args)
     found, code = [], 0
     for ref in args.networks:
@@ -228,7 +227,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         except NotFound:
             print(f"Error: No such network: {ref}", file=sys.stderr)
             code = 1
-    print(json.dumps(found, indent=4))
+    sys.stdout.write(format_inspected(args.format, found))
     return code
 
 

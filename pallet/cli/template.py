@@ -453,3 +453,12 @@ def align(text: str, minwidth: int = 10, padding: int = 3) -> str:
     return "\n".join("".join(c.ljust(widths[i]) if i < len(cells) - 1 else c
                              for i, c in enumerate(cells)).rstrip()
                      for cells in rows)
+
+
+def format_inspected(fmt: str | None, objects: list[Any]) -> str:
+    """What docker's inspect commands print: the objects as an indented JSON array (FMT
+    empty or "json"), or FMT rendered once per object, a line each (no object: nothing)."""
+    if not fmt or fmt == "json":
+        return json.dumps(objects, indent=4) + "\n"
+    tmpl = Template(fmt)
+    return "".join(tmpl.render(obj) + "\n" for obj in objects)

@@ -317,6 +317,22 @@ class Executor:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def update_cached(self, network: str, container_id: str, ifname: str,
+                      **fields: Any) -> bool:
+        """Change fields pallet keeps in an attachment's entry (e.g. its "aliases"), written
+        atomically; False if there is no such entry."""
+        entry = self.cached(network, container_id, ifname)
+        if entry is None:
+            return False
+        path = self.cache_path(network, container_id, ifname)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump({**entry, **fields}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return True
+
     def _drop_cache(self, network: str, container_id: str, ifname: str) -> None:
         path = self.cache_path(network, container_id, ifname)
         try:

@@ -10,13 +10,14 @@ Forking calls (start, exec, restart) must be made from a process without threads
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -693,7 +694,26 @@ class Engine:
         if rec.name == new_name.lstrip("/"):
             raise InvalidArgument(f"renaming a container with the same name as its current "
                                   f"name: {new_name}")
-        return self.store.update_container(rec.id, name=new_name)
+        new = self.store.update_container(rec.id, name=new_name)
+        self._rename_endpoints(new, rec.name)
+        return new
+
+    def _rename_endpoints(self, rec: ContainerRecord, old: str) -> None:
+        """After a rename, the containers sharing a network with REC find it by its new
+        name (and no longer by OLD) at once, as with docker's embedded DNS."""
+        from pallet.engine.network import Networks
+
+        if (rec.config.get("network") or "none") in ("none", "host"):
+            return
+        nets = Networks(self.store, self.root)
+        changed = set()
+        for a in nets.attachments():
+            if a.container_id == rec.id and old in a.aliases:
+                aliases = [rec.name if n == old else n for n in a.aliases]
+                if nets.set_aliases(rec.id, a.network, a.interface, aliases):
+                    changed.add(a.network)
+        for net in sorted(changed):
+            _refresh_hosts(self, nets, net)
 
     def top(self, ref: str, ps_args: list[str] | None = None
             ) -> tuple[list[str], list[list[str]]]:
@@ -785,7 +805,9 @@ class Engine:
         """The container's root as the host sees it, mounted for the duration if stopped."""
         rec = self.get(ref)
         cdir = self.ctr_dir(rec.id)
-        mounted_here = rec.state not in ("running", "paused", "restarting")
+        # A created container's rootfs is mounted already (until it starts): leave it so.
+        mounted_here = rec.state not in ("running", "paused", "restarting") and \
+            not is_mountpoint(os.path.join(cdir, "rootfs"))
         if mounted_here:
             self.images.prepare_rootfs(rec.image_id, cdir)
         try:
@@ -794,33 +816,29 @@ class Engine:
             if mounted_here:
                 self.images.release_rootfs(cdir)
 
-    @contextlib.contextmanager
-    def _resolver(self, ref: str) -> Iterator[Any]:
-        """A function mapping a path in the container to (root, path under root) as its
-        processes see it, volumes and bind mounts included: a running container's own
-        mount namespace through /proc/PID/root; a stopped one's rootfs, or the source of
-        the user mount the path is under."""
+    def _in_view(self, ref: str, work: Callable[[str], None]) -> None:
+        """Run WORK(ROOT), ROOT being the container's filesystem as its processes see it,
+        volumes and bind mounts (/etc/hosts...) included: a running container's through
+        /proc/PID/root; a stopped one's rootfs with its binds attached, as docker's daemon
+        mounts them for cp, in the private mount namespace of a child that runs WORK (it
+        forks: call this from a single-threaded process). Paths under ROOT must be opened
+        with open_in_rootfs."""
         rec = self.get(ref)
         if rec.state in ("running", "paused") and rec.pid:
-            root = f"/proc/{rec.pid}/root"
-            yield lambda path: (root, path)
+            work(f"/proc/{rec.pid}/root")
             return
-        mounts = sorted((m for m in rec.config.get("mounts") or []
-                         if m.get("type") == "bind" and m.get("source")),
-                        key=lambda m: len(m["destination"]), reverse=True)
+        binds = [{"type": "bind", "source": m["source"], "destination": m["destination"],
+                  "options": ["rbind", "ro" if m.get("readonly") else "rw"]}
+                 for m in rec.config.get("mounts") or []
+                 if m.get("type") == "bind" and m.get("source")
+                 and os.path.lexists(m["source"])]
+        # Outer mounts first, so a mount inside another volume lands on top of it.
+        binds.sort(key=lambda m: os.path.normpath(m["destination"]).count("/"))
         with self.rootfs(rec.id) as rootfs:
-            def resolve(path: str) -> tuple[str, str]:
-                norm = os.path.normpath("/" + path.lstrip("/"))
-                for m in mounts:
-                    dest = m["destination"]
-                    if norm == dest or norm.startswith(dest.rstrip("/") + "/"):
-                        if os.path.isdir(m["source"]):
-                            return m["source"], norm[len(dest):] or "/"
-                        if norm == dest:  # a file mount (/etc/hosts): its own dir
-                            return os.path.dirname(m["source"]), \
-                                os.path.basename(m["source"])
-                return rootfs, path
-            yield resolve
+            if not binds:
+                work(rootfs)
+                return
+            _in_private_mounts(rootfs, binds, work)
 
     def copy_from(self, ref: str, src: str, dest: str, follow_link: bool = False) -> None:
         """docker cp CONTAINER:SRC DEST (DEST "-": a tar stream on stdout). Every path is
@@ -828,15 +846,15 @@ class Engine:
         FOLLOW_LINK."""
         from pallet.engine.users import open_in_rootfs
 
-        with self._resolver(ref) as resolve:
-            root, inner = resolve(src)
+        def work(root: str) -> None:
+            inner, follow = src, follow_link
             parent, name = os.path.split(inner.rstrip("/") if inner.strip("/") else "/")
             if inner.endswith("/") or name in ("", "."):
-                follow_link = True  # SRC/ or SRC/. names the directory, not a link
+                follow = True  # SRC/ or SRC/. names the directory, not a link
             try:
                 pfd = open_in_rootfs(root, parent or "/", os.O_PATH | os.O_DIRECTORY)
                 try:
-                    link = bool(name) and name not in (".", "..") and not follow_link and \
+                    link = bool(name) and name not in (".", "..") and not follow and \
                         os.path.islink(f"/proc/self/fd/{pfd}/{name}")
                     target_link = os.readlink(name, dir_fd=pfd) if link else ""
                 finally:
@@ -863,6 +881,8 @@ class Engine:
                 if fd >= 0:
                     os.close(fd)
 
+        self._in_view(ref, work)
+
     def copy_to(self, ref: str, src: str, dest: str) -> None:
         """docker cp SRC CONTAINER:DEST (SRC "-": a tar stream on stdin, DEST a directory).
         Nothing is written through a symlink that leads out of the container's root."""
@@ -872,8 +892,9 @@ class Engine:
 
         if src != "-" and not os.path.lexists(src):
             raise NotFound(f"no such file or directory: {src}")
-        with self._resolver(ref) as resolve:
-            root, inner = resolve(dest)
+
+        def work(root: str) -> None:
+            inner = dest
             try:
                 dfd = open_in_rootfs(root, inner, os.O_RDONLY | os.O_DIRECTORY)
                 name = os.path.basename(src.rstrip("/"))
@@ -898,8 +919,15 @@ class Engine:
                     _untar(sys.stdin.buffer, tmp)
                     for entry in sorted(os.listdir(tmp)):
                         _copy_in(os.path.join(tmp, entry), dfd, entry)
+            except OSError as e:
+                if e.errno == errno.EROFS:
+                    raise FailedPrecondition(f"mounted volume is marked read-only: {dest} in "
+                                             f"container {ref}") from None
+                raise
             finally:
                 os.close(dfd)
+
+        self._in_view(ref, work)
 
     # -- reporting -----------------------------------------------------------------------
     def inspect(self, ref: str) -> dict[str, Any]:
@@ -1076,6 +1104,31 @@ class Engine:
         rec = self.store.update_container(rec.id, config={**rec.config, "networks": rest})
         _refresh_hosts(self, nets, name, also=(rec.id,))
         return rec
+
+    def container_size(self, ref: str) -> tuple[int, int]:
+        """docker's SizeRw (the container's own writes) and SizeRootFs (those plus its
+        image's unpacked layers), in bytes."""
+        rec = self.get(ref)
+        rw = _du(os.path.join(self.ctr_dir(rec.id), "upper"))
+        try:
+            image = self.images.unpacked_size(rec.image_id)
+        except PalletError:  # its image was removed meanwhile
+            image = 0
+        return rw, rw + image
+
+    def prune_images(self, all: bool = False) -> tuple[list[str], int]:
+        """docker's image prune: the dangling (unnamed) images, or with ALL every image that
+        no container (of any state) was made from. Returns docker's `untagged:`/`deleted:`
+        lines and the bytes freed."""
+        used = {c.image_id for c in self.store.list_containers()}
+        lines: list[str] = []
+        for image in self.images.list():
+            if image.id in used or (image.names and not all):
+                continue
+            with contextlib.suppress(NotFound):  # removed meanwhile by someone else
+                lines += [ln[0].lower() + ln[1:]
+                          for ln in self.images.remove(image.id, force=True, collect=False)]
+        return lines, self.images.garbage_collect(blocking=True)["bytes"]
 
     def disk_usage(self) -> dict[str, tuple[int, int, int, int]]:
         """`system df`: (total, active, size, reclaimable) of images, containers' writable
@@ -1605,6 +1658,64 @@ def _host_ps(ps_args: list[str], pids: list[int]) -> tuple[list[str], list[list[
         if len(cells) > col and cells[col] in wanted:
             rows.append(cells)
     return headers, rows
+
+
+def _in_private_mounts(rootfs: str, binds: list[dict[str, Any]],
+                       work: Callable[[str], None]) -> None:
+    """WORK(ROOTFS) in a forked child that attaches BINDS (spec mount entries) inside
+    ROOTFS in a private mount namespace of its own: they vanish with it, the host never
+    sees them. The child's PalletError (or OSError) is raised here."""
+    from pallet import errors
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    for f in (sys.stdout, sys.stderr):
+        f.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(r)
+            from pallet.oci.linux import mounts as oci_mounts
+            from pallet.oci.linux import syscalls as sc
+
+            sc.unshare(sc.CLONE_NEWNS)
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            for m in binds:
+                try:
+                    oci_mounts.mount_entry(root_fd, m)
+                except OSError as e:
+                    raise SystemFailure(f"cannot mount {m['source']} at {m['destination']} "
+                                        f"to copy: {e.strerror or e}") from None
+            work(rootfs)
+            sys.stdout.flush()
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+            if isinstance(e, OSError):
+                report = ["OSError", [e.errno or errno.EIO, e.strerror or str(e)]]
+            else:
+                report = [type(e).__name__ if isinstance(e, errors.PalletError) else "", str(e)]
+            try:
+                os.write(w, json.dumps(report).encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    try:
+        while chunk := os.read(r, 65536):
+            data += chunk
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not data:
+        return
+    kind, message = json.loads(data)
+    if kind == "OSError":
+        raise OSError(*message)
+    cls = getattr(errors, kind, None) or SystemFailure
+    raise cls(message)
 
 
 def _copy_out(src_fd: int, target: str) -> None:

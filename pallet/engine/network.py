@@ -930,6 +930,12 @@ class Networks:
         entry = self.executor.cached(network, container_id, ifname)
         return attachment_from_entry(entry) if entry else None
 
+    def set_aliases(self, container_id: str, network: str, ifname: str,
+                    aliases: Sequence[str]) -> bool:
+        """The names an attachment answers to in the others' /etc/hosts (a rename)."""
+        return self.executor.update_cached(network, container_id, ifname,
+                                           aliases=list(aliases))
+
     def hosts_entries(self, network: str) -> list[tuple[str, list[str]]]:
         """(ip, names) of every attachment with aliases on NETWORK, for the /etc/hosts
         the engine writes into each container: name resolution without a DNS server."""

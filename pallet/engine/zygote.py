@@ -204,8 +204,11 @@ def call(sock: _socket.socket, request: Mapping[str, Any], fds: Sequence[int] = 
         pidfd = os.pidfd_open(int(msg["pid"]))
     except OSError:
         pass
+    received: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
+        if signum != _signal.SIGWINCH:
+            received.append(signum)
         if pidfd >= 0:
             try:
                 _signal.pidfd_send_signal(pidfd, signum)
@@ -222,6 +225,10 @@ def call(sock: _socket.socket, request: Mapping[str, Any], fds: Sequence[int] = 
                 continue
             except OSError:
                 msg = None
+            if not msg and received:
+                # The worker ended on a signal we forwarded: so does this command, quietly,
+                # as docker's CLI does (128 + the signal's number).
+                return 128 + received[-1]
             if not msg:
                 print("Error: pallet's zygote worker died without an exit code; see "
                       "`dmesg` or run with PALLET_NO_ZYGOTE=1", file=sys.stderr)
@@ -757,8 +764,8 @@ def _work_listening(conn_fd: int,
         code = fn(req, fds)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        code = 130
+    except KeyboardInterrupt as e:  # ctrl-C, or a termination signal the entry point raised
+        code = 128 + getattr(e, "signum", 2)
     except BaseException:  # noqa: BLE001 - the caller sees what Python would have printed
         import traceback
 

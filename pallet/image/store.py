@@ -217,8 +217,9 @@ class ImageStore:
         self._set_name(str(target), entry)
         return self.get(str(target))
 
-    def remove(self, ref_or_id: str, force: bool = False) -> list[str]:
-        """Untag a name, or delete an image by id; returns docker-style `Untagged:`/`Deleted:` lines."""
+    def remove(self, ref_or_id: str, force: bool = False, collect: bool = True) -> list[str]:
+        """Untag a name, or delete an image by id; returns docker-style `Untagged:`/`Deleted:`
+        lines. COLLECT=False leaves the garbage to the caller's `garbage_collect()`."""
         entry, entries, by_name = self._lookup(ref_or_id)
         image = self._image(entry, entries)
         if by_name:
@@ -239,7 +240,8 @@ class ImageStore:
             still = any(e["digest"] == image.manifest_digest for e in index["manifests"])
         if not still:
             out.append(f"Deleted: {image.id}")
-            self.garbage_collect(blocking=False)
+            if collect:
+                self.garbage_collect(blocking=False)
         return out
 
     # -- GC --------------------------------------------------------------------
@@ -486,6 +488,21 @@ class ImageStore:
 
     def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
         self.snapshots.release_rootfs(container_dir)
+
+    def unpacked_size(self, ref_or_id: str) -> int:
+        """Bytes of the image's layers as unpacked in its snapshots (0 for a layer not
+        unpacked): what a container's root holds besides its own writes."""
+        import json
+
+        chain = self.get(ref_or_id).chain
+        if self.snapshots.driver != "overlay":
+            chain = chain[-1:]  # copied snapshots each hold the whole tree
+        total = 0
+        for c in chain:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                total += int(json.loads((self.snapshots.dir(c) / "meta.json").read_text())
+                             .get("size", 0))
+        return total
 
     # -- archives and layouts ---------------------------------------------
     def import_layout(self, layout_dir: str | os.PathLike[str], name: str | None = None,

@@ -93,8 +93,10 @@ def test_inspect_templates_and_host_config(pallet):
     assert (hc["CapAdd"], hc["CapDrop"], hc["Privileged"]) == (["NET_ADMIN"], ["MKNOD"], False)
     assert hc["SecurityOpt"] == ["no-new-privileges"]
     missing = pallet("inspect", "-f", "{{.State.Pid}}", "limits", "nope")
-    assert missing.returncode == 1 and "No such container: nope" in missing.stderr
+    assert missing.returncode == 1 and "Error: No such object: nope" in missing.stderr
     assert missing.stdout == f"{pid}\n"
+    missing = pallet("inspect", "--type", "container", "nope")
+    assert missing.returncode == 1 and "Error: No such container: nope" in missing.stderr
 
 
 def test_logs_since_until_and_timestamps(pallet):

@@ -378,6 +378,18 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+
+    # The kernel's grace period that the container's move into its cgroups waits out
+    # (see start_cgroup_sync) starts now and passes while the engine prepares it.
+    sync = start_cgroup_sync()
+    try:
+        return _run(args)
+    finally:
+        reap_cgroup_sync(sync)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pallet.engine.containers import ContainerStartError
     from pallet.errors import InvalidArgument
 

@@ -465,7 +465,22 @@ class Engine:
     def start(self, ref: str, streams: str = "", stdin_once: bool = False,
               console_size: tuple[int, int] | None = None) -> tuple[ContainerRecord, int]:
         """Start the container under a new monitor. Returns the record and a client fd
-        attached to STREAMS (the caller closes it); raises ContainerStartError."""
+        attached to STREAMS (the caller closes it); raises ContainerStartError.
+
+        Forks (the monitor, and the child below): call it from a process without threads.
+        """
+        from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+
+        # The container moves into its cgroups in a few ms, in the monitor's helper: let
+        # the kernel's grace period for that pass meanwhile (see start_cgroup_sync).
+        sync = start_cgroup_sync()
+        try:
+            return self._start(ref, streams, stdin_once, console_size)
+        finally:
+            reap_cgroup_sync(sync)
+
+    def _start(self, ref: str, streams: str, stdin_once: bool,
+               console_size: tuple[int, int] | None) -> tuple[ContainerRecord, int]:
         rec = self.get(ref)
         if rec.state in ("running", "restarting"):
             return rec, -1

@@ -48,13 +48,13 @@ class Runtime:
     def create(self, container_id: str, bundle: str, *, console_socket: str | None = None,
                pid_file: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
                stdio: tuple[int, int, int] | None = None) -> ContainerState:
-        sync = _start_cgroup_sync()
+        sync = start_cgroup_sync()
         try:
             return self._create(container_id, bundle, console_socket=console_socket,
                                 pid_file=pid_file, no_pivot=no_pivot,
                                 preserve_fds=preserve_fds, stdio=stdio)
         finally:
-            _reap(sync)
+            reap_cgroup_sync(sync)
 
     def _create(self, container_id: str, bundle: str, *, console_socket: str | None,
                 pid_file: str | None, no_pivot: bool, preserve_fds: int,
@@ -272,12 +272,12 @@ class Runtime:
              console_socket: str | None = None, preserve_fds: int = 0,
              stdio: tuple[int, int, int] | None = None) -> int:
         """Start PROCESS in the container; return its host pid (the caller reaps it)."""
-        sync = _start_cgroup_sync()  # the process joins the container's cgroups
+        sync = start_cgroup_sync()  # the process joins the container's cgroups
         try:
             return self._exec(container_id, process, console_socket=console_socket,
                               preserve_fds=preserve_fds, stdio=stdio)
         finally:
-            _reap(sync)
+            reap_cgroup_sync(sync)
 
     def _exec(self, container_id: str, process: dict[str, Any], *,
               console_socket: str | None, preserve_fds: int,
@@ -540,14 +540,16 @@ def _frozen(st: ContainerState) -> bool:
         return False
 
 
-def _start_cgroup_sync() -> int:
+def start_cgroup_sync() -> int:
     """Fork a child that moves itself into the cgroup it is already in; return its pid.
 
     Moving a process between cgroups takes a kernel lock whose first writer after a quiet
     spell waits out an RCU grace period (10-15 ms here) and whose writers within the next
     one do not. That wait, started here, passes while create prepares; the init's own
     move then finds it over. Nothing changes for the child ("0" is the writer itself), and
-    where cgroupfs is not writable it just exits.
+    where cgroupfs is not writable it just exits. The engine starts one as early as it
+    can, too (`pallet run`, Engine.start). It forks: never call it with threads running.
+    Reap the pid with reap_cgroup_sync once the move is done.
     """
     try:
         pid = os.fork()
@@ -576,7 +578,7 @@ def _start_cgroup_sync() -> int:
         os._exit(0)
 
 
-def _reap(pid: int) -> None:
+def reap_cgroup_sync(pid: int) -> None:
     if pid:
         try:
             os.waitpid(pid, 0)

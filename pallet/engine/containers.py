@@ -503,11 +503,31 @@ class Engine:
         cfg["stdin_once"] = stdin_once
         if console_size:
             cfg["console_size"] = list(console_size)
-        if rec.config.get("network") not in NETWORK_MODES:
-            _network_setup(self, rec, os.path.join(rdir, "netns"))
+        gated = rec.config.get("network") not in NETWORK_MODES
+        if gated:
+            # The container joins its netns when it is created; the CNI plugins configure
+            # that netns meanwhile, here (tens of ms each), and the monitor's helper holds
+            # the start until we say the network is ready (the "n" frame).
+            from pallet.engine import netns
+
+            netns.create("netns", rdir)
+            cfg["network_gate"] = True
         self.close()
         fd, _ = monitor.spawn(cfg, streams)
+        net_error: BaseException | None = None
+        if gated:
+            try:
+                _network_setup(self, rec, os.path.join(rdir, "netns"))
+            except BaseException as e:  # noqa: BLE001 - re-raised once the monitor is done
+                net_error = e
+            with contextlib.suppress(OSError):
+                os.write(fd, monitor.frame(b"n", b"" if net_error is None else
+                                           (str(net_error) or type(net_error).__name__).encode()))
+            self.close()
         kind, payload = _read_frame(fd)
+        if net_error is not None:
+            os.close(fd)  # the monitor has deleted the container and recorded the failure
+            raise net_error
         if kind == b"p":
             # Recorded here, by the warm caller, not by the lean monitor; the monitor holds
             # its exit's record back until our "a" says this one is written.
@@ -1286,8 +1306,8 @@ def cni_network(name: str) -> str:
 
 def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:
     """The hook bridge and named networks use: make the container's netns at NETNS_PATH
-    and attach it to each of its networks via CNI (the first with rec.config["ports"]
-    and the default route)."""
+    (or take the one made already) and attach it to each of its networks via CNI (the
+    first with rec.config["ports"] and the default route)."""
     from pallet.engine import netns
     from pallet.engine.network import Networks
 

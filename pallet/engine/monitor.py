@@ -17,7 +17,9 @@ Attach protocol on <run_dir>/attach (and on the socketpair spawn() returns):
 frames of 1 type byte + 4-byte big-endian length + payload. Client to monitor:
 h=hello (payload: subscribed streams, e.g. b"stdin,stdout,stderr"), i=stdin data,
 e=stdin EOF, r=resize (b"ROWS COLS"), o=reopen the log, a=the start is recorded (from
-the spawning client only; the exit is recorded after it). Monitor to client:
+the spawning client only; the exit is recorded after it), n=the container's network is
+ready (empty payload) or failed (the error), from the spawning client only when its cfg
+has "network_gate": the setup helper holds the start until then. Monitor to client:
 1=stdout, 2=stderr, p=started (b"PID"), x=exited (b"CODE\\nERROR").
 """
 
@@ -34,6 +36,7 @@ FRAME_HEADER = 5
 MAX_CLIENT_BACKLOG = 4 << 20   # a client this far behind is dropped, not waited for
 MAX_STDIN_BACKLOG = 1 << 20
 READ_SIZE = 16384              # conmon reads 8 KiB; a 64 KiB buffer dirtied 64 KiB of heap
+PIPE_BUF = 4096                # what one write to a pipe delivers whole
 DRAIN_TIMEOUT = 2.0            # after the init exits, how long to wait for pipe EOF
 DEFAULT_LEAN_AFTER = 1.0
 EXIT_FILE = "exit.json"
@@ -172,6 +175,7 @@ class Monitor:
         self.log = CRILog(cfg.get("log_path", ""), cfg.get("log_max_size", 0),
                           cfg.get("log_max_files", 1))
         self.pending: tuple[dict, list[int]] | None = None  # a setup prepared by the mother
+        self.gate_w = -1                 # the first setup's helper waits on this for "n"
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = rfd, wfd
         if state is not None:
@@ -223,7 +227,7 @@ class Monitor:
         pending = self.pending[1] if self.pending else []
         return [fd for fd in (self.wake_r, self.wake_w, self.log.fd, self.listen_fd,
                               self.out_fd, self.err_fd, self.in_fd, self.console_fd,
-                              *pending, *self.clients) if fd >= 0]
+                              self.gate_w, *pending, *self.clients) if fd >= 0]
 
     def run(self) -> None:
         _signal.set_wakeup_fd(self.wake_w)
@@ -380,6 +384,8 @@ class Monitor:
                 os.close(rfd)
                 for c in list(self.clients):
                     os.close(c)
+                if self.gate_w >= 0:
+                    os.close(self.gate_w)  # so a monitor gone without a word reads as EOF
                 code = _helper_main(kind, self.cfg, arg, wfd, self.lean)
             except BaseException as e:  # noqa: BLE001 - reported to the monitor
                 _report(wfd, {"error": f"{type(e).__name__}: {e}", "code": 125})
@@ -477,6 +483,12 @@ class Monitor:
         child_fds: list[int] = []
         # A restart has no caller to record it running: the helper does (via the engine).
         arg: dict = {"restart_count": self.restarts, "record": not self.first}
+        if self.first and cfg.get("network_gate"):
+            # The caller configures the container's network while the helper creates it.
+            r, w = os.pipe2(os.O_CLOEXEC)
+            child_fds.append(r)
+            arg["gate"] = r
+            self.gate_w = w
         self.first = False
         if cfg.get("tty"):
             arg["console_socket"] = os.path.join(self.run_dir, "console.sock")
@@ -601,6 +613,7 @@ class Monitor:
     def _drop(self, c: Client) -> None:
         if c.fd == self.unacked:
             self.unacked = -1
+            self._open_gate(b"Ethe caller went away before the container's network was ready")
         self.clients.pop(c.fd, None)
         os.close(c.fd)
 
@@ -656,6 +669,19 @@ class Monitor:
                 self.log.reopen()
             elif kind == b"a" and c.fd == self.unacked:
                 self.unacked = -1
+            elif kind == b"n" and c.fd == self.unacked:
+                self._open_gate(b"E" + payload if payload else b"go")
+
+    def _open_gate(self, word: bytes) -> None:
+        """Tell the setup helper waiting for the network: b"go", or b"E" and why not."""
+        if self.gate_w < 0:
+            return
+        try:
+            os.write(self.gate_w, word[:PIPE_BUF])
+        except OSError:
+            pass  # the helper is gone already
+        os.close(self.gate_w)
+        self.gate_w = -1
 
     def _stdin_eof(self) -> None:
         if self.pty_fd >= 0:
@@ -811,6 +837,15 @@ def _helper_setup(cfg: dict, arg: dict) -> dict:
         for fd in (devnull, arg.get("stdin", -1), arg.get("stdout", -1), arg.get("stderr", -1)):
             if fd >= 0:
                 os.close(fd)
+    if arg.get("gate") is not None:
+        word = _read_to_eof(arg["gate"])
+        if word != b"go":
+            try:
+                h.delete(cid, force=True)
+            except PalletError:
+                pass
+            return {"error": word[1:].decode(errors="replace") or "the network setup ended "
+                    "without a word", "code": 125}
     try:
         h.start(cid)
     except PalletError as e:
@@ -822,6 +857,17 @@ def _helper_setup(cfg: dict, arg: dict) -> dict:
     if arg.get("record"):
         _engine_op(cfg, "started", {"pid": pid, "restart_count": arg.get("restart_count", 0)})
     return {"pid": pid}
+
+
+def _read_to_eof(fd: int) -> bytes:
+    data = b""
+    try:
+        while chunk := os.read(fd, PIPE_BUF):
+            data += chunk
+    except OSError:
+        pass
+    os.close(fd)
+    return data
 
 
 def _engine_op(cfg: dict, op: str, arg: dict) -> dict:

@@ -54,6 +54,19 @@ def test_default_network_gives_an_address_and_a_route_out(pallet):
     assert "default via 10.87.0.1" in out.stdout
 
 
+def test_the_network_is_ready_when_the_process_starts(pallet, network):
+    # CNI configures the netns while the container is being created; the start waits for
+    # it. The first thing the process does is look at its interface and its gateway.
+    name, subnet = network
+    gateway = subnet.rsplit(".", 1)[0] + ".1"
+    for _ in range(3):
+        out = pallet("run", "--rm", "--network", name, "busybox", "sh", "-c",
+                     f"ip -4 -o addr show eth0; ping -c1 -W2 {gateway} >/dev/null && echo gw")
+        assert out.returncode == 0, out.stderr
+        assert " inet " + subnet.rsplit(".", 1)[0] + "." in out.stdout
+        assert out.stdout.rstrip().endswith("gw")
+
+
 def test_containers_on_a_network_reach_each_other_by_ip_and_name(pallet, network):
     name, subnet = network
     server = f"srv-{uuid.uuid4().hex[:6]}"
@@ -92,15 +105,21 @@ def test_published_port_reaches_the_container(pallet, network):
     assert not _host_traces(cid[:12])
 
 
-def test_port_already_in_use_is_refused_and_leaves_nothing(pallet, network):
+def test_port_already_in_use_is_refused_and_leaves_nothing(pallet, network, tmp_path):
     name, _ = network
+    # The container is created while its network is set up; this failure must stop it
+    # before its process runs (it would leave a file in the bind-mounted directory).
+    seen = tmp_path / "seen"
+    seen.mkdir()
     with socket.socket() as held:
         held.bind(("0.0.0.0", 0))
         held.listen()
         port = held.getsockname()[1]
-        out = pallet("run", "--rm", "--network", name, "-p", f"{port}:80", "busybox", "true")
+        out = pallet("run", "--rm", "--network", name, "-p", f"{port}:80", "-v",
+                     f"{seen}:/seen", "busybox", "touch", "/seen/ran")
     assert out.returncode == 125
     assert str(port) in out.stderr and "already allocated" in out.stderr
+    assert list(seen.iterdir()) == []
     assert pallet("ps", "-aq").stdout == ""
     assert not leftovers(pallet)
 

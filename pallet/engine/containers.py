@@ -1116,6 +1116,28 @@ class Engine:
             image = 0
         return rw, rw + image
 
+    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+        """docker's rmi: refused while a container (even a stopped one) uses the image,
+        unless FORCE; by id, not even then while one runs. Untagging one of several
+        names is always fine. Returns docker's Untagged:/Deleted: lines."""
+        image, by_name = self.images.lookup(ref)
+        users = [c for c in self.store.list_containers() if c.image_id == image.id]
+        if users and by_name and not force and len(image.names) <= 1:
+            raise FailedPrecondition(
+                f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                f"container {users[0].id[:12]} is using its referenced image {image.short_id}")
+        if users and not by_name:
+            running = [c for c in users if c.state in ("running", "paused", "restarting")]
+            if running:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {image.short_id} (cannot be forced) - image "
+                    f"is being used by running container {running[0].id[:12]}")
+            if not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {image.short_id} (must be forced) - image "
+                    f"is being used by stopped container {users[0].id[:12]}")
+        return self.images.remove(ref, force=force)
+
     def prune_images(self, all: bool = False) -> tuple[list[str], int]:
         """docker's image prune: the dangling (unnamed) images, or with ALL every image that
         no container (of any state) was made from. Returns docker's `untagged:`/`deleted:`

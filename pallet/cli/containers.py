@@ -67,6 +67,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
       "(the default, pallet0 with NAT), none, host, or a network's name")
     a("-h", "--hostname", default="", help="container host name")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
+    a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
+    a("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33) on an IPv6 network")
     a("--restart", default="no", help="restart policy (no, on-failure[:N], always)")
     a("-m", "--memory", default=None, help="memory limit")
     a("--memory-swap", default=None, help="swap limit equal to memory plus swap: -1 unlimited")
@@ -384,7 +386,7 @@ def _request(args: argparse.Namespace) -> Any:
     req = CreateRequest(image=args.image, options=opts, name=args.name, network=args.network,
                         ports=args.publish, volumes=args.volume, tmpfs=args.tmpfs,
                         restart=args.restart, auto_remove=args.rm, runtime=args.runtime,
-                        pull=args.pull, platform=args.platform)
+                        pull=args.pull, platform=args.platform, ip=args.ip, ip6=args.ip6)
     for o in args.log_opt:
         k, _, v = o.partition("=")
         if k == "max-size":

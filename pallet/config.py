@@ -70,6 +70,7 @@ class CNIConfig:
     conf_dir: str = "/etc/cni/net.d"
     bin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")
     network: str = ""  # the conflist to use by name; "" = the first in conf_dir
+    ipv6_pool: str = ""  # IPv6 networks without --subnet get a /64 of it; "" = a ULA /48
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,11 @@ def _usage_error(prog: str, message: str) -> NoReturn:
         names = [n for n in message.split(": ", 1)[1].split(", ")
                  if n not in ("COMMAND", "command")]  # a command's own argv is optional
         message = f'"{prog}" requires {" and ".join(names)}'
+    elif m := re.match(r"argument (--[\w-]+)(?:/[^:]*)?: ignored explicit argument '(.*)'$",
+                       message):
+        # A Go bool flag given a value it does not take, in pflag's words.
+        message = (f'invalid argument "{m.group(2)}" for "{m.group(1)}" flag: '
+                   f'strconv.ParseBool: parsing "{m.group(2)}": invalid syntax')
     elif message.startswith("argument COMMAND: invalid choice"):
         word = re.search(r"invalid choice: '([^']*)'", message)
         message = f"unknown command: {word.group(1) if word else message}"

@@ -67,6 +67,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
       "(the default, pallet0 with NAT), none, host, or a network's name")
     a("-h", "--hostname", default="", help="container host name")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
+    a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
+    a("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33) on an IPv6 network")
     a("--restart", default="no", help="restart policy (no, on-failure[:N], always)")
     a("-m", "--memory", default=None, help="memory limit")
     a("--memory-swap", default=None, help="swap limit equal to memory plus swap: -1 unlimited")
@@ -101,8 +103,8 @@ def add_parsers(sub: Any) -> None:
     p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
     _create_args(p)
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print id")
-    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
-                   help="proxy received signals to the process (default true)")
+    add_bool_flag(p, "--sig-proxy", True, "proxy received signals to the process "
+                  "(default true; --sig-proxy=false turns it off)")
     p = cmd("create", "create a new container", cmd_create, add_help=False)
     _create_args(p)
 
@@ -209,8 +211,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
                    "detaches (only ctrl-p,ctrl-q)")
-    p.add_argument("--sig-proxy", type=parse_bool, default=True, metavar="BOOL",
-                   help="proxy received signals to the process (non-tty only; default true)")
+    add_bool_flag(p, "--sig-proxy", True, "proxy received signals to the process (non-tty "
+                  "only; default true; --sig-proxy=false turns it off)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
@@ -258,11 +260,37 @@ def add_parsers(sub: Any) -> None:
 
 
 # -- option parsing ----------------------------------------------------------------------------
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+
+
+class _BoolFlag(argparse.Action):
+    """A Go boolean flag: bare it means true and never takes the next word (`--sig-proxy
+    busybox` leaves busybox the image); a value needs `=`, as `--sig-proxy=false`."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any):
+        super().__init__(option_strings, dest, nargs=0, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        _, sep, value = (option_string or "").partition("=")
+        setattr(namespace, self.dest, parse_bool(value) if sep else True)
+
+
+def add_bool_flag(p: argparse.ArgumentParser, flag: str, default: bool, help_: str) -> None:
+    dest = flag.lstrip("-").replace("-", "_")
+    p.add_argument(flag, action=_BoolFlag, dest=dest, default=default, help=help_)
+    # argparse matches a whole word before splitting it at "=": each spelling of a value
+    # is an option string of its own, so the bare flag can take no argument at all.
+    p.add_argument(*(f"{flag}={v}" for v in _TRUE + _FALSE), action=_BoolFlag, dest=dest,
+                   default=default, help=argparse.SUPPRESS)
+
+
 def parse_bool(value: str) -> bool:
     """A boolean flag's value as Go's strconv.ParseBool (docker's) reads it."""
-    if value in ("1", "t", "T", "true", "TRUE", "True"):
+    if value in _TRUE:
         return True
-    if value in ("0", "f", "F", "false", "FALSE", "False"):
+    if value in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r} (true or false)")
 
@@ -358,7 +386,7 @@ def _request(args: argparse.Namespace) -> Any:
     req = CreateRequest(image=args.image, options=opts, name=args.name, network=args.network,
                         ports=args.publish, volumes=args.volume, tmpfs=args.tmpfs,
                         restart=args.restart, auto_remove=args.rm, runtime=args.runtime,
-                        pull=args.pull, platform=args.platform)
+                        pull=args.pull, platform=args.platform, ip=args.ip, ip6=args.ip6)
     for o in args.log_opt:
         k, _, v = o.partition("=")
         if k == "max-size":

@@ -10,9 +10,11 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pallet.engine.containers import Engine
     from pallet.image.store import Image, ImageStore
 
 
@@ -20,6 +22,31 @@ def _store(args: argparse.Namespace) -> ImageStore:
     from pallet.image.store import ImageStore
 
     return ImageStore(args.root)
+
+
+def _engine(args: argparse.Namespace) -> Engine:
+    """Which images are in use is the engine's knowledge (its containers), not the
+    store's: rmi and prune ask it, on the root the store would use."""
+    from pallet.engine.containers import Engine
+
+    return Engine(str(_store(args).root))
+
+
+def _exit_1(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """docker exits 1 when an image command fails (no such image, unreachable registry,
+    unreadable archive); 125 stays for bad usage, which argparse reports first."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from pallet.errors import PalletError
+
+        try:
+            return func(args)
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            return 1
+
+    wrapped.__name__ = func.__name__
+    return wrapped
 
 
 def add_parsers(sub: Any) -> None:
@@ -77,7 +104,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_inspect)
     p = isub.add_parser("prune", help="remove dangling images (-a: every image no container "
                         "uses), then unused blobs and snapshots")
-    p.add_argument("-f", "--force", action="store_true", help="do not ask (pallet never asks)")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.add_argument("-a", "--all", action="store_true",
                    help="remove all images without a container made from them, not just "
                    "dangling ones")
@@ -203,6 +230,7 @@ def _human(n: float) -> str:
 # -- handlers --------------------------------------------------------------
 
 
+@_exit_1
 def cmd_pull(args: argparse.Namespace) -> int:
     from pallet.image.reference import parse_reference
 
@@ -226,6 +254,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+@_exit_1
 def cmd_push(args: argparse.Namespace) -> int:
     from pallet.image.reference import parse_reference
 
@@ -420,11 +449,11 @@ def cmd_logout(args: argparse.Namespace) -> int:
 def cmd_rmi(args: argparse.Namespace) -> int:
     from pallet.errors import PalletError
 
-    store = _store(args)
+    eng = _engine(args)
     code = 0
     for ref in args.images:
         try:
-            for line in store.remove(ref, force=args.force):
+            for line in eng.remove_image(ref, force=args.force):
                 print(line)
         except PalletError as e:
             # Like docker: report each failure, go on with the rest, exit non-zero.
@@ -433,6 +462,7 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     return code
 
 
+@_exit_1
 def cmd_tag(args: argparse.Namespace) -> int:
     _store(args).tag(args.source, args.target)
     return 0
@@ -455,21 +485,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    # Which images are in use is the engine's knowledge (its containers), not the store's.
-    from pallet.engine.containers import DEFAULT_ROOT, Engine
-
-    lines, freed = Engine(args.root or DEFAULT_ROOT).prune_images(all=args.all)
+    if not args.force:
+        what = ("all images without at least one container associated to them" if args.all
+                else "all dangling images")
+        print(f"WARNING! This will remove {what}.")
+        print("Are you sure you want to continue? [y/N] ", end="", flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print()
+            return 0
+    lines, freed = _engine(args).prune_images(all=args.all)
     if lines:
         print("Deleted Images:\n" + "\n".join(lines) + "\n")
     print(f"Total reclaimed space: {_human(freed)}")
     return 0
 
 
+@_exit_1
 def cmd_save(args: argparse.Namespace) -> int:
     _store(args).save(args.images, args.output, format=args.format)
     return 0
 
 
+@_exit_1
 def cmd_load(args: argparse.Namespace) -> int:
     images = _store(args).load(args.input)
     _print_loaded(images)

@@ -31,7 +31,8 @@ def _networks(args: argparse.Namespace) -> Networks:
     cfg = load_config()
     root = args.root or cfg.root or DEFAULT_ROOT
     # The conf dir's networks are the ones CRI pods use: show them here too.
-    return Networks(Store(root), root, bin_dirs=cfg.cni.bin_dirs, conf_dir=cfg.cni.conf_dir)
+    return Networks(Store(root), root, bin_dirs=cfg.cni.bin_dirs, conf_dir=cfg.cni.conf_dir,
+                    ipv6_pool=cfg.cni.ipv6_pool)
 
 
 def add_parsers(sub: Any) -> None:
@@ -42,8 +43,15 @@ def add_parsers(sub: Any) -> None:
     p = nsub.add_parser("create", help="create a network")
     p.add_argument("name")
     p.add_argument("-d", "--driver", default="bridge", help="driver (only bridge)")
-    p.add_argument("--subnet", default="", help="subnet in CIDR form, e.g. 10.86.5.0/24")
-    p.add_argument("--gateway", default="", help="gateway address in the subnet")
+    p.add_argument("--subnet", action="append", default=[],
+                   help="subnet in CIDR form, e.g. 10.86.5.0/24 (an IPv4 and an IPv6 one "
+                   "for dual stack)")
+    p.add_argument("--gateway", action="append", default=[],
+                   help="gateway address in a subnet")
+    p.add_argument("--ip-range", action="append", default=[],
+                   help="allocate container addresses from a sub-range of a subnet")
+    p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP",
+                   help="an address of a subnet containers must not get")
     p.add_argument("--internal", action="store_true", help="no NAT and no default route")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
@@ -54,7 +62,12 @@ def add_parsers(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="driver option, e.g. com.docker.network.bridge.name=br0",
     )
-    p.add_argument("--ipv6", action="store_true", help="accepted when --subnet is IPv6")
+    from pallet.cli.containers import add_bool_flag
+
+    add_bool_flag(p, "--ipv6", False, "enable IPv6 (an IPv6 subnet of its own unless "
+                  "--subnet gives one)")
+    add_bool_flag(p, "--ipv4", True, "enable IPv4 (default true; --ipv4=false for an IPv6-only "
+                  "network)")
     p.set_defaults(func=cmd_create)
 
     for name in ("ls", "list"):
@@ -86,6 +99,8 @@ def add_parsers(sub: Any) -> None:
     p = nsub.add_parser("connect", help="connect a container to a network")
     p.add_argument("--alias", action="append", default=[], help="another name for the "
                    "container on this network")
+    p.add_argument("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    p.add_argument("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33)")
     p.add_argument("network")
     p.add_argument("container")
     p.set_defaults(func=cmd_connect)
@@ -116,14 +131,15 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from pallet.errors import InvalidArgument
-
-    if args.ipv6 and ":" not in args.subnet:
-        raise InvalidArgument("--ipv6 needs an IPv6 --subnet")
+    aux = _pairs(args.aux_address, "aux-address")
     rec = _networks(args).create(
         args.name,
-        subnet=args.subnet,
-        gateway=args.gateway,
+        subnets=args.subnet,
+        gateways=args.gateway,
+        ip_ranges=args.ip_range,
+        aux_addresses=aux,
+        ipv6=args.ipv6,
+        ipv4=args.ipv4,
         driver=args.driver,
         internal=args.internal,
         labels=_pairs(args.label, "label"),
@@ -206,7 +222,7 @@ def _ls_row(ident: str, r: NetworkRecord) -> dict[str, Any]:
         "Name": r.name,
         "Driver": r.driver,
         "Scope": "local",
-        "IPv6": ":" in r.subnet,
+        "IPv6": bool(opts.get("ipv6", ":" in r.subnet)),
         "Internal": bool(opts.get("internal", False)),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())),
         "CreatedAt": _rfc3339(r.created_at),
@@ -287,7 +303,8 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from pallet.errors import PalletError
 
     try:
-        _engine(args).connect(args.container, args.network, args.alias)
+        _engine(args).connect(args.container, args.network, args.alias, ip=args.ip,
+                              ip6=args.ip6)
     except PalletError as e:  # docker: 1, not 125, for a daemon's refusal
         print(f"Error: {e}", file=sys.stderr)
         return 1

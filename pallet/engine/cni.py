@@ -438,8 +438,10 @@ class Executor:
         self._drop_cache(network, rt.container_id, rt.ifname)
         return True
 
-    def check(self, conflist: Mapping[str, Any], rt: RuntimeConf) -> None:
-        """CHECK every plugin in order against the recorded result."""
+    def check(self, conflist: Mapping[str, Any], rt: RuntimeConf,
+              skip: Sequence[str] = ()) -> None:
+        """CHECK every plugin (but those of the types in SKIP) in order against the
+        recorded result."""
         entry = self.cached(conflist["name"], rt.container_id, rt.ifname)
         if entry is None:
             raise NotFound(
@@ -450,6 +452,8 @@ class Executor:
         prev = entry.get("result") or {}
         caps = entry.get("capabilityArgs") or rt.capability_args
         for plugin in used["plugins"]:
+            if plugin.get("type") in skip:
+                continue
             self.run_plugin("CHECK", used["name"], plugin_config(used, plugin, prev, caps), rt)
 
     def _delete_quietly(

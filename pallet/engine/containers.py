@@ -79,6 +79,8 @@ class CreateRequest:
     name: str = ""
     network: str = ""            # "" -> none until CNI networking lands; host|none|NAME
     ports: list[str] = field(default_factory=list)      # -p specs
+    ip: str = ""                 # --ip, --ip6: static addresses on the network
+    ip6: str = ""
     volumes: list[str] = field(default_factory=list)    # -v specs
     tmpfs: list[str] = field(default_factory=list)
     restart: str = "no"
@@ -202,6 +204,9 @@ class Engine:
             if network == "none" and req.ports:
                 raise InvalidArgument("conflicting options: port publishing and the "
                                       "container type network mode 'none'")
+        static_ips = [i for i in (req.ip, req.ip6) if i]
+        if static_ips:
+            _check_static_ips(self, network, req.ip, req.ip6)
         from pallet.engine.volumes import parse_tmpfs, parse_volume
 
         vol_specs = [parse_volume(v) for v in req.volumes]
@@ -257,6 +262,7 @@ class Engine:
                 f.write(json.dumps(spec))
             config = {"image": req.image, "image_config": image.config.raw.get("config") or {},
                       "network": network, "ports": ports, "auto_remove": req.auto_remove,
+                      "ips": static_ips,
                       "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
                       "anonymous_volumes": anonymous, "stop_signal": opts.stop_signal,
                       "hostname": spec.get("hostname", ""), "cmd": opts.command,
@@ -1041,10 +1047,12 @@ class Engine:
         cfg = rec.config
         out: dict[str, Any] = {"Ports": _port_bindings(cfg.get("ports") or []),
                                "IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
-                               "MacAddress": "", "Networks": {}}
+                               "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                               "IPv6Gateway": "", "MacAddress": "", "Networks": {}}
         name = cfg.get("network") or "none"
-        empty = {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",
-                 "Aliases": None, "NetworkID": ""}
+        empty = {"IPAMConfig": None, "IPAddress": "", "IPPrefixLen": 0, "Gateway": "",
+                 "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
+                 "MacAddress": "", "Aliases": None, "NetworkID": ""}
         if name in NETWORK_MODES:
             out["Networks"] = {name: empty}
             return out
@@ -1056,21 +1064,24 @@ class Engine:
             if att is None:
                 out["Networks"][n["name"]] = {**empty, "Aliases": list(n.get("aliases") or [])}
                 continue
-            prefix = int(att.ips[0].split("/")[1]) if att.ips and "/" in att.ips[0] else 0
+            addrs = _addresses(att)
+            static = n.get("ips") or []
+            ipam = {"IPv4Address": next((i for i in static if ":" not in i), ""),
+                    "IPv6Address": next((i for i in static if ":" in i), "")}
             out["Networks"][n["name"]] = {
-                "IPAddress": att.ip, "IPPrefixLen": prefix, "Gateway": att.gateway,
+                **empty, **addrs, "IPAMConfig": ipam if static else None,
                 "MacAddress": att.mac, "Aliases": list(att.aliases),
                 "NetworkID": nets.get(att.network).id if att.network else ""}
             if i == 0:
-                out.update(IPAddress=att.ip, Gateway=att.gateway, MacAddress=att.mac,
-                           IPPrefixLen=prefix)
+                out.update(addrs, MacAddress=att.mac)
         return out
 
     # -- network connect / disconnect ------------------------------------------------------
-    def connect(self, ref: str, network: str, aliases: list[str] | tuple[str, ...] = ()
-                ) -> ContainerRecord:
+    def connect(self, ref: str, network: str, aliases: list[str] | tuple[str, ...] = (),
+                ip: str = "", ip6: str = "") -> ContainerRecord:
         """docker network connect: join NETWORK now (CNI ADD into the container's netns,
-        as its next ethN) if it runs, and at every start; names resolve both ways."""
+        as its next ethN) if it runs, and at every start; names resolve both ways.
+        IP/IP6: static addresses on it (docker's --ip/--ip6)."""
         from pallet.engine import netns
         from pallet.engine.network import Networks
 
@@ -1091,14 +1102,17 @@ class Engine:
         if any(cni_network(n["name"]) == net.name for n in joined):
             raise AlreadyExists(f"endpoint with name {rec.name} already exists in network "
                                 f"{network}")
+        static_ips = [i for i in (ip, ip6) if i]
+        if static_ips:
+            _check_static_ips(self, network, ip, ip6)
         used = {n["ifname"] for n in joined}
         ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
-        entry = {"name": network, "ifname": ifname, "aliases": list(aliases)}
+        entry = {"name": network, "ifname": ifname, "aliases": list(aliases), "ips": static_ips}
         path = os.path.join(self.run_dir(rec.id), "netns")
         live = rec.state in ("running", "paused", "restarting") and netns.is_netns(path)
         if live:
             nets.attach(path, rec.id, net.name, ifname=ifname,
-                        aliases=[rec.name, *aliases], default_route=not joined)
+                        aliases=[rec.name, *aliases], default_route=not joined, ips=static_ips)
         try:
             rec = self.store.update_container(rec.id,
                                               config={**rec.config, "networks": joined + [entry]})
@@ -1150,6 +1164,28 @@ class Engine:
         except PalletError:  # its image was removed meanwhile
             image = 0
         return rw, rw + image
+
+    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+        """docker's rmi: refused while a container (even a stopped one) uses the image,
+        unless FORCE; by id, not even then while one runs. Untagging one of several
+        names is always fine. Returns docker's Untagged:/Deleted: lines."""
+        image, by_name = self.images.lookup(ref)
+        users = [c for c in self.store.list_containers() if c.image_id == image.id]
+        if users and by_name and not force and len(image.names) <= 1:
+            raise FailedPrecondition(
+                f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                f"container {users[0].id[:12]} is using its referenced image {image.short_id}")
+        if users and not by_name:
+            running = [c for c in users if c.state in ("running", "paused", "restarting")]
+            if running:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {image.short_id} (cannot be forced) - image "
+                    f"is being used by running container {running[0].id[:12]}")
+            if not force:
+                raise FailedPrecondition(
+                    f"conflict: unable to delete {image.short_id} (must be forced) - image "
+                    f"is being used by stopped container {users[0].id[:12]}")
+        return self.images.remove(ref, force=force)
 
     def prune_images(self, all: bool = False) -> tuple[list[str], int]:
         """docker's image prune: the dangling (unnamed) images, or with ALL every image that
@@ -1274,6 +1310,39 @@ def oom_killed(ctr_dir: str, cid: str) -> bool:
 
 
 # -- networking hook ---------------------------------------------------------------------------
+def _addresses(att: Any) -> dict[str, Any]:
+    """docker inspect's per-family address fields of one attachment."""
+    out: dict[str, Any] = {}
+    for cidr in att.ips:
+        ip, _, plen = cidr.partition("/")
+        if ":" in ip and "GlobalIPv6Address" not in out:
+            out.update(GlobalIPv6Address=ip, GlobalIPv6PrefixLen=int(plen or 0))
+        elif ":" not in ip and "IPAddress" not in out:
+            out.update(IPAddress=ip, IPPrefixLen=int(plen or 0))
+    # The CNI result has one gateway per address: the bridge's in that family.
+    for gw in att.gateways:
+        out["IPv6Gateway" if ":" in gw else "Gateway"] = gw
+    return out
+
+
+
+def _check_static_ips(engine: Engine, network: str, ip: str, ip6: str) -> None:
+    """docker's refusals of --ip/--ip6 at create: a network mode without addresses, the
+    wrong family, outside the network's subnets, its gateway. (An address another
+    container holds is refused when this one starts, as in docker.)"""
+    from pallet.engine.network import Networks, static_ip_error
+
+    if network in ("host", "none"):
+        raise InvalidArgument("user specified IP address is supported on user defined "
+                              "networks only")
+    for value, version in ((ip, 4), (ip6, 6)):
+        if value and static_ip_error(value, [], version=version).startswith("invalid"):
+            raise InvalidArgument(static_ip_error(value, [], version=version))
+    nets = Networks(engine.store, engine.root)
+    nets.check_static_ips(nets.get(cni_network(network)), [i for i in (ip, ip6) if i],
+                          held=False)
+
+
 def _network_available(network: str, engine: Engine) -> None:
     try:
         from pallet.engine.network import DEFAULT_NETWORK, Networks
@@ -1294,7 +1363,8 @@ def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
     if "networks" in config:
         return [dict(n) for n in config["networks"]]
     mode = config.get("network") or "none"
-    return [] if mode in NETWORK_MODES else [{"name": mode, "ifname": "eth0", "aliases": []}]
+    return [] if mode in NETWORK_MODES else [
+        {"name": mode, "ifname": "eth0", "aliases": [], "ips": list(config.get("ips") or [])}]
 
 
 def cni_network(name: str) -> str:
@@ -1325,7 +1395,8 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Non
                     ports = nets.allocate_host_ports(ports)
                     engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
             nets.attach(path, rec.id, cni_network(n["name"]), ports, ifname=n["ifname"],
-                        aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0)
+                        aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0,
+                        ips=n.get("ips") or ())
     except BaseException:
         with contextlib.suppress(PalletError, OSError):
             nets.detach_all(rec.id, path)

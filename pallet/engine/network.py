@@ -62,6 +62,7 @@ class Attachment:
     netns: str = ""
     aliases: list[str] = field(default_factory=list)
     port_mappings: list[dict[str, Any]] = field(default_factory=list)
+    gateways: list[str] = field(default_factory=list)  # one per family, in the result's order
 
     @property
     def ip(self) -> str:
@@ -109,6 +110,173 @@ def pick_gateway(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway:
     return str(gw)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+ADDRESS_IN_USE = "Address already in use"  # libnetwork's ErrIPAlreadyAllocated
+
+
+def _family(version: int) -> str:
+    return "IPv4" if version == 4 else "IPv6"
+
+
+def consolidate_ipam(
+    subnets: Sequence[str],
+    gateways: Sequence[str] = (),
+    ip_ranges: Sequence[str] = (),
+    aux_addresses: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """docker's `network create --subnet/--gateway/--ip-range/--aux-address` as one IPAM
+    config per subnet ({"subnet", "gateway", "ip_range", "aux"}), each gateway, range and
+    aux address matched to the subnet that contains it, with docker's messages."""
+    nets = [parse_subnet(s) for s in subnets]
+    for i, a in enumerate(nets):
+        for b in nets[i + 1:]:
+            if a.version == b.version and a.overlaps(b):
+                raise InvalidArgument("multiple overlapping subnet configuration is not supported")
+    if len(nets) < len(ip_ranges) or len(nets) < len(gateways):
+        raise InvalidArgument("every ip-range or gateway must have a corresponding subnet")
+    out = [{"subnet": str(n), "gateway": "", "ip_range": "", "aux": {}} for n in nets]
+
+    def owner(text: str, what: str, as_net: bool) -> dict[str, Any]:
+        try:
+            value: Any = (ipaddress.ip_network(text.strip(), strict=False) if as_net
+                          else ipaddress.ip_address(text.strip()))
+        except ValueError:
+            raise InvalidArgument(f"invalid {what} {text}: invalid "
+                                  f"{'CIDR block notation' if as_net else 'address'}") from None
+        for n, cfg in zip(nets, out, strict=True):
+            if value.version == n.version and (
+                    value.subnet_of(n) if as_net else value in n):  # type: ignore[arg-type]
+                return cfg
+        raise InvalidArgument(f"no matching subnet for {what} {text}")
+
+    for r in ip_ranges:
+        cfg = owner(r, "range", True)
+        if cfg["ip_range"]:
+            raise InvalidArgument(f"cannot configure multiple ranges ({r}, {cfg['ip_range']}) "
+                                  f"on the same subnet ({cfg['subnet']})")
+        rng = ipaddress.ip_network(r.strip(), strict=False)
+        if str(rng) != r.strip():
+            raise InvalidArgument(f"invalid ip-range {r}: it should be {rng}")
+        cfg["ip_range"] = str(rng)
+    for g in gateways:
+        cfg = owner(g, "gateway", False)
+        if cfg["gateway"]:
+            raise InvalidArgument(f"cannot configure multiple gateways ({g}, {cfg['gateway']}) "
+                                  f"for the same subnet ({cfg['subnet']})")
+        cfg["gateway"] = pick_gateway(ipaddress.ip_network(cfg["subnet"]), g)
+    for name, addr in (aux_addresses or {}).items():
+        cfg = owner(addr, "aux-address", False)
+        cfg["aux"][name] = str(ipaddress.ip_address(addr.strip()))
+    for cfg in out:
+        cfg["gateway"] = cfg["gateway"] or pick_gateway(ipaddress.ip_network(cfg["subnet"]))
+        if cfg["gateway"] in cfg["aux"].values():
+            raise InvalidArgument(f"invalid aux-address: {cfg['gateway']} is the gateway")
+    return out
+
+
+def _host_bounds(net: IPNetwork) -> tuple[int, int]:
+    """The first and last address host-local may hand out in NET (IPv4 keeps its
+    network and broadcast addresses)."""
+    first, last = int(net.network_address), int(net.broadcast_address)
+    return (first + 1, last - 1) if net.version == 4 else (first + 1, last)
+
+
+def host_local_rangeset(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One IPAM config as a host-local range set: the subnet, or only its --ip-range
+    (rangeStart/rangeEnd), split around --aux-address reservations (host-local skips the
+    gateway itself)."""
+    subnet = ipaddress.ip_network(cfg["subnet"])
+    lo, hi = _host_bounds(subnet)
+    if cfg.get("ip_range"):
+        rng = ipaddress.ip_network(cfg["ip_range"])
+        lo = max(lo, int(rng.network_address))
+        hi = min(hi, int(rng.broadcast_address))
+    holes = sorted(int(ipaddress.ip_address(a)) for a in (cfg.get("aux") or {}).values())
+    pieces, start = [], lo
+    for h in holes:
+        if start <= h <= hi:
+            if h > start:
+                pieces.append((start, h - 1))
+            start = h + 1
+    if start <= hi:
+        pieces.append((start, hi))
+    if not pieces:
+        raise InvalidArgument(f"no address left to allocate in {cfg.get('ip_range') or subnet}")
+    full = (pieces == [_host_bounds(subnet)])
+    make = type(subnet.network_address)
+    out = []
+    for a, b in pieces:
+        r: dict[str, Any] = {"subnet": str(subnet), "gateway": cfg["gateway"]}
+        if not full:
+            r["rangeStart"], r["rangeEnd"] = str(make(a)), str(make(b))
+        out.append(r)
+    return out
+
+
+def static_ip_error(ip: str, configs: Sequence[Mapping[str, Any]], *, version: int,
+                    user_subnets: bool = True, predefined: bool = False) -> str:
+    """docker's refusal of `--ip`/`--ip6` IP on a network with these IPAM CONFIGS, or ""."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != version or addr.is_unspecified:
+        return f"invalid {_family(version)} address: {ip}"
+    if predefined:
+        return "user specified IP address is supported on user defined networks only"
+    mine = [c for c in configs if ipaddress.ip_network(c["subnet"]).version == version]
+    if not mine or not user_subnets:
+        return ("user specified IP address is supported only when connecting to networks "
+                "with user configured subnets")
+    for c in mine:
+        net = ipaddress.ip_network(c["subnet"])
+        if addr in net:
+            lo, hi = _host_bounds(net)
+            taken = {c["gateway"], *(c.get("aux") or {}).values()}
+            if not lo <= int(addr) <= hi or str(addr) in taken:
+                return ADDRESS_IN_USE
+            return ""
+    return f"no configured subnet or ip-range contain the IP address {ip}"
+
+
+def with_static_ips(conflist: Mapping[str, Any], ips: Sequence[str]) -> dict[str, Any]:
+    """CONFLIST for an attachment asking for IPS: the range set of each family asked for
+    becomes its whole subnet, since a static address may lie outside --ip-range (as in
+    docker); the addresses go to host-local as the config's `args.cni.ips` (its CNI_ARGS
+    IP= takes only one address in containernetworking-plugins 1.1)."""
+    wanted = [ipaddress.ip_address(i) for i in ips]
+    plugins = []
+    for p in conflist.get("plugins", []):
+        ipam = p.get("ipam")
+        if isinstance(ipam, dict) and ipam.get("ranges"):
+            ranges = []
+            for rs in ipam["ranges"]:
+                net = ipaddress.ip_network(rs[0]["subnet"])
+                if any(w in net for w in wanted):
+                    rs = [{"subnet": rs[0]["subnet"], "gateway": rs[0].get("gateway", "")}]
+                ranges.append(rs)
+            p = {**p, "ipam": {**ipam, "ranges": ranges},
+                 "args": {"cni": {"ips": [str(w) for w in wanted]}}}
+        plugins.append(p)
+    return {**conflist, "plugins": plugins}
+
+
+def ula_pool(seed: str) -> str:
+    """A /48 of fd00::/8 with a 40-bit global id from SEED (the host's machine id), as
+    docker derives its default IPv6 pool from its engine id (RFC 4193)."""
+    gid = hashlib.sha256(seed.encode()).hexdigest()[:10]
+    return f"fd{gid[:2]}:{gid[2:6]}:{gid[6:10]}::/48"
+
+
+def ipam_configs(rec: NetworkRecord) -> list[dict[str, Any]]:
+    """The IPAM configs of a network record (records from before dual-stack had one)."""
+    if rec.config.get("ipam"):
+        return [dict(c) for c in rec.config["ipam"]]
+    if rec.subnet:
+        return [{"subnet": rec.subnet, "gateway": rec.gateway, "ip_range": "", "aux": {}}]
+    return []
+
+
 def validate_bridge_name(name: str) -> str:
     # IFNAMSIZ is 16 with the NUL; '/' and whitespace would break sysfs paths.
     if not name or len(name) > 15 or any(c in name for c in "/ \t\n:") or name in (".", ".."):
@@ -139,18 +307,21 @@ def build_conflist(
     portmap: bool = True,
     firewall: bool = True,
     mtu: int = 0,
+    ranges: Sequence[Sequence[Mapping[str, Any]]] = (),
 ) -> dict[str, Any]:
-    """The CNI 1.0 conflist of a pallet bridge network (the shape podman writes)."""
-    net = ipaddress.ip_network(subnet)
-    default_dst = "0.0.0.0/0" if net.version == 4 else "::/0"
+    """The CNI 1.0 conflist of a pallet bridge network (the shape podman writes).
+    RANGES: host-local range sets, one per subnet (IPv4 and/or IPv6); default: SUBNET."""
+    rangesets = [[dict(r) for r in rs] for rs in ranges] or [
+        [{"subnet": subnet, "gateway": gateway}]]
+    versions = sorted({ipaddress.ip_network(rs[0]["subnet"]).version for rs in rangesets})
     ipam: dict[str, Any] = {
         "type": "host-local",
-        "ranges": [[{"subnet": subnet, "gateway": gateway}]],
+        "ranges": rangesets,
         # Under pallet's root: reservations go with it, and tests get their own.
         "dataDir": data_dir,
     }
     if not internal:
-        ipam["routes"] = [{"dst": default_dst}]
+        ipam["routes"] = [{"dst": "0.0.0.0/0" if v == 4 else "::/0"} for v in versions]
     bridge_conf: dict[str, Any] = {
         "type": "bridge",
         "bridge": bridge,
@@ -314,18 +485,20 @@ def attachment_from_entry(entry: Mapping[str, Any]) -> Attachment:
         if iface.get("name") == ifname and iface.get("sandbox"):
             index = i
     mac = interfaces[index].get("mac", "") if index is not None else ""
-    ips, gateway = [], ""
+    ips, gateways = [], []
     for ip in result.get("ips") or []:
         if index is not None and ip.get("interface") not in (None, index):
             continue
         ips.append(ip.get("address", ""))
-        gateway = gateway or ip.get("gateway", "")
+        if ip.get("gateway") and ip["gateway"] not in gateways:
+            gateways.append(ip["gateway"])
     return Attachment(
         network=entry.get("networkName", ""),
         container_id=entry.get("containerId", ""),
         interface=ifname,
         ips=[a for a in ips if a],
-        gateway=gateway,
+        gateway=gateways[0] if gateways else "",
+        gateways=gateways,
         mac=mac,
         netns=entry.get("netns", ""),
         aliases=list(entry.get("aliases") or []),
@@ -370,6 +543,39 @@ def _host_routes() -> list[tuple[str, ipaddress.IPv4Network]]:
         if net.prefixlen:
             out.append((cols[0], net))
     return out
+
+
+def _host_routes6() -> list[tuple[str, ipaddress.IPv6Network]]:
+    """(device, destination) of the host's IPv6 routes but the default, link-local,
+    multicast and single-address (local) ones."""
+    out = []
+    try:
+        with open("/proc/net/ipv6_route") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        cols = line.split()
+        if len(cols) < 10:
+            continue
+        plen = int(cols[1], 16)
+        if not 0 < plen < 128:
+            continue
+        addr = ipaddress.IPv6Address(bytes.fromhex(cols[0]))
+        net = ipaddress.IPv6Network(f"{addr}/{plen}", strict=False)
+        if not (net.is_link_local or net.is_multicast):
+            out.append((cols[9], net))
+    return out
+
+
+def _machine_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return socket.gethostname()
 
 
 def link_exists(name: str) -> bool:
@@ -565,6 +771,37 @@ def _delete_link_in(path: str, ifname: str) -> bool:
         return False
 
 
+def portmap_chain(network: str, container_id: str) -> str:
+    """The per-attachment DNAT chain of the portmap plugin (utils.FormatChainName)."""
+    return ("CNI-DN-" + hashlib.sha512(f"{network}{container_id}".encode()).hexdigest())[:28]
+
+
+def portmap_dnat_rules(entry: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(tool, chain, rule text as `-S` lists it) of each DNAT rule portmap made for the
+    published ports of a recorded attachment: one per port and container address family
+    the port's host IP allows."""
+    config = entry.get("config") or {}
+    if not any(p.get("type") == "portmap" for p in config.get("plugins", [])):
+        return []
+    mappings = (entry.get("capabilityArgs") or {}).get("portMappings") or []
+    chain = portmap_chain(entry.get("networkName", ""), entry.get("containerId", ""))
+    out = []
+    for addr in _recorded_ips(entry):
+        if not addr:
+            continue
+        v6 = ":" in addr
+        for m in mappings:
+            host_ip = m.get("hostIP") or ""
+            if host_ip and (":" in host_ip) != v6:
+                continue
+            dest = f"[{addr}]:{m['containerPort']}" if v6 else f"{addr}:{m['containerPort']}"
+            proto = m.get("protocol", "tcp")
+            out.append(("ip6tables" if v6 else "iptables", chain,
+                        f"-p {proto} -m {proto} --dport {m['hostPort']} -j DNAT "
+                        f"--to-destination {dest}"))
+    return out
+
+
 def check_ports_bindable(mappings: Sequence[Mapping[str, Any]]) -> None:
     """portmap only writes DNAT rules and never notices a host process already
     serving the port; try binding each one so `-p 8080:80` fails clearly instead."""
@@ -617,6 +854,7 @@ class Networks:
         default_bridge: str = DEFAULT_BRIDGE,
         firewall: bool = True,
         netns_dir: str = netns.DEFAULT_RUN_DIR,
+        ipv6_pool: str = "",
     ):
         self.store = store
         self.root = root
@@ -626,13 +864,15 @@ class Networks:
         self.default_bridge = validate_bridge_name(default_bridge)
         self.firewall = firewall
         self.netns_dir = netns_dir
+        self.ipv6_pool = ipv6_pool
         self.ipam_dir = os.path.join(root, "cni", "networks")
         self.executor = cni.Executor(self.bin_dirs, os.path.join(root, "cni", "results"))
 
     # -- records
 
     def _conflist(
-        self, name: str, bridge: str, subnet: str, gateway: str, opts: Mapping[str, Any]
+        self, name: str, bridge: str, subnet: str, gateway: str, opts: Mapping[str, Any],
+        ipam: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
         return build_conflist(
             name,
@@ -644,6 +884,7 @@ class Networks:
             internal=bool(opts.get("internal", False)),
             firewall=self.firewall,
             mtu=int(opts.get("mtu", 0) or 0),
+            ranges=[host_local_rangeset(c) for c in ipam],
         )
 
     def _ensure_default(self) -> NetworkRecord:
@@ -742,8 +983,16 @@ class Networks:
         mtu: int = 0,
         labels: Mapping[str, str] | None = None,
         options: Mapping[str, str] | None = None,
+        subnets: Sequence[str] = (),
+        gateways: Sequence[str] = (),
+        ip_ranges: Sequence[str] = (),
+        aux_addresses: Mapping[str, str] | None = None,
+        ipv6: bool = False,
+        ipv4: bool = True,
     ) -> NetworkRecord:
         """A new bridge network; docker's `network create` options map onto it.
+        IPv4 always (unless IPV4 is false), IPv6 with IPV6 or an IPv6 subnet: a family
+        without a subnet gets a free one (a /24 of 10.86.0.0/16, a /64 of the IPv6 pool).
         The bridge itself appears on the first attach (the bridge plugin makes it)."""
         name = validate_name(name, "network")
         if name in RESERVED_NAMES or name in (DEFAULT_NETWORK, LOOPBACK_NETWORK):
@@ -761,8 +1010,17 @@ class Networks:
                 mtu = int(value)
             else:
                 raise InvalidArgument(f"unsupported network option {key!r}")
-        if gateway and not subnet:
+        subnets = [*([subnet] if subnet else []), *subnets]
+        gateways = [*([gateway] if gateway else []), *gateways]
+        if gateways and not subnets:
             raise InvalidArgument("--gateway needs --subnet")
+        ipam = consolidate_ipam(subnets, gateways, ip_ranges, aux_addresses)
+        versions = {ipaddress.ip_network(c["subnet"]).version for c in ipam}
+        ipv6 = ipv6 or 6 in versions  # an IPv6 --subnet says it (podman's rule)
+        if 4 in versions and not ipv4:
+            raise InvalidArgument("IPv4 subnets were given, but IPv4 is disabled (--ipv4=false)")
+        if not ipv4 and not ipv6:
+            raise InvalidArgument("a network needs IPv4 or IPv6: give --ipv6 with --ipv4=false")
         if any(r.name == name for r in self._file_networks()):
             raise AlreadyExists(f"network with name {name} already exists (in {self.conf_dir})")
         rid = new_id()
@@ -776,20 +1034,32 @@ class Networks:
                     raise AlreadyExists(f"bridge {bridge} is already used by network {r.name}")
             if link_exists(bridge) and not _is_bridge(bridge):
                 raise AlreadyExists(f"interface {bridge} exists on the host and is not a bridge")
-            net = parse_subnet(subnet) if subnet else self._free_subnet(existing)
-            self._check_overlap(net, existing)
-            gw = pick_gateway(net, gateway)
-            opts = {"bridge": bridge, "ip_masq": ip_masq, "internal": internal, "mtu": mtu}
-            conflist = self._conflist(name, bridge, str(net), gw, opts)
+            for c in ipam:
+                self._check_overlap(ipaddress.ip_network(c["subnet"]), existing)
+            auto = []
+            if ipv4 and 4 not in versions:
+                auto.append(self._free_subnet(existing))
+            if ipv6 and 6 not in versions:
+                auto.append(self._free_subnet6(existing))
+            for net in auto:
+                ipam.append({"subnet": str(net), "gateway": pick_gateway(net), "ip_range": "",
+                             "aux": {}})
+            ipam.sort(key=lambda c: ipaddress.ip_network(c["subnet"]).version)
+            for c in ipam:
+                host_local_rangeset(c)  # an --ip-range with no free address fails here
+            opts = {"bridge": bridge, "ip_masq": ip_masq, "internal": internal, "mtu": mtu,
+                    "ipv6": ipv6, "ipv4": ipv4, "user_subnets": bool(subnets)}
+            first = ipam[0]
+            conflist = self._conflist(name, bridge, first["subnet"], first["gateway"], opts, ipam)
             return self.store.add_network(
                 NetworkRecord(
                     rid,
                     name,
                     driver,
-                    str(net),
-                    gw,
+                    first["subnet"],
+                    first["gateway"],
                     labels=dict(labels or {}),
-                    config={"conflist": conflist, "options": opts},
+                    config={"conflist": conflist, "options": opts, "ipam": ipam},
                 )
             )
 
@@ -799,9 +1069,9 @@ class Networks:
         ours = {(r.config.get("options") or {}).get("bridge") for r in existing}
         used: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
         for r in existing:
-            if r.subnet:
-                used.append((f"network {r.name}", ipaddress.ip_network(r.subnet)))
-        for dev, net in _host_routes():
+            for c in ipam_configs(r):
+                used.append((f"network {r.name}", ipaddress.ip_network(c["subnet"])))
+        for dev, net in [*_host_routes(), *_host_routes6()]:
             if dev not in ours:
                 used.append((f"a route of the host (dev {dev})", net))
         return used
@@ -822,6 +1092,17 @@ class Networks:
                 return cand  # type: ignore[return-value]
         raise FailedPrecondition(
             f"no free /{AUTO_PREFIX} left in {AUTO_SUBNET_POOL}; give --subnet or remove networks"
+        )
+
+    def _free_subnet6(self, existing: Sequence[NetworkRecord]) -> ipaddress.IPv6Network:
+        used = [n for _, n in self._used_ranges(existing) if n.version == 6]
+        pool = ipaddress.ip_network(self.ipv6_pool or ula_pool(_machine_id()))
+        for cand in pool.subnets(new_prefix=max(64, pool.prefixlen)):
+            if not any(cand.overlaps(u) for u in used):
+                return cand  # type: ignore[return-value]
+        raise FailedPrecondition(
+            f"could not find an available, non-overlapping IPv6 address pool in {pool}; "
+            "give an IPv6 --subnet"
         )
 
     def set_default_subnet(self, cidr: str) -> NetworkRecord:
@@ -899,14 +1180,24 @@ class Networks:
             options[OPT_MASQ] = str(bool(opts.get("ip_masq", True))).lower()
         if opts.get("mtu"):
             options[OPT_MTU] = str(opts["mtu"])
-        ipam_config = [{"Subnet": rec.subnet, "Gateway": rec.gateway}] if rec.subnet else []
+        ipam_config = []
+        for c in ipam_configs(rec):
+            row = {"Subnet": c["subnet"]}
+            if c.get("ip_range"):
+                row["IPRange"] = c["ip_range"]
+            row["Gateway"] = c["gateway"]
+            if c.get("aux"):
+                row["AuxiliaryAddresses"] = dict(c["aux"])
+            ipam_config.append(row)
+        versions = {ipaddress.ip_network(c["Subnet"]).version for c in ipam_config}
         return {
             "Name": rec.name,
             "Id": rec.id,
             "Created": _rfc3339(rec.created_at),
             "Scope": "local",
             "Driver": rec.driver,
-            "EnableIPv6": bool(rec.subnet) and ":" in rec.subnet,
+            "EnableIPv4": bool(opts.get("ipv4", 4 in versions)),
+            "EnableIPv6": bool(opts.get("ipv6", 6 in versions)),
             "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
             "Internal": bool(opts.get("internal", False)),
             "Attachable": False,
@@ -974,11 +1265,13 @@ class Networks:
         aliases: Sequence[str] = (),
         cni_args: Mapping[str, str] | None = None,
         default_route: bool = True,
+        ips: Sequence[str] = (),
     ) -> Attachment:
         """Connect the namespace at NETNS_PATH to NETWORK as IFNAME via CNI ADD and
         record it. Idempotent for the same (container, network, ifname). Host ports
         already in use fail before any plugin runs; a failed ADD is rolled back.
-        default_route=False: no default route through this network (a second one)."""
+        default_route=False: no default route through this network (a second one).
+        IPS: static addresses (docker's --ip/--ip6), checked with docker's messages."""
         rec = self.get(network)
         validate_ifname(ifname)
         if not netns.is_netns(netns_path):
@@ -1001,23 +1294,56 @@ class Networks:
         if not default_route:
             conflist = without_default_route(conflist)
         args = [("IgnoreUnknown", "1"), *sorted((cni_args or {}).items())]
+        ips = [i for i in ips if i]
+        if ips:
+            self.check_static_ips(rec, ips, container_id)
+            conflist = with_static_ips(conflist, ips)
         rt = cni.RuntimeConf(
             container_id, netns_path, ifname, args, {"portMappings": mappings} if mappings else {}
         )
         extra = {"aliases": list(aliases), "networkId": rec.id}
-        if mappings:
-            with self._ports_lock():
-                clash = port_conflicts(mappings, self._published())
-                if clash:
-                    raise FailedPrecondition(clash)
-                check_ports_bindable(mappings)
+        try:
+            if mappings:
+                with self._ports_lock():
+                    clash = port_conflicts(mappings, self._published())
+                    if clash:
+                        raise FailedPrecondition(clash)
+                    check_ports_bindable(mappings)
+                    self.executor.add(conflist, rt, extra)
+            else:
                 self.executor.add(conflist, rt, extra)
-        else:
-            self.executor.add(conflist, rt, extra)
+        except cni.CNIError as e:
+            # Taken by an attach that raced ours past check_static_ips.
+            if ips and "is not available in range set" in str(e):
+                raise FailedPrecondition(ADDRESS_IN_USE) from None
+            raise
         found = self.attachment(container_id, rec.name, ifname)
         if found is None:  # only if someone removed the record in between
             raise SystemFailure(f"attachment of {container_id[:12]} to {rec.name} vanished")
         return found
+
+    def check_static_ips(self, rec: NetworkRecord, ips: Sequence[str],
+                         container_id: str = "", held: bool = True) -> None:
+        """docker's checks of --ip/--ip6 on the network REC: the right family, in one of
+        its subnets, not its gateway or an aux address, and (HELD) not another
+        container's address."""
+        opts = rec.config.get("options") or {}
+        configs = ipam_configs(rec)
+        for ip in ips:
+            version = 6 if ":" in ip else 4
+            err = static_ip_error(ip, configs, version=version,
+                                  user_subnets=bool(opts.get("user_subnets", True)),
+                                  predefined=rec.name == DEFAULT_NETWORK)
+            if err == ADDRESS_IN_USE:
+                raise FailedPrecondition(err)
+            if err:
+                raise InvalidArgument(err)
+            want = ipaddress.ip_address(ip)
+            for a in self.attachments(rec.name) if held else ():
+                if a.container_id == container_id:
+                    continue
+                if any(ipaddress.ip_address(x.split("/")[0]) == want for x in a.ips):
+                    raise FailedPrecondition(ADDRESS_IN_USE)
 
     def detach(
         self,
@@ -1086,7 +1412,18 @@ class Networks:
         entry = self.executor.cached(rec.name, container_id, ifname)
         args = [tuple(a) for a in (entry or {}).get("cniArgs") or [("IgnoreUnknown", "1")]]
         rt = cni.RuntimeConf(container_id, netns_path, ifname, args)  # type: ignore[arg-type]
-        self.executor.check(rec.config["conflist"], rt)
+        rules = portmap_dnat_rules(entry or {})
+        # containernetworking-plugins 1.1's portmap CHECKs its IPv6 chain for the IPv4
+        # rules (plugins#819, Debian 12's build): it fails for every published port. Its
+        # DNAT rules are checked here instead.
+        self.executor.check(rec.config["conflist"], rt, skip=("portmap",) if rules else ())
+        for tool, chain, want in rules:
+            exe = shutil.which(tool)
+            listed = subprocess.run([exe or tool, "-w", "-t", "nat", "-S", chain],
+                                    capture_output=True, text=True).stdout if exe else ""
+            if want not in listed:
+                raise cni.CNIError(f"plugin portmap (network {rec.name}) failed CHECK: "
+                                   f"rule {want!r} not found in {tool}'s nat table", "portmap")
 
     def loopback_up(self, netns_path: str, container_id: str) -> None:
         """Bring `lo` up in the namespace (every pod needs it, --network none

@@ -174,6 +174,12 @@ class ImageStore:
         entry, entries = self._find(ref_or_id)
         return self._image(entry, entries)
 
+    def lookup(self, ref_or_id: str) -> tuple[Image, bool]:
+        """The image REF_OR_ID names, and whether it was named by a reference (a name)
+        rather than by its id: `remove` of a name only untags."""
+        entry, entries, by_name = self._lookup(ref_or_id)
+        return self._image(entry, entries), by_name
+
     def exists(self, ref_or_id: str) -> bool:
         try:
             self._find(ref_or_id)

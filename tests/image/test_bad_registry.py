@@ -64,7 +64,7 @@ def test_403_is_one_line_access_denied_and_stores_nothing(proxy, pushed, tmp_pat
     (tmp_path / "pallet.toml").write_text("[registry]\nretries = 0\n")
     monkeypatch.setenv("PALLET_CONFIG", str(tmp_path / "pallet.toml"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    assert main(["--root", str(tmp_path / "root"), "pull", "-q", ref]) == 125
+    assert main(["--root", str(tmp_path / "root"), "pull", "-q", ref]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "library/busybox" in err and "access denied (403" in err
     assert "requested access to the resource is denied" in err

@@ -39,7 +39,7 @@ def test_image_commands_story(tmp_path, capsys, pushed):
     assert "Loaded image: bb:1" in capsys.readouterr().out
     assert main(root + ["rmi", "nope:1"]) == 1
     assert "not found" in capsys.readouterr().err
-    assert main(root + ["image", "prune"]) == 0
+    assert main(root + ["image", "prune", "-f"]) == 0
 
 
 def test_images_table_says_how_long_ago_and_json_keeps_the_timestamp(tmp_path, capsys):
@@ -79,6 +79,6 @@ def test_pull_platform_arm64_from_a_two_platform_index_and_inspect_shows_it(tmp_
     assert main(root + ["images", "--digests", "--format", "json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["Digest"] == doc["RepoDigests"][0].split("@", 1)[1]
-    assert main(root + ["pull", "--platform", "linux/s390x", ref]) == 125
+    assert main(root + ["pull", "--platform", "linux/s390x", ref]) == 1  # docker: 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "linux/s390x" in err

@@ -187,7 +187,7 @@ def test_cli_reports_a_full_disk_in_one_line(tiny_tmpfs, big_image, registry, ca
     toml = tiny_tmpfs.parent / "pallet.toml"
     toml.write_text("[registry]\nretries = 0\n")
     monkeypatch.setenv("PALLET_CONFIG", str(toml))
-    assert main(["--root", str(tiny_tmpfs / "root"), "pull", "-q", f"{registry.host}/{big_image}"]) == 125
+    assert main(["--root", str(tiny_tmpfs / "root"), "pull", "-q", f"{registry.host}/{big_image}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and "no space left" in err and err.count("\n") == 1
     assert os.listdir(tiny_tmpfs / "root" / "content" / "ingest") == []

@@ -75,14 +75,14 @@ def test_ca_given_by_registry_ca_file_is_trusted(tls_registry, tmp_path):
     assert out.returncode == 0, out.stderr
     # The CA file adds to the system CAs for that host only: another host does not get it.
     other = _pallet(tmp_path / "o", f"{host}/{REPO}", f'[registry.ca_file]\n"elsewhere:5000" = "{ca.ca_cert}"\n')
-    assert other.returncode == 125
+    assert other.returncode == 1
 
 
 def test_untrusted_certificate_fails_in_one_line_naming_the_registry(tls_registry, tmp_path):
     reg, _, addr = tls_registry
     host = f"{addr}:{reg.port}"
     out = _pallet(tmp_path, f"{host}/{REPO}")
-    assert out.returncode == 125
+    assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("Error: ")
     assert host in out.stderr and "certificate verify failed" in out.stderr
     assert "registry.ca_file" in out.stderr
@@ -94,7 +94,7 @@ def test_a_missing_ca_file_is_a_config_error(tls_registry, tmp_path):
     reg, _, addr = tls_registry
     host = f"{addr}:{reg.port}"
     out = _pallet(tmp_path, f"{host}/{REPO}", f'[registry.ca_file]\n"{host}" = "{tmp_path}/nope.pem"\n')
-    assert out.returncode == 125 and "registry.ca_file" in out.stderr and "nope.pem" in out.stderr
+    assert out.returncode == 1 and "registry.ca_file" in out.stderr and "nope.pem" in out.stderr
 
 
 @pytest.mark.parametrize("how", ["loopback", "insecure"])

@@ -35,9 +35,11 @@ Main keys (all documented with their defaults in docs/config.md):
   [logs]     max_size = -1, max_line_size = 16384
 """
 
-# Imported in the spawner before it serves, so each forked worker starts warm.
+# Imported before the spawner is forked (so the daemon shares these pages with it), so
+# each forked worker starts warm. The image store is for pull workers (the daemon needs it
+# anyway); the registry client (httpx) is not preloaded: a pull worker imports it (~50 ms).
 SPAWNER_PRELOAD = ("pallet.engine.containers", "pallet.engine.handlers", "pallet.oci.create",
-                   "pallet.cri.workers")
+                   "pallet.cri.workers", "pallet.image.store", "pallet.image.auth")
 
 
 # glibc gives each thread that mallocs under contention an arena of its own, up to 8 per

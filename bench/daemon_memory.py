@@ -1,7 +1,8 @@
 """bench/daemon_memory: what `pallet daemon` and the processes it starts hold in memory, idle
 and with N pods running; RSS, PSS and private (USS) per process, from /proc/PID/smaps_rollup.
 
-Usage: .venv/bin/python bench/daemon_memory.py [--runs 3] [--pods 20] [--env K=V ...]
+Usage: .venv/bin/python bench/daemon_memory.py [--runs 3] [--pods 20] [--concurrency 8]
+                                              [--env K=V ...] [--verbose]
 Each run starts a fresh daemon (own dirs under /tmp/hmem-*, own CNI bridge in 10.241.x.0/24,
 busybox from a loopback registry) and measures it four times: just started; after a pull; after
 one pod lifecycle (the state bench/cri.py calls idle); with N pods of one sleeping container
@@ -185,11 +186,11 @@ def one_run(args: argparse.Namespace, registry_host: str, env: dict[str, str]) -
         img.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)))
         time.sleep(1)
         out["pulled"] = measure(proc.pid, str(d), "pulled")
-        pods = start_pods(rt, logdir, 1, "warm")
+        pods = start_pods(rt, logdir, 1, "warm", 1)
         remove_pods(rt, pods)
         time.sleep(2)
         out["idle"] = measure(proc.pid, str(d), "idle")
-        pods = start_pods(rt, logdir, args.pods, "many")
+        pods = start_pods(rt, logdir, args.pods, "many", args.concurrency)
         time.sleep(3)
         out[f"{args.pods} pods"] = measure(proc.pid, str(d), f"{args.pods} pods")
         remove_pods(rt, pods)
@@ -209,7 +210,7 @@ def one_run(args: argparse.Namespace, registry_host: str, env: dict[str, str]) -
     return out
 
 
-def start_pods(rt, logdir: str, count: int, tag: str) -> list[str]:  # noqa: ANN001
+def start_pods(rt, logdir: str, count: int, tag: str, workers: int) -> list[str]:  # noqa: ANN001
     def one(i: int) -> str:
         cfg = pod_config(f"hmem-{tag}-{i}", logdir)
         pod = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=300).pod_sandbox_id
@@ -219,7 +220,7 @@ def start_pods(rt, logdir: str, count: int, tag: str) -> list[str]:  # noqa: ANN
         rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=300)
         return pod
 
-    with ThreadPoolExecutor(8) as ex:
+    with ThreadPoolExecutor(workers) as ex:
         return list(ex.map(one, range(count)))
 
 
@@ -236,6 +237,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pods", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=8, help="pods started at once")
     ap.add_argument("--env", action="append", default=[], metavar="K=V",
                     help="extra environment for the daemon (e.g. MALLOC_ARENA_MAX=8)")
     ap.add_argument("--verbose", action="store_true", help="print each process measured")

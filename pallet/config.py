@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pallet.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from pallet.image.registry import RegistryConfig
+    from pallet.image.registry_config import RegistryConfig
 
 DEFAULT_PATH = "/etc/pallet/pallet.toml"
 CONFIG_ENV = "PALLET_CONFIG"  # a path; beats DEFAULT_PATH, loses to an explicit path
@@ -117,7 +117,7 @@ class Config:
     def registry_config(self) -> RegistryConfig:
         """The image layer's registry settings (None auths: read docker config.json lazily)."""
         from pallet.image import auth
-        from pallet.image.registry import RegistryConfig
+        from pallet.image.registry_config import RegistryConfig
 
         auths: dict[str, tuple[str, str]] | None = None
         if self.registry.auth_file or self.registry.auths:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -34,9 +35,19 @@ Main keys (all documented with their defaults in docs/config.md):
   [logs]     max_size = -1, max_line_size = 16384
 """
 
-# Imported in the spawner before it serves, so each forked worker starts warm.
+# Imported before the spawner is forked (so the daemon shares these pages with it), so
+# each forked worker starts warm. The image store is for pull workers (the daemon needs it
+# anyway); the registry client (httpx) is not preloaded: a pull worker imports it (~50 ms).
 SPAWNER_PRELOAD = ("pallet.engine.containers", "pallet.engine.handlers", "pallet.oci.create",
-                   "pallet.cri.workers")
+                   "pallet.cri.workers", "pallet.image.store", "pallet.image.auth")
+
+
+# glibc gives each thread that mallocs under contention an arena of its own, up to 8 per
+# core, and an arena keeps what was freed into it: the daemon's gRPC handler threads (up to
+# grpc_max_workers) and grpc's own would each hold one. Two is the usual setting for threaded
+# servers (the GIL serialises most allocation anyway); MALLOC_ARENA_MAX in the environment wins.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt parameter, <malloc.h>
 
 
 def add_parsers(sub: Any) -> None:
@@ -69,6 +80,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     # grpc logs a full traceback for every undecodable request: a client's fault, and a way
     # to flood the log. The client still gets its INTERNAL status.
     logging.getLogger("grpc._common").setLevel(logging.CRITICAL)
+    _limit_malloc_arenas()
     # The spawner must be forked while this process has one thread: before grpc starts any.
     from pallet.cri.spawner import Spawner
 
@@ -97,3 +109,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     finally:
         spawner.close()
     return 0
+
+
+def _limit_malloc_arenas() -> None:
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator has no per-thread arenas to limit

@@ -55,7 +55,7 @@ class CRIServer:
         cfg = self.config
         for d in (cfg.root, cfg.state_dir):
             os.makedirs(d, mode=0o711, exist_ok=True)
-        images = ImageService(cfg)
+        images = ImageService(cfg, spawner=self.spawner)
         self.node.reconcile()
         self.streaming.start()
         try:

@@ -1,5 +1,6 @@
 """Engine calls that fork, run inside the daemon's spawner workers (single-threaded
-processes): start a container's monitor, exec in a container, pin a pod's PID namespace.
+processes): start a container's monitor, exec in a container, pin a pod's PID namespace;
+and image pulls, whose registry client is then never loaded in the daemon.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def start_container(root: str, run_root: str, id: str) -> dict[str, Any]:
         return {"state": rec.state, "pid": rec.pid}
     finally:
         eng.close()
+
+
+def pull_image(root: str, ref: str, registry: dict[str, Any]) -> str:
+    """Pull REF into the image store at ROOT (REGISTRY: RegistryConfig.to_json()); its id.
+    Here rather than in the daemon, so the registry client is gone once the pull is done."""
+    from pallet.image.registry_config import RegistryConfig
+    from pallet.image.store import ImageStore
+
+    return ImageStore(root, registry=RegistryConfig.from_json(registry)).pull(ref).id
 
 
 def _in_clean_child(fn: Callable[[], Any]) -> Any:

@@ -12,7 +12,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
@@ -22,22 +21,16 @@ from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletE
 from pallet.image import auth
 from pallet.image.content import BlobWriter, ContentStore, DigestMismatch, sha256_digest
 from pallet.image.manifest import ACCEPT, Descriptor
+from pallet.image.registry_config import (  # noqa: F401 - re-exported: the client's API
+    RegistryConfig,
+    RegistryDenied,
+    RegistryTLSError,
+    RegistryUnavailable,
+)
 
 MAX_MANIFEST = 4 << 20
 CHUNK = 1 << 20
 Progress = Callable[[str, str, int, int], None]  # (event, digest, done, total)
-
-
-class RegistryUnavailable(SystemFailure):
-    """The registry could not be reached or kept failing (5xx, dropped connections)."""
-
-
-class RegistryDenied(FailedPrecondition):
-    """The registry refused our credentials (401/403)."""
-
-
-class RegistryTLSError(FailedPrecondition):
-    """The server's TLS certificate is not trusted: retrying cannot help, configuration can."""
 
 
 # -- pure protocol pieces --------------------------------------------------
@@ -103,20 +96,6 @@ def response_error(resp: httpx.Response, what: str) -> Exception:
 
 
 # -- I/O -------------------------------------------------------------------
-
-
-@dataclass
-class RegistryConfig:
-    """Registry settings shared by CLI and daemon."""
-
-    insecure: set[str] = field(default_factory=set)  # hosts allowed plain HTTP / skip-verify
-    mirrors: dict[str, list[str]] = field(default_factory=dict)  # host -> mirror endpoints
-    auths: dict[str, tuple[str, str]] | None = None  # None: read docker config.json lazily
-    retries: int = 4
-    backoff: float = 0.25
-    timeout: float = 30.0
-    concurrency: int = 4
-    ca_files: dict[str, str] = field(default_factory=dict)  # host -> extra CA bundle (PEM)
 
 
 def tls_context(ca_file: str = "", host: str = "") -> ssl.SSLContext:

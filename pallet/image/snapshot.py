@@ -27,7 +27,12 @@ from typing import IO
 
 from pallet.errors import SystemFailure
 from pallet.image.content import atomic_write, file_lock
-from pallet.image.unpack import LayerResult, apply_layer, copy_tree
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # Unpacking (tarfile, lzma, bz2, its writer threads) is imported by the calls that
+    # unpack or copy, so mounting a rootfs (the daemon, its spawner) never loads it.
+    from pallet.image.unpack import LayerResult
 
 MNT_DETACH = 2
 
@@ -177,6 +182,8 @@ class Snapshotter:
         with file_lock(self.root / f".{hexid}.lock"):
             if self.exists(chain_id):
                 return None  # a concurrent pull made it while we waited
+            from pallet.image.unpack import apply_layer, copy_tree
+
             tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
             try:
                 fs = tmp / "fs"
@@ -253,6 +260,8 @@ class Snapshotter:
                         raise SystemFailure(f"too many layers for one overlay mount ({len(chain)})")
                     mount("overlay", str(rootfs), "overlay", opts)
             elif chain and not any(rootfs.iterdir()):
+                from pallet.image.unpack import copy_tree
+
                 copy_tree(str(self.fs(chain[-1])), str(rootfs))
         except OSError as e:
             self._drop_lease(cdir)

@@ -30,6 +30,13 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+def interval(seconds: float) -> list[float]:
+    """Sleep; return when this worker began and ended (CLOCK_MONOTONIC, system-wide)."""
+    begin = time.monotonic()
+    time.sleep(seconds)
+    return [begin, time.monotonic()]
+
+
 def die() -> None:
     os._exit(9)
 

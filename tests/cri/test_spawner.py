@@ -73,16 +73,18 @@ def test_fds_are_passed_to_the_worker(spawner: Spawner) -> None:
 
 
 def test_calls_run_concurrently(spawner: Spawner) -> None:
-    results: list[float] = []
+    # Each worker says when it slept; calls served one at a time would never overlap.
+    # (Overlap, not wall time: a loaded machine must not fail this.)
+    results: list[list[float]] = []
     threads = [threading.Thread(target=lambda: results.append(
-        spawner.call(f"{T}:sleep", {"seconds": 0.5}))) for _ in range(8)]
-    t = time.monotonic()
+        spawner.call(f"{T}:interval", {"seconds": 0.5}))) for _ in range(8)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    assert results == [0.5] * 8
-    assert time.monotonic() - t < 2.5
+    assert len(results) == 8
+    most = max(sum(1 for b, e in results if b <= begin < e) for begin, _ in results)
+    assert most >= 2, f"no two calls ran at once: {sorted(results)}"
 
 
 def test_timeout(spawner: Spawner) -> None:

@@ -52,8 +52,8 @@ def _daemon_style(func: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 def _create_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     p.add_argument("--help", action="help", help="show this help message and exit")
-    a("-i", "--interactive", action="store_true", help="keep STDIN open")
-    a("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    add_bool_flag(p, "-i", "--interactive", False, "keep STDIN open")
+    add_bool_flag(p, "-t", "--tty", False, "allocate a pseudo-TTY")
     a("--name", default="", help="assign a name to the container")
     a("-e", "--env", action="append", default=[], help="set environment variables")
     a("--env-file", action="append", default=[], help="read in a file of environment variables")
@@ -75,20 +75,20 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--cpus", default=None, help="number of CPUs")
     a("--pids-limit", default=None, help="tune container pids limit (-1 for unlimited)")
     a("--shm-size", default=None, help="size of /dev/shm")
-    a("--read-only", action="store_true", help="mount the container's root filesystem as read only")
+    add_bool_flag(p, "--read-only", False, "mount the container's root filesystem as read only")
     a("--cap-add", action="append", default=[], help="add Linux capabilities")
     a("--cap-drop", action="append", default=[], help="drop Linux capabilities")
-    a("--privileged", action="store_true", help="give extended privileges to this container")
+    add_bool_flag(p, "--privileged", False, "give extended privileges to this container")
     a("--security-opt", action="append", default=[], help="security options")
     a("--sysctl", action="append", default=[], help="sysctl options")
     a("-l", "--label", action="append", default=[], help="set meta data on a container")
-    a("--init", action="store_true", help="run an init inside the container that reaps processes")
+    add_bool_flag(p, "--init", False, "run an init inside the container that reaps processes")
     a("--runtime", default="", help="runtime to use: pallet (default), runc, crun, runsc or a path")
     a("--pull", default="missing", help='pull image before creating ("always", "missing", "never")')
     a("--platform", default=None, help="set platform if server is multi-platform capable")
     a("--stop-signal", default="", help="signal to stop the container")
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
-    a("--rm", action="store_true", help="automatically remove the container when it exits")
+    add_bool_flag(p, "--rm", False, "automatically remove the container when it exits")
     a("image", metavar="IMAGE")
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -102,7 +102,7 @@ def add_parsers(sub: Any) -> None:
 
     p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
     _create_args(p)
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print id")
+    add_bool_flag(p, "-d", "--detach", False, "run in the background, print id")
     add_bool_flag(p, "--sig-proxy", True, "proxy received signals to the process "
                   "(default true; --sig-proxy=false turns it off)")
     p = cmd("create", "create a new container", cmd_create, add_help=False)
@@ -277,12 +277,18 @@ class _BoolFlag(argparse.Action):
         setattr(namespace, self.dest, parse_bool(value) if sep else True)
 
 
-def add_bool_flag(p: argparse.ArgumentParser, flag: str, default: bool, help_: str) -> None:
-    dest = flag.lstrip("-").replace("-", "_")
-    p.add_argument(flag, action=_BoolFlag, dest=dest, default=default, help=help_)
+def add_bool_flag(p: argparse.ArgumentParser, *spec: str | bool) -> None:
+    """add_bool_flag(p, [SHORT,] LONG, DEFAULT, HELP): docker's `--rm`, `--rm=true`,
+    `--rm=false` (and `-d`, which takes no value)."""
+    *flags, default, help_ = spec
+    assert isinstance(default, bool) and isinstance(help_, str)
+    names = [str(f) for f in flags]
+    long = names[-1]
+    dest = long.lstrip("-").replace("-", "_")
+    p.add_argument(*names, action=_BoolFlag, dest=dest, default=default, help=help_)
     # argparse matches a whole word before splitting it at "=": each spelling of a value
     # is an option string of its own, so the bare flag can take no argument at all.
-    p.add_argument(*(f"{flag}={v}" for v in _TRUE + _FALSE), action=_BoolFlag, dest=dest,
+    p.add_argument(*(f"{long}={v}" for v in _TRUE + _FALSE), action=_BoolFlag, dest=dest,
                    default=default, help=argparse.SUPPRESS)
 
 

@@ -25,3 +25,24 @@ def test_unknown_flag_is_125_and_names_the_command(capsys):
     assert exit_.value.code == 125
     assert capsys.readouterr().err == ("pallet: unknown flag: --no-such-flag\n"
                                        "See 'pallet ps --help'.\n")
+
+
+def test_run_bool_flags_take_go_values_like_docker():
+    # `docker run --rm=false --privileged=true -it IMAGE` is what scripts write.
+    from pallet.cli import build_parser
+
+    args = build_parser("run").parse_args(
+        ["run", "--rm=false", "--privileged=true", "--read-only=1", "--init=false",
+         "--interactive=true", "-t", "-d", "busybox", "sh", "--rm=true"])
+    assert (args.rm, args.privileged, args.read_only, args.init) == (False, True, True, False)
+    assert (args.interactive, args.tty, args.detach) == (True, True, True)
+    assert args.image == "busybox" and args.command == ["sh", "--rm=true"]
+    args = build_parser("run").parse_args(["run", "-it", "--rm", "busybox"])
+    assert (args.interactive, args.tty, args.rm, args.detach) == (True, True, True, False)
+
+
+def test_a_bad_bool_value_is_125(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--rm=maybe", "busybox"])
+    assert exit_.value.code == 125
+    assert '"maybe" for "--rm"' in capsys.readouterr().err

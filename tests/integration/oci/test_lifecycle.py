@@ -151,3 +151,19 @@ def test_version_and_features(runc_cli):
     assert "SECCOMP_FILTER_FLAG_TSYNC" in features["linux"]["seccomp"]["supportedFlags"]
     assert {"idmap", "ridmap"} <= set(features["mountOptions"])
     assert features["linux"]["mountExtensions"]["idmap"]["enabled"] is True
+
+
+def test_the_early_cgroup_sync_child_changes_nothing_and_is_reaped():
+    # create/exec (and the engine) fork a child that moves itself into its own cgroup so
+    # the kernel's grace period for cgroup moves starts early; it must leave no trace.
+    from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+
+    with open("/proc/self/cgroup") as f:
+        before = f.read()
+    pid = start_cgroup_sync()
+    assert pid > 0
+    reap_cgroup_sync(pid)
+    with open("/proc/self/cgroup") as f:
+        assert f.read() == before
+    assert not os.path.exists(f"/proc/{pid}")
+    reap_cgroup_sync(0)  # nothing forked: nothing to do

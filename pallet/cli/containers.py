@@ -52,8 +52,8 @@ def _daemon_style(func: Callable[[argparse.Namespace], int]) -> Callable[[argpar
 def _create_args(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     p.add_argument("--help", action="help", help="show this help message and exit")
-    add_bool_flag(p, "-i", "--interactive", False, "keep STDIN open")
-    add_bool_flag(p, "-t", "--tty", False, "allocate a pseudo-TTY")
+    add_bool_flag(p, "-i", "--interactive", default=False, help="keep STDIN open")
+    add_bool_flag(p, "-t", "--tty", default=False, help="allocate a pseudo-TTY")
     a("--name", default="", help="assign a name to the container")
     a("-e", "--env", action="append", default=[], help="set environment variables")
     a("--env-file", action="append", default=[], help="read in a file of environment variables")
@@ -75,20 +75,23 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--cpus", default=None, help="number of CPUs")
     a("--pids-limit", default=None, help="tune container pids limit (-1 for unlimited)")
     a("--shm-size", default=None, help="size of /dev/shm")
-    add_bool_flag(p, "--read-only", False, "mount the container's root filesystem as read only")
+    add_bool_flag(p, "--read-only", default=False,
+                  help="mount the container's root filesystem as read only")
     a("--cap-add", action="append", default=[], help="add Linux capabilities")
     a("--cap-drop", action="append", default=[], help="drop Linux capabilities")
-    add_bool_flag(p, "--privileged", False, "give extended privileges to this container")
+    add_bool_flag(p, "--privileged", default=False,
+                  help="give extended privileges to this container")
     a("--security-opt", action="append", default=[], help="security options")
     a("--sysctl", action="append", default=[], help="sysctl options")
     a("-l", "--label", action="append", default=[], help="set meta data on a container")
-    add_bool_flag(p, "--init", False, "run an init inside the container that reaps processes")
+    add_bool_flag(p, "--init", default=False,
+                  help="run an init inside the container that reaps processes")
     a("--runtime", default="", help="runtime to use: pallet (default), runc, crun, runsc or a path")
     a("--pull", default="missing", help='pull image before creating ("always", "missing", "never")')
     a("--platform", default=None, help="set platform if server is multi-platform capable")
     a("--stop-signal", default="", help="signal to stop the container")
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
-    add_bool_flag(p, "--rm", False, "automatically remove the container when it exits")
+    add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
     a("image", metavar="IMAGE")
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -102,8 +105,9 @@ def add_parsers(sub: Any) -> None:
 
     p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
     _create_args(p)
-    add_bool_flag(p, "-d", "--detach", False, "run in the background, print id")
-    add_bool_flag(p, "--sig-proxy", True, "proxy received signals to the process "
+    add_bool_flag(p, "-d", "--detach", default=False, help="run in the background, print id")
+    add_bool_flag(p, "--sig-proxy", default=True,
+                  help="proxy received signals to the process "
                   "(default true; --sig-proxy=false turns it off)")
     p = cmd("create", "create a new container", cmd_create, add_help=False)
     _create_args(p)
@@ -211,7 +215,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
                    "detaches (only ctrl-p,ctrl-q)")
-    add_bool_flag(p, "--sig-proxy", True, "proxy received signals to the process (non-tty "
+    add_bool_flag(p, "--sig-proxy", default=True,
+                  help="proxy received signals to the process (non-tty "
                   "only; default true; --sig-proxy=false turns it off)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
@@ -277,15 +282,13 @@ class _BoolFlag(argparse.Action):
         setattr(namespace, self.dest, parse_bool(value) if sep else True)
 
 
-def add_bool_flag(p: argparse.ArgumentParser, *spec: str | bool) -> None:
-    """add_bool_flag(p, [SHORT,] LONG, DEFAULT, HELP): docker's `--rm`, `--rm=true`,
-    `--rm=false` (and `-d`, which takes no value)."""
-    *flags, default, help_ = spec
-    assert isinstance(default, bool) and isinstance(help_, str)
-    names = [str(f) for f in flags]
-    long = names[-1]
+def add_bool_flag(p: argparse.ArgumentParser, *flags: str, default: bool,
+                  help: str) -> None:
+    """docker's boolean flag FLAGS ([SHORT,] LONG): `--rm`, `--rm=true`, `--rm=false` (a
+    short form takes no value)."""
+    long = flags[-1]
     dest = long.lstrip("-").replace("-", "_")
-    p.add_argument(*names, action=_BoolFlag, dest=dest, default=default, help=help_)
+    p.add_argument(*flags, action=_BoolFlag, dest=dest, default=default, help=help)
     # argparse matches a whole word before splitting it at "=": each spelling of a value
     # is an option string of its own, so the bare flag can take no argument at all.
     p.add_argument(*(f"{long}={v}" for v in _TRUE + _FALSE), action=_BoolFlag, dest=dest,

@@ -64,10 +64,10 @@ def add_parsers(sub: Any) -> None:
     )
     from pallet.cli.containers import add_bool_flag
 
-    add_bool_flag(p, "--ipv6", False, "enable IPv6 (an IPv6 subnet of its own unless "
-                  "--subnet gives one)")
-    add_bool_flag(p, "--ipv4", True, "enable IPv4 (default true; --ipv4=false for an IPv6-only "
-                  "network)")
+    add_bool_flag(p, "--ipv6", default=False,
+                  help="enable IPv6 (an IPv6 subnet of its own unless --subnet gives one)")
+    add_bool_flag(p, "--ipv4", default=True,
+                  help="enable IPv4 (default true; --ipv4=false for an IPv6-only network)")
     p.set_defaults(func=cmd_create)
 
     for name in ("ls", "list"):

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.fixtures.host import process_cmdlines
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("PALLET_TEST_CACHE", "/var/tmp/pallet-test-cache")
 
@@ -120,15 +122,8 @@ class HostState:
             # Other runs may share the machine: with an ident, only its cgroups count.
             if ident in c or (ident == "\0never\0" and not scope):
                 out.append(f"cgroup {c}")
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if ident.encode() in cmd and int(pid) != os.getpid():
+        for pid, cmd in process_cmdlines():
+            if ident.encode() in cmd:
                 out.append(f"process {pid} {cmd!r}")
         return out
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fixtures.host import process_cmdlines
+
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
 
 
@@ -77,14 +79,7 @@ def leftovers(p: Pallet, ids: list[str] = ()) -> list[str]:
             out.append(f"cgroup {dirpath}")
         if dirpath.count("/") > 6:
             dirnames.clear()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
+    for pid, cmd in process_cmdlines():
         if p.root.encode() in cmd or any(i.encode() in cmd for i in ids):
             out.append(f"process {pid} {cmd[:200]!r}")
     return out

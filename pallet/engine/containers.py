@@ -1872,7 +1872,7 @@ def _tar_out(src_fd: int, link_target: str, name: str, out: Any) -> None:
 def _untar(stream: Any, dest: str) -> None:
     """Extract a tar stream into the host dir DEST with tarfile's "data" filter: no
     absolute names, no .., no links out of DEST, no devices."""
-    import tarfile
+    from pallet.tarfilter import tarfile
 
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:

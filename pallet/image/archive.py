@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pallet.errors import InvalidArgument, NotFound
 from pallet.image import manifest as mf
 from pallet.image.content import ContentStore
 from pallet.image.reference import parse_reference
+from pallet.tarfilter import tarfile
 
 if TYPE_CHECKING:
     from pallet.image.store import Image, ImageStore

@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if code is not None:
             return code
+        if _command_word(argv) in ZYGOTE_COMMANDS:
+            # In process, as a zygote worker would: unwind on SIGTERM/SIGHUP, not die.
+            unwind_on_termination_signals()
     from pallet.errors import PalletError
 
     parser = build_parser(_command_word(argv))
@@ -209,6 +212,15 @@ class Interrupted(KeyboardInterrupt):
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
+
+
+def unwind_on_termination_signals() -> None:
+    """SIGTERM and SIGHUP raise Interrupted from here on, as ctrl-C raises
+    KeyboardInterrupt. (Commands that proxy signals to a container install their own.)"""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
 
 
 def _root_option(argv: list[str]) -> str:
@@ -274,15 +286,12 @@ def zygote_main() -> None:
 def _serve_cli(request: dict[str, Any], fds: list[int]) -> int:
     """The zygote's "cli" entry point, in a worker: one allow-listed container command, run
     as the caller (its stdio, cwd, environment and umask)."""
-    import signal
-
     from pallet.engine.zygote import adopt_client
 
     argv = [str(a) for a in request.get("argv") or []]
     # The client forwards what it receives; a worker left with SIGTERM's default would die
-    # without an answer. (Commands that proxy signals to a container install their own.)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupted)
+    # without an answer.
+    unwind_on_termination_signals()
     adopt_client(request, fds)
     if _command_word(argv) not in ZYGOTE_COMMANDS:
         print(f"Error: the pallet zygote does not run {_command_word(argv)!r}",

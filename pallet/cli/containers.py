@@ -1093,20 +1093,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
     eng = _engine(args)
+    # Without names, the containers come and go between frames, as docker's event stream
+    # tells it; here the store's generation does (re-listing only after another process
+    # wrote, or when a container listed as running turned out gone).
+    follow = not args.containers and not args.no_stream
+    generation = eng.store.generation()
     recs = [eng.get(r) for r in args.containers] if args.containers else \
         eng.list(all=args.all)
     # {{.Container}} is what the user named the container by (its short id if nothing).
     ref_of = {r.id: ref for r, ref in zip(recs, args.containers, strict=False)}
+    stale = False
 
     from pallet.errors import PalletError
 
     def sample() -> dict[str, dict[str, Any]]:
+        nonlocal stale
         out = {}
         for r in recs:
             try:
                 out[r.id] = eng.stats(r.id)
             except PalletError:  # stopped or removed meanwhile: docker shows zeros
                 out[r.id] = {}
+            if not out[r.id] and r.state in ("running", "paused"):
+                stale = True
         return out
 
     # Streaming, docker redraws one table in place on a terminal (cursor home, each line
@@ -1116,8 +1125,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if redraw:
         sys.stdout.write("\033[2J\033[H")
     while True:
-        if not args.containers and not args.no_stream:
-            recs = eng.list(all=args.all)  # containers come and go between frames
+        if follow and (stale or eng.store.generation() != generation):
+            generation, stale = eng.store.generation(), False
+            recs = eng.list(all=args.all)
         first = sample()
         t0 = time.monotonic()
         time.sleep(0.5)

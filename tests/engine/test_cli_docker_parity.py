@@ -272,6 +272,44 @@ def test_stats_stream_on_a_terminal_and_in_a_pipe(pallet):
     assert b"\x1b" not in out and out.count(b"CONTAINER ID") >= 2  # table after table
 
 
+def test_stats_without_names_follows_containers_coming_and_going(pallet):
+    pallet("run", "-d", "--name", "cli-first", *NONE, "busybox", "sleep", "60", check=True)
+    p = subprocess.Popen([PALLET, "--root", pallet.root, "stats", "--format",
+                          "table {{.Name}}"], env=pallet.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    frame: list[str] = []
+
+    def next_frame_with(names: set[str]) -> None:
+        """Read complete frames (each starts with its NAME header) until one shows NAMES."""
+        nonlocal frame
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = p.stdout.readline().decode().strip()
+            if line != "NAME":
+                frame.append(line)
+                continue
+            shown, frame = set(frame), []
+            if shown == names:
+                return
+        raise AssertionError(f"no frame with {names}")
+
+    try:
+        next_frame_with({"cli-first"})
+        pallet("run", "-d", "--name", "cli-second", *NONE, "busybox", "sleep", "60",
+               check=True)
+        next_frame_with({"cli-first", "cli-second"})
+        pallet("rm", "-f", "cli-first", check=True)
+        next_frame_with({"cli-second"})
+        pallet("run", "-d", "--name", "cli-brief", *NONE, "busybox", "sleep", "1",
+               check=True)
+        next_frame_with({"cli-second", "cli-brief"})
+        next_frame_with({"cli-second"})  # it exited by itself
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+    assert p.returncode == 130
+
+
 # -- 5. cp of a stopped container -----------------------------------------------------------
 def test_cp_of_a_stopped_containers_directory_shows_its_mounts(pallet, tmp_path):
     host = tmp_path / "ro-src"

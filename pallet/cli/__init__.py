@@ -115,11 +115,12 @@ def _usage_error(prog: str, message: str) -> NoReturn:
         names = [n for n in message.split(": ", 1)[1].split(", ")
                  if n not in ("COMMAND", "command")]  # a command's own argv is optional
         message = f'"{prog}" requires {" and ".join(names)}'
-    elif m := re.match(r"argument (--[\w-]+)(?:/[^:]*)?: ignored explicit argument '(.*)'$",
-                       message):
+    elif m := re.match(r"argument (?:(-\w)/)?(--[\w-]+)(?:/[^:]*)?: ignored explicit "
+                       r"argument '(.*)'$", message):
         # A Go bool flag given a value it does not take, in pflag's words.
-        message = (f'invalid argument "{m.group(2)}" for "{m.group(1)}" flag: '
-                   f'strconv.ParseBool: parsing "{m.group(2)}": invalid syntax')
+        flag = f"{m.group(1)}, {m.group(2)}" if m.group(1) else m.group(2)
+        message = (f'invalid argument "{m.group(3)}" for "{flag}" flag: '
+                   f'strconv.ParseBool: parsing "{m.group(3)}": invalid syntax')
     elif message.startswith("argument COMMAND: invalid choice"):
         word = re.search(r"invalid choice: '([^']*)'", message)
         message = f"unknown command: {word.group(1) if word else message}"
@@ -132,16 +133,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     import argparse
     import importlib
 
+    from pallet.cli.flags import add_bool_flag
+
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:  # type: ignore[override]
             # Unknown flags surface at the top parser: name the command they were given to.
             prog = f"pallet {command}" if self.prog == "pallet" and command else self.prog
             _usage_error(prog, message)
 
+        def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+            from pallet.cli.flags import pflag_shorthands
+
+            argv = sys.argv[1:] if args is None else list(args)
+            return super().parse_known_args(pflag_shorthands(self, argv), namespace)
+
     parser = Parser(prog="pallet", description="Run and manage containers.")
     parser.add_argument("--root", default=None, help="state directory (default /var/lib/pallet)")
-    parser.add_argument("--debug", action="store_true", help="print debug output")
-    parser.add_argument("-v", "--version", action="store_true", help="print version and exit")
+    add_bool_flag(parser, "--debug", help="print debug output")
+    add_bool_flag(parser, "-v", "--version", help="print version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     group = COMMANDS.get(command or "")
     for name in [group] if group else GROUPS:
@@ -166,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if code is not None:
             return code
+        if _command_word(argv) in ZYGOTE_COMMANDS:
+            # In process, as a zygote worker would: unwind on SIGTERM/SIGHUP, not die.
+            unwind_on_termination_signals()
     from pallet.errors import PalletError
 
     parser = build_parser(_command_word(argv))
@@ -200,6 +212,15 @@ class Interrupted(KeyboardInterrupt):
 
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
+
+
+def unwind_on_termination_signals() -> None:
+    """SIGTERM and SIGHUP raise Interrupted from here on, as ctrl-C raises
+    KeyboardInterrupt. (Commands that proxy signals to a container install their own.)"""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupted)
 
 
 def _root_option(argv: list[str]) -> str:
@@ -265,15 +286,12 @@ def zygote_main() -> None:
 def _serve_cli(request: dict[str, Any], fds: list[int]) -> int:
     """The zygote's "cli" entry point, in a worker: one allow-listed container command, run
     as the caller (its stdio, cwd, environment and umask)."""
-    import signal
-
     from pallet.engine.zygote import adopt_client
 
     argv = [str(a) for a in request.get("argv") or []]
     # The client forwards what it receives; a worker left with SIGTERM's default would die
-    # without an answer. (Commands that proxy signals to a container install their own.)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_interrupted)
+    # without an answer.
+    unwind_on_termination_signals()
     adopt_client(request, fds)
     if _command_word(argv) not in ZYGOTE_COMMANDS:
         print(f"Error: the pallet zygote does not run {_command_word(argv)!r}",

@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from pallet.cli.flags import add_bool_flag
+
 TYPE_CHECKING = False  # typing costs ~10 ms to import on `pallet run`; only checkers need it
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -113,8 +115,8 @@ def add_parsers(sub: Any) -> None:
     _create_args(p)
 
     p = cmd("start", "start one or more stopped containers", _daemon_style(cmd_start))
-    p.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR")
-    p.add_argument("-i", "--interactive", action="store_true", help="attach container's STDIN")
+    add_bool_flag(p, "-a", "--attach", help="attach STDOUT/STDERR")
+    add_bool_flag(p, "-i", "--interactive", help="attach container's STDIN")
     p.add_argument("containers", nargs="+")
     p = cmd("stop", "stop one or more running containers", _daemon_style(cmd_stop))
     p.add_argument("-t", "--time", "--timeout", type=int, default=None,
@@ -128,25 +130,25 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-s", "--signal", default="KILL", help="signal to send to the container")
     p.add_argument("containers", nargs="+")
     p = cmd("rm", "remove one or more containers", _daemon_style(cmd_rm))
-    p.add_argument("-f", "--force", action="store_true", help="force the removal of a running container")
-    p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes")
+    add_bool_flag(p, "-f", "--force", help="force the removal of a running container")
+    add_bool_flag(p, "-v", "--volumes", help="remove anonymous volumes")
     p.add_argument("containers", nargs="+")
     for name in ("ps", "container-ls"):
         p = cmd(name, "list containers", _daemon_style(cmd_ps))
-        p.add_argument("-a", "--all", action="store_true", help="show all containers")
-        p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+        add_bool_flag(p, "-a", "--all", help="show all containers")
+        add_bool_flag(p, "-q", "--quiet", help="only display container IDs")
         p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
                        "id, name, label, status, exited, ancestor, network, volume, publish, "
                        "before, since")
         p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or "
                        "a Go template such as '{{.ID}}\\t{{.Names}}'")
-        p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+        add_bool_flag(p, "--no-trunc", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
-        p.add_argument("-l", "--latest", action="store_true", help="show the latest created")
+        add_bool_flag(p, "-l", "--latest", help="show the latest created")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
-    p.add_argument("-d", "--detach", action="store_true", help="run the command in the "
+    add_bool_flag(p, "-i", "--interactive", help="keep STDIN open")
+    add_bool_flag(p, "-t", "--tty", help="allocate a pseudo-TTY")
+    add_bool_flag(p, "-d", "--detach", help="run the command in the "
                    "background")
     p.add_argument("-e", "--env", action="append", default=[], help="set environment "
                    "variables (NAME=VALUE, or NAME to pass this shell's value)")
@@ -159,13 +161,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p = cmd("logs", "fetch the logs of a container", _daemon_style(cmd_logs))
-    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    add_bool_flag(p, "-f", "--follow", help="follow log output")
     p.add_argument("--since", default="", help="show logs since a time: RFC 3339 "
                    "(2013-01-02T13:23:37Z), unix seconds or relative (42m, 1h30m)")
     p.add_argument("--until", default="", help="show logs before a time (as --since)")
     p.add_argument("-n", "--tail", default="all", help="number of lines from the end "
                    "(default all)")
-    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    add_bool_flag(p, "-t", "--timestamps", help="show timestamps")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers, images, networks or "
             "volumes", _daemon_style(cmd_inspect))
@@ -173,7 +175,7 @@ def add_parsers(sub: Any) -> None:
                    "template, e.g. '{{.State.Pid}}' or '{{json .Config}}'")
     p.add_argument("--type", default="", help="container, image, network or volume (default: "
                    "the first kind that has the name, in that order)")
-    p.add_argument("-s", "--size", action="store_true", help="add SizeRw and SizeRootFs "
+    add_bool_flag(p, "-s", "--size", help="add SizeRw and SizeRootFs "
                    "(containers)")
     p.add_argument("objects", nargs="+", metavar="NAME|ID")
     p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
@@ -181,20 +183,20 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
                    help="options for the host's ps (its output needs a PID column)")
     p = cmd("stats", "display a snapshot of containers' resource usage", _daemon_style(cmd_stats))
-    p.add_argument("--no-stream", action="store_true", help="print one sample and exit")
-    p.add_argument("-a", "--all", action="store_true", help="show all containers (default "
+    add_bool_flag(p, "--no-stream", help="print one sample and exit")
+    add_bool_flag(p, "-a", "--all", help="show all containers (default "
                    "shows just running)")
     p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or a "
                    "Go template such as '{{.Name}} {{.CPUPerc}}'")
-    p.add_argument("--no-trunc", action="store_true", help="do not truncate ids")
+    add_bool_flag(p, "--no-trunc", help="do not truncate ids")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
     p = cmd("cp", "copy files between a container and the host; - is a tar stream on "
             "stdin or stdout", _daemon_style(cmd_cp))
-    p.add_argument("-L", "--follow-link", action="store_true",
+    add_bool_flag(p, "-L", "--follow-link",
                    help="always follow a symbolic link in SRC")
-    p.add_argument("-a", "--archive", action="store_true",
+    add_bool_flag(p, "-a", "--archive",
                    help="accepted for docker compatibility")
-    p.add_argument("-q", "--quiet", action="store_true", help="accepted; pallet prints no "
+    add_bool_flag(p, "-q", "--quiet", help="accepted; pallet prints no "
                    "progress")
     p.add_argument("src", metavar="SRC")
     p.add_argument("dest", metavar="DEST")
@@ -212,7 +214,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("container")
     p.add_argument("new_name")
     p = cmd("attach", "attach to a running container's streams", _daemon_style(cmd_attach))
-    p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
+    add_bool_flag(p, "--no-stdin", help="do not attach STDIN")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
                    "detaches (only ctrl-p,ctrl-q)")
     add_bool_flag(p, "--sig-proxy", default=True,
@@ -231,9 +233,9 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=_daemon_style(cmd_system_df))
     p = ssub.add_parser("prune", help="remove stopped containers, unused networks, dangling "
                         "images (and unused volumes)", description="remove unused data")
-    p.add_argument("-a", "--all", action="store_true", help="remove all unused images")
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
-    p.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
+    add_bool_flag(p, "-a", "--all", help="remove all unused images")
+    add_bool_flag(p, "-f", "--force", help="do not prompt for confirmation")
+    add_bool_flag(p, "--volumes", help="prune anonymous volumes")
     p.set_defaults(func=_daemon_style(cmd_system_prune))
     p = ssub.add_parser("info", help="display system-wide information")
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
@@ -247,7 +249,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-d", "--driver", default="local")
     p.set_defaults(func=_daemon_style(cmd_volume_create))
     p = vsub.add_parser("ls", help="list volumes")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_bool_flag(p, "-q", "--quiet")
     p.add_argument("--format", default="table")
     p.set_defaults(func=_daemon_style(cmd_volume_ls))
     p = vsub.add_parser("inspect", help="display detailed information on volumes")
@@ -255,55 +257,16 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("names", nargs="+")
     p.set_defaults(func=_daemon_style(cmd_volume_inspect))
     p = vsub.add_parser("rm", help="remove volumes")
-    p.add_argument("-f", "--force", action="store_true")
+    add_bool_flag(p, "-f", "--force")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=_daemon_style(cmd_volume_rm))
     p = vsub.add_parser("prune", help="remove unused volumes")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-f", "--force", action="store_true")
+    add_bool_flag(p, "-a", "--all")
+    add_bool_flag(p, "-f", "--force")
     p.set_defaults(func=_daemon_style(cmd_volume_prune))
 
 
 # -- option parsing ----------------------------------------------------------------------------
-_TRUE = ("1", "t", "T", "true", "TRUE", "True")
-_FALSE = ("0", "f", "F", "false", "FALSE", "False")
-
-
-class _BoolFlag(argparse.Action):
-    """A Go boolean flag: bare it means true and never takes the next word (`--sig-proxy
-    busybox` leaves busybox the image); a value needs `=`, as `--sig-proxy=false`."""
-
-    def __init__(self, option_strings: list[str], dest: str, **kw: Any):
-        super().__init__(option_strings, dest, nargs=0, **kw)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        _, sep, value = (option_string or "").partition("=")
-        setattr(namespace, self.dest, parse_bool(value) if sep else True)
-
-
-def add_bool_flag(p: argparse.ArgumentParser, *flags: str, default: bool,
-                  help: str) -> None:
-    """docker's boolean flag FLAGS ([SHORT,] LONG): `--rm`, `--rm=true`, `--rm=false` (a
-    short form takes no value)."""
-    long = flags[-1]
-    dest = long.lstrip("-").replace("-", "_")
-    p.add_argument(*flags, action=_BoolFlag, dest=dest, default=default, help=help)
-    # argparse matches a whole word before splitting it at "=": each spelling of a value
-    # is an option string of its own, so the bare flag can take no argument at all.
-    p.add_argument(*(f"{long}={v}" for v in _TRUE + _FALSE), action=_BoolFlag, dest=dest,
-                   default=default, help=argparse.SUPPRESS)
-
-
-def parse_bool(value: str) -> bool:
-    """A boolean flag's value as Go's strconv.ParseBool (docker's) reads it."""
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value: {value!r} (true or false)")
-
-
 def parse_size(value: str, what: str) -> int:
     """docker's RAMInBytes: 512m, 1g, 100k, 1024 (binary units)."""
     from pallet.errors import InvalidArgument
@@ -1130,20 +1093,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
     eng = _engine(args)
+    # Without names, the containers come and go between frames, as docker's event stream
+    # tells it; here the store's generation does (re-listing only after another process
+    # wrote, or when a container listed as running turned out gone).
+    follow = not args.containers and not args.no_stream
+    generation = eng.store.generation()
     recs = [eng.get(r) for r in args.containers] if args.containers else \
         eng.list(all=args.all)
     # {{.Container}} is what the user named the container by (its short id if nothing).
     ref_of = {r.id: ref for r, ref in zip(recs, args.containers, strict=False)}
+    stale = False
 
     from pallet.errors import PalletError
 
     def sample() -> dict[str, dict[str, Any]]:
+        nonlocal stale
         out = {}
         for r in recs:
             try:
                 out[r.id] = eng.stats(r.id)
             except PalletError:  # stopped or removed meanwhile: docker shows zeros
                 out[r.id] = {}
+            if not out[r.id] and r.state in ("running", "paused"):
+                stale = True
         return out
 
     # Streaming, docker redraws one table in place on a terminal (cursor home, each line
@@ -1153,8 +1125,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if redraw:
         sys.stdout.write("\033[2J\033[H")
     while True:
-        if not args.containers and not args.no_stream:
-            recs = eng.list(all=args.all)  # containers come and go between frames
+        if follow and (stale or eng.store.generation() != generation):
+            generation, stale = eng.store.generation(), False
+            recs = eng.list(all=args.all)
         first = sample()
         t0 = time.monotonic()
         time.sleep(0.5)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pallet.cli.flags import add_bool_flag
+
 if TYPE_CHECKING:
     from pallet.engine.containers import Engine
     from pallet.image.store import Image, ImageStore
@@ -53,12 +55,12 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("pull", help="pull an image from a registry")
     p.add_argument("image")
     p.add_argument("--platform", default=None, help="os/arch[/variant], default the host's")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
+    add_bool_flag(p, "-q", "--quiet", help="print only the image reference")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("push", help="push an image to a registry")
     p.add_argument("image")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_bool_flag(p, "-q", "--quiet")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("images", help="list images")
@@ -68,7 +70,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("server", nargs="?", default="docker.io", help="registry host[:port], default docker.io")
     p.add_argument("-u", "--username", default=None)
     p.add_argument("-p", "--password", default=None)
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add_bool_flag(p, "--password-stdin", help="read the password from stdin")
     p.set_defaults(func=cmd_login)
 
     p = sub.add_parser("logout", help="forget the credentials of a registry")
@@ -77,7 +79,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("images", nargs="+")
-    p.add_argument("-f", "--force", action="store_true")
+    add_bool_flag(p, "-f", "--force")
     p.set_defaults(func=cmd_rmi)
 
     p = sub.add_parser("tag", help="give an image another name")
@@ -93,7 +95,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("load", help="load images from a docker-archive or oci-archive tar")
     p.add_argument("-i", "--input", required=True)
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_bool_flag(p, "-q", "--quiet")
     p.set_defaults(func=cmd_load)
 
     image = sub.add_parser("image", help="manage images")
@@ -104,8 +106,8 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_inspect)
     p = isub.add_parser("prune", help="remove dangling images (-a: every image no container "
                         "uses), then unused blobs and snapshots")
-    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
-    p.add_argument("-a", "--all", action="store_true",
+    add_bool_flag(p, "-f", "--force", help="do not prompt for confirmation")
+    add_bool_flag(p, "-a", "--all",
                    help="remove all images without a container made from them, not just "
                    "dangling ones")
     p.set_defaults(func=cmd_prune)
@@ -128,9 +130,9 @@ def add_parsers(sub: Any) -> None:
 
 def _images_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("reference", nargs="?", default=None)
-    p.add_argument("-q", "--quiet", action="store_true", help="only ids")
-    p.add_argument("--digests", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
+    add_bool_flag(p, "-q", "--quiet", help="only ids")
+    add_bool_flag(p, "--digests")
+    add_bool_flag(p, "--no-trunc")
     p.add_argument("--format", default=None, help="table (the default), json, `table "
                    "TEMPLATE` or a Go template, e.g. '{{.Repository}}:{{.Tag}}'")
     p.set_defaults(func=cmd_images)
@@ -139,13 +141,13 @@ def _images_args(p: argparse.ArgumentParser) -> None:
 def _copy_args(name: str, p: argparse.ArgumentParser) -> None:
     if name in ("pull", "push"):
         p.add_argument("image")
-        p.add_argument("-q", "--quiet", action="store_true")
+        add_bool_flag(p, "-q", "--quiet")
         if name == "pull":
             p.add_argument("--platform", default=None)
         p.set_defaults(func=cmd_pull if name == "pull" else cmd_push)
     elif name == "rm":
         p.add_argument("images", nargs="+")
-        p.add_argument("-f", "--force", action="store_true")
+        add_bool_flag(p, "-f", "--force")
         p.set_defaults(func=cmd_rmi)
     elif name == "tag":
         p.add_argument("source")
@@ -158,7 +160,7 @@ def _copy_args(name: str, p: argparse.ArgumentParser) -> None:
         p.set_defaults(func=cmd_save)
     elif name == "load":
         p.add_argument("-i", "--input", required=True)
-        p.add_argument("-q", "--quiet", action="store_true")
+        add_bool_flag(p, "-q", "--quiet")
         p.set_defaults(func=cmd_load)
 
 

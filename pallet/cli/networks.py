@@ -11,6 +11,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from pallet.cli.flags import add_bool_flag
+
 if TYPE_CHECKING:
     from pallet.engine.network import Networks
     from pallet.engine.store import NetworkRecord
@@ -52,7 +54,7 @@ def add_parsers(sub: Any) -> None:
                    help="allocate container addresses from a sub-range of a subnet")
     p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP",
                    help="an address of a subnet containers must not get")
-    p.add_argument("--internal", action="store_true", help="no NAT and no default route")
+    add_bool_flag(p, "--internal", help="no NAT and no default route")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "-o",
@@ -62,8 +64,6 @@ def add_parsers(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="driver option, e.g. com.docker.network.bridge.name=br0",
     )
-    from pallet.cli.containers import add_bool_flag
-
     add_bool_flag(p, "--ipv6", default=False,
                   help="enable IPv6 (an IPv6 subnet of its own unless --subnet gives one)")
     add_bool_flag(p, "--ipv4", default=True,
@@ -72,8 +72,8 @@ def add_parsers(sub: Any) -> None:
 
     for name in ("ls", "list"):
         p = nsub.add_parser(name, help="list networks")
-        p.add_argument("-q", "--quiet", action="store_true", help="only network ids")
-        p.add_argument("--no-trunc", action="store_true", help="full ids")
+        add_bool_flag(p, "-q", "--quiet", help="only network ids")
+        add_bool_flag(p, "--no-trunc", help="full ids")
         p.add_argument(
             "-f",
             "--filter",
@@ -93,7 +93,7 @@ def add_parsers(sub: Any) -> None:
     for name in ("rm", "remove"):
         p = nsub.add_parser(name, help="remove networks")
         p.add_argument("networks", nargs="+")
-        p.add_argument("-f", "--force", action="store_true", help="no error if missing")
+        add_bool_flag(p, "-f", "--force", help="no error if missing")
         p.set_defaults(func=cmd_rm)
 
     p = nsub.add_parser("connect", help="connect a container to a network")
@@ -106,14 +106,14 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_connect)
 
     p = nsub.add_parser("disconnect", help="disconnect a container from a network")
-    p.add_argument("-f", "--force", action="store_true",
+    add_bool_flag(p, "-f", "--force",
                    help="disconnect even if the network is gone")
     p.add_argument("network")
     p.add_argument("container")
     p.set_defaults(func=cmd_disconnect)
 
     p = nsub.add_parser("prune", help="remove all networks no container uses")
-    p.add_argument("-f", "--force", action="store_true", help="do not ask (pallet never asks)")
+    add_bool_flag(p, "-f", "--force", help="do not ask (pallet never asks)")
     p.add_argument("--filter", action="append", default=[], help="label=KEY[=VALUE]")
     p.set_defaults(func=cmd_prune)
 

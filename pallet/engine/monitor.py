@@ -1144,6 +1144,8 @@ def _enter(m: Monitor, devnull: int, log: int) -> None:
     os.close(log)
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+    # Forked from an in-process CLI (PALLET_NO_ZYGOTE=1), which unwinds on SIGTERM.
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
     os.chdir("/")
     m.run()
 

@@ -307,6 +307,13 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def generation(self) -> int:
+        """A number that changes whenever another process (connection) commits, so a poller
+        re-reads only after a change. (SQLite's data_version: this Store's own commits leave
+        it as it was.)"""
+        with self._lock:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
+
     def __enter__(self) -> Store:
         return self
 

@@ -43,6 +43,31 @@ def test_bad_usage_is_125_with_a_pointer_to_help(pallet, argv, message):
     assert leftovers(pallet) == []
 
 
+def test_bool_flags_take_go_values_short_and_long(pallet):
+    # What scripts written for docker type: `-d=false` runs in the foreground, `-i=true`
+    # passes stdin, and every command's booleans take `=VALUE`.
+    out = pallet("run", "-d=false", "--rm=true", *NONE, "--name", "cli-fg", "busybox",
+                 "echo", "-d=false")
+    assert (out.returncode, out.stdout) == (0, "-d=false\n"), out.stderr
+    out = pallet("run", "-it=false", "--rm", *NONE, "busybox", "cat", input="typed\n")
+    assert (out.returncode, out.stdout) == (0, "typed\n"), out.stderr
+    bad = pallet("run", "-d=maybe", *NONE, "busybox", "true")
+    assert bad.returncode == 125 and 'invalid argument "maybe" for "-d, --detach"' in bad.stderr
+
+    _sleeper(pallet, "cli-up")
+    pallet("run", *NONE, "--name", "cli-done", "busybox", "true", check=True)
+    names = lambda *a: pallet("ps", "--format", "{{.Names}}", *a).stdout.split()  # noqa: E731
+    assert names("--all=false") == ["cli-up"]
+    assert sorted(names("--all=true")) == ["cli-done", "cli-up"]
+    assert pallet("ps", "-q=false", "--no-trunc=true", "--all=1").stdout.count("cli-") == 2
+    assert pallet("logs", "--follow=false", "cli-done").returncode == 0
+    kept = pallet("rm", "--force=false", "cli-up")
+    assert kept.returncode == 1 and names() == ["cli-up"]
+    assert pallet("rm", "-f=true", "cli-up", "--volumes=false").stdout == "cli-up\n"
+    assert names("-a") == ["cli-done"]
+    assert leftovers(pallet) == []
+
+
 def test_ps_templates_tables_and_filters(pallet):
     a = _sleeper(pallet, "web1", "-l", "app=shop")
     b = _sleeper(pallet, "db1", "-l", "app=db")

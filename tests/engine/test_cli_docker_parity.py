@@ -128,6 +128,56 @@ def test_attach_to_a_tty_container_restores_the_terminal_on_sigterm(pallet):
     assert b"Error" not in t.buf
 
 
+# In process (PALLET_NO_ZYGOTE=1) the command unwinds as a zygote worker does.
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_in_process_logs_follow_ends_quietly_with_128_plus_the_signal(pallet, sig, code):
+    env = dict(pallet.env, PALLET_NO_ZYGOTE="1")
+    pallet("run", "-d", "--name", "cli-ticker", *NONE, "busybox", "sh", "-c", TICKER,
+           check=True)
+    p = subprocess.Popen([PALLET, "--root", pallet.root, "logs", "-f", "cli-ticker"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"tick-")
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=10)
+    assert (p.returncode, err) == (code, b"")
+    assert pallet("inspect", "-f", "{{.State.Status}}", "cli-ticker").stdout == "running\n"
+
+
+def test_in_process_attach_restores_the_terminal_on_sighup(pallet):
+    pallet("run", "-dit", "--name", "cli-shell", *NONE, "busybox", "sh", check=True)
+    t = Terminal([PALLET, "--root", pallet.root, "attach", "cli-shell"],
+                 dict(pallet.env, PALLET_NO_ZYGOTE="1"))
+    deadline = time.monotonic() + 10
+    while termios.tcgetattr(t.master)[3] & termios.ICANON and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not termios.tcgetattr(t.master)[3] & termios.ICANON
+    t.proc.send_signal(signal.SIGHUP)
+    assert t.proc.wait(timeout=20) == 129
+    assert termios.tcgetattr(t.master)[3] & termios.ICANON  # raw mode undone
+    os.close(t.master)
+    assert pallet("inspect", "-f", "{{.State.Status}}", "cli-shell").stdout == "running\n"
+
+
+def test_in_process_run_interrupted_while_pulling_leaves_nothing(pallet):
+    import socket
+
+    with socket.socket() as silent:  # a registry that never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        ref = f"127.0.0.1:{silent.getsockname()[1]}/cli-never:latest"
+        p = subprocess.Popen([PALLET, "--root", pallet.root, "run", "-d", "--name", "cli-half",
+                              *NONE, "--pull", "always", ref, "true"],
+                             env=dict(pallet.env, PALLET_NO_ZYGOTE="1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)
+        assert p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+    assert (p.returncode, out, err) == (143, b"", b"")
+    assert pallet("ps", "-aq").stdout == ""
+    assert leftovers(pallet) == []
+
+
 @pytest.mark.parametrize("value, ok", [("false", True), ("0", True), ("maybe", False)])
 def test_sig_proxy_takes_docker_booleans(pallet, value, ok):
     out = pallet("run", "--rm", *NONE, f"--sig-proxy={value}", "busybox", "true")
@@ -220,6 +270,44 @@ def test_stats_stream_on_a_terminal_and_in_a_pipe(pallet):
     out, err = p.communicate(timeout=10)
     assert (p.returncode, err) == (130, b"")
     assert b"\x1b" not in out and out.count(b"CONTAINER ID") >= 2  # table after table
+
+
+def test_stats_without_names_follows_containers_coming_and_going(pallet):
+    pallet("run", "-d", "--name", "cli-first", *NONE, "busybox", "sleep", "60", check=True)
+    p = subprocess.Popen([PALLET, "--root", pallet.root, "stats", "--format",
+                          "table {{.Name}}"], env=pallet.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    frame: list[str] = []
+
+    def next_frame_with(names: set[str]) -> None:
+        """Read complete frames (each starts with its NAME header) until one shows NAMES."""
+        nonlocal frame
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = p.stdout.readline().decode().strip()
+            if line != "NAME":
+                frame.append(line)
+                continue
+            shown, frame = set(frame), []
+            if shown == names:
+                return
+        raise AssertionError(f"no frame with {names}")
+
+    try:
+        next_frame_with({"cli-first"})
+        pallet("run", "-d", "--name", "cli-second", *NONE, "busybox", "sleep", "60",
+               check=True)
+        next_frame_with({"cli-first", "cli-second"})
+        pallet("rm", "-f", "cli-first", check=True)
+        next_frame_with({"cli-second"})
+        pallet("run", "-d", "--name", "cli-brief", *NONE, "busybox", "sleep", "1",
+               check=True)
+        next_frame_with({"cli-second", "cli-brief"})
+        next_frame_with({"cli-second"})  # it exited by itself
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+    assert p.returncode == 130
 
 
 # -- 5. cp of a stopped container -----------------------------------------------------------

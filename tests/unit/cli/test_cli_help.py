@@ -46,3 +46,62 @@ def test_a_bad_bool_value_is_125(capsys):
         main(["run", "--rm=maybe", "busybox"])
     assert exit_.value.code == 125
     assert '"maybe" for "--rm"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, want", [
+    # pflag: a shorthand takes `=VALUE`; in a group the letters before it are flags
+    (["-d=false"], dict(detach=False)),
+    (["-i=true", "-t=0"], dict(interactive=True, tty=False)),
+    (["-it=false"], dict(interactive=True, tty=False)),
+    (["-dit=F", "--rm=1"], dict(detach=True, interactive=True, tty=False, rm=True)),
+    (["-ie=A=B"], dict(interactive=True, env=["A=B"])),
+    (["-e=A=B", "-p8080:80"], dict(env=["A=B"], publish=["8080:80"])),
+    (["-itp", "80:80"], dict(interactive=True, tty=True, publish=["80:80"])),
+    (["--name", "d=x", "-d"], dict(name="d=x", detach=True)),
+])
+def test_run_short_bool_flags_take_values_like_pflag(argv, want):
+    from pallet.cli import build_parser
+
+    args = build_parser("run").parse_args(["run", *argv, "busybox", "ls", "-d=false"])
+    assert {k: getattr(args, k) for k in want} == want
+    assert args.image == "busybox" and args.command == ["ls", "-d=false"]
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["ps", "--all=true", "-q=false", "--no-trunc=1"], dict(all=True, quiet=False,
+                                                           no_trunc=True)),
+    (["rm", "--force=false", "-v=true", "x"], dict(force=False, volumes=True)),
+    (["rm", "x", "-f=true"], dict(force=True, containers=["x"])),
+    (["logs", "--follow=false", "-t=true", "x"], dict(follow=False, timestamps=True)),
+    (["start", "--attach=true", "-i=false", "x"], dict(attach=True, interactive=False)),
+    (["exec", "--detach=false", "-it=false", "x", "ls", "-t=1"],
+     dict(detach=False, interactive=True, tty=False, command=["ls", "-t=1"])),
+    (["stats", "--no-stream=true", "--all=false"], dict(no_stream=True, all=False)),
+    (["cp", "--follow-link=true", "a", "b"], dict(follow_link=True)),
+    (["attach", "--no-stdin=true", "x"], dict(no_stdin=True)),
+    (["system", "prune", "--force=true", "-a=false"], dict(force=True, all=False)),
+    (["volume", "rm", "-f=1", "v"], dict(force=True)),
+    (["network", "create", "--internal=true", "n"], dict(internal=True)),
+    (["images", "--quiet=true"], dict(quiet=True)),
+    (["rmi", "--force=false", "i"], dict(force=False)),
+])
+def test_other_commands_bool_flags_take_values_like_docker(argv, want):
+    from pallet.cli import COMMANDS, build_parser
+
+    args = build_parser(argv[0] if argv[0] in COMMANDS else None).parse_args(argv)
+    assert {k: getattr(args, k) for k in want} == want
+
+
+def test_a_bad_short_bool_value_is_125_in_pflag_words(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "-d=maybe", "busybox"])
+    assert exit_.value.code == 125
+    assert capsys.readouterr().err.startswith(
+        'pallet: invalid argument "maybe" for "-d, --detach" flag: strconv.ParseBool')
+
+
+def test_help_lists_each_bool_flag_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["--root", "/nonexistent-heng", "ps", "--help"])
+    out = capsys.readouterr().out
+    assert "  -a, --all " in out and "--all=" not in out

@@ -131,7 +131,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-f", "--force", action="store_true", help="force the removal of a running container")
     p.add_argument("-v", "--volumes", action="store_true", help="remove anonymous volumes")
     p.add_argument("containers", nargs="+")
-    for name in ("ps", "container-ls"):
+    for name in ("ps",):
         p = cmd(name, "list containers", _daemon_style(cmd_ps))
         p.add_argument("-a", "--all", action="store_true", help="show all containers")
         p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 # Command-group modules, in the order their commands appear in --help.
 GROUPS = [
     "pallet.cli.images",
+    "pallet.cli.history",
     "pallet.cli.containers",
+    "pallet.cli.filesystems",
+    "pallet.cli.update",
+    "pallet.cli.container_group",
     "pallet.cli.networks",
     "pallet.cli.daemon",
 ]
@@ -31,14 +35,20 @@ GROUPS = [
 # parser instead of every group's (~25 ms). A command missing here still works: an
 # unknown word makes main() build every group, as --help does.
 _CONTAINER_COMMANDS = (
-    "run", "create", "start", "stop", "restart", "kill", "rm", "ps", "container-ls", "exec",
+    "run", "create", "start", "stop", "restart", "kill", "rm", "ps", "exec",
     "logs", "inspect", "top", "stats", "cp", "wait", "pause", "unpause", "port", "rename",
     "attach", "info", "version", "system", "volume")
+_FILESYSTEM_COMMANDS = ("diff", "export", "commit")
 _IMAGE_COMMANDS = ("pull", "push", "images", "login", "logout", "rmi", "tag", "save", "load",
                    "image")
 COMMANDS = {
     **dict.fromkeys(_CONTAINER_COMMANDS, "pallet.cli.containers"),
+    **dict.fromkeys(_FILESYSTEM_COMMANDS, "pallet.cli.filesystems"),
+    "update": "pallet.cli.update",
+    "container": "pallet.cli.container_group",
     **dict.fromkeys(_IMAGE_COMMANDS, "pallet.cli.images"),
+    "import": "pallet.cli.filesystems",
+    "history": "pallet.cli.history",
     "network": "pallet.cli.networks",
     "daemon": "pallet.cli.daemon",
 }
@@ -46,7 +56,8 @@ COMMANDS = {
 _VALUE_OPTIONS = ("--root",)
 
 # The commands the zygote serves: the allow-list it checks each request against.
-ZYGOTE_COMMANDS = frozenset(_CONTAINER_COMMANDS)
+ZYGOTE_COMMANDS = frozenset((*_CONTAINER_COMMANDS, *_FILESYSTEM_COMMANDS, "update",
+                             "container"))
 # Imported by the zygote before it serves, so that its workers (and the monitors it forks)
 # start warm: what `run`, `exec`, `ps`, `stop` and `rm` import, found with -X importtime.
 ZYGOTE_PRELOAD = (

@@ -133,7 +133,7 @@ def add_parsers(sub: Any) -> None:
     add_bool_flag(p, "-f", "--force", help="force the removal of a running container")
     add_bool_flag(p, "-v", "--volumes", help="remove anonymous volumes")
     p.add_argument("containers", nargs="+")
-    for name in ("ps", "container-ls"):
+    for name in ("ps",):
         p = cmd(name, "list containers", _daemon_style(cmd_ps))
         add_bool_flag(p, "-a", "--all", help="show all containers")
         add_bool_flag(p, "-q", "--quiet", help="only display container IDs")

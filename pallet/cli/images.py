@@ -122,6 +122,10 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--tag", default="busybox:latest")
         p.add_argument("--busybox", default="/bin/busybox")
         p.set_defaults(func=cmd_build_busybox)
+    from pallet.cli import filesystems, history
+
+    history.add_parsers(isub)
+    filesystems.add_image_parsers(isub)
     for name in ("pull", "push", "rm", "tag", "save", "load"):
         # docker also accepts `image pull` etc.; reuse the top-level parsers' handlers.
         alias = isub.add_parser(name, parents=[], add_help=True, help=f"same as `pallet {name}`")

@@ -43,6 +43,7 @@ EXIT_FILE = "exit.json"
 PID_FILE = "monitor.pid"
 ATTACH_SOCKET = "attach"
 STOP_MARKER = "stopped-by-user"
+RESTART_FILE = "restart-policy"  # `pallet update --restart` of a running container
 
 
 def frame(kind: bytes, payload: bytes = b"") -> bytes:
@@ -528,7 +529,7 @@ class Monitor:
                       f'{{"exit_code": {code}, "finished_at": {finished}, "error": "{err}", '
                       f'"restart_count": {self.restarts}}}\n')
         stopped = os.path.exists(os.path.join(self.run_dir, STOP_MARKER))
-        restart = not self.error and _restart_wanted(self.cfg.get("restart", "no"), code,
+        restart = not self.error and _restart_wanted(self._restart_policy(), code,
                                                      self.restarts, stopped)
         self.finishing = True
         self.final_code = code
@@ -536,6 +537,14 @@ class Monitor:
                                       "error": self.error, "restart": restart,
                                       "restart_count": self.restarts}, [])
         self.pid = 0
+
+    def _restart_policy(self) -> str:
+        """The policy given at start, or the one `update --restart` left since."""
+        try:
+            with open(os.path.join(self.run_dir, RESTART_FILE)) as f:
+                return f.read().strip() or "no"
+        except OSError:
+            return self.cfg.get("restart", "no")
 
     def _finished(self) -> bool:
         if self.exited_code is None or self.helper:

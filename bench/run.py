@@ -24,6 +24,8 @@ import tempfile
 import time
 import uuid
 
+from pallet.engine import zygote
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
 # podman's default rlimits exceed this sandbox's hard limits (no CAP_SYS_RESOURCE).
@@ -57,7 +59,7 @@ def monitor_pids(run_root: str) -> list[int]:
 
 def zygote_pids(run_root: str) -> list[int]:
     try:
-        with open(os.path.join(run_root, "zygote.pid")) as f:
+        with open(zygote.cli_path(run_root, zygote.PID_NAME)) as f:
             pid = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return []

@@ -255,7 +255,7 @@ def _via_zygote(argv: list[str]) -> int | None:
 
     run_root = zygote.default_run_root(_root_option(argv) or zygote.DEFAULT_ROOT)
     try:
-        sock = zygote.ensure_started(run_root, _ZYGOTE_BOOT, sys.path)
+        sock = zygote.ensure_started(run_root, _ZYGOTE_BOOT, sys.path, zygote.cli_socket_name())
     except zygote.ZygoteUnavailable as e:
         if "--debug" in argv:
             print(f"pallet: running in-process: {e}", file=sys.stderr)
@@ -282,16 +282,16 @@ def _via_zygote(argv: list[str]) -> int | None:
 
 def zygote_main() -> None:
     """The zygote process (started by _via_zygote): argv is
-    [-c, pallet-zygote, RUN_ROOT, READY_FD, SYS_PATH]."""
+    [-c, pallet-zygote, RUN_ROOT, READY_FD, SYS_PATH, SOCKET_NAME]."""
     from pallet.engine import zygote
 
-    run_root, ready = sys.argv[2], int(sys.argv[3])
+    run_root, ready, name = sys.argv[2], int(sys.argv[3]), sys.argv[5]
     zygote.set_title(f"pallet-zygote {run_root}")
     # The environment is that of the CLI that started it (-I ignores only PYTHON* names).
     idle = float(os.environ.get("PALLET_ZYGOTE_IDLE_TIMEOUT") or zygote.IDLE_TIMEOUT)
     sys.exit(zygote.serve(listen=run_root, preload=ZYGOTE_PRELOAD,
                           entry_points={"cli": _serve_cli}, fork_monitors=True,
-                          idle_timeout=idle, ready_fd=ready))
+                          idle_timeout=idle, ready_fd=ready, socket_name=name))
 
 
 def _serve_cli(request: dict[str, Any], fds: list[int]) -> int:

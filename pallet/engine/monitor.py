@@ -883,7 +883,9 @@ def _engine_op(cfg: dict, op: str, arg: dict) -> dict:
     """containers.monitor_<OP>(cfg, arg) in a worker of a warm fork server if one answers,
     else here (importing the engine: slow, but only when no server is left)."""
     if "pallet.engine.containers" not in sys.modules:
-        root_sock = os.path.join(cfg["run_root"], "zygote.sock")
+        from pallet.engine.zygote import cli_socket_name
+
+        root_sock = os.path.join(cfg["run_root"], cli_socket_name())
         for path in dict.fromkeys(p for p in (cfg.get("service"), root_sock) if p):
             res = _service_call(path, {"call": "monitor", "op": op, "cfg": cfg, "arg": arg})
             if res is not None:

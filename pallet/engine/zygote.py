@@ -64,6 +64,30 @@ def default_run_root(root: str) -> str:
     return "/run/pallet-" + _sha256.sha256(os.path.abspath(root).encode()).hexdigest()[:10]
 
 
+def cli_socket_name() -> str:
+    """The CLI's zygote socket, named after the code on disk (`zygote-STAMP.sock`): after an
+    upgrade or a checkout, clients reach a new zygote running the new code, and the old
+    one, unreached, idles out. STAMP hashes pallet's version and the mtimes of its package
+    directories (replacing or adding a module changes them); ~6 stats."""
+    import _sha256
+
+    import pallet
+
+    base = os.path.dirname(pallet.__file__)
+    h = _sha256.sha256(pallet.__version__.encode())
+    for sub in ("", "cli", "engine", "oci", "image", "cri"):
+        try:
+            h.update(os.stat(os.path.join(base, sub)).st_mtime_ns.to_bytes(8, "little"))
+        except OSError:
+            pass
+    return f"zygote-{h.hexdigest()[:12]}.sock"
+
+
+def cli_path(run_root: str, name: str = SOCKET_NAME) -> str:
+    """RUN_ROOT's path of the CLI zygote's socket, or of its NAME sibling (PID_NAME...)."""
+    return os.path.join(run_root, _sibling(cli_socket_name(), name))
+
+
 class ZygoteError(SystemFailure):
     """A fork server's worker died, timed out, or failed with an error that is not pallet's."""
 
@@ -123,16 +147,17 @@ def connect(run_root: str, name: str = SOCKET_NAME) -> _socket.socket:
     return s
 
 
-def ensure_started(run_root: str, boot: str, sys_path: Iterable[str]) -> _socket.socket:
-    """A connection to the zygote of RUN_ROOT, starting it (with BOOT, Python code that
-    calls `serve`) when its socket is absent or dead. Raises ZygoteUnavailable."""
+def ensure_started(run_root: str, boot: str, sys_path: Iterable[str],
+                   name: str = SOCKET_NAME) -> _socket.socket:
+    """A connection to the zygote listening on RUN_ROOT/NAME, starting it (with BOOT, Python
+    code that calls `serve`) when its socket is absent or dead. Raises ZygoteUnavailable."""
     try:
-        return connect(run_root)
+        return connect(run_root, name)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
     except OSError as e:
         raise ZygoteUnavailable(f"cannot reach the zygote: {e}") from None
-    ready = start(run_root, boot, sys_path)
+    ready = start(run_root, boot, sys_path, name)
     import select
 
     try:
@@ -146,7 +171,7 @@ def ensure_started(run_root: str, boot: str, sys_path: Iterable[str]) -> _socket
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            return connect(run_root)
+            return connect(run_root, name)
         except OSError as e:
             if time.monotonic() > deadline:
                 raise ZygoteUnavailable(f"the zygote did not start: {e}; see "
@@ -154,13 +179,14 @@ def ensure_started(run_root: str, boot: str, sys_path: Iterable[str]) -> _socket
             time.sleep(0.01)
 
 
-def start(run_root: str, boot: str, sys_path: Iterable[str]) -> int:
-    """Double-fork a new session running `python -I -S -c BOOT`; return the read end of its
-    readiness pipe. The zygote is nobody's child: the CLI exits, it stays."""
+def start(run_root: str, boot: str, sys_path: Iterable[str], name: str = SOCKET_NAME) -> int:
+    """Double-fork a new session running `python -I -S -c BOOT` (argv: pallet-zygote RUN_ROOT
+    READY_FD SYS_PATH NAME); return the read end of its readiness pipe. The zygote is
+    nobody's child: the CLI exits, it stays."""
     os.makedirs(run_root, mode=0o700, exist_ok=True)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     paths = os.pathsep.join(p for p in sys_path if p)
-    argv = [sys.executable, "-I", "-S", "-c", boot, "pallet-zygote", run_root, str(wfd), paths]
+    argv = [sys.executable, "-I", "-S", "-c", boot, "pallet-zygote", run_root, str(wfd), paths, name]
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:

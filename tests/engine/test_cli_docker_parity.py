@@ -22,6 +22,7 @@ import uuid
 
 import pytest
 
+from pallet.engine import zygote
 from tests.engine.conftest import PALLET, leftovers
 from tests.engine.test_tty_and_monitor import Terminal
 
@@ -35,7 +36,7 @@ TRAP = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; do
 def _zygote_children(pallet) -> set[int]:
     """Workers of this test's zygote (its monitor mother and monitors excluded)."""
     try:
-        with open(os.path.join(pallet.run_root, "zygote.pid")) as f:
+        with open(zygote.cli_path(pallet.run_root, zygote.PID_NAME)) as f:
             zpid = int(f.read())
     except (OSError, ValueError):
         return set()

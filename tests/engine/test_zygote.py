@@ -26,7 +26,7 @@ def ppid_of(pid: int) -> int:
 
 
 def zygote_pid(run_root: str) -> int:
-    with open(os.path.join(run_root, zygote.PID_NAME)) as f:
+    with open(zygote.cli_path(run_root, zygote.PID_NAME)) as f:
         return int(f.read())
 
 
@@ -49,7 +49,7 @@ def smaps(pid: int) -> dict[str, int]:
 
 
 def test_first_command_starts_it_and_monitors_are_its_forks(pallet):
-    sock = os.path.join(pallet.run_root, zygote.SOCKET_NAME)
+    sock = zygote.cli_path(pallet.run_root)
     assert not os.path.exists(sock)
     cid = pallet("run", "-d", "busybox", "sleep", "60", check=True).stdout.strip()
     st = os.stat(sock)
@@ -69,7 +69,8 @@ def test_first_command_starts_it_and_monitors_are_its_forks(pallet):
         assert f.read().startswith(f"pallet-monitor {cid} {pallet.root}".encode())
     # The monitor holds none of the zygote's fds (socket, lock): only its own.
     targets = {os.readlink(f"/proc/{mon}/fd/{fd}") for fd in os.listdir(f"/proc/{mon}/fd")}
-    assert not any(zygote.LOCK_NAME in t or zygote.SOCKET_NAME in t for t in targets)
+    names = [os.path.basename(zygote.cli_path("", n)) for n in (zygote.LOCK_NAME, zygote.SOCKET_NAME)]
+    assert not any(n in t for n in names for t in targets)
     # A second command reuses the same zygote.
     assert pallet("ps", "-q").stdout.strip() == cid[:12]
     assert zygote_pid(pallet.run_root) == zpid
@@ -85,7 +86,7 @@ def test_containers_outlive_the_zygote_and_a_new_one_takes_over(pallet):
     cid = out.stdout.strip()
     zpid = zygote_pid(pallet.run_root)
     assert gone(zpid, 10), "the zygote did not idle out"
-    assert not os.path.exists(os.path.join(pallet.run_root, zygote.SOCKET_NAME))
+    assert not os.path.exists(zygote.cli_path(pallet.run_root))
     from pallet.engine.monitor import alive
 
     mon = alive(pallet.engine().run_dir(cid))
@@ -116,6 +117,29 @@ def test_concurrent_first_commands_start_one_zygote(pallet):
     assert others == []
 
 
+def test_new_code_on_disk_gets_a_new_zygote(pallet):
+    """After an upgrade or a checkout, commands must not run in a zygote of the old code
+    (it would run old code, or refuse commands it does not know)."""
+    import pallet as pkg
+
+    env = dict(pallet.env, PALLET_ZYGOTE_IDLE_TIMEOUT="2")
+    subprocess.run([PALLET, "--root", pallet.root, "ps"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    old = zygote_pid(pallet.run_root)
+    engine_dir = os.path.join(os.path.dirname(pkg.__file__), "engine")
+    st = os.stat(engine_dir)
+    os.utime(engine_dir, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    try:
+        out = subprocess.run([PALLET, "--root", pallet.root, "ps", "-a"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.startswith("CONTAINER ID"), out.stderr
+        new = zygote_pid(pallet.run_root)
+        assert new != old and _cmdline(new).startswith(b"pallet-zygote")
+        assert gone(old, 15), "the old zygote, unreached, did not idle out"
+    finally:
+        os.utime(engine_dir, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -125,7 +149,7 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _request(run_root: str, request: dict, fds: list[int]) -> list[dict]:
-    s = zygote.connect(run_root)
+    s = zygote.connect(run_root, zygote.cli_socket_name())
     try:
         zygote.send_msg(s, request, fds)
         out = []
@@ -156,7 +180,7 @@ def test_only_allow_listed_calls_are_served(pallet, tmp_path):
 
 def test_non_root_peers_are_refused(pallet):
     pallet("ps", check=True)
-    sock = os.path.join(pallet.run_root, zygote.SOCKET_NAME)
+    sock = zygote.cli_path(pallet.run_root)
 
     def as_nobody(chmod: bool) -> str:
         if chmod:
@@ -170,7 +194,7 @@ def test_non_root_peers_are_refused(pallet):
                 os.setgid(65534)
                 os.setuid(65534)
                 try:
-                    s = zygote.connect(pallet.run_root)
+                    s = zygote.connect(pallet.run_root, zygote.cli_socket_name())
                     msg, _ = zygote.recv_msg(s, 0)  # refused at accept, before any request
                     os.write(w, repr(msg).encode())
                 except OSError as e:
@@ -261,7 +285,7 @@ def test_no_zygote_runs_everything_in_process(pallet):
     mon = alive(pallet.engine().run_dir(cid))
     assert ppid_of(mon) == 1 or not _cmdline(ppid_of(mon)).startswith(b"pallet-zygote")
     assert run("rm", "-f", cid).returncode == 0
-    assert not os.path.exists(os.path.join(pallet.run_root, zygote.SOCKET_NAME))
+    assert not os.path.exists(zygote.cli_path(pallet.run_root))
     assert leftovers(pallet, [cid]) == []
 
 

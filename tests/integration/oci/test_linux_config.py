@@ -336,6 +336,27 @@ def test_seccomp_errno_rule(runc_cli, bundle, cid):
     assert out.stdout.strip().endswith("Linux")
 
 
+@pytest.mark.parametrize("nnp", [True, False], ids=["no_new_privs", "privileged-load"])
+def test_seccomp_profile_denying_close_range(runc_cli, bundle, cid, nnp):
+    # Profiles older than close_range(2) (runtime-tools' generator default, docker's before
+    # 20.10) deny it through their errno default action. The runtime marks its fds
+    # close-on-exec after the filter is loaded, so it must not depend on that syscall; and
+    # none of its fds may reach the container either way.
+    b = bundle(["ls", "/proc/self/fd"])
+
+    def cfg(s):
+        s["process"]["noNewPrivileges"] = nnp
+        s["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+
+    edit_config(b, cfg)
+    out = run(runc_cli, b, cid)
+    assert out.returncode == 0, out.stderr
+    # stdio and ls's own directory fd, nothing of the runtime's
+    assert set(out.stdout.split()) == {"0", "1", "2", "3"}, out.stdout
+
+
 def test_oom_score_adj_personality_and_start_hook(runc_cli, bundle, cid):
     b = bundle(["sh", "-c", "cat /proc/self/oom_score_adj; uname -m; cat /tmp/hook-ran"])
 

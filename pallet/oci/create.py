@@ -68,8 +68,6 @@ class Runtime:
             raise SpecError("process: the config must say which process to run")
         linux = spec.get("linux") or {}
         nss = [n["type"] for n in linux.get("namespaces") or []]
-        if "mount" not in nss:
-            raise SpecError("linux.namespaces: a mount namespace is required")
         terminal = bool(spec["process"].get("terminal"))
         if terminal and not console_socket:
             raise SpecError("process.terminal is true: use --console-socket to receive the "
@@ -80,6 +78,7 @@ class Runtime:
         sd.create()
         cg = None
         init_pid = 0
+        host_base = None
         console_sock = None
         listener = None
         trees: dict[int, int] = {}
@@ -94,6 +93,11 @@ class Runtime:
             if console_socket:
                 console_sock = _connect(console_socket)
             rootfs = specmod.rootfs_path(spec, bundle)
+            if "mount" not in nss:
+                # The init mounts under the rootfs in our (the host's) mount namespace.
+                from pallet.oci.linux.rootfs import host_mounts_at
+
+                host_base = host_mounts_at(rootfs)
             # The init blocks in accept() on this socket until `start` connects. It
             # inherits the listening fd, so it never reaches the state dir by path
             # (which a user-namespaced or non-dumpable init may not).
@@ -110,7 +114,8 @@ class Runtime:
                                 created=now_rfc3339(),
                                 annotations=spec.get("annotations") or {},
                                 cgroup_paths=dict(cg.paths),
-                                cgroups_path=linux.get("cgroupsPath"), config=spec)
+                                cgroups_path=linux.get("cgroupsPath"), config=spec,
+                                host_root_base=host_base)
             init_pid = self._spawn(ctx, st, cg, spec, linux)
             st.pid = init_pid
             st.pid_start = proc_start_time(init_pid)
@@ -122,6 +127,10 @@ class Runtime:
         except BaseException:
             if init_pid:
                 _kill_and_reap(init_pid)
+            if host_base is not None:
+                from pallet.oci.linux.rootfs import detach_host_root
+
+                detach_host_root(specmod.rootfs_path(spec, bundle), host_base)
             if cg is not None:
                 try:
                     cg.destroy()
@@ -234,6 +243,10 @@ class Runtime:
                 cg.kill_all(_signal.SIGKILL)
         if st.cgroup_paths:
             _cgroup(st.cgroups_path, st.id).destroy()
+        if st.host_root_base is not None:
+            from pallet.oci.linux.rootfs import detach_host_root
+
+            detach_host_root(st.rootfs, st.host_root_base)
         sd.remove()
         hooks.run_hooks(st.config, "poststop", st.oci("stopped"))
 

@@ -222,7 +222,8 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
         nss = {n["type"]: n for n in _namespaces(spec)}
         if ctx.stdio:
             _dup_stdio(ctx.stdio)
-        root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"))
+        host_ns = "mount" not in nss
+        root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"), host_ns)
         spec_mounts = spec.get("mounts") or []
         rootfs.mount_all(root_fd, spec_mounts, ctx.bundle, ctx.cgroup_paths,
                          "cgroup" in nss and not nss["cgroup"].get("path"),
@@ -237,7 +238,7 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
         send(sock, hooks=True)
         recv(sock)
         os.close(root_fd)
-        rootfs.pivot(ctx.rootfs, ctx.no_pivot, linux.get("rootfsPropagation"))
+        rootfs.pivot(ctx.rootfs, ctx.no_pivot, linux.get("rootfsPropagation"), host_ns)
         if spec.get("hostname") and "uts" in nss:
             sc.sethostname(spec["hostname"])
         if spec.get("domainname") and "uts" in nss:
@@ -440,6 +441,7 @@ def exec_child(ctx: InitContext, sock: _socket.socket) -> None:
             except FileNotFoundError:
                 pass
         fds = []
+        same_mnt = True
         for _spec_name, proc_name in PROC_NS:
             mine = os.readlink(f"/proc/self/ns/{proc_name}") if os.path.exists(
                 f"/proc/self/ns/{proc_name}") else None
@@ -450,9 +452,17 @@ def exec_child(ctx: InitContext, sock: _socket.socket) -> None:
                 continue
             if theirs != mine:
                 fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                same_mnt = same_mnt and proc_name != "mnt"
+        # A container without a mount namespace of its own is only chrooted: take its root.
+        root = os.open(f"/proc/{ctx.join_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
+            if same_mnt else -1
         for fd in fds:
             sc.setns(fd, 0)
             os.close(fd)
+        if root >= 0:
+            os.fchdir(root)
+            os.chroot(".")
+            os.close(root)
         if ctx.stdio:
             _dup_stdio(ctx.stdio)
         pid = os.fork()

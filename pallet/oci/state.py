@@ -29,7 +29,7 @@ class ContainerState:
     """
 
     FIELDS = ("id", "bundle", "pid", "pid_start", "created", "rootfs", "annotations",
-              "cgroup_paths", "cgroups_path", "owner", "config", "status")
+              "cgroup_paths", "cgroups_path", "owner", "config", "status", "host_root_base")
 
     def __init__(self, id: str, bundle: str, pid: int = 0,
                  pid_start: int = 0,  # /proc/<pid>/stat starttime, guards against pid reuse
@@ -38,7 +38,9 @@ class ContainerState:
                  cgroup_paths: dict[str, str] | None = None,
                  cgroups_path: str | None = None, owner: str = "",
                  config: dict[str, Any] | None = None,  # the spec at create time
-                 status: str = "creating"):  # only a hint; status() computes the truth
+                 status: str = "creating",  # only a hint; status() computes the truth
+                 # no mount namespace: how many mounts the rootfs path had before create
+                 host_root_base: int | None = None):
         self.id = id
         self.bundle = bundle
         self.pid = pid
@@ -51,6 +53,7 @@ class ContainerState:
         self.owner = owner
         self.config = {} if config is None else config
         self.status = status
+        self.host_root_base = host_root_base
 
     def asdict(self) -> dict[str, Any]:
         """The fields in declaration order, as state.json stores them."""

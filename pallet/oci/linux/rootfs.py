@@ -31,13 +31,44 @@ _PROPAGATION = {"shared": sc.MS_SHARED, "slave": sc.MS_SLAVE, "private": sc.MS_P
                 "runbindable": sc.MS_UNBINDABLE | sc.MS_REC}
 
 
-def prepare_root(rootfs: str, propagation: str | None) -> int:
-    """Stop mount events leaking to the host and make the rootfs a mount point; return its fd."""
+def prepare_root(rootfs: str, propagation: str | None, host_ns: bool = False) -> int:
+    """Stop mount events leaking to the host and make the rootfs a mount point; return its fd.
+
+    HOST_NS: the container has no mount namespace of its own (it inherits the runtime's,
+    as the spec requires when none is listed). Then the host's mounts are left as they
+    are: the rootfs is bound onto itself and made private, so what is mounted under it
+    stays there (delete detaches the lot, see host_mounts_at).
+    """
+    if host_ns:
+        sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, rootfs, None, sc.MS_PRIVATE | sc.MS_REC)
+        return os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     flag = _PROPAGATION.get(propagation or "", sc.MS_SLAVE | sc.MS_REC)
     sc.mount(None, "/", None, flag)
     _make_parent_private(rootfs)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     return os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def host_mounts_at(path: str) -> int:
+    """How many mounts are stacked at PATH in our mount namespace."""
+    real = os.path.realpath(path)
+    n = 0
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if line.split()[4].replace("\\040", " ") == real:
+                n += 1
+    return n
+
+
+def detach_host_root(rootfs: str, base: int) -> None:
+    """Undo prepare_root(host_ns=True): detach what was stacked on ROOTFS since there
+    were BASE mounts there (the bind and, lazily, everything mounted under it)."""
+    for _ in range(host_mounts_at(rootfs) - base):
+        try:
+            sc.umount2(rootfs, sc.MNT_DETACH)
+        except OSError:
+            return
 
 
 def _make_parent_private(rootfs: str) -> None:
@@ -196,8 +227,14 @@ def dev_symlinks(root_fd: int, have_devpts: bool) -> None:
         os.close(dev)
 
 
-def pivot(rootfs: str, no_pivot: bool, propagation: str | None = None) -> None:
+def pivot(rootfs: str, no_pivot: bool, propagation: str | None = None,
+          host_ns: bool = False) -> None:
     os.chdir(rootfs)
+    if host_ns:
+        # pivot_root or MS_MOVE would change the host's own root: only chroot.
+        os.chroot(".")
+        os.chdir("/")
+        return
     if no_pivot:
         sc.mount(rootfs, "/", None, sc.MS_MOVE)
         os.chroot(".")

@@ -174,6 +174,60 @@ def test_join_existing_namespace_by_path(runc_cli, bundle, cid):
     runc_cli("delete", "--force", first)
 
 
+def _mounts_under(path: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [ln.split()[4] for ln in f if ln.split()[4].startswith(path)]
+
+
+def test_no_mount_namespace_inherits_the_runtimes(runc_cli, bundle, cid):
+    # The spec: a namespace type not listed is inherited from the runtime, the mount
+    # namespace too (runtime-tools' linux_ns_itype creates such a container). The
+    # container is chrooted; its mounts live under the rootfs in our namespace while it
+    # exists, and delete takes them all away.
+    b = bundle(["sh", "-c", "readlink /proc/self/ns/mnt; ls /proc/self/ns >/dev/null && "
+                            "echo proc-ok; ls /"])
+
+    def cfg(s):
+        s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"]
+                                    if n["type"] != "mount"]
+        s["linux"].pop("maskedPaths", None)
+        s["linux"].pop("readonlyPaths", None)
+
+    edit_config(b, cfg)
+    open(os.path.join(b, "rootfs", "in-the-container"), "w").close()
+    assert runc_cli("create", "--bundle", b, cid).returncode == 0
+    assert _mounts_under(b), "the rootfs mounts are in our namespace while it exists"
+    out = runc_cli("exec", cid, "sh", "-c", "readlink /proc/self/ns/mnt; pwd; ls /")
+    assert out.returncode == 0, out.stderr
+    mine = os.readlink("/proc/self/ns/mnt")
+    lines = out.stdout.split()
+    assert lines[0] == mine and lines[1] == "/"
+    assert "in-the-container" in lines, "exec must land in the container root"
+    assert runc_cli("start", cid).returncode == 0
+    deadline = time.monotonic() + 10
+    while json.loads(runc_cli("state", cid).stdout)["status"] != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert runc_cli("delete", cid).returncode == 0
+    assert _mounts_under(b) == []
+
+
+def test_no_mount_namespace_failed_create_leaves_no_mounts(runc_cli, bundle, cid):
+    b = bundle(["true"])
+
+    def cfg(s):
+        s["linux"]["namespaces"] = [n for n in s["linux"]["namespaces"]
+                                    if n["type"] != "mount"]
+        s["linux"].pop("maskedPaths", None)
+        s["linux"].pop("readonlyPaths", None)
+        s["mounts"].append({"destination": "/tmp/x", "type": "nosuchfs", "source": "x"})
+
+    edit_config(b, cfg)
+    out = runc_cli("create", "--bundle", b, cid)
+    assert out.returncode != 0 and "No such device" in out.stderr
+    assert _mounts_under(b) == []
+
+
 def test_no_pivot(runc_cli, bundle, cid):
     b = bundle(["sh", "-c", "ls /bin/busybox"])
     out = runc_cli("run", "--no-pivot", "--bundle", b, cid)
@@ -334,6 +388,27 @@ def test_seccomp_errno_rule(runc_cli, bundle, cid):
     out = run(runc_cli, b, cid)
     assert "Operation not permitted" in out.stdout and "rc=1" in out.stdout, out.stderr
     assert out.stdout.strip().endswith("Linux")
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["no_new_privs", "privileged-load"])
+def test_seccomp_profile_denying_close_range(runc_cli, bundle, cid, nnp):
+    # Profiles older than close_range(2) (runtime-tools' generator default, docker's before
+    # 20.10) deny it through their errno default action. The runtime marks its fds
+    # close-on-exec after the filter is loaded, so it must not depend on that syscall; and
+    # none of its fds may reach the container either way.
+    b = bundle(["ls", "/proc/self/fd"])
+
+    def cfg(s):
+        s["process"]["noNewPrivileges"] = nnp
+        s["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+
+    edit_config(b, cfg)
+    out = run(runc_cli, b, cid)
+    assert out.returncode == 0, out.stderr
+    # stdio and ls's own directory fd, nothing of the runtime's
+    assert set(out.stdout.split()) == {"0", "1", "2", "3"}, out.stdout
 
 
 def test_oom_score_adj_personality_and_start_hook(runc_cli, bundle, cid):

@@ -65,6 +65,7 @@ class _ContainersOnly:
 
 def add_parsers(sub: Any) -> None:
     from pallet.cli import containers, filesystems, update
+    from pallet.cli.flags import exit_1_on_error
 
     p = sub.add_parser("container", help="manage containers",
                        description="manage containers: the commands of the same names")
@@ -77,7 +78,7 @@ def add_parsers(sub: Any) -> None:
                         description="remove all stopped containers")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     q.add_argument("--filter", action="append", default=[], help="label=K[=V] or until=")
-    q.set_defaults(func=containers._daemon_style(cmd_prune))
+    q.set_defaults(func=exit_1_on_error(cmd_prune))
 
 
 def cmd_prune(args: Any) -> int:

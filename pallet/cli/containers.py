@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from pallet.cli.flags import add_bool_flag
+from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
 TYPE_CHECKING = False  # typing costs ~10 ms to import on `pallet run`; only checkers need it
 if TYPE_CHECKING:
@@ -34,20 +34,6 @@ def _fail(message: str, code: int) -> int:
     print(f"Error: {message}", file=sys.stderr)
     return code
 
-
-def _daemon_style(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """docker exits 1 (not 125) when a command other than run/create fails."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        from pallet.errors import PalletError
-
-        try:
-            return func(args)
-        except PalletError as e:
-            return _fail(str(e), 1)
-
-    wrapped.__name__ = func.__name__
-    return wrapped
 
 
 # -- parsers ---------------------------------------------------------------------------------
@@ -114,27 +100,27 @@ def add_parsers(sub: Any) -> None:
     p = cmd("create", "create a new container", cmd_create, add_help=False)
     _create_args(p)
 
-    p = cmd("start", "start one or more stopped containers", _daemon_style(cmd_start))
+    p = cmd("start", "start one or more stopped containers", exit_1_on_error(cmd_start))
     add_bool_flag(p, "-a", "--attach", help="attach STDOUT/STDERR")
     add_bool_flag(p, "-i", "--interactive", help="attach container's STDIN")
     p.add_argument("containers", nargs="+")
-    p = cmd("stop", "stop one or more running containers", _daemon_style(cmd_stop))
+    p = cmd("stop", "stop one or more running containers", exit_1_on_error(cmd_stop))
     p.add_argument("-t", "--time", "--timeout", type=int, default=None,
                    help="seconds to wait before killing the container")
     p.add_argument("containers", nargs="+")
-    p = cmd("restart", "restart one or more containers", _daemon_style(cmd_restart))
+    p = cmd("restart", "restart one or more containers", exit_1_on_error(cmd_restart))
     p.add_argument("-t", "--time", "--timeout", type=int, default=None,
                    help="seconds to wait before killing the container")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p = cmd("kill", "kill one or more running containers", _daemon_style(cmd_kill))
+    p = cmd("kill", "kill one or more running containers", exit_1_on_error(cmd_kill))
     p.add_argument("-s", "--signal", default="KILL", help="signal to send to the container")
     p.add_argument("containers", nargs="+")
-    p = cmd("rm", "remove one or more containers", _daemon_style(cmd_rm))
+    p = cmd("rm", "remove one or more containers", exit_1_on_error(cmd_rm))
     add_bool_flag(p, "-f", "--force", help="force the removal of a running container")
     add_bool_flag(p, "-v", "--volumes", help="remove anonymous volumes")
     p.add_argument("containers", nargs="+")
     for name in ("ps",):
-        p = cmd(name, "list containers", _daemon_style(cmd_ps))
+        p = cmd(name, "list containers", exit_1_on_error(cmd_ps))
         add_bool_flag(p, "-a", "--all", help="show all containers")
         add_bool_flag(p, "-q", "--quiet", help="only display container IDs")
         p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
@@ -160,7 +146,7 @@ def add_parsers(sub: Any) -> None:
                    "(format: <name|uid>[:<group|gid>])")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
-    p = cmd("logs", "fetch the logs of a container", _daemon_style(cmd_logs))
+    p = cmd("logs", "fetch the logs of a container", exit_1_on_error(cmd_logs))
     add_bool_flag(p, "-f", "--follow", help="follow log output")
     p.add_argument("--since", default="", help="show logs since a time: RFC 3339 "
                    "(2013-01-02T13:23:37Z), unix seconds or relative (42m, 1h30m)")
@@ -170,7 +156,7 @@ def add_parsers(sub: Any) -> None:
     add_bool_flag(p, "-t", "--timestamps", help="show timestamps")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers, images, networks or "
-            "volumes", _daemon_style(cmd_inspect))
+            "volumes", exit_1_on_error(cmd_inspect))
     p.add_argument("-f", "--format", default="", help="format the output with a Go "
                    "template, e.g. '{{.State.Pid}}' or '{{json .Config}}'")
     p.add_argument("--type", default="", help="container, image, network or volume (default: "
@@ -178,11 +164,11 @@ def add_parsers(sub: Any) -> None:
     add_bool_flag(p, "-s", "--size", help="add SizeRw and SizeRootFs "
                    "(containers)")
     p.add_argument("objects", nargs="+", metavar="NAME|ID")
-    p = cmd("top", "display the running processes of a container", _daemon_style(cmd_top))
+    p = cmd("top", "display the running processes of a container", exit_1_on_error(cmd_top))
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS OPTIONS",
                    help="options for the host's ps (its output needs a PID column)")
-    p = cmd("stats", "display a snapshot of containers' resource usage", _daemon_style(cmd_stats))
+    p = cmd("stats", "display a snapshot of containers' resource usage", exit_1_on_error(cmd_stats))
     add_bool_flag(p, "--no-stream", help="print one sample and exit")
     add_bool_flag(p, "-a", "--all", help="show all containers (default "
                    "shows just running)")
@@ -191,7 +177,7 @@ def add_parsers(sub: Any) -> None:
     add_bool_flag(p, "--no-trunc", help="do not truncate ids")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
     p = cmd("cp", "copy files between a container and the host; - is a tar stream on "
-            "stdin or stdout", _daemon_style(cmd_cp))
+            "stdin or stdout", exit_1_on_error(cmd_cp))
     add_bool_flag(p, "-L", "--follow-link",
                    help="always follow a symbolic link in SRC")
     add_bool_flag(p, "-a", "--archive",
@@ -201,19 +187,19 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("src", metavar="SRC")
     p.add_argument("dest", metavar="DEST")
     p = cmd("wait", "block until containers stop, then print their exit codes",
-            _daemon_style(cmd_wait))
+            exit_1_on_error(cmd_wait))
     p.add_argument("containers", nargs="+")
-    p = cmd("pause", "pause all processes within containers", _daemon_style(cmd_pause))
+    p = cmd("pause", "pause all processes within containers", exit_1_on_error(cmd_pause))
     p.add_argument("containers", nargs="+")
-    p = cmd("unpause", "unpause all processes within containers", _daemon_style(cmd_unpause))
+    p = cmd("unpause", "unpause all processes within containers", exit_1_on_error(cmd_unpause))
     p.add_argument("containers", nargs="+")
-    p = cmd("port", "list port mappings of a container", _daemon_style(cmd_port))
+    p = cmd("port", "list port mappings of a container", exit_1_on_error(cmd_port))
     p.add_argument("container")
     p.add_argument("private_port", nargs="?")
-    p = cmd("rename", "rename a container", _daemon_style(cmd_rename))
+    p = cmd("rename", "rename a container", exit_1_on_error(cmd_rename))
     p.add_argument("container")
     p.add_argument("new_name")
-    p = cmd("attach", "attach to a running container's streams", _daemon_style(cmd_attach))
+    p = cmd("attach", "attach to a running container's streams", exit_1_on_error(cmd_attach))
     add_bool_flag(p, "--no-stdin", help="do not attach STDIN")
     p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
                    "detaches (only ctrl-p,ctrl-q)")
@@ -221,25 +207,25 @@ def add_parsers(sub: Any) -> None:
                   help="proxy received signals to the process (non-tty "
                   "only; default true; --sig-proxy=false turns it off)")
     p.add_argument("container", metavar="CONTAINER")
-    p = cmd("info", "display system-wide information", _daemon_style(cmd_info))
+    p = cmd("info", "display system-wide information", exit_1_on_error(cmd_info))
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
-    p = cmd("version", "show the pallet version information", _daemon_style(cmd_version))
+    p = cmd("version", "show the pallet version information", exit_1_on_error(cmd_version))
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
     system = sub.add_parser("system", help="manage pallet", description="manage pallet")
     system.set_defaults(func=lambda args: (system.print_help(), 0)[1])
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
     p = ssub.add_parser("df", help="show disk usage", description="show disk usage")
     p.add_argument("--format", default="", help="table, json or a Go template")
-    p.set_defaults(func=_daemon_style(cmd_system_df))
+    p.set_defaults(func=exit_1_on_error(cmd_system_df))
     p = ssub.add_parser("prune", help="remove stopped containers, unused networks, dangling "
                         "images (and unused volumes)", description="remove unused data")
     add_bool_flag(p, "-a", "--all", help="remove all unused images")
     add_bool_flag(p, "-f", "--force", help="do not prompt for confirmation")
     add_bool_flag(p, "--volumes", help="prune anonymous volumes")
-    p.set_defaults(func=_daemon_style(cmd_system_prune))
+    p.set_defaults(func=exit_1_on_error(cmd_system_prune))
     p = ssub.add_parser("info", help="display system-wide information")
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
-    p.set_defaults(func=_daemon_style(cmd_info))
+    p.set_defaults(func=exit_1_on_error(cmd_info))
 
     volume = sub.add_parser("volume", help="manage volumes")
     vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")
@@ -247,26 +233,51 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("name", nargs="?", default="")
     p.add_argument("--label", action="append", default=[])
     p.add_argument("-d", "--driver", default="local")
-    p.set_defaults(func=_daemon_style(cmd_volume_create))
+    p.set_defaults(func=exit_1_on_error(cmd_volume_create))
     p = vsub.add_parser("ls", help="list volumes")
     add_bool_flag(p, "-q", "--quiet")
     p.add_argument("--format", default="table")
-    p.set_defaults(func=_daemon_style(cmd_volume_ls))
+    p.set_defaults(func=exit_1_on_error(cmd_volume_ls))
     p = vsub.add_parser("inspect", help="display detailed information on volumes")
     p.add_argument("-f", "--format", default="", help="a Go template, or json")
     p.add_argument("names", nargs="+")
-    p.set_defaults(func=_daemon_style(cmd_volume_inspect))
+    p.set_defaults(func=exit_1_on_error(cmd_volume_inspect))
     p = vsub.add_parser("rm", help="remove volumes")
     add_bool_flag(p, "-f", "--force")
     p.add_argument("names", nargs="+")
-    p.set_defaults(func=_daemon_style(cmd_volume_rm))
+    p.set_defaults(func=exit_1_on_error(cmd_volume_rm))
     p = vsub.add_parser("prune", help="remove unused volumes")
     add_bool_flag(p, "-a", "--all")
     add_bool_flag(p, "-f", "--force")
-    p.set_defaults(func=_daemon_style(cmd_volume_prune))
+    p.set_defaults(func=exit_1_on_error(cmd_volume_prune))
 
 
 # -- option parsing ----------------------------------------------------------------------------
+def parse_int(value: str, flag: str) -> int:
+    from pallet.errors import InvalidArgument
+
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgument(f'invalid argument "{value}" for "{flag}" flag: '
+                              f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
+
+
+def parse_cpus(value: str) -> float:
+    from pallet.errors import InvalidArgument
+
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidArgument(f'invalid argument "{value}" for "--cpus" flag: failed to '
+                              "parse as a number of CPUs") from None
+
+
+def parse_swap(value: str) -> int:
+    """--memory-swap: a size, or -1 for unlimited."""
+    return -1 if value == "-1" else parse_size(value, "--memory-swap")
+
+
 def parse_size(value: str, what: str) -> int:
     """docker's RAMInBytes: 512m, 1g, 100k, 1024 (binary units)."""
     from pallet.errors import InvalidArgument
@@ -333,22 +344,13 @@ def _request(args: argparse.Namespace) -> Any:
     if args.memory is not None:
         opts.memory = parse_size(args.memory, "--memory")
     if args.memory_swap is not None:
-        opts.memory_swap = -1 if args.memory_swap == "-1" else parse_size(args.memory_swap,
-                                                                          "--memory-swap")
+        opts.memory_swap = parse_swap(args.memory_swap)
     if args.shm_size is not None:
         opts.shm_size = parse_size(args.shm_size, "--shm-size")
     if args.cpus is not None:
-        try:
-            opts.cpus = float(args.cpus)
-        except ValueError:
-            raise InvalidArgument(f"invalid argument {args.cpus!r} for \"--cpus\" flag: "
-                                  "failed to parse as a number of CPUs") from None
+        opts.cpus = parse_cpus(args.cpus)
     if args.pids_limit is not None:
-        try:
-            opts.pids_limit = int(args.pids_limit)
-        except ValueError:
-            raise InvalidArgument(f"invalid argument {args.pids_limit!r} for "
-                                  "\"--pids-limit\" flag: not an integer") from None
+        opts.pids_limit = parse_int(args.pids_limit, "--pids-limit")
     for s in args.sysctl:
         k, sep, v = s.partition("=")
         if not sep:

@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from pallet.cli.flags import exit_1_on_error
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,22 +25,6 @@ def _engine(args: argparse.Namespace) -> Any:
     from pallet.engine.containers import DEFAULT_ROOT, Engine
 
     return Engine(args.root or DEFAULT_ROOT)
-
-
-def _exit_1(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """docker exits 1 when one of these fails (no such container, bad --change...)."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        from pallet.errors import PalletError
-
-        try:
-            return func(args)
-        except PalletError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            return 1
-
-    wrapped.__name__ = func.__name__
-    return wrapped
 
 
 def add_parsers(sub: Any) -> None:
@@ -56,14 +42,14 @@ def add_container_parsers(sub: Any) -> None:
                        "changed (C) and deleted (D) in a container's filesystem since it "
                        "was created")
     p.add_argument("container", metavar="CONTAINER")
-    p.set_defaults(func=_exit_1(cmd_diff))
+    p.set_defaults(func=exit_1_on_error(cmd_diff))
 
     p = sub.add_parser("export", help="export a container's filesystem as a tar archive",
                        description="write a container's filesystem (not its volumes) as a "
                        "tar archive to STDOUT or a file")
     p.add_argument("-o", "--output", default="", help="write to a file, instead of STDOUT")
     p.add_argument("container", metavar="CONTAINER")
-    p.set_defaults(func=_exit_1(cmd_export))
+    p.set_defaults(func=exit_1_on_error(cmd_export))
 
     p = sub.add_parser("commit", help="create a new image from a container's changes",
                        description="create a new image from a container's changes; prints "
@@ -82,7 +68,7 @@ def add_container_parsers(sub: Any) -> None:
                    help="disable pausing container during commit")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("repository", nargs="?", default="", metavar="[REPOSITORY[:TAG]]")
-    p.set_defaults(func=_exit_1(cmd_commit))
+    p.set_defaults(func=exit_1_on_error(cmd_commit))
 
 
 def add_image_parsers(sub: Any) -> None:
@@ -98,7 +84,7 @@ def add_image_parsers(sub: Any) -> None:
                    "the image; default the host's")
     p.add_argument("source", metavar="file|-")
     p.add_argument("repository", nargs="?", default="", metavar="[REPOSITORY[:TAG]]")
-    p.set_defaults(func=_exit_1(cmd_import))
+    p.set_defaults(func=exit_1_on_error(cmd_import))
 
 
 # -- handlers ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""docker's (Go pflag's) boolean flags on argparse: `--rm`, `--rm=false`, `-d=false`,
-`-it=false` (-i, then -t=false), and bare never taking the next word.
+"""What every command group shares with docker's CLI: its (Go pflag's) boolean flags on
+argparse — `--rm`, `--rm=false`, `-d=false`, `-it=false` (-i, then -t=false), bare never
+taking the next word — and its exit code 1 for a command that fails (exit_1_on_error).
 
 Every command group builds its boolean flags with add_bool_flag; the CLI's parser runs
 its words through pflag_shorthands before argparse sees them.
@@ -11,6 +12,7 @@ import argparse
 
 TYPE_CHECKING = False  # typing costs ~10 ms to import on `pallet run`; only checkers need it
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")
@@ -109,3 +111,24 @@ def _shorthand_group(word: str, options: dict[str, argparse.Action]) -> tuple[li
             return [word], not rest
         out.append("-" + c)
     return [word], False
+
+
+def exit_1_on_error(func: Callable[[argparse.Namespace], int]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """docker exits 1 when a command other than run/create fails (no such container or
+    image, unreachable registry, bad --change...); 125 stays for bad usage, which argparse
+    reports first."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        import sys
+
+        from pallet.errors import PalletError
+
+        try:
+            return func(args)
+        except PalletError as e:
+            print(f"Error: {e}", file=sys.stderr)
+            return 1
+
+    wrapped.__name__ = func.__name__
+    return wrapped

@@ -10,10 +10,9 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pallet.cli.flags import add_bool_flag
+from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
 if TYPE_CHECKING:
     from pallet.engine.containers import Engine
@@ -33,22 +32,6 @@ def _engine(args: argparse.Namespace) -> Engine:
 
     return Engine(str(_store(args).root))
 
-
-def _exit_1(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """docker exits 1 when an image command fails (no such image, unreachable registry,
-    unreadable archive); 125 stays for bad usage, which argparse reports first."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        from pallet.errors import PalletError
-
-        try:
-            return func(args)
-        except PalletError as e:
-            print(f"Error: {e}", file=sys.stderr)
-            return 1
-
-    wrapped.__name__ = func.__name__
-    return wrapped
 
 
 def add_parsers(sub: Any) -> None:
@@ -236,7 +219,7 @@ def _human(n: float) -> str:
 # -- handlers --------------------------------------------------------------
 
 
-@_exit_1
+@exit_1_on_error
 def cmd_pull(args: argparse.Namespace) -> int:
     from pallet.image.reference import parse_reference
 
@@ -260,7 +243,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-@_exit_1
+@exit_1_on_error
 def cmd_push(args: argparse.Namespace) -> int:
     from pallet.image.reference import parse_reference
 
@@ -468,7 +451,7 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     return code
 
 
-@_exit_1
+@exit_1_on_error
 def cmd_tag(args: argparse.Namespace) -> int:
     _store(args).tag(args.source, args.target)
     return 0
@@ -506,13 +489,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-@_exit_1
+@exit_1_on_error
 def cmd_save(args: argparse.Namespace) -> int:
     _store(args).save(args.images, args.output, format=args.format)
     return 0
 
 
-@_exit_1
+@exit_1_on_error
 def cmd_load(args: argparse.Namespace) -> int:
     images = _store(args).load(args.input)
     _print_loaded(images)

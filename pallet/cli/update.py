@@ -32,38 +32,22 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_update)
 
 
-def _int(value: str, flag: str) -> int:
-    from pallet.errors import InvalidArgument
-
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidArgument(f'invalid argument "{value}" for "{flag}" flag: '
-                              f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
-
-
 def parse(args: argparse.Namespace) -> Any:
     """The flags as an engine Update (InvalidArgument for a bad value)."""
-    from pallet.cli.containers import parse_size
+    from pallet.cli.containers import parse_cpus, parse_int, parse_size, parse_swap
     from pallet.engine.update import Update
-    from pallet.errors import InvalidArgument
 
     u = Update(restart=args.restart, cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems)
     if args.memory is not None:
         u.memory = parse_size(args.memory, "-m, --memory")
     if args.memory_swap is not None:
-        u.memory_swap = -1 if args.memory_swap == "-1" else parse_size(args.memory_swap,
-                                                                       "--memory-swap")
+        u.memory_swap = parse_swap(args.memory_swap)
     if args.cpus is not None:
-        try:
-            u.cpus = float(args.cpus)
-        except ValueError:
-            raise InvalidArgument(f'invalid argument "{args.cpus}" for "--cpus" flag: failed '
-                                  "to parse as a number of CPUs") from None
+        u.cpus = parse_cpus(args.cpus)
     if args.cpu_shares is not None:
-        u.cpu_shares = _int(args.cpu_shares, "-c, --cpu-shares")
+        u.cpu_shares = parse_int(args.cpu_shares, "-c, --cpu-shares")
     if args.pids_limit is not None:
-        u.pids_limit = _int(args.pids_limit, "--pids-limit")
+        u.pids_limit = parse_int(args.pids_limit, "--pids-limit")
     return u
 
 

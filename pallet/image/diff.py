@@ -130,6 +130,33 @@ def _same_owner_mode(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_mode, a.st_uid, a.st_gid) == (b.st_mode, b.st_uid, b.st_gid)
 
 
+class _Found:
+    """The changes found so far, and the directories already recorded as changed."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+        self.recorded: set[str] = set()
+
+    def parent_changed(self, path: str) -> None:
+        """PATH was added or deleted: its parent directory changed (once, and / never)."""
+        parent = os.path.dirname(path)
+        if parent != "/" and parent not in self.recorded:
+            self.changes.append(Change("C", parent))
+            self.recorded.add(parent)
+
+
+def _walk_skipping(top: str, skip: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result]]:
+    """_walk(TOP) without the paths SKIP(path) names, nor anything below them."""
+    skipped: list[str] = []
+    for path, st in _walk(top):
+        if any(path == s or path.startswith(s + "/") for s in skipped):
+            continue
+        if skip(path):
+            skipped.append(path)
+            continue
+        yield path, st
+
+
 def _walk(top: str) -> Iterator[tuple[str, os.stat_result]]:
     """(path below TOP as '/a/b', lstat) of every entry, depth first, names sorted;
     each directory opened O_NOFOLLOW from its parent, so no symlink is ever entered."""
@@ -166,22 +193,9 @@ def overlay_changes(upper: str, lowers: list[str],
     directory's hidden image entries are D each. SKIP(path) drops a path and all below it
     (the mount points the runtime made)."""
     image = LayerStack(lowers)
-    out: list[Change] = []
-    recorded: set[str] = set()
-    skipped: list[str] = []
-
-    def parent_changed(path: str) -> None:
-        parent = os.path.dirname(path)
-        if parent != "/" and parent not in recorded:
-            out.append(Change("C", parent))
-            recorded.add(parent)
-
-    for path, st in _walk(upper):
-        if any(path == s or path.startswith(s + "/") for s in skipped):
-            continue
-        if skip(path):
-            skipped.append(path)
-            continue
+    found = _Found()
+    out, recorded, parent_changed = found.changes, found.recorded, found.parent_changed
+    for path, st in _walk_skipping(upper, skip):
         full = upper + path
         for name in INCOMPLETE_XATTRS:
             if _xattr(full, name) is not None:
@@ -239,23 +253,10 @@ def tree_changes(rootfs: str, image_root: str,
     """The changes of a container ROOTFS that is a full copy of IMAGE_ROOT (the copying
     snapshot driver), found by comparing the two trees."""
     image = LayerStack([image_root])
-    out: list[Change] = []
-    recorded: set[str] = set()
+    found = _Found()
+    out, recorded, parent_changed = found.changes, found.recorded, found.parent_changed
     seen: set[str] = set()
-    skipped: list[str] = []
-
-    def parent_changed(path: str) -> None:
-        parent = os.path.dirname(path)
-        if parent != "/" and parent not in recorded:
-            out.append(Change("C", parent))
-            recorded.add(parent)
-
-    for path, st in _walk(rootfs):
-        if any(path == s or path.startswith(s + "/") for s in skipped):
-            continue
-        if skip(path):
-            skipped.append(path)
-            continue
+    for path, st in _walk_skipping(rootfs, skip):
         seen.add(path)
         lower = image.lstat(path)
         if lower is None:

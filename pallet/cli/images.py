@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pallet.engine.containers import Engine
     from pallet.image.store import Image, ImageStore
 
@@ -35,16 +37,8 @@ def _engine(args: argparse.Namespace) -> Engine:
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("pull", help="pull an image from a registry")
-    p.add_argument("image")
-    p.add_argument("--platform", default=None, help="os/arch[/variant], default the host's")
-    add_bool_flag(p, "-q", "--quiet", help="print only the image reference")
-    p.set_defaults(func=cmd_pull)
-
-    p = sub.add_parser("push", help="push an image to a registry")
-    p.add_argument("image")
-    add_bool_flag(p, "-q", "--quiet")
-    p.set_defaults(func=cmd_push)
+    for name, (define, help) in _SHARED.items():
+        define(sub.add_parser(name, help=help))
 
     p = sub.add_parser("images", help="list images")
     _images_args(p)
@@ -59,27 +53,6 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("logout", help="forget the credentials of a registry")
     p.add_argument("server", nargs="?", default="docker.io")
     p.set_defaults(func=cmd_logout)
-
-    p = sub.add_parser("rmi", help="remove images")
-    p.add_argument("images", nargs="+")
-    add_bool_flag(p, "-f", "--force")
-    p.set_defaults(func=cmd_rmi)
-
-    p = sub.add_parser("tag", help="give an image another name")
-    p.add_argument("source")
-    p.add_argument("target")
-    p.set_defaults(func=cmd_tag)
-
-    p = sub.add_parser("save", help="write images to a tar archive")
-    p.add_argument("images", nargs="+")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--format", choices=["docker-archive", "oci-archive"], default="docker-archive")
-    p.set_defaults(func=cmd_save)
-
-    p = sub.add_parser("load", help="load images from a docker-archive or oci-archive tar")
-    p.add_argument("-i", "--input", required=True)
-    add_bool_flag(p, "-q", "--quiet")
-    p.set_defaults(func=cmd_load)
 
     image = sub.add_parser("image", help="manage images")
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
@@ -109,10 +82,10 @@ def add_parsers(sub: Any) -> None:
 
     history.add_parsers(isub)
     filesystems.add_image_parsers(isub)
-    for name in ("pull", "push", "rm", "tag", "save", "load"):
-        # docker also accepts `image pull` etc.; reuse the top-level parsers' handlers.
-        alias = isub.add_parser(name, parents=[], add_help=True, help=f"same as `pallet {name}`")
-        _copy_args(name, alias)
+    for name, (define, _) in _SHARED.items():
+        # docker's `image pull`, `image rm`... are the top-level commands under other names.
+        sub_name = "rm" if name == "rmi" else name
+        define(isub.add_parser(sub_name, help=f"same as `pallet {name}`"))
 
 
 def _images_args(p: argparse.ArgumentParser) -> None:
@@ -125,30 +98,42 @@ def _images_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_images)
 
 
-def _copy_args(name: str, p: argparse.ArgumentParser) -> None:
-    if name in ("pull", "push"):
-        p.add_argument("image")
-        add_bool_flag(p, "-q", "--quiet")
-        if name == "pull":
-            p.add_argument("--platform", default=None)
-        p.set_defaults(func=cmd_pull if name == "pull" else cmd_push)
-    elif name == "rm":
-        p.add_argument("images", nargs="+")
-        add_bool_flag(p, "-f", "--force")
-        p.set_defaults(func=cmd_rmi)
-    elif name == "tag":
-        p.add_argument("source")
-        p.add_argument("target")
-        p.set_defaults(func=cmd_tag)
-    elif name == "save":
-        p.add_argument("images", nargs="+")
-        p.add_argument("-o", "--output", required=True)
-        p.add_argument("--format", choices=["docker-archive", "oci-archive"], default="docker-archive")
-        p.set_defaults(func=cmd_save)
-    elif name == "load":
-        p.add_argument("-i", "--input", required=True)
-        add_bool_flag(p, "-q", "--quiet")
-        p.set_defaults(func=cmd_load)
+def _pull_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image")
+    p.add_argument("--platform", default=None, help="os/arch[/variant], default the host's")
+    add_bool_flag(p, "-q", "--quiet", help="print only the image reference")
+    p.set_defaults(func=cmd_pull)
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image")
+    add_bool_flag(p, "-q", "--quiet")
+    p.set_defaults(func=cmd_push)
+
+
+def _rmi_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+")
+    add_bool_flag(p, "-f", "--force")
+    p.set_defaults(func=cmd_rmi)
+
+
+def _tag_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source")
+    p.add_argument("target")
+    p.set_defaults(func=cmd_tag)
+
+
+def _save_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=["docker-archive", "oci-archive"], default="docker-archive")
+    p.set_defaults(func=cmd_save)
+
+
+def _load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", required=True)
+    add_bool_flag(p, "-q", "--quiet")
+    p.set_defaults(func=cmd_load)
 
 
 # -- progress ----------------------------------------------------------------
@@ -528,3 +513,14 @@ def cmd_build_busybox(args: argparse.Namespace) -> int:
         layout = build_busybox_layout(f"{tmp}/layout", busybox=args.busybox)
         _print_loaded(store.import_layout(layout, name=args.tag))
     return 0
+
+
+# Commands both at the top level and under `image` (`rmi` is `image rm` there).
+_SHARED: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
+    "pull": (_pull_args, "pull an image from a registry"),
+    "push": (_push_args, "push an image to a registry"),
+    "rmi": (_rmi_args, "remove images"),
+    "tag": (_tag_args, "give an image another name"),
+    "save": (_save_args, "write images to a tar archive"),
+    "load": (_load_args, "load images from a docker-archive or oci-archive tar"),
+}

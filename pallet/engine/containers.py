@@ -466,6 +466,9 @@ class Engine:
             "auto_remove": bool(cfg.get("auto_remove")),
             "sys_path": [p for p in sys.path if p], "python": sys.executable,
             "lean_after": _lean_after(), "console_size": cfg.get("console_size"),
+            # Its monitor will relay a port from [::1] (pallet.engine.relay): the monitor
+            # mother loads the relay for it.
+            "relay": any(_relayed(m) for m in cfg.get("ports") or ()),
         }
 
     def start(self, ref: str, streams: str = "", stdin_once: bool = False,
@@ -1411,6 +1414,12 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any
     for n in joined:
         _refresh_hosts(engine, nets, cni_network(n["name"]))
     return first
+
+
+def _relayed(mapping: dict[str, Any]) -> bool:
+    from pallet.engine import relay
+
+    return relay.relayed(mapping)
 
 
 def _relay_frame(att: Any) -> bytes:

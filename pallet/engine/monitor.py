@@ -711,10 +711,10 @@ class Monitor:
     def _start_relay(self, payload: bytes) -> None:
         """Listen on [::1] for the published ports in PAYLOAD, for as long as the container
         lives (restarts included); a port that cannot be bound is logged and left out."""
-        relay = _relay_module()
         try:
+            relay = _relay_module()
             targets = relay.decode(payload)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ImportError, ValueError) as e:
             os.write(2, f"monitor {self.cfg['id'][:12]}: bad relay frame: {e}\n".encode())
             return
         if targets:
@@ -1072,6 +1072,17 @@ def mother_main() -> None:
         try:
             cfg, streams = marshal.loads(data)
             cfg["lean_after"] = None  # already as lean as it gets: never re-exec
+            if cfg.get("relay") and "relay" not in sys.modules:
+                # Imported in a forked monitor, the relay would cost it ~0.7 MiB of copied
+                # pages (the import machinery's allocations land all over our frozen heap);
+                # imported here, once the first container with a published port comes, it
+                # is shared by the monitors forked since. The others never touch it.
+                try:
+                    importlib.import_module("relay")
+                except ImportError as e:  # the monitor says why it relays nothing
+                    os.write(2, f"pallet monitor mother: cannot preload relay: {e}\n".encode())
+                gc.collect()
+                gc.freeze()
             # Everything the monitor needs is made here, before the fork, so that the
             # monitor itself runs as little as possible (each object it touches is a page
             # of ours it copies); its title too, which we then take back.

@@ -36,8 +36,7 @@ _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 def relayed(mapping: dict) -> bool:
     """Whether a published port (a CNI portMappings entry) answers on [::1]."""
     return ((mapping.get("hostIP") or "") in RELAYED_HOST_IPS
-            and mapping.get("protocol", "tcp") in RELAYED_PROTOCOLS
-            and bool(mapping.get("hostPort")))
+            and (mapping.get("protocol") or "tcp") in RELAYED_PROTOCOLS)
 
 
 def targets(mappings: list, ips: list) -> list[tuple[str, int, str, int]]:

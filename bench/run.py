@@ -2,6 +2,13 @@
 monitor PSS vs conmon PSS per idle container, and `pallet ps` with 100 containers.
 
 Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100] [--ksm]
+                                     [--publish-subnet CIDR [--publish-port N]]
+--runs 0 skips the `run --rm` timings (which use the default bridge network).
+--publish-subnet also measures idle monitors on a network of that subnet, as many as the
+largest --idle step: without a published port, with `-p PORT:80` (their monitors relay
+[::1]:PORT, see pallet/engine/relay.py), the latter again after one request each through
+[::1], and again without a port (forked after the monitor mother loaded the relay). Host
+ports are N, N+1... (default 18700).
 --ksm also measures the monitors with the kernel's samepage merging running (monitors opt
 in with PR_SET_MEMORY_MERGE; conmon does not): ksmd is switched on for that measurement
 and restored (unmerged, then its previous setting) right after.
@@ -108,6 +115,55 @@ def ksm_running():  # noqa: ANN201
         write("run", before)
 
 
+def published_pss(pallet: list[str], env: dict[str, str], run_root: str, subnet: str,
+                  port: int, count: int) -> list[tuple[str, str, str]]:
+    """Median PSS of COUNT idle monitors on a network of SUBNET, without and with a port
+    published (then after one request each through [::1]): the relay's cost."""
+    import urllib.request
+
+    net = f"bench-{uuid.uuid4().hex[:6]}"
+    subprocess.run(pallet + ["network", "create", "--subnet", subnet, net], env=env,
+                   check=True, capture_output=True)
+    serve = ["busybox", "httpd", "-f", "-p", "80", "-h", "/etc"]
+    out = []
+
+    def start(publish: bool) -> list[str]:
+        ids = []
+        for i in range(count):
+            flags = ["-p", f"{port + i}:80"] if publish else []
+            ids.append(subprocess.run(pallet + ["run", "-d", "--network", net, *flags, *serve],
+                                      env=env, check=True, capture_output=True,
+                                      text=True).stdout.strip())
+        time.sleep(2.0)
+        return ids
+
+    def median_pss(ids: list[str]) -> str:
+        pss = []
+        for cid in ids:
+            with open(os.path.join(run_root, cid, "monitor.pid")) as f:
+                pss.append(pss_kib(int(f.read().split()[0])))
+        return f"{statistics.median(pss):.0f} KiB"
+
+    try:
+        plain = start(False)
+        out.append((f"idle monitor PSS on a network, {count} (median)", median_pss(plain), ""))
+        published = start(True)
+        out.append(("  with -p PORT:80 (relaying [::1]:PORT)", median_pss(published), ""))
+        for i in range(count):
+            urllib.request.urlopen(f"http://[::1]:{port + i}/hostname", timeout=5).read()
+        time.sleep(0.5)
+        out.append(("  after one request through [::1] each", median_pss(published), ""))
+        later = start(False)
+        out.append(("  without -p, forked after those (median)", median_pss(later), ""))
+    finally:
+        ids = subprocess.run(pallet + ["ps", "-aq", "--no-trunc", "-f", f"network={net}"],
+                             env=env, capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(pallet + ["rm", "-f", *ids], env=env, capture_output=True)
+        subprocess.run(pallet + ["network", "rm", net], env=env, capture_output=True)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
@@ -115,6 +171,11 @@ def main() -> int:
                     default=[1, 20, 100], help="idle container counts to measure PSS at")
     ap.add_argument("--ksm", action="store_true",
                     help="also measure idle monitors with KSM running (restored after)")
+    ap.add_argument("--publish-subnet", default="",
+                    help="also measure monitors of containers with a published port, on a "
+                         "network of this subnet")
+    ap.add_argument("--publish-port", type=int, default=18700,
+                    help="the first host port --publish-subnet publishes")
     args = ap.parse_args()
     # A real install has bytecode; this tree may not (PYTHONDONTWRITEBYTECODE).
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(HERE) + "/pallet"],
@@ -143,7 +204,7 @@ def main() -> int:
         #    sides, then each with its default bridge network (CNI on both).
         for label, p_net, q_net in (("--network none", ["--network", "none"],
                                      ["--network", "none"]),
-                                    ("default bridge", [], [])):
+                                    ("default bridge", [], [])) if args.runs else ():
             p_cmd = pallet + ["run", "--rm", *p_net, "busybox", "true"]
             q_cmd = podman + ["run", "--rm", *q_net, *ULIMITS, "busybox", "true"]
             timed(p_cmd, env)
@@ -206,6 +267,9 @@ def main() -> int:
                                 f"{pc / 1024:.2f} MiB (conmon)" if conmons else "n/a"))
                 results.append(("    incl. the zygote's and mother's share",
                                 f"{(sum(pss) + sum(extra)) / len(pss) / 1024:.2f} MiB", ""))
+        if args.publish_subnet:
+            results += published_pss(pallet, env_idle, run_root, args.publish_subnet,
+                                      args.publish_port, max(args.idle))
         if have_podman:
             subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
         ps = [timed(pallet + ["ps"], env) for _ in range(10)]

@@ -466,6 +466,9 @@ class Engine:
             "auto_remove": bool(cfg.get("auto_remove")),
             "sys_path": [p for p in sys.path if p], "python": sys.executable,
             "lean_after": _lean_after(), "console_size": cfg.get("console_size"),
+            # Its monitor will relay a port from [::1] (pallet.engine.relay): the monitor
+            # mother loads the relay for it.
+            "relay": any(_relayed(m) for m in cfg.get("ports") or ()),
         }
 
     def start(self, ref: str, streams: str = "", stdin_once: bool = False,
@@ -522,13 +525,16 @@ class Engine:
         fd, _ = monitor.spawn(cfg, streams)
         net_error: BaseException | None = None
         if gated:
+            relayed = b""
             try:
-                _network_setup(self, rec, os.path.join(rdir, "netns"))
+                first = _network_setup(self, rec, os.path.join(rdir, "netns"))
+                relayed = _relay_frame(first)
             except BaseException as e:  # noqa: BLE001 - re-raised once the monitor is done
                 net_error = e
             with contextlib.suppress(OSError):
-                os.write(fd, monitor.frame(b"n", b"" if net_error is None else
-                                           (str(net_error) or type(net_error).__name__).encode()))
+                os.write(fd, relayed + monitor.frame(
+                    b"n", b"" if net_error is None else
+                    (str(net_error) or type(net_error).__name__).encode()))
             self.close()
         kind, payload = _read_frame(fd)
         if net_error is not None:
@@ -1374,16 +1380,18 @@ def cni_network(name: str) -> str:
     return DEFAULT_NETWORK if name in ("bridge", "default") else name
 
 
-def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> None:
+def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any:
     """The hook bridge and named networks use: make the container's netns at NETNS_PATH
     (or take the one made already) and attach it to each of its networks via CNI (the
-    first with rec.config["ports"] and the default route)."""
+    first with rec.config["ports"] and the default route). Returns the first attachment
+    (None without networks)."""
     from pallet.engine import netns
     from pallet.engine.network import Networks
 
     path = netns.create(os.path.basename(netns_path), os.path.dirname(netns_path))
     nets = Networks(engine.store, engine.root, netns_dir=os.path.dirname(netns_path))
     joined = container_networks(rec.config)
+    first = None
     try:
         nets.loopback_up(path, rec.id)
         for i, n in enumerate(joined):
@@ -1394,9 +1402,10 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Non
                     # docker's `-p 80`: an ephemeral host port, kept so `pallet port` shows it.
                     ports = nets.allocate_host_ports(ports)
                     engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
-            nets.attach(path, rec.id, cni_network(n["name"]), ports, ifname=n["ifname"],
-                        aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0,
-                        ips=n.get("ips") or ())
+            att = nets.attach(path, rec.id, cni_network(n["name"]), ports, ifname=n["ifname"],
+                              aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0,
+                              ips=n.get("ips") or ())
+            first = first or att
     except BaseException:
         with contextlib.suppress(PalletError, OSError):
             nets.detach_all(rec.id, path)
@@ -1404,6 +1413,24 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Non
         raise
     for n in joined:
         _refresh_hosts(engine, nets, cni_network(n["name"]))
+    return first
+
+
+def _relayed(mapping: dict[str, Any]) -> bool:
+    from pallet.engine import relay
+
+    return relay.relayed(mapping)
+
+
+def _relay_frame(att: Any) -> bytes:
+    """The monitor's `f` frame for the published ports of ATT (the first attachment) that
+    answer on [::1] (docker-proxy's rule), b"" if none: the monitor relays them."""
+    if att is None or not att.port_mappings:
+        return b""
+    from pallet.engine import relay
+
+    targets = relay.targets(att.port_mappings, att.ips)
+    return monitor.frame(b"f", relay.encode(targets)) if targets else b""
 
 
 def _refresh_hosts(engine: Engine, nets: Any, net: str, also: tuple[str, ...] = ()) -> None:

@@ -19,7 +19,9 @@ h=hello (payload: subscribed streams, e.g. b"stdin,stdout,stderr"), i=stdin data
 e=stdin EOF, r=resize (b"ROWS COLS"), o=reopen the log, a=the start is recorded (from
 the spawning client only; the exit is recorded after it), n=the container's network is
 ready (empty payload) or failed (the error), from the spawning client only when its cfg
-has "network_gate": the setup helper holds the start until then. Monitor to client:
+has "network_gate": the setup helper holds the start until then, f=the published ports to
+relay from [::1] (relay.encode's lines; from the spawning client, before its "n").
+Monitor to client:
 1=stdout, 2=stderr, p=started (b"PID"), x=exited (b"CODE\\nERROR").
 """
 
@@ -177,6 +179,7 @@ class Monitor:
                           cfg.get("log_max_files", 1))
         self.pending: tuple[dict, list[int]] | None = None  # a setup prepared by the mother
         self.gate_w = -1                 # the first setup's helper waits on this for "n"
+        self.relay = None                # published ports on [::1] (relay.Relay), if any
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = rfd, wfd
         if state is not None:
@@ -189,7 +192,8 @@ class Monitor:
                 "started_at": self.started_at, "stdin_closed": self.stdin_closed,
                 "unacked": self.unacked,
                 "clients": [(c.fd, ",".join(sorted(c.streams))) for c in self.clients.values()],
-                "log_fd": self.log.fd}
+                "log_fd": self.log.fd,
+                "relay": self.relay.snapshot() if self.relay is not None else None}
 
     def _restore(self, st: dict) -> None:
         self.out_fd, self.err_fd, self.in_fd = st["out"], st["err"], st["in"]
@@ -204,6 +208,8 @@ class Monitor:
             os.close(self.log.fd)
         self.log.fd = st["log_fd"]
         self.log.size = os.fstat(self.log.fd).st_size if self.log.fd >= 0 else 0
+        if st.get("relay"):
+            self.relay = _relay_module().restore(st["relay"])
 
     def _go_lean(self) -> None:
         import marshal
@@ -213,6 +219,8 @@ class Monitor:
                               self.listen_fd, self.log.fd, *self.clients) if fd >= 0]
         for fd in keep:
             os.set_inheritable(fd, True)
+        if self.relay is not None:
+            self.relay.detach_fds()
         blob = marshal.dumps((self.cfg, st)).hex()
         # The id and root are in plain text too, so `ps` shows whose monitor this is.
         # Imported by name from its own dir so the cached bytecode is used: compiling
@@ -226,9 +234,10 @@ class Monitor:
     def fds(self) -> list[int]:
         """Every fd this monitor holds (the mother closes its copies after forking us)."""
         pending = self.pending[1] if self.pending else []
+        relayed = self.relay.fds() if self.relay is not None else []
         return [fd for fd in (self.wake_r, self.wake_w, self.log.fd, self.listen_fd,
                               self.out_fd, self.err_fd, self.in_fd, self.console_fd,
-                              self.gate_w, *pending, *self.clients) if fd >= 0]
+                              self.gate_w, *pending, *self.clients, *relayed) if fd >= 0]
 
     def run(self) -> None:
         _signal.set_wakeup_fd(self.wake_w)
@@ -275,6 +284,11 @@ class Monitor:
                 if left <= 0:
                     self._go_lean()
                 timeout = left if timeout is None else min(timeout, left)
+            if self.relay is not None:
+                self.relay.expire()
+                left = self.relay.timeout()
+                if left is not None:
+                    timeout = left if timeout is None else min(timeout, left)
             registered = self._register(poller)
             try:
                 events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
@@ -318,6 +332,9 @@ class Monitor:
         reg(self.listen_fd, R)
         for c in self.clients.values():
             reg(c.fd, R | (W if c.wbuf else 0))
+        if self.relay is not None:
+            for fd, mask in self.relay.events():
+                reg(fd, mask)
         return fds
 
     def _dispatch(self, fd: int, ev: int) -> None:
@@ -345,6 +362,8 @@ class Monitor:
                 self._flush_client(c)
             if ev & (select.POLLIN | select.POLLHUP | select.POLLERR) and fd in self.clients:
                 self._read_client(c)
+        elif self.relay is not None:
+            self.relay.handle(fd, ev)
 
     # -- children ----------------------------------------------------------------------
     def _reap(self) -> None:
@@ -385,6 +404,9 @@ class Monitor:
                 os.close(rfd)
                 for c in list(self.clients):
                     os.close(c)
+                # Our copies of the relay's sockets would keep its connections open.
+                for fd in self.relay.fds() if self.relay is not None else ():
+                    os.close(fd)
                 if self.gate_w >= 0:
                     os.close(self.gate_w)  # so a monitor gone without a word reads as EOF
                 code = _helper_main(kind, self.cfg, arg, wfd, self.lean)
@@ -533,6 +555,8 @@ class Monitor:
                                                      self.restarts, stopped)
         self.finishing = True
         self.final_code = code
+        if not restart:
+            self._stop_relay()
         self._spawn_helper("finish", {"exit_code": code, "finished_at": finished,
                                       "error": self.error, "restart": restart,
                                       "restart_count": self.restarts}, [])
@@ -549,6 +573,7 @@ class Monitor:
     def _finished(self) -> bool:
         if self.exited_code is None or self.helper:
             return False
+        self._stop_relay()
         for name in (PID_FILE, ATTACH_SOCKET):
             try:
                 os.unlink(os.path.join(self.run_dir, name))
@@ -680,6 +705,25 @@ class Monitor:
                 self.unacked = -1
             elif kind == b"n" and c.fd == self.unacked:
                 self._open_gate(b"E" + payload if payload else b"go")
+            elif kind == b"f" and c.fd == self.unacked and self.relay is None:
+                self._start_relay(payload)
+
+    def _start_relay(self, payload: bytes) -> None:
+        """Listen on [::1] for the published ports in PAYLOAD, for as long as the container
+        lives (restarts included); a port that cannot be bound is logged and left out."""
+        try:
+            relay = _relay_module()
+            targets = relay.decode(payload)
+        except (ImportError, ValueError) as e:
+            os.write(2, f"monitor {self.cfg['id'][:12]}: bad relay frame: {e}\n".encode())
+            return
+        if targets:
+            self.relay = relay.Relay(targets, self.cfg["id"][:12])
+
+    def _stop_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
 
     def _open_gate(self, word: bytes) -> None:
         """Tell the setup helper waiting for the network: b"go", or b"E" and why not."""
@@ -701,6 +745,16 @@ class Monitor:
 
 def _noop(signum: int, frame: object) -> None:
     pass
+
+
+def _relay_module():  # noqa: ANN202 - the module, imported only when a port is relayed
+    # The mother and the lean monitor import this file as the top-level `monitor`, with its
+    # directory on sys.path; forked from an engine process it is pallet.engine.monitor.
+    if __package__:
+        from pallet.engine import relay
+    else:
+        import relay  # type: ignore[no-redef]
+    return relay
 
 
 def _settimeout_send(c: Client, deadline: float) -> None:
@@ -1018,6 +1072,17 @@ def mother_main() -> None:
         try:
             cfg, streams = marshal.loads(data)
             cfg["lean_after"] = None  # already as lean as it gets: never re-exec
+            if cfg.get("relay") and "relay" not in sys.modules:
+                # Imported in a forked monitor, the relay would cost it ~0.7 MiB of copied
+                # pages (the import machinery's allocations land all over our frozen heap);
+                # imported here, once the first container with a published port comes, it
+                # is shared by the monitors forked since. The others never touch it.
+                try:
+                    importlib.import_module("relay")
+                except ImportError as e:  # the monitor says why it relays nothing
+                    os.write(2, f"pallet monitor mother: cannot preload relay: {e}\n".encode())
+                gc.collect()
+                gc.freeze()
             # Everything the monitor needs is made here, before the fork, so that the
             # monitor itself runs as little as possible (each object it touches is a page
             # of ours it copies); its title too, which we then take back.

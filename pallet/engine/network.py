@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pallet.engine import cni, netns
+from pallet.engine.relay import relayed
 from pallet.engine.store import NetworkRecord, Store, new_id, validate_name
 from pallet.errors import (
     AlreadyExists,
@@ -802,6 +803,72 @@ def portmap_dnat_rules(entry: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def loopback6_comment(network: str, container_id: str) -> str:
+    """The comment naming the attachment that owns a `loopback6_rules` rule."""
+    return f"pallet-lo6:{network}:{container_id}"
+
+
+def loopback6_rules(entry: Mapping[str, Any]) -> list[str]:
+    """The ip6tables nat OUTPUT rules (as `-S` lists them, without `-A OUTPUT`) that keep
+    portmap's OUTPUT DNAT off [::1] for the ports of a recorded attachment that answer
+    there (relay.relayed), so that their SYN reaches the monitor's relay: the container
+    drops one from ::1 (RFC 4291) and the client would hang. One RETURN per port, named
+    for the attachment, for an attachment with an IPv6 address that ran portmap (without
+    one, portmap wrote no IPv6 DNAT to step around)."""
+    config = entry.get("config") or {}
+    if not any(p.get("type") == "portmap" for p in config.get("plugins", [])):
+        return []
+    if not any(":" in a for a in _recorded_ips(entry)):
+        return []
+    comment = loopback6_comment(entry.get("networkName", ""), entry.get("containerId", ""))
+    mappings = (entry.get("capabilityArgs") or {}).get("portMappings") or []
+    return [f"-s ::1/128 -d ::1/128 -p {m['protocol']} -m {m['protocol']} "
+            f"--dport {m['hostPort']} -m comment --comment {comment} -j RETURN"
+            for m in mappings if relayed(m)]
+
+
+def _listed_loopback6_rules(exe: str, comment: str) -> list[str]:
+    listed = subprocess.run([exe, "-w", "-t", "nat", "-S", "OUTPUT"], capture_output=True,
+                            text=True).stdout
+    return [line[len("-A OUTPUT "):] for line in listed.splitlines()
+            if line.startswith("-A OUTPUT ")
+            and (f"--comment {comment} " in line or f'--comment "{comment}" ' in line)]
+
+
+def _nat_batch(lines: Sequence[str], what: str) -> None:
+    exe = shutil.which("ip6tables-restore")
+    if not lines or not exe:
+        return
+    text = "*nat\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+    out = subprocess.run([exe, "-w", "--noflush"], input=text.encode(), capture_output=True)
+    if out.returncode != 0:
+        raise SystemFailure(f"cannot {what}: ip6tables-restore: "
+                            f"{out.stderr.decode(errors='replace').strip()}")
+
+
+def exempt_loopback6(entry: Mapping[str, Any]) -> None:
+    """Insert ENTRY's `loopback6_rules` at the top of nat OUTPUT, above portmap's jump
+    (made by the ADD that came just before); any left from an earlier try are replaced."""
+    rules = loopback6_rules(entry)
+    exe = shutil.which("ip6tables")
+    if not rules or not exe:
+        return
+    comment = loopback6_comment(entry.get("networkName", ""), entry.get("containerId", ""))
+    stale = [f"-D OUTPUT {r}" for r in _listed_loopback6_rules(exe, comment)]
+    _nat_batch(stale + [f"-I OUTPUT 1 {r}" for r in rules],
+               f"keep [::1] out of portmap's DNAT for {entry.get('containerId', '')[:12]}")
+
+
+def unexempt_loopback6(entry: Mapping[str, Any]) -> None:
+    """Remove what `exempt_loopback6` inserted for ENTRY, as listed (so it is idempotent)."""
+    exe = shutil.which("ip6tables")
+    if not loopback6_rules(entry) or not exe:
+        return
+    comment = loopback6_comment(entry.get("networkName", ""), entry.get("containerId", ""))
+    _nat_batch([f"-D OUTPUT {r}" for r in _listed_loopback6_rules(exe, comment)],
+               f"remove the [::1] rules of {entry.get('containerId', '')[:12]}")
+
+
 def check_ports_bindable(mappings: Sequence[Mapping[str, Any]]) -> None:
     """portmap only writes DNAT rules and never notices a host process already
     serving the port; try binding each one so `-p 8080:80` fails clearly instead."""
@@ -1310,6 +1377,7 @@ class Networks:
                         raise FailedPrecondition(clash)
                     check_ports_bindable(mappings)
                     self.executor.add(conflist, rt, extra)
+                    self._exempt_loopback6(container_id, rec.name, ifname, netns_path)
             else:
                 self.executor.add(conflist, rt, extra)
         except cni.CNIError as e:
@@ -1321,6 +1389,15 @@ class Networks:
         if found is None:  # only if someone removed the record in between
             raise SystemFailure(f"attachment of {container_id[:12]} to {rec.name} vanished")
         return found
+
+    def _exempt_loopback6(self, container_id: str, network: str, ifname: str,
+                          netns_path: str) -> None:
+        """exempt_loopback6 for the attachment just added; undone with it on failure."""
+        try:
+            exempt_loopback6(self.executor.cached(network, container_id, ifname) or {})
+        except PalletError:
+            self.detach(container_id, network, ifname, netns_path)
+            raise
 
     def check_static_ips(self, rec: NetworkRecord, ips: Sequence[str],
                          container_id: str = "", held: bool = True) -> None:
@@ -1384,6 +1461,8 @@ class Networks:
         self.executor.delete(network, rt, conflist)
         if entry and not rules_gone:
             teardown_ipmasq(entry)
+        if entry:
+            unexempt_loopback6(entry)
 
     def detach_all(self, container_id: str, netns_path: str = "") -> None:
         """Detach CONTAINER_ID from every network it is recorded on; the first error

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from pallet.errors import SystemFailure
-from pallet.image.content import atomic_write, file_lock
+from pallet.image.content import atomic_write, file_lock, transient_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -178,8 +178,7 @@ class Snapshotter:
         """Unpack a layer into its chain's snapshot unless it exists; atomic and lock-guarded."""
         if self.exists(chain_id):
             return None
-        hexid = chain_id.split(":", 1)[1]
-        with file_lock(self.root / f".{hexid}.lock"):
+        with self._lock(chain_id):
             if self.exists(chain_id):
                 return None  # a concurrent pull made it while we waited
             from pallet.image.unpack import apply_layer, copy_tree
@@ -203,19 +202,31 @@ class Snapshotter:
                 raise
             return result
 
+    def _lock(self, chain_id: str, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """The lock that makes and removes CHAIN_ID's snapshot; its file goes with it."""
+        return transient_lock(self.root / f".{chain_id.split(':', 1)[1]}.lock", blocking)
+
     def remove(self, chain_id: str) -> None:
         d = self.dir(chain_id)
-        if d.exists():
-            # Rename first so a crash mid-delete never leaves a half snapshot under its id.
-            trash = self.root / f".rm-{d.name}-{os.getpid()}"
-            os.rename(d, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        with self._lock(chain_id):
+            if d.exists():
+                # Rename first so a crash mid-delete never leaves a half snapshot under its id.
+                trash = self.root / f".rm-{d.name}-{os.getpid()}"
+                os.rename(d, trash)
+                shutil.rmtree(trash, ignore_errors=True)
 
     def clean_temp(self) -> None:
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
         for p in self.root.glob(".rm-*"):
             shutil.rmtree(p, ignore_errors=True)
+        # Lock files of holders that died (or of pallet versions that kept them): taking a
+        # free one removes it; a busy one belongs to a live holder, who removes it.
+        for p in self.root.glob(".*.lock"):
+            hexid = p.name[1:-5]
+            if len(hexid) == 64:
+                with self._lock("sha256:" + hexid, blocking=False):
+                    pass
 
     def mounts(self, chain: list[str], upper: str | None = None, work: str | None = None) -> list[Mount]:
         """How to mount the rootfs for a layer chain (bottom first), overlay or bind."""

@@ -40,9 +40,7 @@ def _store_files(pallet) -> set[str]:
             if os.path.basename(dirpath) in ("fs",) or "/fs/" in dirpath:
                 dirnames.clear()
                 continue
-            # (Lock files are the store's, kept by design: an flock lives on its inode.)
-            out.update(os.path.join(dirpath, f) for f in files + dirnames
-                       if f != "fs" and not f.endswith(".lock"))
+            out.update(os.path.join(dirpath, f) for f in files + dirnames if f != "fs")
     return out
 
 
@@ -249,6 +247,21 @@ def test_import_makes_a_one_layer_image_from_a_tar(pallet, tmp_path):
     assert bad.returncode == 1 and bad.stderr == "Error: from is not a valid change command\n"
     assert _store_files(pallet) == before
     assert "cmds-bad" not in pallet("images").stdout
+
+
+def test_removing_an_imported_image_leaves_nothing_of_its_snapshot(pallet):
+    before = _store_files(pallet)
+    layer = _tar({"hello.txt": b"hi\n"})
+    out = _raw(pallet, "import", "-", "cmds-gone:1", input=layer)
+    assert out.returncode == 0, out.stderr
+    assert _store_files(pallet) != before
+    assert pallet("rmi", "cmds-gone:1").returncode == 0
+    assert _store_files(pallet) == before  # no snapshot dir, no .HEX.lock, no blob
+    # Dangling (no name), removed by `image prune`.
+    out = _raw(pallet, "import", "-", input=layer)
+    assert out.returncode == 0, out.stderr
+    assert pallet("image", "prune", "-f").returncode == 0
+    assert _store_files(pallet) == before
 
 
 def test_history_shows_each_step_newest_first(pallet):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -127,6 +128,45 @@ def probe_overlay(base: Path) -> bool:
         return hidden
 
 
+OVERLAY_PARAMETERS = "/sys/module/overlay/parameters"
+
+
+def overlay_upper_options(parameters: str = OVERLAY_PARAMETERS) -> list[str]:
+    """`redirect_dir=off` and `metacopy=off`, each only if this kernel's overlay knows it.
+
+    With either on, a rename or a chmod in the container is stored partly in the lower
+    layers, and diff/commit, which read the upper dir alone, would miss it. Both are off by
+    default on most kernels, but the host (module parameters, CONFIG_OVERLAY_FS_*) decides
+    the default: say it. A kernel knows an option when it has the module parameter.
+    """
+    return [f"{name}=off" for name in ("redirect_dir", "metacopy")
+            if os.path.exists(os.path.join(parameters, name))]
+
+
+def mount_overlay(target: str, options: list[str], writable: bool) -> None:
+    """Mount overlayfs at TARGET; a WRITABLE one (with an upper dir) gets
+    `overlay_upper_options()`, dropped again if the kernel refuses them (EINVAL)."""
+    extra = overlay_upper_options() if writable else []
+    if extra:
+        try:
+            mount("overlay", target, "overlay", _overlay_data([*options, *extra]))
+            return
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # Refused (an older kernel, or a build where one conflicts with its defaults):
+            # mount with the kernel's defaults; diff.py refuses uppers it cannot read.
+    mount("overlay", target, "overlay", _overlay_data(options))
+
+
+def _overlay_data(options: list[str]) -> str:
+    data = ",".join(options)
+    if len(data) >= 4096:
+        lowers = next((o for o in options if o.startswith("lowerdir=")), "").count(":") + 1
+        raise SystemFailure(f"too many layers for one overlay mount ({lowers})")
+    return data
+
+
 MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000
 
 
@@ -236,7 +276,7 @@ class Snapshotter:
         lowers = ":".join(str(self.fs(c)) for c in reversed(chain))
         opts = [f"lowerdir={lowers}"]
         if upper and work:
-            opts += [f"upperdir={upper}", f"workdir={work}"]
+            opts += [f"upperdir={upper}", f"workdir={work}", *overlay_upper_options()]
         return [Mount("overlay", "overlay", opts)]
 
     def prepare_rootfs(self, chain: list[str], container_dir: str | os.PathLike[str],
@@ -265,11 +305,9 @@ class Snapshotter:
                         self._mount_layers(chain, rootfs, cdir / ".idmap-rootfs", idmap,
                                            [f"upperdir={upper}", f"workdir={work}"])
                         return rootfs
-                    m = self.mounts(chain, str(upper), str(work))[0]
-                    opts = ",".join(m.options)
-                    if len(opts) >= 4096:
-                        raise SystemFailure(f"too many layers for one overlay mount ({len(chain)})")
-                    mount("overlay", str(rootfs), "overlay", opts)
+                    lowers = ":".join(str(self.fs(c)) for c in reversed(chain))
+                    mount_overlay(str(rootfs), [f"lowerdir={lowers}", f"upperdir={upper}",
+                                                f"workdir={work}"], writable=True)
             elif chain and not any(rootfs.iterdir()):
                 from pallet.image.unpack import copy_tree
 
@@ -301,7 +339,7 @@ class Snapshotter:
                 _bind_read_only(str(self.fs(layers[0])), str(view))
             else:
                 lowers = ":".join(str(self.fs(c)) for c in reversed(layers))
-                mount("overlay", str(view), "overlay", f"lowerdir={lowers}")
+                mount_overlay(str(view), [f"lowerdir={lowers}"], writable=False)
         except OSError as e:
             self._drop_lease(view)
             raise SystemFailure(f"cannot mount the image at {view}: {e}") from None
@@ -346,10 +384,8 @@ class Snapshotter:
             if len(attached) == 1 and not extra:
                 _bind_read_only(attached[0], str(target))
             else:
-                opts = ",".join([f"lowerdir={':'.join(attached)}", *extra])
-                if len(opts) >= 4096:
-                    raise SystemFailure(f"too many layers for one overlay mount ({len(layers)})")
-                mount("overlay", str(target), "overlay", opts)
+                mount_overlay(str(target), [f"lowerdir={':'.join(attached)}", *extra],
+                              writable=bool(extra))
         finally:
             os.close(ns_fd)
             for d in attached:

@@ -280,15 +280,18 @@ class Snapshotter:
         return [Mount("overlay", "overlay", opts)]
 
     def prepare_rootfs(self, chain: list[str], container_dir: str | os.PathLike[str],
-                       idmap: Idmap | None = None) -> Path:
-        """Make `<container_dir>/rootfs` writable over the image; the caller releases it."""
+                       idmap: Idmap | None = None, image: dict | None = None) -> Path:
+        """Make `<container_dir>/rootfs` writable over the image; the caller releases it.
+
+        IMAGE (the image's manifest descriptor and blobs, `ImageStore.prepare_rootfs`) is
+        kept in the lease, so the image outlives its removal while the container exists."""
         cdir = Path(container_dir)
         rootfs = cdir / "rootfs"
         rootfs.mkdir(parents=True, exist_ok=True)
         if idmap is not None and self.driver != "overlay":
             raise SystemFailure("a container in a user namespace needs the overlay snapshot "
                                 "driver (this image store copies layers)")
-        self._write_lease(cdir, chain)
+        self._write_lease(cdir, chain, image)
         try:
             if self.driver == "overlay":
                 if not is_mountpoint(str(rootfs)):
@@ -396,7 +399,10 @@ class Snapshotter:
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
 
-    def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
+    def release_rootfs(self, container_dir: str | os.PathLike[str],
+                       drop_lease: bool = True) -> None:
+        """Unmount a rootfs; DROP_LEASE=False (a container that only stopped) keeps its
+        image for the next start."""
         cdir = Path(container_dir)
         rootfs = cdir / "rootfs"
         if is_mountpoint(str(rootfs)):
@@ -405,30 +411,47 @@ class Snapshotter:
             except OSError:
                 # Busy (a process still holds it): detach so the dir can still be removed.
                 umount(str(rootfs), MNT_DETACH)
-        self._drop_lease(cdir)
+        if drop_lease:
+            self._drop_lease(cdir)
 
     # Leases keep a running container's snapshots safe from prune.
     def _lease_path(self, cdir: Path) -> Path:
         key = hashlib.sha256(str(cdir.resolve()).encode()).hexdigest()[:32]
         return self.root.parent / "leases" / f"{key}.json"
 
-    def _write_lease(self, cdir: Path, chain: list[str]) -> None:
+    def _write_lease(self, cdir: Path, chain: list[str], image: dict | None = None) -> None:
         p = self._lease_path(cdir)
         p.parent.mkdir(exist_ok=True)
-        atomic_write(p, json.dumps({"container_dir": str(cdir.resolve()), "chain": chain}).encode())
+        doc: dict = {"container_dir": str(cdir.resolve()), "chain": chain}
+        if image:
+            doc["image"] = image
+        atomic_write(p, json.dumps(doc).encode())
 
     def _drop_lease(self, cdir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._lease_path(cdir).unlink()
 
+    def lease(self, container_dir: str | os.PathLike[str]) -> dict | None:
+        """The lease CONTAINER_DIR holds, if any."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(self._lease_path(Path(container_dir)).read_text())
+        return None
+
     def leased(self) -> set[str]:
         out: set[str] = set()
-        d = self.root.parent / "leases"
-        if not d.is_dir():
-            return out
-        for p in d.glob("*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                doc = json.loads(p.read_text())
-                if Path(doc["container_dir"]).exists():
-                    out.update(doc["chain"])
+        for doc in live_leases(self.root.parent / "leases"):
+            out.update(doc["chain"])
         return out
+
+
+def live_leases(leases_dir: Path) -> list[dict]:
+    """The leases whose holder (a container or view dir) still exists."""
+    out = []
+    if not leases_dir.is_dir():
+        return out
+    for p in leases_dir.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            doc = json.loads(p.read_text())
+            if Path(doc["container_dir"]).exists():
+                out.append(doc)
+    return out

@@ -341,3 +341,24 @@ def test_update_restart_policy_applies_to_a_running_container(pallet):
     assert out.returncode == 1 and "AutoRemove is enabled" in out.stderr
     bad = pallet("update", "--restart", "sometimes", "flaky")
     assert bad.returncode == 1 and "invalid restart policy" in bad.stderr
+
+
+def test_commit_and_restart_still_work_after_the_image_is_force_removed(pallet, tmp_path):
+    # The container ran and stopped (its rootfs unmounted) before its image goes: docker
+    # still commits it and starts it again, the container holds what it was made from.
+    cid = _changed(pallet, "orphan")
+    out = pallet("rmi", "-f", "busybox")
+    assert out.returncode == 0 and "Untagged: busybox:latest" in out.stdout, out.stderr
+    assert pallet("image", "prune", "-a", "-f").returncode == 0  # collects what it may
+    assert "A /tmp/x" in pallet("diff", "orphan").stdout.splitlines()
+    out = pallet("commit", "orphan", "cmds-orphan:1")
+    assert out.returncode == 0, out.stderr
+    out = pallet("run", "--rm", *NONE, "cmds-orphan:1", "cat", "/tmp/x")
+    assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
+    # Whole: every blob of the new image is in the store (save reads them all).
+    out = pallet("save", "-o", str(tmp_path / "orphan.tar"), "cmds-orphan:1")
+    assert out.returncode == 0, out.stderr
+    out = pallet("start", "-a", "orphan")
+    assert out.returncode == 0, out.stderr
+    pallet("rm", "orphan", check=True)
+    assert not leftovers(pallet, [cid])

@@ -202,7 +202,8 @@ def detach_mounts_under(path: str) -> int:
 
 # The cgroups the linux_cgroups_* programs name (runtime-tools' cgroups.AbsCgroupPath and
 # RelCgroupPath): the runtime removes the container's own cgroup at delete, but the parents it
-# made for a relative path (testdir/cgrouptest, relative to the runtime's own cgroup) stay.
+# made for a relative path (testdir/cgrouptest) stay. runc and pallet-runc put those under
+# their own cgroup, crun 1.8 (v1 memory) under the hierarchy's root: both are looked at.
 ABS_TEST_CGROUPS = ("cgrouptest",)
 REL_TEST_CGROUPS = ("testdir/cgrouptest/container", "testdir/cgrouptest", "testdir")  # deepest first
 
@@ -253,7 +254,8 @@ def test_cgroup_dirs() -> list[str]:
         proc_cgroup = f.read()
     dirs = []
     for point, own in own_cgroup_dirs(mountinfo, proc_cgroup):
-        dirs += [os.path.join(own, rel) for rel in REL_TEST_CGROUPS]
+        for base in dict.fromkeys([os.path.normpath(own), point]):
+            dirs += [os.path.join(base, rel) for rel in REL_TEST_CGROUPS]
         dirs += [os.path.join(point, rel) for rel in ABS_TEST_CGROUPS]
     return dirs
 

@@ -348,7 +348,7 @@ class Engine:
         for v in rec.config.get("image_volumes") or []:
             with contextlib.suppress(PalletError, OSError):
                 self.images.release_view(v["dir"], drop_lease=final)
-        self.images.release_rootfs(self.ctr_dir(rec.id))
+        self.images.release_rootfs(self.ctr_dir(rec.id), drop_lease=final)
 
     def _volume_mounts(self, opts: ContainerOptions, specs: list[Any], rootfs: str,
                        image: Any) -> tuple[list[str], list[str]]:
@@ -861,7 +861,7 @@ class Engine:
             yield os.path.join(cdir, "rootfs")
         finally:
             if mounted_here:
-                self.images.release_rootfs(cdir)
+                self.images.release_rootfs(cdir, drop_lease=False)
 
     def _in_view(self, ref: str, work: Callable[[str], None]) -> None:
         """Run WORK(ROOT), ROOT being the container's filesystem as its processes see it,

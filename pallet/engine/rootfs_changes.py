@@ -38,13 +38,15 @@ def _changes(engine: Engine, rec: ContainerRecord) -> tuple[list[Change], str]:
     from pallet.image import diff
 
     store = engine.images
-    chain = store.ready_chain(rec.image_id)
+    cdir = engine.ctr_dir(rec.id)
+    chain = store.container_image(rec.image_id, cdir).chain
+    if not all(store.snapshots.exists(c) for c in chain):
+        chain = store.ready_chain(rec.image_id)
     points = _mount_points(engine, rec)
 
     def skip(path: str) -> bool:
         return path in points
 
-    cdir = engine.ctr_dir(rec.id)
     if store.snapshots.driver == "overlay":
         upper = os.path.join(cdir, "upper")
         if not os.path.isdir(upper):
@@ -80,7 +82,8 @@ def commit(engine: Engine, ref: str, name: str | None = None, author: str = "",
     rec = engine.get(ref)
     if name:
         parse_reference(name)  # a bad name fails before anything is paused or written
-    base = engine.images.get(rec.image_id)
+    # The container's image, even if it was removed (rmi -f) since: its lease keeps it.
+    base = engine.images.container_image(rec.image_id, engine.ctr_dir(rec.id))
     ctr = engine.inspect(rec.id)["Config"]
     doc = _commit_config(rec, ctr, base, author, message, changes or [])
     history = {"created": doc["created"], "created_by": " ".join(ctr.get("Cmd") or [])}

@@ -72,7 +72,7 @@ def create_image(store: ImageStore, base: Image | None, write_layer: WriteLayer,
         try:
             layer, diff_id = _add_layer(store, write_layer, added)
             base_diff_ids = list(base.config.diff_ids) if base else []
-            if base is not None:
+            if base is not None and not all(store.snapshots.exists(c) for c in base.chain):
                 store.ready_chain(base.id)  # the copying driver builds on the base's tree
             chain = chain_ids([*base_diff_ids, diff_id])
             made = store.snapshots.ensure_layer(

@@ -82,6 +82,46 @@ def file_lock(path: Path, shared: bool = False, blocking: bool = True) -> Iterat
         os.close(fd)
 
 
+@contextlib.contextmanager
+def transient_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive flock on `path` whose file exists only while someone holds or awaits it.
+
+    The holder unlinks the file before it lets go. A waiter that was blocked on the old
+    file then finds `path` gone or naming another file, and starts over on the current one;
+    so two holders never lock different files under the same name. Yields False if
+    non-blocking and busy. (Per-object locks that would otherwise pile up forever.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        held = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        try:
+            os.unlink(path)  # still ours: only a holder unlinks, and we checked it is this file
+        finally:
+            os.close(fd)
+
+
 class BlobWriter:
     """Receives a blob's bytes; `commit()` verifies and publishes it atomically."""
 

@@ -20,7 +20,8 @@ from pallet.errors import FailedPrecondition
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # Overlay features that store part of a change in the lower layers: an upper dir
-# walk would then miss it (pallet's mounts leave them off; the host's defaults may not).
+# walk would then miss it. pallet mounts a container's overlay with both off
+# (snapshot.overlay_upper_options); a kernel that refuses that keeps its own defaults.
 INCOMPLETE_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
 O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

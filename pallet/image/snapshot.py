@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from pallet.errors import SystemFailure
-from pallet.image.content import atomic_write, file_lock
+from pallet.image.content import atomic_write, file_lock, transient_lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,6 +128,45 @@ def probe_overlay(base: Path) -> bool:
         return hidden
 
 
+OVERLAY_PARAMETERS = "/sys/module/overlay/parameters"
+
+
+def overlay_upper_options(parameters: str = OVERLAY_PARAMETERS) -> list[str]:
+    """`redirect_dir=off` and `metacopy=off`, each only if this kernel's overlay knows it.
+
+    With either on, a rename or a chmod in the container is stored partly in the lower
+    layers, and diff/commit, which read the upper dir alone, would miss it. Both are off by
+    default on most kernels, but the host (module parameters, CONFIG_OVERLAY_FS_*) decides
+    the default: say it. A kernel knows an option when it has the module parameter.
+    """
+    return [f"{name}=off" for name in ("redirect_dir", "metacopy")
+            if os.path.exists(os.path.join(parameters, name))]
+
+
+def mount_overlay(target: str, options: list[str], writable: bool) -> None:
+    """Mount overlayfs at TARGET; a WRITABLE one (with an upper dir) gets
+    `overlay_upper_options()`, dropped again if the kernel refuses them (EINVAL)."""
+    extra = overlay_upper_options() if writable else []
+    if extra:
+        try:
+            mount("overlay", target, "overlay", _overlay_data([*options, *extra]))
+            return
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # Refused (an older kernel, or a build where one conflicts with its defaults):
+            # mount with the kernel's defaults; diff.py refuses uppers it cannot read.
+    mount("overlay", target, "overlay", _overlay_data(options))
+
+
+def _overlay_data(options: list[str]) -> str:
+    data = ",".join(options)
+    if len(data) >= 4096:
+        lowers = next((o for o in options if o.startswith("lowerdir=")), "").count(":") + 1
+        raise SystemFailure(f"too many layers for one overlay mount ({lowers})")
+    return data
+
+
 MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000
 
 
@@ -178,8 +218,7 @@ class Snapshotter:
         """Unpack a layer into its chain's snapshot unless it exists; atomic and lock-guarded."""
         if self.exists(chain_id):
             return None
-        hexid = chain_id.split(":", 1)[1]
-        with file_lock(self.root / f".{hexid}.lock"):
+        with self._lock(chain_id):
             if self.exists(chain_id):
                 return None  # a concurrent pull made it while we waited
             from pallet.image.unpack import apply_layer, copy_tree
@@ -203,19 +242,31 @@ class Snapshotter:
                 raise
             return result
 
+    def _lock(self, chain_id: str, blocking: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """The lock that makes and removes CHAIN_ID's snapshot; its file goes with it."""
+        return transient_lock(self.root / f".{chain_id.split(':', 1)[1]}.lock", blocking)
+
     def remove(self, chain_id: str) -> None:
         d = self.dir(chain_id)
-        if d.exists():
-            # Rename first so a crash mid-delete never leaves a half snapshot under its id.
-            trash = self.root / f".rm-{d.name}-{os.getpid()}"
-            os.rename(d, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        with self._lock(chain_id):
+            if d.exists():
+                # Rename first so a crash mid-delete never leaves a half snapshot under its id.
+                trash = self.root / f".rm-{d.name}-{os.getpid()}"
+                os.rename(d, trash)
+                shutil.rmtree(trash, ignore_errors=True)
 
     def clean_temp(self) -> None:
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
         for p in self.root.glob(".rm-*"):
             shutil.rmtree(p, ignore_errors=True)
+        # Lock files of holders that died (or of pallet versions that kept them): taking a
+        # free one removes it; a busy one belongs to a live holder, who removes it.
+        for p in self.root.glob(".*.lock"):
+            hexid = p.name[1:-5]
+            if len(hexid) == 64:
+                with self._lock("sha256:" + hexid, blocking=False):
+                    pass
 
     def mounts(self, chain: list[str], upper: str | None = None, work: str | None = None) -> list[Mount]:
         """How to mount the rootfs for a layer chain (bottom first), overlay or bind."""
@@ -225,19 +276,22 @@ class Snapshotter:
         lowers = ":".join(str(self.fs(c)) for c in reversed(chain))
         opts = [f"lowerdir={lowers}"]
         if upper and work:
-            opts += [f"upperdir={upper}", f"workdir={work}"]
+            opts += [f"upperdir={upper}", f"workdir={work}", *overlay_upper_options()]
         return [Mount("overlay", "overlay", opts)]
 
     def prepare_rootfs(self, chain: list[str], container_dir: str | os.PathLike[str],
-                       idmap: Idmap | None = None) -> Path:
-        """Make `<container_dir>/rootfs` writable over the image; the caller releases it."""
+                       idmap: Idmap | None = None, image: dict | None = None) -> Path:
+        """Make `<container_dir>/rootfs` writable over the image; the caller releases it.
+
+        IMAGE (the image's manifest descriptor and blobs, `ImageStore.prepare_rootfs`) is
+        kept in the lease, so the image outlives its removal while the container exists."""
         cdir = Path(container_dir)
         rootfs = cdir / "rootfs"
         rootfs.mkdir(parents=True, exist_ok=True)
         if idmap is not None and self.driver != "overlay":
             raise SystemFailure("a container in a user namespace needs the overlay snapshot "
                                 "driver (this image store copies layers)")
-        self._write_lease(cdir, chain)
+        self._write_lease(cdir, chain, image)
         try:
             if self.driver == "overlay":
                 if not is_mountpoint(str(rootfs)):
@@ -254,11 +308,9 @@ class Snapshotter:
                         self._mount_layers(chain, rootfs, cdir / ".idmap-rootfs", idmap,
                                            [f"upperdir={upper}", f"workdir={work}"])
                         return rootfs
-                    m = self.mounts(chain, str(upper), str(work))[0]
-                    opts = ",".join(m.options)
-                    if len(opts) >= 4096:
-                        raise SystemFailure(f"too many layers for one overlay mount ({len(chain)})")
-                    mount("overlay", str(rootfs), "overlay", opts)
+                    lowers = ":".join(str(self.fs(c)) for c in reversed(chain))
+                    mount_overlay(str(rootfs), [f"lowerdir={lowers}", f"upperdir={upper}",
+                                                f"workdir={work}"], writable=True)
             elif chain and not any(rootfs.iterdir()):
                 from pallet.image.unpack import copy_tree
 
@@ -290,7 +342,7 @@ class Snapshotter:
                 _bind_read_only(str(self.fs(layers[0])), str(view))
             else:
                 lowers = ":".join(str(self.fs(c)) for c in reversed(layers))
-                mount("overlay", str(view), "overlay", f"lowerdir={lowers}")
+                mount_overlay(str(view), [f"lowerdir={lowers}"], writable=False)
         except OSError as e:
             self._drop_lease(view)
             raise SystemFailure(f"cannot mount the image at {view}: {e}") from None
@@ -335,10 +387,8 @@ class Snapshotter:
             if len(attached) == 1 and not extra:
                 _bind_read_only(attached[0], str(target))
             else:
-                opts = ",".join([f"lowerdir={':'.join(attached)}", *extra])
-                if len(opts) >= 4096:
-                    raise SystemFailure(f"too many layers for one overlay mount ({len(layers)})")
-                mount("overlay", str(target), "overlay", opts)
+                mount_overlay(str(target), [f"lowerdir={':'.join(attached)}", *extra],
+                              writable=bool(extra))
         finally:
             os.close(ns_fd)
             for d in attached:
@@ -349,7 +399,10 @@ class Snapshotter:
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
 
-    def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
+    def release_rootfs(self, container_dir: str | os.PathLike[str],
+                       drop_lease: bool = True) -> None:
+        """Unmount a rootfs; DROP_LEASE=False (a container that only stopped) keeps its
+        image for the next start."""
         cdir = Path(container_dir)
         rootfs = cdir / "rootfs"
         if is_mountpoint(str(rootfs)):
@@ -358,30 +411,47 @@ class Snapshotter:
             except OSError:
                 # Busy (a process still holds it): detach so the dir can still be removed.
                 umount(str(rootfs), MNT_DETACH)
-        self._drop_lease(cdir)
+        if drop_lease:
+            self._drop_lease(cdir)
 
     # Leases keep a running container's snapshots safe from prune.
     def _lease_path(self, cdir: Path) -> Path:
         key = hashlib.sha256(str(cdir.resolve()).encode()).hexdigest()[:32]
         return self.root.parent / "leases" / f"{key}.json"
 
-    def _write_lease(self, cdir: Path, chain: list[str]) -> None:
+    def _write_lease(self, cdir: Path, chain: list[str], image: dict | None = None) -> None:
         p = self._lease_path(cdir)
         p.parent.mkdir(exist_ok=True)
-        atomic_write(p, json.dumps({"container_dir": str(cdir.resolve()), "chain": chain}).encode())
+        doc: dict = {"container_dir": str(cdir.resolve()), "chain": chain}
+        if image:
+            doc["image"] = image
+        atomic_write(p, json.dumps(doc).encode())
 
     def _drop_lease(self, cdir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._lease_path(cdir).unlink()
 
+    def lease(self, container_dir: str | os.PathLike[str]) -> dict | None:
+        """The lease CONTAINER_DIR holds, if any."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(self._lease_path(Path(container_dir)).read_text())
+        return None
+
     def leased(self) -> set[str]:
         out: set[str] = set()
-        d = self.root.parent / "leases"
-        if not d.is_dir():
-            return out
-        for p in d.glob("*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                doc = json.loads(p.read_text())
-                if Path(doc["container_dir"]).exists():
-                    out.update(doc["chain"])
+        for doc in live_leases(self.root.parent / "leases"):
+            out.update(doc["chain"])
         return out
+
+
+def live_leases(leases_dir: Path) -> list[dict]:
+    """The leases whose holder (a container or view dir) still exists."""
+    out = []
+    if not leases_dir.is_dir():
+        return out
+    for p in leases_dir.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            doc = json.loads(p.read_text())
+            if Path(doc["container_dir"]).exists():
+                out.append(doc)
+    return out

@@ -18,7 +18,7 @@ from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, PalletE
 from pallet.image import manifest as mf
 from pallet.image.content import ContentStore, file_lock
 from pallet.image.reference import Reference, looks_like_id, parse_reference
-from pallet.image.snapshot import Idmap, Mount, Snapshotter, chain_ids
+from pallet.image.snapshot import Idmap, Mount, Snapshotter, chain_ids, live_leases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -269,6 +269,10 @@ class ImageStore:
                     keep_blobs.add(m.config.digest)
                     keep_blobs.update(layer.digest for layer in m.layers)
                     keep_chains.update(chain_ids(mf.parse_config(self.content.read(m.config.digest)).diff_ids))
+            # A container keeps the blobs of the image it was made from, even once the
+            # image's names are gone (rmi -f): commit and restart still need them.
+            for lease in live_leases(self.root / "leases"):
+                keep_blobs.update((lease.get("image") or {}).get("blobs") or [])
             freed = removed = 0
             for d in self.content.all_blobs():
                 if d not in keep_blobs:
@@ -479,9 +483,34 @@ class ImageStore:
     def prepare_rootfs(self, ref_or_id: str, container_dir: str | os.PathLike[str],
                        idmap: Idmap | None = None) -> Path:
         """Mount a writable rootfs for a container at `<container_dir>/rootfs` (through
-        IDMAP's user namespace, for a user-namespaced container)."""
-        return self.snapshots.prepare_rootfs(self._ready_chain(ref_or_id), container_dir,
-                                             idmap)
+        IDMAP's user namespace, for a user-namespaced container). The container's lease
+        holds the image's snapshots and blobs until `release_rootfs(drop_lease=True)`."""
+        image = self.container_image(ref_or_id, container_dir)
+        if not all(self.snapshots.exists(c) for c in image.chain):
+            self._ready_chain(ref_or_id)
+        held = {"manifest": {"mediaType": image.manifest_media_type,
+                             "digest": image.manifest_digest,
+                             "size": self.content.size(image.manifest_digest)},
+                "blobs": [image.manifest_digest, image.id, *(x.digest for x in image.layers)]}
+        return self.snapshots.prepare_rootfs(image.chain, container_dir, idmap, held)
+
+    def container_image(self, ref_or_id: str, container_dir: str | os.PathLike[str]) -> Image:
+        """The image a container was made from: by REF_OR_ID while the store has it, else
+        (removed with rmi -f) as the container's lease holds it."""
+        try:
+            return self.get(ref_or_id)
+        except NotFound:
+            lease = self.snapshots.lease(container_dir) or {}
+            desc = (lease.get("image") or {}).get("manifest")
+            if not desc:
+                raise
+            try:
+                image = self._image(desc, [])
+            except (PalletError, OSError):
+                raise NotFound(ref_or_id) from None
+            if image.id != ref_or_id:
+                raise
+            return image
 
     def prepare_view(self, chain: list[str], view_dir: str | os.PathLike[str],
                      idmap: Idmap | None = None) -> Path:
@@ -492,8 +521,9 @@ class ImageStore:
     def release_view(self, view_dir: str | os.PathLike[str], drop_lease: bool = True) -> None:
         self.snapshots.release_view(view_dir, drop_lease)
 
-    def release_rootfs(self, container_dir: str | os.PathLike[str]) -> None:
-        self.snapshots.release_rootfs(container_dir)
+    def release_rootfs(self, container_dir: str | os.PathLike[str],
+                       drop_lease: bool = True) -> None:
+        self.snapshots.release_rootfs(container_dir, drop_lease)
 
     def unpacked_size(self, ref_or_id: str) -> int:
         """Bytes of the image's layers as unpacked in its snapshots (0 for a layer not

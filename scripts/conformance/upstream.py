@@ -200,10 +200,89 @@ def detach_mounts_under(path: str) -> int:
     return len(below)
 
 
+# The cgroups the linux_cgroups_* programs name (runtime-tools' cgroups.AbsCgroupPath and
+# RelCgroupPath): the runtime removes the container's own cgroup at delete, but the parents it
+# made for a relative path (testdir/cgrouptest) stay. runc and pallet-runc put those under
+# their own cgroup, crun 1.8 (v1 memory) under the hierarchy's root: both are looked at.
+ABS_TEST_CGROUPS = ("cgrouptest",)
+REL_TEST_CGROUPS = ("testdir/cgrouptest/container", "testdir/cgrouptest", "testdir")  # deepest first
+
+
+def own_cgroup_dirs(mountinfo: str, proc_cgroup: str) -> list[tuple[str, str]]:
+    """(hierarchy mount point, this process's cgroup dir in it) for each mounted hierarchy.
+
+    v1 hierarchies are matched to /proc/self/cgroup lines by their controllers (or name=),
+    cgroup2 to the "0::" line; works on v1, v2 and hybrid hosts, and inside a cgroup
+    namespace (a mount whose root is not "/").
+    """
+    paths = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            paths[parts[1]] = parts[2]
+    out = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line:
+            continue
+        after = line.split(" - ", 1)[1].split()
+        fstype, opts = after[0], after[2] if len(after) > 2 else ""
+        root, point = fields[3], fields[4].replace("\\040", " ")
+        if fstype == "cgroup2":
+            cg = paths.get("")
+        elif fstype == "cgroup":
+            cg = None
+            for key, value in paths.items():
+                if key and set(key.split(",")) <= set(opts.split(",")):
+                    cg = value
+                    break
+        else:
+            continue
+        if cg is None:
+            continue
+        if root != "/" and (cg == root or cg.startswith(root + "/")):
+            cg = cg[len(root):] or "/"
+        out.append((point, os.path.join(point, cg.lstrip("/"))))
+    return out
+
+
+def test_cgroup_dirs() -> list[str]:
+    """The cgroup dirs the cgroup tests may create, deepest first, in every hierarchy."""
+    with open("/proc/self/mountinfo") as f:
+        mountinfo = f.read()
+    with open("/proc/self/cgroup") as f:
+        proc_cgroup = f.read()
+    dirs = []
+    for point, own in own_cgroup_dirs(mountinfo, proc_cgroup):
+        for base in dict.fromkeys([os.path.normpath(own), point]):
+            dirs += [os.path.join(base, rel) for rel in REL_TEST_CGROUPS]
+        dirs += [os.path.join(point, rel) for rel in ABS_TEST_CGROUPS]
+    return dirs
+
+
+def remove_test_cgroups(created: list[str]) -> list[str]:
+    """rmdir the given cgroup dirs (the ones that were not there before the run).
+
+    Only rmdir: a cgroup that still has processes or children stays, and is reported.
+    """
+    left = []
+    for d in created:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            left.append(f"{d}: {e.strerror}")
+    return left
+
+
 def run(cache: str, runtimes: list[str], timeout: float, out_json: str, only: set[str] | None) -> None:
     bindir = os.path.join(cache, "bin")
     work = tempfile.mkdtemp(prefix="conf-upstream-", dir="/tmp")
     runs = []
+    # The runtimes run in this process's cgroups; note which test cgroups exist already so
+    # that only the ones this run made are removed afterwards.
+    new_cgroups = [d for d in test_cgroup_dirs() if not os.path.exists(d)]
     try:
         rf = build_rootfs(os.path.join(work, "rootfs"))
         arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
@@ -241,6 +320,8 @@ def run(cache: str, runtimes: list[str], timeout: float, out_json: str, only: se
                 print(f"{label:>12} cleanup: force-deleted {len(leftover)} leftover container(s)", flush=True)
             runs.append({"runtime": label, "path": path, "note": note, "results": results})
     finally:
+        for msg in remove_test_cgroups(new_cgroups):
+            print(f"# test cgroup left in place: {msg}", flush=True)
         leaked = detach_mounts_under(work)
         if leaked:
             print(f"# detached {leaked} mount(s) left under {work} in this mount namespace "

@@ -40,9 +40,7 @@ def _store_files(pallet) -> set[str]:
             if os.path.basename(dirpath) in ("fs",) or "/fs/" in dirpath:
                 dirnames.clear()
                 continue
-            # (Lock files are the store's, kept by design: an flock lives on its inode.)
-            out.update(os.path.join(dirpath, f) for f in files + dirnames
-                       if f != "fs" and not f.endswith(".lock"))
+            out.update(os.path.join(dirpath, f) for f in files + dirnames if f != "fs")
     return out
 
 
@@ -251,6 +249,21 @@ def test_import_makes_a_one_layer_image_from_a_tar(pallet, tmp_path):
     assert "cmds-bad" not in pallet("images").stdout
 
 
+def test_removing_an_imported_image_leaves_nothing_of_its_snapshot(pallet):
+    before = _store_files(pallet)
+    layer = _tar({"hello.txt": b"hi\n"})
+    out = _raw(pallet, "import", "-", "cmds-gone:1", input=layer)
+    assert out.returncode == 0, out.stderr
+    assert _store_files(pallet) != before
+    assert pallet("rmi", "cmds-gone:1").returncode == 0
+    assert _store_files(pallet) == before  # no snapshot dir, no .HEX.lock, no blob
+    # Dangling (no name), removed by `image prune`.
+    out = _raw(pallet, "import", "-", input=layer)
+    assert out.returncode == 0, out.stderr
+    assert pallet("image", "prune", "-f").returncode == 0
+    assert _store_files(pallet) == before
+
+
 def test_history_shows_each_step_newest_first(pallet):
     _changed(pallet)
     pallet("commit", "-m", "the change", "changed", "cmds-hist", check=True)
@@ -328,3 +341,24 @@ def test_update_restart_policy_applies_to_a_running_container(pallet):
     assert out.returncode == 1 and "AutoRemove is enabled" in out.stderr
     bad = pallet("update", "--restart", "sometimes", "flaky")
     assert bad.returncode == 1 and "invalid restart policy" in bad.stderr
+
+
+def test_commit_and_restart_still_work_after_the_image_is_force_removed(pallet, tmp_path):
+    # The container ran and stopped (its rootfs unmounted) before its image goes: docker
+    # still commits it and starts it again, the container holds what it was made from.
+    cid = _changed(pallet, "orphan")
+    out = pallet("rmi", "-f", "busybox")
+    assert out.returncode == 0 and "Untagged: busybox:latest" in out.stdout, out.stderr
+    assert pallet("image", "prune", "-a", "-f").returncode == 0  # collects what it may
+    assert "A /tmp/x" in pallet("diff", "orphan").stdout.splitlines()
+    out = pallet("commit", "orphan", "cmds-orphan:1")
+    assert out.returncode == 0, out.stderr
+    out = pallet("run", "--rm", *NONE, "cmds-orphan:1", "cat", "/tmp/x")
+    assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
+    # Whole: every blob of the new image is in the store (save reads them all).
+    out = pallet("save", "-o", str(tmp_path / "orphan.tar"), "cmds-orphan:1")
+    assert out.returncode == 0, out.stderr
+    out = pallet("start", "-a", "orphan")
+    assert out.returncode == 0, out.stderr
+    pallet("rm", "orphan", check=True)
+    assert not leftovers(pallet, [cid])

@@ -59,3 +59,48 @@ def test_index_update_is_read_modify_write(tmp_path):
     with s.update_index() as idx:
         idx["manifests"].append({"digest": "sha256:" + "0" * 64, "size": 1, "mediaType": "x"})
     assert len(s.read_index()["manifests"]) == 1
+
+
+def test_a_transient_lock_file_is_gone_once_released(tmp_path):
+    from pallet.image.content import transient_lock
+
+    path = tmp_path / ".x.lock"
+    with transient_lock(path) as got:
+        assert got and path.exists()
+        with transient_lock(path, blocking=False) as again:
+            assert again is False  # held: another taker is refused, not handed a new file
+    assert not path.exists()
+
+
+def test_takers_racing_on_a_transient_lock_never_hold_it_together(tmp_path):
+    """The classic race: B opened the file and waits; A unlinks it and lets go; C makes a
+    new file under the name. B, woken on the unlinked file, must start over, not believe it
+    holds the lock alongside C."""
+    import threading
+    import time
+
+    from pallet.image.content import transient_lock
+
+    path = tmp_path / ".x.lock"
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def taker() -> None:
+        nonlocal inside, most
+        for _ in range(40):
+            with transient_lock(path):
+                with guard:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.0005)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=taker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert most == 1
+    assert not path.exists()

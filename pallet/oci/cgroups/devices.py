@@ -86,7 +86,10 @@ def rule_from_spec(entry: dict) -> Rule:
 
 
 class DeviceList:
-    """A cgroup's device state: a default and exceptions to it, keyed by (type, major, minor)."""
+    """A cgroup's device state: a default and exceptions to it, keyed by (type, major, minor).
+
+    `exceptions` keeps insertion order, as the kernel's list does.
+    """
 
     def __init__(self, default_allow: bool = False,  # cgroups start default-deny, as in runc
                  exceptions: dict[tuple[str, int, int], str] | None = None):
@@ -124,9 +127,14 @@ class DeviceList:
                 self.exceptions.pop(key, None)
 
     def rules(self) -> list[Rule]:
-        """The state as rules: the reset first, then each exception."""
+        """The state as rules: the reset first, then each exception in the order it was added.
+
+        The v1 kernel keeps its exceptions in that order too (a rule for a device already
+        listed changes it in place), and devices.list reads them back so: the spec says the
+        entries apply in the listed order, and runtime-tools checks that order there.
+        """
         out = [Rule(self.default_allow)]
-        for (kind, major, minor), access in sorted(self.exceptions.items()):
+        for (kind, major, minor), access in self.exceptions.items():
             out.append(Rule(not self.default_allow, kind, major, minor, access))
         return out
 

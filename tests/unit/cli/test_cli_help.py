@@ -10,7 +10,7 @@ SUBCOMMANDS = [["system", "df"], ["system", "prune"], ["volume", "ls"],
                ["network", "connect"], ["network", "disconnect"], ["network", "ls"]]
 
 
-@pytest.mark.parametrize("argv", [[c] for c in COMMANDS if c != "container-ls"] + SUBCOMMANDS,
+@pytest.mark.parametrize("argv", [[c] for c in COMMANDS] + SUBCOMMANDS,
                          ids=" ".join)
 def test_help_of_every_command(argv, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -144,3 +144,36 @@ def test_flat_and_nested_keyed_files_parse():
     assert files.parse_nested_keyed("8:0 rbytes=5 wbytes=6 dbytes=0\n") == {
         "8:0": {"rbytes": 5, "wbytes": 6, "dbytes": 0}
     }
+
+
+def test_v1_rules_are_written_in_the_spec_order_before_the_defaults():
+    # devices.list reads exceptions back in the order they were written; runtime-tools'
+    # linux_cgroups_devices checks the spec's entries come back in the listed order.
+    state = devices.device_list(
+        [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+            {"allow": True, "type": "b", "major": 8, "minor": 20, "access": "rw"},
+            {"allow": True, "type": "b", "major": 10, "minor": 200, "access": "r"},
+        ]
+    )
+    writes = devices.v1_writes(state)
+    assert writes[:4] == [
+        ("devices.deny", "a *:* rwm"),
+        ("devices.allow", "c 10:229 rwm"),
+        ("devices.allow", "b 8:20 rw"),
+        ("devices.allow", "b 10:200 r"),
+    ]
+    assert writes[4] == ("devices.allow", "c *:* m")  # runc's defaults follow
+
+
+def test_a_rule_for_a_listed_device_changes_it_in_place():
+    state = devices.device_list(
+        [
+            {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "r"},
+            {"allow": True, "type": "b", "major": 8, "minor": 20, "access": "rw"},
+            {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "w"},
+        ],
+        with_defaults=False,
+    )
+    assert [r.v1_line() for r in state.rules()[1:]] == ["c 10:229 rw", "b 8:20 rw"]

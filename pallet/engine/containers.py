@@ -1488,18 +1488,13 @@ def _inspect_host_config(hc: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
 
 def net_dev_counters(pid: int) -> dict[str, int]:
     """Bytes received and sent on the interfaces (lo aside) of PID's network namespace."""
-    rx = tx = 0
+    from pallet.engine.stats import parse_net_dev
+
     try:
         with open(f"/proc/{pid}/net/dev") as f:
-            lines = f.read().splitlines()[2:]
+            rx, tx = parse_net_dev(f.read())
     except OSError:
         return {"rx_bytes": 0, "tx_bytes": 0}
-    for line in lines:
-        name, _, data = line.partition(":")
-        fields = data.split()
-        if name.strip() != "lo" and len(fields) >= 9:
-            rx += int(fields[0])
-            tx += int(fields[8])
     return {"rx_bytes": rx, "tx_bytes": tx}
 
 

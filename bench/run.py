@@ -1,7 +1,7 @@
 """bench/run: `pallet run --rm busybox true` vs `podman run --rm` (runc) interleaved,
 monitor PSS vs conmon PSS per idle container, and `pallet ps` with 100 containers.
 
-Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100] [--ksm]
+Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100] [--ksm] [--networks none]
 --ksm also measures the monitors with the kernel's samepage merging running (monitors opt
 in with PR_SET_MEMORY_MERGE; conmon does not): ksmd is switched on for that measurement
 and restored (unmerged, then its previous setting) right after.
@@ -115,6 +115,8 @@ def main() -> int:
                     default=[1, 20, 100], help="idle container counts to measure PSS at")
     ap.add_argument("--ksm", action="store_true",
                     help="also measure idle monitors with KSM running (restored after)")
+    ap.add_argument("--networks", default="none,bridge",
+                    help="which run --rm rows: none, bridge (each tool's default network)")
     args = ap.parse_args()
     # A real install has bytecode; this tree may not (PYTHONDONTWRITEBYTECODE).
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(HERE) + "/pallet"],
@@ -141,9 +143,9 @@ def main() -> int:
 
         # 1. run --rm true, interleaved (one warm-up each): with no network on both
         #    sides, then each with its default bridge network (CNI on both).
-        for label, p_net, q_net in (("--network none", ["--network", "none"],
-                                     ["--network", "none"]),
-                                    ("default bridge", [], [])):
+        modes = {"none": ("--network none", ["--network", "none"], ["--network", "none"]),
+                 "bridge": ("default bridge", [], [])}
+        for label, p_net, q_net in (modes[m] for m in args.networks.split(",")):
             p_cmd = pallet + ["run", "--rm", *p_net, "busybox", "true"]
             q_cmd = podman + ["run", "--rm", *q_net, *ULIMITS, "busybox", "true"]
             timed(p_cmd, env)

@@ -240,6 +240,9 @@ def add_parsers(sub: Any) -> None:
     p = ssub.add_parser("info", help="display system-wide information")
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
     p.set_defaults(func=_daemon_style(cmd_info))
+    from pallet.cli.events import add_arguments as add_events_arguments
+
+    add_events_arguments(ssub.add_parser("events", help="get real time events"))
 
     volume = sub.add_parser("volume", help="manage volumes")
     vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")

@@ -13,6 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+DEFAULT_ROOT = "/var/lib/pallet"
 # Go template names of docker's events.Message fields that its JSON spells otherwise.
 _GO_NAMES = {"Status": "status", "ID": "id", "From": "from", "Scope": "scope", "Time": "time",
              "TimeNano": "timeNano"}
@@ -65,11 +66,12 @@ def cmd_events(args: argparse.Namespace) -> int:
     except PalletError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
-    from pallet.cli.containers import _engine
+    import os
 
     render = _renderer(args.format)
     out = sys.stdout
-    for ev in events.read(_engine(args).root, since=since, until=until, follow=True):
+    root = os.path.abspath(args.root or DEFAULT_ROOT)  # the engine's, without importing it
+    for ev in events.read(root, since=since, until=until, follow=True):
         if events.matches(ev, filters):
             out.write(render(ev) + "\n")
             out.flush()

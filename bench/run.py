@@ -1,7 +1,7 @@
 """bench/run: `pallet run --rm busybox true` vs `podman run --rm` (runc) interleaved,
 monitor PSS vs conmon PSS per idle container, and `pallet ps` with 100 containers.
 
-Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100] [--ksm]
+Usage: .venv/bin/python bench/run.py [--runs 15] [--idle 1,20,100] [--ksm] [--networks none]
                                      [--publish-subnet CIDR [--publish-port N]]
 --runs 0 skips the `run --rm` timings (which use the default bridge network).
 --publish-subnet also measures idle monitors on a network of that subnet, as many as the
@@ -9,6 +9,7 @@ largest --idle step: without a published port, with `-p PORT:80` (their monitors
 [::1]:PORT, see pallet/engine/relay.py), the latter again after one request each through
 [::1], and again without a port (forked after the monitor mother loaded the relay). Host
 ports are N, N+1... (default 18700).
+--networks picks the `run --rm` rows: none, bridge (each tool's default network).
 --ksm also measures the monitors with the kernel's samepage merging running (monitors opt
 in with PR_SET_MEMORY_MERGE; conmon does not): ksmd is switched on for that measurement
 and restored (unmerged, then its previous setting) right after.
@@ -176,6 +177,8 @@ def main() -> int:
                          "network of this subnet")
     ap.add_argument("--publish-port", type=int, default=18700,
                     help="the first host port --publish-subnet publishes")
+    ap.add_argument("--networks", default="none,bridge",
+                    help="which run --rm rows: none, bridge (each tool's default network)")
     args = ap.parse_args()
     # A real install has bytecode; this tree may not (PYTHONDONTWRITEBYTECODE).
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.dirname(HERE) + "/pallet"],
@@ -202,9 +205,10 @@ def main() -> int:
 
         # 1. run --rm true, interleaved (one warm-up each): with no network on both
         #    sides, then each with its default bridge network (CNI on both).
-        for label, p_net, q_net in (("--network none", ["--network", "none"],
-                                     ["--network", "none"]),
-                                    ("default bridge", [], [])) if args.runs else ():
+        modes = {"none": ("--network none", ["--network", "none"], ["--network", "none"]),
+                 "bridge": ("default bridge", [], [])}
+        for label, p_net, q_net in ((modes[m] for m in args.networks.split(","))
+                                    if args.runs else ()):
             p_cmd = pallet + ["run", "--rm", *p_net, "busybox", "true"]
             q_cmd = podman + ["run", "--rm", *q_net, *ULIMITS, "busybox", "true"]
             timed(p_cmd, env)

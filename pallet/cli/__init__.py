@@ -28,6 +28,7 @@ GROUPS = [
     "pallet.cli.update",
     "pallet.cli.container_group",
     "pallet.cli.networks",
+    "pallet.cli.events",
     "pallet.cli.daemon",
 ]
 
@@ -50,6 +51,7 @@ COMMANDS = {
     "import": "pallet.cli.filesystems",
     "history": "pallet.cli.history",
     "network": "pallet.cli.networks",
+    "events": "pallet.cli.events",
     "daemon": "pallet.cli.daemon",
 }
 # Global options that take a value (the word after them is not the command).

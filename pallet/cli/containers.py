@@ -226,6 +226,9 @@ def add_parsers(sub: Any) -> None:
     p = ssub.add_parser("info", help="display system-wide information")
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
     p.set_defaults(func=exit_1_on_error(cmd_info))
+    from pallet.cli.events import add_arguments as add_events_arguments
+
+    add_events_arguments(ssub.add_parser("events", help="get real time events"))
 
     volume = sub.add_parser("volume", help="manage volumes")
     vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")
@@ -1092,9 +1095,39 @@ STATS_COLUMNS = ("ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "NetIO", "Block
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    import time
+    from pallet.engine.stats import StatsSampler
 
     eng = _engine(args)
+    with StatsSampler(eng) as sampler:
+        return _stats_loop(args, eng, sampler)
+
+
+def _stats_row(args: argparse.Namespace, r: Any, ref: str | None,
+               a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, str]:
+    """docker stats' columns of one container from two samples (None: not running)."""
+    b = b or {}
+    cpu = 0.0
+    if a and b and b["t"] > a["t"]:
+        cpu = max(0.0, (b["cpu_ns"] - a["cpu_ns"]) / ((b["t"] - a["t"]) * 1e9) * 100)
+    usage, limit = b.get("memory", 0), b.get("memory_limit", 0)
+    if not limit or limit >= 1 << 62:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    short = r.id if args.no_trunc else r.id[:12]
+    return {"Container": ref or short, "ID": short, "Name": r.name,
+            "CPUPerc": f"{cpu:.2f}%",
+            "MemUsage": f"{_human(usage)} / {_human(limit)}",
+            "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",
+            "NetIO": f"{_human_si(b.get('rx_bytes', 0))} / {_human_si(b.get('tx_bytes', 0))}",
+            "BlockIO": f"{_human_si(b.get('blkio_read', 0))} / "
+                       f"{_human_si(b.get('blkio_write', 0))}",
+            "PIDs": str(b.get("pids", 0))}
+
+
+def _stats_loop(args: argparse.Namespace, eng: Any, sampler: Any) -> int:
+    import time
+
+    from pallet.errors import PalletError
+
     # Without names, the containers come and go between frames, as docker's event stream
     # tells it; here the store's generation does (re-listing only after another process
     # wrote, or when a container listed as running turned out gone).
@@ -1105,20 +1138,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     # {{.Container}} is what the user named the container by (its short id if nothing).
     ref_of = {r.id: ref for r, ref in zip(recs, args.containers, strict=False)}
     stale = False
-
-    from pallet.errors import PalletError
-
-    def sample() -> dict[str, dict[str, Any]]:
-        nonlocal stale
-        out = {}
-        for r in recs:
-            try:
-                out[r.id] = eng.stats(r.id)
-            except PalletError:  # stopped or removed meanwhile: docker shows zeros
-                out[r.id] = {}
-            if not out[r.id] and r.state in ("running", "paused"):
-                stale = True
-        return out
+    # Each frame's CPU % is over the half second since the container's previous sample:
+    # one pass over the containers per frame; one more for those new in this frame.
+    prev: dict[str, dict[str, int] | None] = {}
 
     # Streaming, docker redraws one table in place on a terminal (cursor home, each line
     # ended by erase-to-end-of-line, the rest of the screen erased) and prints table after
@@ -1130,36 +1152,28 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if follow and (stale or eng.store.generation() != generation):
             generation, stale = eng.store.generation(), False
             recs = eng.list(all=args.all)
-        first = sample()
-        t0 = time.monotonic()
+            sampler.retain({r.id for r in recs})
+        elif args.containers:
+            # A named container that was not running may have started (or been removed).
+            for i, r in enumerate(recs):
+                if prev.get(r.id) is None and r.id in prev:
+                    try:
+                        recs[i] = eng.get(r.id)
+                    except PalletError:
+                        pass
+        for r in recs:
+            if prev.get(r.id) is None:
+                prev[r.id] = sampler.sample(r)
         time.sleep(0.5)
-        second = sample()
-        dt = time.monotonic() - t0
+        cur = {r.id: sampler.sample(r) for r in recs}
         rows, objs = [], []
         for r in recs:
-            a, b = first.get(r.id) or {}, second.get(r.id) or {}
-            cpu0 = ((a.get("cpu") or {}).get("usage") or {}).get("total", 0)
-            cpu1 = ((b.get("cpu") or {}).get("usage") or {}).get("total", 0)
-            cpu = max(0.0, (cpu1 - cpu0) / (dt * 1e9) * 100)
-            mem = (b.get("memory") or {}).get("usage") or {}
-            usage, limit = mem.get("usage", 0), mem.get("limit", 0)
-            if not limit or limit >= 1 << 62:
-                limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            blk = (b.get("blkio") or {}).get("ioServiceBytesRecursive") or []
-            rd = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "read")
-            wr = sum(e.get("value", 0) for e in blk if (e.get("op") or "").lower() == "write")
-            pids = (b.get("pids") or {}).get("current", 0)
-            net = b.get("network") or {}
-            short = r.id if args.no_trunc else r.id[:12]
-            row = {"Container": ref_of.get(r.id, short), "ID": short, "Name": r.name,
-                   "CPUPerc": f"{cpu:.2f}%",
-                   "MemUsage": f"{_human(usage)} / {_human(limit)}",
-                   "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",
-                   "NetIO": f"{_human_si(net.get('rx_bytes', 0))} / "
-                            f"{_human_si(net.get('tx_bytes', 0))}",
-                   "BlockIO": f"{_human_si(rd)} / {_human_si(wr)}", "PIDs": str(pids)}
+            if cur[r.id] is None and r.state in ("running", "paused"):
+                stale = True
+            row = _stats_row(args, r, ref_of.get(r.id), prev.get(r.id), cur[r.id])
             objs.append(row)
             rows.append([row[k] for k in STATS_COLUMNS])
+        prev = cur
 
         def table(rows: list[list[str]] = rows) -> None:
             _print_table([STATS_HEADERS[k] for k in STATS_COLUMNS], rows)

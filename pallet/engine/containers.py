@@ -276,6 +276,7 @@ class Engine:
                 config["image_volumes"] = image_volumes
             rec = self.store.update_container(cid, config=config)
             self._mounted.add(cid)
+            container_event(self.root, rec, "create")
             return rec
         except BaseException:
             for fn in reversed(undo):
@@ -550,6 +551,9 @@ class Engine:
             finally:
                 with contextlib.suppress(OSError):
                     os.write(fd, monitor.frame(b"a"))
+            for name in rec.config.get("volume_names") or []:
+                self.volumes.event(name, "mount", container=rec.id)
+            container_event(self.root, rec, "start")
             return self.get(rec.id), fd
         os.close(fd)
         code, _, err = payload.decode(errors="replace").partition("\n")
@@ -567,7 +571,9 @@ class Engine:
         if rec.state not in ("running", "paused"):
             raise FailedPrecondition(f"cannot kill container: {ref}: container "
                                      f"{rec.id} is not running")
-        self.handler(rec.runtime_handler).kill(rec.id, parse_signal(sig))
+        signum = parse_signal(sig)
+        self.handler(rec.runtime_handler).kill(rec.id, signum)
+        container_event(self.root, rec, "kill", signal=int(signum))
         return rec
 
     def stop(self, ref: str, timeout: float | None = None) -> ContainerRecord:
@@ -588,13 +594,16 @@ class Engine:
         if rec.state != "restarting":
             with contextlib.suppress(PalletError, ProcessLookupError):
                 h.kill(rec.id, sig)
+                container_event(self.root, rec, "kill", signal=int(sig))
         if not _wait_pid_exit(mon, timeout):
             with contextlib.suppress(PalletError, ProcessLookupError):
                 h.kill(rec.id, signal.SIGKILL, all=True)
+                container_event(self.root, rec, "kill", signal=int(signal.SIGKILL))
         with contextlib.suppress(ProcessLookupError):
             os.kill(mon, signal.SIGCHLD)  # wakes a monitor waiting to restart
         if not _wait_pid_exit(mon, 30):
             raise SystemFailure(f"container {rec.id[:12]}: monitor {mon} did not exit")
+        container_event(self.root, rec, "stop")
         return self.get(rec.id)
 
     def restart(self, ref: str, timeout: float | None = None) -> ContainerRecord:
@@ -602,6 +611,7 @@ class Engine:
         rec, fd = self.start(rec.id)
         if fd >= 0:
             os.close(fd)
+        container_event(self.root, rec, "restart")
         return rec
 
     def wait(self, ref: str) -> int:
@@ -636,6 +646,8 @@ class Engine:
             s.close()
             return -1
         s.sendall(monitor.frame(b"h", streams.encode()))
+        if streams:  # `wait` subscribes to nothing: not an attach
+            container_event(self.root, rec, "attach")
         return s.detach()
 
     # -- remove --------------------------------------------------------------------------
@@ -678,8 +690,12 @@ class Engine:
         self._release_mounts(rec, final=True)
         shutil.rmtree(cdir, ignore_errors=True)
         shutil.rmtree(self.run_dir(rec.id), ignore_errors=True)
-        with contextlib.suppress(NotFound):
+        try:
             self.store.remove_container(rec.id)
+        except NotFound:
+            pass  # the monitor (auto-remove) or another rm got here first: reported there
+        else:
+            container_event(self.root, rec, "destroy")
         if volumes is None:
             volumes = bool(rec.config.get("auto_remove"))
         if volumes:
@@ -727,6 +743,7 @@ class Engine:
         if rec.state != "running":
             raise FailedPrecondition(f"container {rec.id} is not running")
         self.handler(rec.runtime_handler).pause(rec.id)
+        container_event(self.root, rec, "pause")
         return self.store.update_container(rec.id, state="paused")
 
     def unpause(self, ref: str) -> ContainerRecord:
@@ -734,6 +751,7 @@ class Engine:
         if rec.state != "paused":
             raise FailedPrecondition(f"container {rec.id} is not paused")
         self.handler(rec.runtime_handler).resume(rec.id)
+        container_event(self.root, rec, "unpause")
         return self.store.update_container(rec.id, state="running")
 
     def rename(self, ref: str, new_name: str) -> ContainerRecord:
@@ -743,6 +761,7 @@ class Engine:
                                   f"name: {new_name}")
         new = self.store.update_container(rec.id, name=new_name)
         self._rename_endpoints(new, rec.name)
+        container_event(self.root, new, "rename", oldName=f"/{rec.name}")
         return new
 
     def _rename_endpoints(self, rec: ContainerRecord, old: str) -> None:
@@ -840,11 +859,16 @@ class Engine:
             raise FailedPrecondition(f"container {rec.id} is not running")
         proc = self.exec_process(rec, argv, tty=tty, env=env, workdir=workdir, user=user)
         self.close()
+        exec_id = new_id()
+        shown = " ".join(argv)
+        container_event(self.root, rec, f"exec_create: {shown}", execID=exec_id)
         try:
-            return self.handler(rec.runtime_handler).exec(rec.id, proc, stdio=stdio,
-                                                         console_socket=console_socket)
+            pid = self.handler(rec.runtime_handler).exec(rec.id, proc, stdio=stdio,
+                                                        console_socket=console_socket)
         except PalletError as e:
             raise ContainerStartError(str(e), _start_error_code(str(e), exec=True)) from None
+        container_event(self.root, rec, f"exec_start: {shown}", execID=exec_id)
+        return pid
 
     # -- copy --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -1231,6 +1255,15 @@ class Engine:
         }
 
 
+# -- the events journal --------------------------------------------------------------------------
+def container_event(root: str, rec: ContainerRecord, action: str, **attrs: Any) -> None:
+    """docker's container event: attributes image, name, the container's labels, and ATTRS."""
+    from pallet.events import emit
+
+    emit(root, "container", action, rec.id,
+         {**rec.labels, "image": rec.image_ref or rec.image_id, "name": rec.name, **attrs})
+
+
 # -- the monitor's helpers run these (in a child of the monitor) ------------------------------
 def monitor_op(op: str, cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
     """What a monitor's helper asks of the engine (in a fork server's worker, or itself)."""
@@ -1245,11 +1278,13 @@ def monitor_started(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
     """A monitor restarted its container: record it running again."""
     store = Store(cfg["root"])
     try:
-        store.update_container(cfg["id"], state="running", pid=int(arg["pid"]),
-                               started_at=now_ns(), exit_code=None,
-                               restart_count=int(arg.get("restart_count", 0)))
+        rec = store.update_container(cfg["id"], state="running", pid=int(arg["pid"]),
+                                     started_at=now_ns(), exit_code=None,
+                                     restart_count=int(arg.get("restart_count", 0)))
     except NotFound:
         pass  # removed meanwhile
+    else:
+        container_event(cfg["root"], rec, "start")
     finally:
         store.close()
     return {}
@@ -1265,6 +1300,14 @@ def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
         except NotFound:
             return {"restart": False}  # removed meanwhile (rm -f)
         restart = bool(arg.get("restart"))
+        # Read before delete removes the cgroup; only after a SIGKILL (as the OOM killer's)
+        # for the event, so that an ordinary exit does not pay for the read.
+        oom = arg["exit_code"] == 128 + signal.SIGKILL and oom_killed(eng.ctr_dir(rec.id),
+                                                                       rec.id)
+        if not arg.get("error"):
+            if oom:
+                container_event(eng.root, rec, "oom")
+            container_event(eng.root, rec, "die", exitCode=arg["exit_code"])
         if arg.get("error"):
             changes: dict[str, Any] = {"state": "created", "exit_code": arg["exit_code"],
                                        "pid": 0}
@@ -1280,7 +1323,7 @@ def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
         if rec.config.get("auto_remove"):
             eng.destroy(rec, volumes=True)
             return {"restart": False}
-        if oom_killed(eng.ctr_dir(rec.id), rec.id):  # read before delete removes the cgroup
+        if oom or oom_killed(eng.ctr_dir(rec.id), rec.id):
             changes["config"] = {**rec.config, "oom_killed": True}
         eng.release_after_exit(rec)
         eng.store.update_container(rec.id, **changes)
@@ -1515,18 +1558,13 @@ def _inspect_host_config(hc: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
 
 def net_dev_counters(pid: int) -> dict[str, int]:
     """Bytes received and sent on the interfaces (lo aside) of PID's network namespace."""
-    rx = tx = 0
+    from pallet.engine.stats import parse_net_dev
+
     try:
         with open(f"/proc/{pid}/net/dev") as f:
-            lines = f.read().splitlines()[2:]
+            rx, tx = parse_net_dev(f.read())
     except OSError:
         return {"rx_bytes": 0, "tx_bytes": 0}
-    for line in lines:
-        name, _, data = line.partition(":")
-        fields = data.split()
-        if name.strip() != "lo" and len(fields) >= 9:
-            rx += int(fields[0])
-            tx += int(fields[8])
     return {"rx_bytes": rx, "tx_bytes": tx}
 
 

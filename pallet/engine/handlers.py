@@ -45,6 +45,7 @@ class RuntimeHandler(Protocol):
     def resume(self, cid: str) -> None: ...
     def ps(self, cid: str) -> list[int]: ...
     def stats(self, cid: str) -> dict[str, Any]: ...
+    def open_usage(self, cid: str) -> Any: ...
     def update(self, cid: str, resources: dict[str, Any]) -> None: ...
 
 
@@ -90,6 +91,11 @@ class InProcessHandler:
 
     def stats(self, cid: str) -> dict[str, Any]:
         return self.rt.stats(cid)
+
+    def open_usage(self, cid: str) -> Any:
+        """A pallet.oci.cgroups.usage.UsageReader the caller closes: docker stats' numbers
+        from files held open."""
+        return self.rt.open_usage(cid)
 
     def update(self, cid: str, resources: dict[str, Any]) -> None:
         self.rt.update(cid, resources)
@@ -187,6 +193,10 @@ class BinaryHandler:
 
     def ps(self, cid: str) -> list[int]:
         return list(json.loads(self._run("ps", "--format", "json", cid) or b"[]") or [])
+
+    def open_usage(self, cid: str) -> Any:
+        """None: where another runtime put the cgroup is its business; stats() asks it."""
+        return None
 
     def stats(self, cid: str) -> dict[str, Any]:
         out = json.loads(self._run("events", "--stats", cid))

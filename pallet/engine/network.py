@@ -3,6 +3,7 @@ attach/detach/check of network namespaces to them through the real CNI plugins."
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -1118,7 +1119,7 @@ class Networks:
                     "ipv6": ipv6, "ipv4": ipv4, "user_subnets": bool(subnets)}
             first = ipam[0]
             conflist = self._conflist(name, bridge, first["subnet"], first["gateway"], opts, ipam)
-            return self.store.add_network(
+            made = self.store.add_network(
                 NetworkRecord(
                     rid,
                     name,
@@ -1129,6 +1130,15 @@ class Networks:
                     config={"conflist": conflist, "options": opts, "ipam": ipam},
                 )
             )
+        self._event(made, "create")
+        return made
+
+    def _event(self, rec: NetworkRecord, action: str, **attrs: str) -> None:
+        """docker's network event (name, type and ATTRS) in the root's events journal."""
+        from pallet.events import emit
+
+        emit(self.root, "network", action, rec.id,
+             {**rec.labels, "name": rec.name, "type": rec.driver or "bridge", **attrs})
 
     def _used_ranges(
         self, existing: Sequence[NetworkRecord]
@@ -1201,6 +1211,7 @@ class Networks:
             )
         self.store.remove_network(rec.id)
         self._remove_host_state(rec)
+        self._event(rec, "destroy")
         return rec
 
     def _remove_host_state(self, rec: NetworkRecord) -> None:
@@ -1388,6 +1399,7 @@ class Networks:
         found = self.attachment(container_id, rec.name, ifname)
         if found is None:  # only if someone removed the record in between
             raise SystemFailure(f"attachment of {container_id[:12]} to {rec.name} vanished")
+        self._event(rec, "connect", container=container_id)
         return found
 
     def _exempt_loopback6(self, container_id: str, network: str, ifname: str,
@@ -1463,6 +1475,9 @@ class Networks:
             teardown_ipmasq(entry)
         if entry:
             unexempt_loopback6(entry)
+        if entry is not None:
+            with contextlib.suppress(NotFound):
+                self._event(self.get(network), "disconnect", container=container_id)
 
     def detach_all(self, container_id: str, netns_path: str = "") -> None:
         """Detach CONTAINER_ID from every network it is recorded on; the first error

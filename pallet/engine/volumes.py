@@ -79,6 +79,7 @@ class Volumes:
 
     def __init__(self, store: Store, root: str):
         self.store = store
+        self.root = root
         self.dir = os.path.join(root, "volumes")
 
     def path(self, name: str) -> str:
@@ -104,10 +105,18 @@ class Volumes:
         data = self.path(name)
         os.makedirs(data, mode=0o755, exist_ok=True)
         try:
-            return self.store.add_volume(VolumeRecord(name=name, mountpoint=data, labels=labels))
+            rec = self.store.add_volume(VolumeRecord(name=name, mountpoint=data, labels=labels))
         except Exception:
             shutil.rmtree(os.path.dirname(data), ignore_errors=True)
             raise
+        self.event(name, "create")
+        return rec
+
+    def event(self, name: str, action: str, **attrs: str) -> None:
+        """docker's volume event (driver and ATTRS) in the root's events journal."""
+        from pallet.events import emit
+
+        emit(self.root, "volume", action, name, {"driver": "local", **attrs})
 
     def get(self, name: str) -> VolumeRecord:
         try:
@@ -131,6 +140,7 @@ class Volumes:
                                      f"[{', '.join(used)}]")
         self.store.remove_volume(rec.name)
         shutil.rmtree(os.path.join(self.dir, rec.name), ignore_errors=True)
+        self.event(rec.name, "destroy")
 
     def prune(self, all: bool = True) -> list[str]:
         removed = []

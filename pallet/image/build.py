@@ -142,9 +142,11 @@ def import_tar(store: ImageStore, src: IO[bytes], label: str, name: str | None =
                               "config": apply_changes({}, changes or [])}
     if plat.variant:
         config["variant"] = plat.variant
-    return create_image(store, None, lambda out: _copy_tar(src, out, label), config,
-                        {"created": created, "created_by": "", "comment": comment}, name,
-                        what=f"import of {label}")
+    image = create_image(store, None, lambda out: _copy_tar(src, out, label), config,
+                         {"created": created, "created_by": "", "comment": comment}, name,
+                         what=f"import of {label}")
+    store.event("import", image.id, image.id)
+    return image
 
 
 def _copy_tar(src: IO[bytes], out: IO[bytes], label: str) -> None:

@@ -221,7 +221,15 @@ class ImageStore:
         if target.digest:
             raise InvalidArgument(f"cannot tag with a digest reference {dst!r}")
         self._set_name(str(target), entry)
-        return self.get(str(target))
+        image = self.get(str(target))
+        self.event("tag", image.id, target.familiar())
+        return image
+
+    def event(self, action: str, actor_id: str, name: str) -> None:
+        """docker's image event in the events journal (pallet.events) of this root."""
+        from pallet.events import emit
+
+        emit(str(self.root), "image", action, actor_id, {"name": name})
 
     def remove(self, ref_or_id: str, force: bool = False, collect: bool = True) -> list[str]:
         """Untag a name, or delete an image by id; returns docker-style `Untagged:`/`Deleted:`
@@ -244,8 +252,11 @@ class ImageStore:
                 if not (e["digest"] == image.manifest_digest and _name(e) in targets)
             ]
             still = any(e["digest"] == image.manifest_digest for e in index["manifests"])
+        for _ in (n for n in targets if n):
+            self.event("untag", image.id, image.id)
         if not still:
             out.append(f"Deleted: {image.id}")
+            self.event("delete", image.id, image.id)
             if collect:
                 self.garbage_collect(blocking=False)
         return out
@@ -316,6 +327,13 @@ class ImageStore:
     def pull(self, ref: str, platform: str | mf.Platform | None = None,
              progress: Progress | None = None) -> Image:
         """Fetch an image (verified), unpack its layers into snapshots and name it."""
+        image = self._pull(ref, platform, progress)
+        what = parse_reference(ref).familiar()
+        self.event("pull", what, what)
+        return image
+
+    def _pull(self, ref: str, platform: str | mf.Platform | None,
+              progress: Progress | None) -> Image:
         from pallet.image.registry import (
             RegistryClient,
             RegistryDenied,
@@ -464,6 +482,7 @@ class ImageStore:
                     f.result()
             client.put_manifest(target.path, target.tag or target.object, man_bytes,
                                 image.manifest_media_type, what)
+        self.event("push", what, what)
         return image.manifest_digest
 
     # -- rootfs --------------------------------------------------------------
@@ -550,13 +569,19 @@ class ImageStore:
     def load(self, tar_path: str | os.PathLike[str]) -> list[Image]:
         from pallet.image import archive
 
-        return archive.load(self, Path(tar_path))
+        images = archive.load(self, Path(tar_path))
+        for image in images:
+            self.event("load", image.id, image.id)
+        return images
 
     def save(self, refs: list[str], tar_path: str | os.PathLike[str],
              format: str = "docker-archive") -> None:
         from pallet.image import archive
 
         archive.save(self, refs, Path(tar_path), format)
+        for ref in refs:
+            image = self.get(ref)
+            self.event("save", image.id, image.id)
 
     def register(self, name: str | None, manifest_digest: str) -> Image:
         """Name a manifest already in the content store (used by import/load)."""

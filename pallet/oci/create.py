@@ -270,6 +270,14 @@ class Runtime:
         st = self.load(container_id)
         return _cgroup(st.cgroups_path, st.id).stats()
 
+    def open_usage(self, container_id: str):  # noqa: ANN201 - cgroups.usage is imported lazily
+        """docker stats' usage files of the container's cgroup, held open (a UsageReader,
+        which the caller closes); CgroupGone if the cgroup no longer exists."""
+        from pallet.oci.cgroups.usage import UsageReader
+
+        st = self.load(container_id)
+        return UsageReader(_cgroup(st.cgroups_path, st.id).usage_sources())
+
     def update(self, container_id: str, resources: dict[str, Any]) -> None:
         sd = StateDir(self.root, container_id)
         st = sd.load()

@@ -1,6 +1,7 @@
 """The cgroups library of pallet's OCI runtime (cgroupfs driver): v1, v2 and hybrid behind one interface.
 
-open_cgroup() reads /proc/self/mountinfo to pick the backend; backends are imported only when chosen.
+open_cgroup() reads /proc/self/mountinfo to pick the backend (once per process: a host's
+cgroup mounts do not move under a running command); backends are imported only when chosen.
 """
 
 from pallet.oci.cgroups.base import Cgroup
@@ -24,14 +25,31 @@ def _read(path: str) -> str:
         raise CgroupError(f"cannot read {path}: {e.strerror}") from None
 
 
+# Parsed once per process (not functools.cache: pallet-runc does not import functools).
+_LAYOUTS: dict[str, Layout] = {}
+_ROOT_CONTROLLERS: dict[str, frozenset[str]] = {}
+
+
 def detect_layout(mountinfo_path: str = "/proc/self/mountinfo") -> Layout:
-    """This host's cgroup hierarchies, as found in mountinfo."""
+    """This host's cgroup hierarchies, as found in mountinfo (parsed on the first call)."""
+    layout = _LAYOUTS.get(mountinfo_path)
+    if layout is not None:
+        return layout
     layout = detect(_read(mountinfo_path))
     if layout.mode == "none":
         raise CgroupError(
             f"no cgroup or cgroup2 filesystem is mounted (looked in {mountinfo_path})"
         )
+    _LAYOUTS[mountinfo_path] = layout
     return layout
+
+
+def _root_controllers(mountpoint: str) -> frozenset[str]:
+    found = _ROOT_CONTROLLERS.get(mountpoint)
+    if found is None:
+        found = frozenset(_read(f"{mountpoint}/cgroup.controllers").split())
+        _ROOT_CONTROLLERS[mountpoint] = found
+    return found
 
 
 def open_cgroup(
@@ -58,8 +76,7 @@ def open_cgroup(
     from pallet.oci.cgroups.v2 import V2Cgroup
 
     m = layout.unified
-    root_controllers = _read(f"{m.mountpoint}/cgroup.controllers").split()
-    v2 = V2Cgroup(cgroup_dir(m, path, own.get("")), m.mountpoint, frozenset(root_controllers))
+    v2 = V2Cgroup(cgroup_dir(m, path, own.get("")), m.mountpoint, _root_controllers(m.mountpoint))
     if v1 is None:
         return v2
     from pallet.oci.cgroups.hybrid import HybridCgroup

@@ -57,6 +57,11 @@ class Cgroup:
         """Usage numbers shaped like the "data" of runc `events --stats`."""
         raise NotImplementedError
 
+    def usage_sources(self) -> list[tuple[str, str, str]]:
+        """The files behind docker stats' columns: (field(s), path, parser) for
+        pallet.oci.cgroups.usage.UsageReader, which keeps them open between samples."""
+        raise NotImplementedError
+
     def _procs_dir(self) -> str:
         """The directory whose cgroup.procs lists the container's processes."""
         raise NotImplementedError

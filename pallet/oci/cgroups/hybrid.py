@@ -83,6 +83,14 @@ class HybridCgroup(Cgroup):
     def is_frozen(self) -> bool:
         return (self.v1 if self.v1.has("freezer") else self.v2).is_frozen()
 
+    def usage_sources(self) -> list[tuple[str, str, str]]:
+        # As stats(): CPU from v1 always; memory, pids and I/O from whichever side has them.
+        out = self.v1.usage_sources()
+        have = {f for field, _, _ in out for f in field.split(",")}
+        out += [s for s in self.v2.usage_sources()
+                if s[0] != "cpu_ns" and not have.intersection(s[0].split(","))]
+        return out
+
     def stats(self) -> dict:
         out = self.v1.stats()
         if self._v2_only("hugetlb"):

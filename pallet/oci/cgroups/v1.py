@@ -321,6 +321,21 @@ class V1Cgroup(Cgroup):
             }
         return out
 
+    def usage_sources(self) -> list[tuple[str, str, str]]:
+        d, out = self._dirs, []
+        if "cpuacct" in d:
+            out.append(("cpu_ns", os.path.join(d["cpuacct"], "cpuacct.usage"), "int"))
+        if "memory" in d:
+            out.append(("memory", os.path.join(d["memory"], "memory.usage_in_bytes"), "int"))
+            out.append(("memory_limit", os.path.join(d["memory"], "memory.limit_in_bytes"),
+                        "int"))
+        if "blkio" in d:
+            name = f"{_blkio_prefix(d['blkio'])}io_service_bytes_recursive"
+            out.append(("blkio_read,blkio_write", os.path.join(d["blkio"], name), "v1_blkio"))
+        if "pids" in d:
+            out.append(("pids", os.path.join(d["pids"], "pids.current"), "int"))
+        return out
+
     def _cpu_stats(self) -> dict:
         usage: dict = {
             "total": 0,
@@ -422,11 +437,16 @@ def _blkio_entries(text: str | None) -> list[dict]:
     return out
 
 
-def _blkio_stats(d: str) -> dict:
+def _blkio_prefix(d: str) -> str:
     # CFQ files first, then BFQ, then the throttle layer (the only one on this kind of host).
     for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):
         if os.path.exists(os.path.join(d, f"{prefix}io_service_bytes_recursive")):
-            break
+            return prefix
+    return "blkio.throttle."
+
+
+def _blkio_stats(d: str) -> dict:
+    prefix = _blkio_prefix(d)
     out = {
         "ioServiceBytesRecursive": _blkio_entries(
             files.read_optional(d, f"{prefix}io_service_bytes_recursive")

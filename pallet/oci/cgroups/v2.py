@@ -309,6 +309,18 @@ class V2Cgroup(Cgroup):
             }
         return out
 
+    def usage_sources(self) -> list[tuple[str, str, str]]:
+        d = self.dir
+        out = [("cpu_ns", os.path.join(d, "cpu.stat"), "usec_total")]
+        if "memory" in self.controllers:
+            out.append(("memory", os.path.join(d, "memory.current"), "int"))
+            out.append(("memory_limit", os.path.join(d, "memory.max"), "int"))
+        if "io" in self.controllers:
+            out.append(("blkio_read,blkio_write", os.path.join(d, "io.stat"), "io_stat"))
+        if "pids" in self.controllers:
+            out.append(("pids", os.path.join(d, "pids.current"), "int"))
+        return out
+
     def hugetlb_stats(self) -> dict:
         out = {}
         for size in convert.hugepage_sizes():

@@ -29,6 +29,7 @@ GROUPS = [
     "pallet.cli.container_group",
     "pallet.cli.networks",
     "pallet.cli.events",
+    "pallet.cli.compose",
     "pallet.cli.daemon",
 ]
 
@@ -52,6 +53,7 @@ COMMANDS = {
     "history": "pallet.cli.history",
     "network": "pallet.cli.networks",
     "events": "pallet.cli.events",
+    "compose": "pallet.cli.compose",
     "daemon": "pallet.cli.daemon",
 }
 # Global options that take a value (the word after them is not the command).
@@ -59,7 +61,7 @@ _VALUE_OPTIONS = ("--root",)
 
 # The commands the zygote serves: the allow-list it checks each request against.
 ZYGOTE_COMMANDS = frozenset((*_CONTAINER_COMMANDS, *_FILESYSTEM_COMMANDS, "update",
-                             "container"))
+                             "container", "compose"))
 # Imported by the zygote before it serves, so that its workers (and the monitors it forks)
 # start warm: what `run`, `exec`, `ps`, `stop` and `rm` import, found with -X importtime.
 ZYGOTE_PRELOAD = (

@@ -57,6 +57,10 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
     a("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33) on an IPv6 network")
+    a("--network-alias", action="append", default=[], help="add network-scoped alias for "
+      "the container")
+    a("--add-host", action="append", default=[], help="add a custom host-to-IP mapping "
+      "(host:ip)")
     a("--restart", default="no", help="restart policy (no, on-failure[:N], always)")
     a("-m", "--memory", default=None, help="memory limit")
     a("--memory-swap", default=None, help="swap limit equal to memory plus swap: -1 unlimited")
@@ -284,18 +288,10 @@ def parse_swap(value: str) -> int:
 def parse_size(value: str, what: str) -> int:
     """docker's RAMInBytes: 512m, 1g, 100k, 1024 (binary units)."""
     from pallet.errors import InvalidArgument
+    from pallet.units import ram_in_bytes
 
-    v = value.strip().lower()
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    num = v.rstrip("bkmgti")
-    unit = v[len(num):].rstrip("ib") or "b"
     try:
-        if unit not in units:
-            raise ValueError
-        n = float(num)
-        if n < 0:
-            raise ValueError
-        return int(n * units[unit])
+        return ram_in_bytes(value)
     except ValueError:
         raise InvalidArgument(f"invalid argument {value!r} for {what}: invalid size: "
                               f"{value!r}; use a number with an optional unit b, k, m or g"
@@ -363,7 +359,8 @@ def _request(args: argparse.Namespace) -> Any:
     req = CreateRequest(image=args.image, options=opts, name=args.name, network=args.network,
                         ports=args.publish, volumes=args.volume, tmpfs=args.tmpfs,
                         restart=args.restart, auto_remove=args.rm, runtime=args.runtime,
-                        pull=args.pull, platform=args.platform, ip=args.ip, ip6=args.ip6)
+                        pull=args.pull, platform=args.platform, ip=args.ip, ip6=args.ip6,
+                        aliases=args.network_alias, extra_hosts=args.add_host)
     for o in args.log_opt:
         k, _, v = o.partition("=")
         if k == "max-size":
@@ -395,7 +392,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pallet.engine.containers import ContainerStartError
     from pallet.errors import InvalidArgument
 
     if args.detach and args.rm and args.restart not in ("no", ""):
@@ -403,31 +399,41 @@ def _run(args: argparse.Namespace) -> int:
     eng = _engine(args)
     req = _request(args)
     rec = eng.create(req)
-    tty = args.tty and not args.detach
-    streams = "" if args.detach else ("stdin," if args.interactive else "") + "stdout,stderr"
+    return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
+                         tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm)
+
+
+def start_created(eng: Engine, rec: ContainerRecord, *, detach: bool, interactive: bool,
+                  tty: bool, sig_proxy: bool, remove: bool, shown: str = "") -> int:
+    """`run` after the create: start REC, detached (print SHOWN, else its id) or attached
+    until it exits (its code); a failed start removes it if REMOVE. (compose run too.)"""
+    from pallet.engine.containers import ContainerStartError
+
+    tty = tty and not detach
+    streams = "" if detach else ("stdin," if interactive else "") + "stdout,stderr"
     size = _term_size() if tty else None
     # docker proxies from the moment the container exists (a tty too: there ctrl-C is a
     # byte for the container, so only a kill reaches us); what comes before it starts waits.
-    proxy = _SignalProxy(eng, rec) if args.sig_proxy and not args.detach else None
+    proxy = _SignalProxy(eng, rec) if sig_proxy and not detach else None
     try:
-        rec, fd = eng.start(rec.id, streams=streams, stdin_once=args.interactive,
+        rec, fd = eng.start(rec.id, streams=streams, stdin_once=interactive,
                             console_size=size)
     except ContainerStartError as e:
-        _cleanup_failed(eng, rec, args.rm)
+        _cleanup_failed(eng, rec, remove)
         return _fail(f"failed to start container {rec.id[:12]}: {e}", e.exit_code)
     except BaseException:
-        _cleanup_failed(eng, rec, args.rm)
+        _cleanup_failed(eng, rec, remove)
         raise
-    if args.detach:
+    if detach:
         if fd >= 0:
             os.close(fd)
-        print(rec.id)
+        print(shown or rec.id)
         return 0
     if proxy is not None:
         proxy.started()
     if fd < 0:  # exited before we could attach: its output is in the log
-        return _replay_and_code(eng, rec.id, args.rm)
-    code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy)
+        return _replay_and_code(eng, rec.id, remove)
+    code = _attach_loop(fd, eng, rec, stdin=interactive, tty=tty, proxy=proxy)
     if code is None:
         return 0
     return code

@@ -81,6 +81,8 @@ class CreateRequest:
     ports: list[str] = field(default_factory=list)      # -p specs
     ip: str = ""                 # --ip, --ip6: static addresses on the network
     ip6: str = ""
+    aliases: list[str] = field(default_factory=list)    # --network-alias: on its network
+    extra_hosts: list[str] = field(default_factory=list)  # --add-host HOST:IP
     volumes: list[str] = field(default_factory=list)    # -v specs
     tmpfs: list[str] = field(default_factory=list)
     restart: str = "no"
@@ -207,6 +209,10 @@ class Engine:
         static_ips = [i for i in (req.ip, req.ip6) if i]
         if static_ips:
             _check_static_ips(self, network, req.ip, req.ip6)
+        if req.aliases and network in (*NETWORK_MODES, "bridge", "default"):
+            raise InvalidArgument("network-scoped aliases are only supported for "
+                                  "user-defined networks")
+        extra_hosts = [parse_extra_host(h) for h in req.extra_hosts]
         from pallet.engine.volumes import parse_tmpfs, parse_volume
 
         vol_specs = [parse_volume(v) for v in req.volumes]
@@ -248,7 +254,7 @@ class Engine:
             volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
             opts.mounts.extend(tmpfs)
             self._network_options(opts, network, cid)
-            self._etc_files(opts, cdir, network)
+            self._etc_files(opts, cdir, network, extra_hosts)
             if opts.init and not opts.init_path:
                 opts.init_path = find_init()
             if opts.privileged:
@@ -262,7 +268,8 @@ class Engine:
                 f.write(json.dumps(spec))
             config = {"image": req.image, "image_config": image.config.raw.get("config") or {},
                       "network": network, "ports": ports, "auto_remove": req.auto_remove,
-                      "ips": static_ips,
+                      "ips": static_ips, "aliases": list(req.aliases),
+                      "extra_hosts": extra_hosts,
                       "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
                       "anonymous_volumes": anonymous, "stop_signal": opts.stop_signal,
                       "hostname": spec.get("hostname", ""), "cmd": opts.command,
@@ -390,7 +397,8 @@ class Engine:
             # The netns is made at start (it must outlive the container's init).
             opts.namespaces["network"] = os.path.join(self.run_dir(cid), "netns")
 
-    def _etc_files(self, opts: ContainerOptions, cdir: str, network: str) -> None:
+    def _etc_files(self, opts: ContainerOptions, cdir: str, network: str,
+                   extra_hosts: list[tuple[str, str]]) -> None:
         """hostname, hosts and resolv.conf of the container, bind-mounted over /etc."""
         from pallet.engine.specgen import Mount
 
@@ -400,6 +408,7 @@ class Engine:
             with contextlib.suppress(OSError), open("/etc/hosts") as f:
                 hosts = f.read()
         else:
+            hosts += "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts)
             hosts += f"127.0.1.1\t{hostname}\n" if network == "none" else ""
         resolv = _host_resolv_conf(network == "host")
         files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
@@ -1413,7 +1422,23 @@ def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
         return [dict(n) for n in config["networks"]]
     mode = config.get("network") or "none"
     return [] if mode in NETWORK_MODES else [
-        {"name": mode, "ifname": "eth0", "aliases": [], "ips": list(config.get("ips") or [])}]
+        {"name": mode, "ifname": "eth0", "aliases": list(config.get("aliases") or []),
+         "ips": list(config.get("ips") or [])}]
+
+
+def parse_extra_host(spec: str) -> tuple[str, str]:
+    """--add-host HOST:IP (or HOST=IP; an IPv6 address may be in brackets)."""
+    import ipaddress
+
+    host, sep, ip = spec.partition("=") if "=" in spec else spec.partition(":")
+    ip = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise InvalidArgument(f"invalid argument {spec!r} for --add-host: use HOST:IP") from None
+    if not sep or not host:
+        raise InvalidArgument(f"invalid argument {spec!r} for --add-host: use HOST:IP")
+    return host, ip
 
 
 def cni_network(name: str) -> str:
@@ -1493,6 +1518,9 @@ def _refresh_hosts(engine: Engine, nets: Any, net: str, also: tuple[str, ...] = 
             continue  # not a pallet CLI container (a CRI pod keeps its own files)
         mine = {a.network for a in every if a.container_id == cid}
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        with contextlib.suppress(NotFound):
+            extra = engine.store.get_container(cid).config.get("extra_hosts") or []
+            lines += [f"{ip}\t{host}" for host, ip in extra]
         seen = set()
         for a in every:
             if a.network not in mine or not a.aliases:

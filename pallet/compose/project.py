@@ -1,0 +1,485 @@
+"""A compose Project acted out through the engine: its networks, volumes and containers
+(named PROJECT-SERVICE-N, with docker compose's labels), up in dependency order with the
+config hash deciding what is recreated, and down. Never prints: PROGRESS(kind, name,
+state) reports each step, as docker compose's plain progress lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pallet.compose.model import (
+    DEPENDS_LABEL,
+    FILES_LABEL,
+    HASH_LABEL,
+    NETWORK_LABEL,
+    NUMBER_LABEL,
+    ONEOFF_LABEL,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    VERSION,
+    VERSION_LABEL,
+    VOLUME_LABEL,
+    WORKDIR_LABEL,
+    ComposeFileError,
+    Project,
+)
+from pallet.errors import FailedPrecondition, NotFound, PalletError
+
+if TYPE_CHECKING:
+    from pallet.engine.containers import CreateRequest, Engine
+    from pallet.engine.store import ContainerRecord
+
+Progress = Callable[[str, str, str], None]
+
+
+def _quiet(kind: str, name: str, state: str) -> None:
+    pass
+
+
+# -- what exists ------------------------------------------------------------------------------
+def containers(eng: Engine, project: str, services: Iterable[str] = (), *, all: bool = True,
+               oneoff: bool | None = False) -> list[ContainerRecord]:
+    """The project's containers (of SERVICES), by service then number; ONEOFF: `run`'s only
+    (True), the others (False) or both (None)."""
+    from pallet.engine.store import ContainerFilter
+
+    recs = eng.list(all=all, filters=ContainerFilter(labels={PROJECT_LABEL: project}))
+    wanted = set(services)
+    recs = [r for r in recs if (not wanted or r.labels.get(SERVICE_LABEL) in wanted)
+            and (oneoff is None or (r.labels.get(ONEOFF_LABEL) == "True") == oneoff)]
+    return sorted(recs, key=lambda r: (r.labels.get(SERVICE_LABEL, ""),
+                                       int(r.labels.get(NUMBER_LABEL) or 0), r.name))
+
+
+def projects(eng: Engine) -> dict[str, list[ContainerRecord]]:
+    """Every project with containers under this root (`compose ls`)."""
+    from pallet.engine.store import ContainerFilter
+
+    out: dict[str, list[ContainerRecord]] = {}
+    for r in eng.list(all=True, filters=ContainerFilter(labels={PROJECT_LABEL: None})):
+        out.setdefault(r.labels[PROJECT_LABEL], []).append(r)
+    return out
+
+
+def container_name(project: Project, service: str, number: int) -> str:
+    return project.services[service].get("container_name") or \
+        f"{project.name}-{service}-{number}"
+
+
+# -- translation to the engine's request (pure) ---------------------------------------------------
+def create_request(project: Project, service: str, number: int, *, name: str = "",
+                   oneoff: bool = False, command: list[str] | None = None,
+                   entrypoint: list[str] | None = None, environment: dict[str, str] | None = None,
+                   auto_remove: bool = False, publish: bool = True, tty: bool | None = None,
+                   stdin: bool | None = None, user: str = "", workdir: str = "") -> CreateRequest:
+    """The engine's CreateRequest for container NUMBER of SERVICE (`run`: ONEOFF with its
+    overrides)."""
+    from pallet.engine.containers import CreateRequest
+    from pallet.engine.specgen import ContainerOptions, parse_ulimit
+
+    svc = project.services[service]
+    env = {**(svc.get("environment") or {}), **(environment or {})}
+    labels = {**(svc.get("labels") or {}),
+              PROJECT_LABEL: project.name, SERVICE_LABEL: service,
+              NUMBER_LABEL: str(number), ONEOFF_LABEL: "True" if oneoff else "False",
+              HASH_LABEL: project.config_hash(service),
+              WORKDIR_LABEL: project.working_dir,
+              FILES_LABEL: ",".join(project.config_files),
+              DEPENDS_LABEL: ",".join(f"{d}:{c['condition']}:{str(c['required']).lower()}"
+                                      for d, c in sorted((svc.get("depends_on") or {}).items())),
+              VERSION_LABEL: VERSION}
+    limits = ((svc.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+    opts = ContainerOptions(
+        command=list(command if command is not None else svc.get("command") or []),
+        env=[f"{k}={v}" for k, v in env.items() if v is not None],
+        workdir=workdir or svc.get("working_dir", ""), user=user or svc.get("user", ""),
+        group_add=list(svc.get("group_add") or []),
+        hostname=svc.get("hostname", "") if not oneoff else "",
+        tty=svc.get("tty", False) if tty is None else tty,
+        stdin=svc.get("stdin_open", False) if stdin is None else stdin,
+        read_only=svc.get("read_only", False), privileged=svc.get("privileged", False),
+        cap_add=list(svc.get("cap_add") or []), cap_drop=list(svc.get("cap_drop") or []),
+        security_opt=list(svc.get("security_opt") or []), labels=labels,
+        init=svc.get("init", False), stop_signal=svc.get("stop_signal", ""),
+        sysctls=dict(svc.get("sysctls") or {}),
+        ulimits=[parse_ulimit(f"{k}={u['soft']}:{u['hard']}")
+                 for k, u in (svc.get("ulimits") or {}).items()])
+    ep = entrypoint if entrypoint is not None else svc.get("entrypoint")
+    if ep is not None:
+        opts.entrypoint = list(ep) or [""]
+    memory = limits.get("memory", svc.get("mem_limit"))
+    if memory is not None:
+        opts.memory = memory
+    if svc.get("memswap_limit") is not None:
+        opts.memory_swap = svc["memswap_limit"]
+    cpus = limits.get("cpus", svc.get("cpus"))
+    if cpus is not None:
+        opts.cpus = cpus
+    pids = limits.get("pids", svc.get("pids_limit"))
+    if pids is not None:
+        opts.pids_limit = pids
+    if svc.get("shm_size") is not None:
+        opts.shm_size = svc["shm_size"]
+    networks = service_networks(project, service)
+    first = networks[0] if networks else None
+    mode = svc.get("network_mode", "")
+    volumes, tmpfs = [], list(svc.get("tmpfs") or [])
+    for v in svc.get("volumes") or []:
+        if v["type"] == "tmpfs":
+            size = (v.get("tmpfs") or {}).get("size")
+            tmpfs.append(v["target"] + (f":size={size}" if size else ""))
+            continue
+        source = v.get("source", "")
+        if v["type"] == "volume" and source:
+            source = project.volumes[source]["name"]
+        mode_opts = [o for o in ("ro" if v.get("read_only") else "",
+                                 "nocopy" if (v.get("volume") or {}).get("nocopy") else "",
+                                 (v.get("bind") or {}).get("propagation", "")) if o]
+        spec = f"{source}:{v['target']}" if source else v["target"]
+        volumes.append(spec + (":" + ",".join(mode_opts) if mode_opts else ""))
+    ports = []
+    for p in svc.get("ports") or [] if publish else []:
+        host_ip = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
+        prefix = f"{host_ip}:{p['published']}:" if host_ip else \
+            (f"{p['published']}:" if p["published"] else "")
+        ports.append(f"{prefix}{p['target']}/{p['protocol']}")
+    restart = svc.get("restart", "no") if not oneoff else "no"
+    return CreateRequest(
+        image=svc["image"], options=opts,
+        name=name or container_name(project, service, number),
+        network=first["network"] if first else ("bridge" if mode in ("", "bridge") else mode),
+        aliases=first["aliases"] if first else [], ip=first["ip"] if first else "",
+        ip6=first["ip6"] if first else "",
+        ports=ports, volumes=volumes, tmpfs=tmpfs, restart=restart, auto_remove=auto_remove,
+        runtime=svc.get("runtime", ""), platform=svc.get("platform") or None,
+        extra_hosts=list(svc.get("extra_hosts") or []),
+        pull="always" if svc.get("pull_policy") == "always" else
+        "never" if svc.get("pull_policy") == "never" else "missing")
+
+
+def host_paths(svc: dict[str, Any]) -> list[str]:
+    """The bind sources of SVC that compose makes when missing."""
+    return [v["source"] for v in svc.get("volumes") or []
+            if v["type"] == "bind" and (v.get("bind") or {}).get("create_host_path")]
+
+
+def service_networks(project: Project, service: str) -> list[dict[str, Any]]:
+    """The engine networks SERVICE joins, the first carrying its ports: [{network, aliases,
+    ip, ip6}] (aliases: the service's name, then its own)."""
+    out = []
+    for key, conf in sorted((project.services[service].get("networks") or {}).items()):
+        conf = conf or {}
+        out.append({"network": project.networks[key]["name"],
+                    "aliases": [service, *conf.get("aliases", [])],
+                    "ip": conf.get("ipv4_address", ""), "ip6": conf.get("ipv6_address", "")})
+    return out
+
+
+# -- up -------------------------------------------------------------------------------------------
+@dataclass
+class Rollback:
+    """What this `up` made, undone in reverse if it fails halfway."""
+
+    steps: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, fn: Callable[[], None]) -> None:
+        self.steps.append(fn)
+
+    def run(self) -> None:
+        for fn in reversed(self.steps):
+            with contextlib.suppress(PalletError, OSError):
+                fn()
+        self.steps.clear()
+
+
+def ensure_networks(eng: Engine, project: Project, keys: Iterable[str], undo: Rollback,
+                    progress: Progress = _quiet) -> None:
+    from pallet.engine.network import Networks
+
+    nets = Networks(eng.store, eng.root)
+    for key in sorted(set(keys)):
+        conf = project.networks[key]
+        try:
+            rec = nets.get(conf["name"])
+        except NotFound:
+            rec = None
+        if conf.get("external"):
+            if rec is None:
+                raise NotFound(f"network {conf['name']} declared as external, but could not "
+                               "be found")
+            continue
+        if rec is not None:
+            if rec.labels.get(PROJECT_LABEL) not in (None, project.name):
+                project.warnings.append(f"a network with name {conf['name']} exists but was "
+                                        f"not created for project {project.name!r}")
+            continue
+        progress("Network", conf["name"], "Creating")
+        ipam = (conf.get("ipam") or {}).get("config") or []
+        labels = {**(conf.get("labels") or {}), PROJECT_LABEL: project.name,
+                  NETWORK_LABEL: key, VERSION_LABEL: VERSION}
+        made = nets.create(conf["name"], subnets=[c["subnet"] for c in ipam],
+                           gateways=[c["gateway"] for c in ipam if c.get("gateway")],
+                           ip_ranges=[c["ip_range"] for c in ipam if c.get("ip_range")],
+                           aux_addresses={k: v for c in ipam
+                                          for k, v in (c.get("aux_addresses") or {}).items()},
+                           internal=conf.get("internal", False),
+                           ipv6=conf.get("enable_ipv6", False), labels=labels,
+                           options=conf.get("driver_opts") or {})
+        undo.add(lambda n=made.name: nets.remove(n))
+        progress("Network", conf["name"], "Created")
+
+
+def ensure_volumes(eng: Engine, project: Project, keys: Iterable[str], undo: Rollback,
+                   progress: Progress = _quiet) -> None:
+    vols = eng.volumes
+    for key in sorted(set(keys)):
+        conf = project.volumes[key]
+        try:
+            vols.get(conf["name"])
+            continue
+        except NotFound:
+            if conf.get("external"):
+                raise NotFound(f"external volume \"{conf['name']}\" not found") from None
+        progress("Volume", conf["name"], "Creating")
+        labels = {**(conf.get("labels") or {}), PROJECT_LABEL: project.name,
+                  VOLUME_LABEL: key, VERSION_LABEL: VERSION}
+        vols.create(conf["name"], labels)
+        undo.add(lambda n=conf["name"]: vols.remove(n))
+        progress("Volume", conf["name"], "Created")
+
+
+def resources_of(project: Project, services: Iterable[str]) -> tuple[set[str], set[str]]:
+    """The network and volume keys SERVICES use."""
+    nets, vols = set(), set()
+    for s in services:
+        svc = project.services[s]
+        nets |= set(svc.get("networks") or {})
+        vols |= {v["source"] for v in svc.get("volumes") or []
+                 if v["type"] == "volume" and v.get("source")}
+    return nets, vols
+
+
+def create_container(eng: Engine, req: CreateRequest, undo: Rollback,
+                     extra_networks: list[dict[str, Any]],
+                     host_paths: Iterable[str] = ()) -> ContainerRecord:
+    """Create REQ (making its bind mounts' missing HOST_PATHS first, as docker compose's
+    create_host_path) and join its other networks (recorded; joined at start)."""
+    import os
+
+    for path in host_paths:
+        if not os.path.exists(path):
+            os.makedirs(path)
+            undo.add(lambda p=path: os.rmdir(p))
+    rec = eng.create(req)
+    undo.add(lambda: eng.remove(rec.id, force=True))
+    for n in extra_networks:
+        eng.connect(rec.id, n["network"], aliases=n["aliases"], ip=n["ip"], ip6=n["ip6"])
+    return rec
+
+
+def up(eng: Engine, project: Project, services: Iterable[str] = (), *,
+       force_recreate: bool = False, no_recreate: bool = False, start: bool = True,
+       remove_orphans: bool = False, timeout: float | None = None,
+       progress: Progress = _quiet) -> list[ContainerRecord]:
+    """Create what SERVICES (default all) and their dependencies need, (re)create the
+    containers whose config changed, start them in dependency order. A failure undoes what
+    this call made (networks, volumes, containers) and raises."""
+    order = project.order(services or None)
+    undo = Rollback()
+    out: list[ContainerRecord] = []
+    try:
+        orphans = [r for r in containers(eng, project.name)
+                   if r.labels.get(SERVICE_LABEL) not in project.services]
+        if orphans and remove_orphans:
+            for r in orphans:
+                _remove(eng, r, timeout, progress)
+        elif orphans:
+            project.warnings.append(
+                f"Found orphan containers ({', '.join(r.name for r in orphans)}) for this "
+                "project. If you removed or renamed this service in your compose file, you "
+                "can run this command with the --remove-orphans flag to clean it up.")
+        nets, vols = resources_of(project, order)
+        ensure_networks(eng, project, nets, undo, progress)
+        ensure_volumes(eng, project, vols, undo, progress)
+        for service in order:
+            _wait_dependencies(eng, project, service)
+            out += _converge(eng, project, service, undo, force_recreate=force_recreate,
+                             no_recreate=no_recreate, start=start, timeout=timeout,
+                             progress=progress)
+    except BaseException:
+        undo.run()
+        raise
+    return out
+
+
+def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
+              force_recreate: bool, no_recreate: bool, start: bool, timeout: float | None,
+              progress: Progress) -> list[ContainerRecord]:
+    svc = project.services[service]
+    digest = project.config_hash(service)
+    have = {int(r.labels.get(NUMBER_LABEL) or 0): r for r in containers(eng, project.name,
+                                                                        [service])}
+    out = []
+    for number, rec in sorted(have.items()):
+        if number > svc["scale"]:
+            _remove(eng, rec, timeout, progress)
+    for number in range(1, svc["scale"] + 1):
+        rec = have.get(number)
+        if rec is not None and (force_recreate or rec.labels.get(HASH_LABEL) != digest) \
+                and not no_recreate:
+            progress("Container", rec.name, "Recreate")
+            _remove(eng, rec, svc.get("stop_grace_period", timeout), _quiet)
+            rec = None
+            recreated = True
+        else:
+            recreated = False
+        if rec is None:
+            req = create_request(project, service, number)
+            progress("Container", req.name, "Creating")
+            nets = service_networks(project, service)[1:]
+            rec = create_container(eng, req, undo, nets, host_paths(svc))
+            progress("Container", rec.name, "Recreated" if recreated else "Created")
+        if start and rec.state not in ("running", "paused", "restarting"):
+            progress("Container", rec.name, "Starting")
+            rec = _start(eng, rec)
+            progress("Container", rec.name, "Started")
+        else:
+            progress("Container", rec.name, "Running" if rec.state == "running" else "Created")
+        out.append(rec)
+    return out
+
+
+def _start(eng: Engine, rec: ContainerRecord) -> ContainerRecord:
+    import os
+
+    from pallet.engine.containers import ContainerStartError
+
+    try:
+        rec, fd = eng.start(rec.id)
+    except ContainerStartError as e:
+        raise FailedPrecondition(f"Error response from daemon: failed to start container "
+                                 f"{rec.name}: {e}") from None
+    if fd >= 0:
+        os.close(fd)
+    return rec
+
+
+def _wait_dependencies(eng: Engine, project: Project, service: str) -> None:
+    for dep, conf in sorted((project.services[service].get("depends_on") or {}).items()):
+        if dep not in project.services:
+            continue
+        if conf["condition"] == "service_completed_successfully":
+            for rec in containers(eng, project.name, [dep]):
+                code = eng.wait(rec.id)
+                if code != 0:
+                    raise FailedPrecondition(f"service {dep!r} didn't complete successfully: "
+                                             f"exit {code}")
+
+
+def _remove(eng: Engine, rec: ContainerRecord, timeout: float | None,
+            progress: Progress) -> None:
+    if rec.state in ("running", "paused", "restarting"):
+        progress("Container", rec.name, "Stopping")
+        eng.stop(rec.id, timeout)
+        progress("Container", rec.name, "Stopped")
+    progress("Container", rec.name, "Removing")
+    eng.remove(rec.id, force=True, volumes=True)
+    progress("Container", rec.name, "Removed")
+
+
+# -- down -----------------------------------------------------------------------------------------
+def down(eng: Engine, project: Project, *, volumes: bool = False, remove_orphans: bool = False,
+         timeout: float | None = None, images: str = "",
+         progress: Progress = _quiet) -> None:
+    """Stop and remove the project's containers (the orphans too with REMOVE_ORPHANS), its
+    networks, and with VOLUMES its named volumes; IMAGES "all"/"local" removes images."""
+    recs = containers(eng, project.name, oneoff=None)
+    known = set(project.services) | set(project.disabled)
+    orphans = [r for r in recs if r.labels.get(SERVICE_LABEL) not in known]
+    if orphans and not remove_orphans:
+        project.warnings.append(
+            f"Found orphan containers ({', '.join(r.name for r in orphans)}) for this project. "
+            "If you removed or renamed this service in your compose file, you can run this "
+            "command with the --remove-orphans flag to clean it up.")
+        recs = [r for r in recs if r not in orphans]
+    # Dependents first: the reverse of the start order.
+    rank = {s: i for i, s in enumerate(project.order(with_deps=True))} \
+        if project.services else {}
+    recs.sort(key=lambda r: -rank.get(r.labels.get(SERVICE_LABEL, ""), -1))
+    for rec in recs:
+        svc = project.services.get(rec.labels.get(SERVICE_LABEL, "")) or {}
+        _remove(eng, rec, svc.get("stop_grace_period", timeout), progress)
+    from pallet.engine.network import Networks
+
+    nets = Networks(eng.store, eng.root)
+    for rec in sorted(nets.list(), key=lambda n: n.name):
+        if rec.labels.get(PROJECT_LABEL) == project.name:
+            progress("Network", rec.name, "Removing")
+            try:
+                nets.remove(rec.id)
+            except FailedPrecondition as e:
+                project.warnings.append(str(e))
+                continue
+            progress("Network", rec.name, "Removed")
+    if volumes:
+        for v in eng.volumes.list():
+            if v.labels.get(PROJECT_LABEL) == project.name:
+                progress("Volume", v.name, "Removing")
+                eng.volumes.remove(v.name)
+                progress("Volume", v.name, "Removed")
+    if images:
+        for svc in (s for _, s in sorted(project.services.items())):
+            if images == "local" and "image" in svc and "build" not in svc:
+                continue
+            with contextlib.suppress(PalletError):
+                progress("Image", svc["image"], "Removing")
+                eng.remove_image(svc["image"])
+                progress("Image", svc["image"], "Removed")
+
+
+# -- run ------------------------------------------------------------------------------------------
+def run_container(eng: Engine, project: Project, service: str, *,
+                  command: list[str] | None, entrypoint: list[str] | None,
+                  environment: dict[str, str], name: str, auto_remove: bool,
+                  publish: bool, tty: bool, stdin: bool, user: str, workdir: str,
+                  with_deps: bool = True, progress: Progress = _quiet) -> ContainerRecord:
+    """docker compose run's one-off container (created, not started), its dependencies up."""
+    if with_deps:
+        deps = [s for s in project.order([service]) if s != service]
+        if deps:
+            up(eng, project, deps, progress=progress)
+    undo = Rollback()
+    try:
+        nets, vols = resources_of(project, [service])
+        ensure_networks(eng, project, nets, undo, progress)
+        ensure_volumes(eng, project, vols, undo, progress)
+        existing = containers(eng, project.name, [service], oneoff=True)
+        number = 1 + max((int(r.labels.get(NUMBER_LABEL) or 0) for r in existing), default=0)
+        req = create_request(project, service, number, oneoff=True, command=command,
+                             entrypoint=entrypoint, environment=environment,
+                             name=name or f"{project.name}-{service}-run-"
+                                          f"{secrets.token_hex(6)}",
+                             auto_remove=auto_remove, publish=publish, tty=tty, stdin=stdin,
+                             user=user, workdir=workdir)
+        return create_container(eng, req, undo, service_networks(project, service)[1:],
+                                host_paths(project.services[service]))
+    except BaseException:
+        undo.run()
+        raise
+
+
+def check_services(project: Project, names: Iterable[str]) -> list[str]:
+    """NAMES, each a service of PROJECT (an error naming the first that is not)."""
+    out = []
+    for n in names:
+        if n not in project.services:
+            if n in project.disabled:
+                raise ComposeFileError(f"service {n!r} is not enabled by the active profiles")
+            raise NotFound(f"no such service: {n}")
+        out.append(n)
+    return out

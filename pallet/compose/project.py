@@ -230,7 +230,8 @@ def ensure_networks(eng: Engine, project: Project, keys: Iterable[str], undo: Ro
                            internal=conf.get("internal", False),
                            ipv6=conf.get("enable_ipv6", False), labels=labels,
                            options=conf.get("driver_opts") or {})
-        undo.add(lambda n=made.name: nets.remove(n))
+        # Fresh objects when undoing: starting a container closes the engine's store.
+        undo.add(lambda n=made.name: Networks(eng.store, eng.root).remove(n))
         progress("Network", conf["name"], "Created")
 
 
@@ -249,7 +250,7 @@ def ensure_volumes(eng: Engine, project: Project, keys: Iterable[str], undo: Rol
         labels = {**(conf.get("labels") or {}), PROJECT_LABEL: project.name,
                   VOLUME_LABEL: key, VERSION_LABEL: VERSION}
         vols.create(conf["name"], labels)
-        undo.add(lambda n=conf["name"]: vols.remove(n))
+        undo.add(lambda n=conf["name"]: eng.volumes.remove(n))
         progress("Volume", conf["name"], "Created")
 
 

@@ -1,0 +1,143 @@
+"""Compose files read as docker compose reads them: defaults found upward, .env
+interpolation, files merged in order, the long syntax `config` prints, and one-line errors
+naming the bad key (exit 15 for a bad file, 14 for a missing one)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pallet.compose.interpolate import InterpolationError, interpolate, parse_env_file
+from pallet.compose.model import (
+    ComposeFileError,
+    ComposeFileNotFound,
+    load,
+    normalize_project_name,
+)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_interpolation_forms():
+    env = {"A": "1", "EMPTY": ""}
+    cases = {
+        "$A-${A}": "1-1", "${B:-dflt}": "dflt", "${EMPTY:-dflt}": "dflt", "${EMPTY-dflt}": "",
+        "${A:+alt}": "alt", "${B+alt}": "", "$$A": "$A", "${B:-${A}x}": "1x", "cost: $$5": "cost: $5",
+    }  # fmt: skip
+    for text, want in cases.items():
+        assert interpolate(text, env, "x") == want, text
+    unset: list[str] = []
+    assert interpolate({"k": ["$NOPE"]}, env, "", unset) == {"k": [""]}
+    assert unset == ["NOPE"]
+    with pytest.raises(InterpolationError, match="required variable B is missing a value: need B"):
+        interpolate("${B:?need B}", env, "services.web.image")
+    with pytest.raises(InterpolationError, match=r"invalid interpolation format for services\.web\.image"):
+        interpolate("${A", env, "services.web.image")
+
+
+def test_env_file_syntax():
+    text = "# c\nexport A=1\nB='lit $x'\nC=\"a\\nb\"\nD=plain # comment\nE\n"
+    assert parse_env_file(text, ".env", {"E": "from-shell"}) == {
+        "A": "1", "B": "lit $x", "C": "a\nb", "D": "plain", "E": "from-shell"}
+
+
+def test_default_file_found_in_a_parent_and_project_name_from_its_dir(tmp_path):
+    write(tmp_path / "My_App.1", "compose.yaml", "services: {web: {image: busybox}}\n")
+    sub = tmp_path / "My_App.1" / "deep" / "er"
+    sub.mkdir(parents=True)
+    p = load([], cwd=str(sub), environ={})
+    assert p.name == "my_app1" == normalize_project_name("My_App.1")
+    assert p.working_dir == str(tmp_path / "My_App.1")
+    assert p.networks == {"default": {"name": "my_app1_default", "driver": "bridge",
+                                      "external": False}}
+    with pytest.raises(ComposeFileNotFound) as e:
+        load([], cwd="/", environ={})
+    assert e.value.exit_code == 14
+
+
+def test_dotenv_interpolation_shell_wins_and_merge_in_order(tmp_path):
+    write(tmp_path, ".env", "TAG=1.0\nPORT=8080\n")
+    write(tmp_path, "compose.yaml", """
+name: cmpmerge
+services:
+  web:
+    image: busybox:${TAG}
+    command: httpd -f -p ${PORT}
+    environment: [A=1, B=2]
+    ports: ["${PORT}:80"]
+    volumes: ["./site:/www:ro", "data:/data"]
+volumes: {data: {}}
+""")
+    write(tmp_path, "override.yaml", """
+services:
+  web:
+    environment: {B: "3", C: null}
+    volumes: ["other:/data"]
+    ports: ["9000-9001:90-91/udp"]
+volumes: {other: {name: shared-other}}
+""")
+    p = load(["compose.yaml", "override.yaml"], cwd=str(tmp_path), environ={"PORT": "81", "C": "c"})
+    web = p.services["web"]
+    assert p.name == "cmpmerge"
+    assert web["image"] == "busybox:1.0" and web["command"] == ["httpd", "-f", "-p", "81"]
+    assert web["environment"] == {"A": "1", "B": "3", "C": "c"}
+    assert [(x["published"], x["target"], x["protocol"]) for x in web["ports"]] == [
+        ("81", 80, "tcp"), ("9000", 90, "udp"), ("9001", 91, "udp")]
+    assert web["volumes"] == [
+        {"type": "bind", "source": str(tmp_path / "site"), "target": "/www", "read_only": True,
+         "bind": {"create_host_path": True}},
+        {"type": "volume", "source": "other", "target": "/data"}]
+    assert p.volumes["other"] == {"name": "shared-other"}
+    assert p.volumes["data"] == {"name": "cmpmerge_data"}
+    assert load(["compose.yaml"], cwd=str(tmp_path), environ={}, project_name="cmpx").name == "cmpx"
+
+
+def test_dependency_order_and_profiles(tmp_path):
+    write(tmp_path, "compose.yaml", """
+services:
+  app: {image: busybox, depends_on: {db: {condition: service_completed_successfully}, cache: {condition: service_started}}}
+  db: {image: busybox}
+  cache: {image: busybox}
+  debug: {image: busybox, profiles: [dev]}
+""")
+    p = load([], cwd=str(tmp_path), environ={})
+    assert p.order() == ["cache", "db", "app"]
+    assert p.order(["app"]) == ["cache", "db", "app"]
+    assert "debug" not in p.services and "debug" in p.disabled
+    assert "debug" in load([], cwd=str(tmp_path), environ={}, profiles=["dev"]).services
+
+
+@pytest.mark.parametrize("service, message", [
+    ("ports: [abc]", 'services.web.ports[0]: invalid port "abc"'),
+    ("ports: ['70000:80']", 'services.web.ports[0]: invalid port "70000"'),
+    ("restart: sometimes", 'services.web.restart: invalid restart policy "sometimes"'),
+    ("mem_limit: lots", 'services.web.mem_limit: invalid size "lots"'),
+    ("colour: red", "services.web: unknown key 'colour'"),
+    ("volumes: [nodecl:/data]", 'services.web.volumes[0]: undefined volume "nodecl"'),
+    ("networks: [nodecl]", "service 'web' refers to undefined network nodecl"),
+    ("depends_on: [ghost]", 'services.web.depends_on: undefined service "ghost"'),
+    ("depends_on: {web: {condition: service_started}}", "dependency cycle detected involving service web"),
+    ("network_mode: 'service:db'", "services.web.network_mode: 'service:db' is not supported"),
+    ("build: .\n    image: ''", "services.web.build: building images is not supported by pallet compose"),
+    ("privileged: maybe", 'services.web.privileged: must be a boolean, not "maybe"'),
+    ("stop_grace_period: soon", 'services.web.stop_grace_period: invalid duration "soon"'),
+])  # fmt: skip
+def test_bad_files_say_which_key(tmp_path, service, message):
+    write(tmp_path, "compose.yaml", f"services:\n  web:\n    image: busybox\n    {service}\n")
+    with pytest.raises(ComposeFileError) as e:
+        load([], cwd=str(tmp_path), environ={})
+    assert str(e.value).startswith(message), str(e.value)
+    assert "\n" not in str(e.value) and e.value.exit_code == 15
+
+
+def test_yaml_errors_and_bad_project_names(tmp_path):
+    write(tmp_path, "compose.yaml", "services:\n  web: [\n")
+    with pytest.raises(ComposeFileError, match=r"^yaml: compose.yaml: line \d+"):
+        load([], cwd=str(tmp_path), environ={})
+    write(tmp_path, "compose.yaml", "services: {web: {image: busybox}}\n")
+    with pytest.raises(ComposeFileError, match="invalid project name 'Bad Name'"):
+        load([], cwd=str(tmp_path), environ={}, project_name="Bad Name")

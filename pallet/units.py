@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION = r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)"
 _SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
 
@@ -24,9 +22,11 @@ def ram_in_bytes(value: str) -> int:
 
 def duration_seconds(value: str) -> float:
     """Go's time.ParseDuration (`10s`, `1m30s`, `500ms`) in seconds; ValueError if not."""
+    import re  # not at the top: `run --memory` parses a size on the CLI's path, and re costs ~6 ms
+
     text = value.strip()
     pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
+    for m in re.finditer(_DURATION, text):
         if m.start() != pos:
             raise ValueError(value)
         total += float(m.group(1)) * _SECONDS[m.group(2)]

@@ -75,8 +75,9 @@ def create_image(store: ImageStore, base: Image | None, write_layer: WriteLayer 
             base_diff_ids = list(base.config.diff_ids) if base else []
             layers = list(base.layers if base else ())
             diff_ids = list(base_diff_ids)
-            if write_layer is None and history:
-                history = {**history, "empty_layer": True}
+            if write_layer is None:
+                if history:
+                    history = {**history, "empty_layer": True}
             else:
                 layer, diff_id = _add_layer(store, write_layer, added)
                 if base is not None and not all(store.snapshots.exists(c) for c in base.chain):

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # Command-group modules, in the order their commands appear in --help.
 GROUPS = [
     "pallet.cli.images",
+    "pallet.cli.build",
     "pallet.cli.history",
     "pallet.cli.containers",
     "pallet.cli.filesystems",
@@ -51,6 +52,7 @@ COMMANDS = {
     **dict.fromkeys(_IMAGE_COMMANDS, "pallet.cli.images"),
     "import": "pallet.cli.filesystems",
     "history": "pallet.cli.history",
+    "build": "pallet.cli.build",
     "network": "pallet.cli.networks",
     "events": "pallet.cli.events",
     "compose": "pallet.cli.compose",

@@ -67,6 +67,9 @@ def add_parsers(sub: Any) -> None:
                    help="remove all images without a container made from them, not just "
                    "dangling ones")
     p.set_defaults(func=cmd_prune)
+    from pallet.cli.build import add_build_parser
+
+    add_build_parser(isub)
     p = isub.add_parser("ls", help="list images")
     _images_args(p)
     p = isub.add_parser("import-layout", help="import images from an OCI layout directory")

@@ -1232,7 +1232,8 @@ class Engine:
         lines and the bytes freed."""
         used = {c.image_id for c in self.store.list_containers()}
         lines: list[str] = []
-        for image in self.images.list():
+        # -a takes a build's intermediate step images (its cache) too.
+        for image in self.images.list(intermediates=all):
             if image.id in used or (image.names and not all):
                 continue
             with contextlib.suppress(NotFound):  # removed meanwhile by someone else

@@ -76,7 +76,6 @@ def commit(engine: Engine, ref: str, name: str | None = None, author: str = "",
     """docker commit: a new image of REF's image plus REF's changes as one layer, with
     REF's configuration (its command, environment...) and CHANGES (Dockerfile
     instructions) applied; a running container is paused meanwhile if PAUSE."""
-    from pallet.image import build, diff
     from pallet.image.reference import parse_reference
 
     rec = engine.get(ref)
@@ -95,14 +94,26 @@ def commit(engine: Engine, ref: str, name: str | None = None, author: str = "",
     if paused:
         engine.pause(rec.id)
     try:
-        found, root = _changes(engine, rec)
-        return build.create_image(engine.images, base,
-                                  lambda out: diff.write_tar(out, root, found), doc, history,
-                                  name or None, what=f"commit of {rec.name}")
+        return commit_changes(engine, rec.id, doc, history, name or None)
     finally:
         if paused:
             with contextlib.suppress(FailedPrecondition):
                 engine.unpause(rec.id)
+
+
+def commit_changes(engine: Engine, ref: str, config: dict[str, Any], history: dict[str, Any],
+                   name: str | None = None, annotations: dict[str, str] | None = None
+                   ) -> Image:
+    """A new image of REF's image plus REF's changes as one layer, with CONFIG (a whole
+    image config) and HISTORY as given: commit's work, and a build step's."""
+    from pallet.image import build, diff
+
+    rec = engine.get(ref)
+    base = engine.images.container_image(rec.image_id, engine.ctr_dir(rec.id))
+    found, root = _changes(engine, rec)
+    return build.create_image(engine.images, base,
+                              lambda out: diff.write_tar(out, root, found), config, history,
+                              name, what=f"commit of {rec.name}", annotations=annotations)
 
 
 def _commit_config(rec: ContainerRecord, ctr: dict[str, Any], base: Image, author: str,

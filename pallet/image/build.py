@@ -60,36 +60,47 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
-def create_image(store: ImageStore, base: Image | None, write_layer: WriteLayer,
-                 config: dict[str, Any], history: dict[str, Any], name: str | None = None,
-                 what: str = "new layer") -> Image:
-    """A new image: BASE's layers (none without a base) plus the tar WRITE_LAYER writes,
-    with CONFIG (a whole image config: its rootfs is filled in here) and HISTORY appended
-    to BASE's history; named NAME, or dangling. Returns it (its id is the config's digest)."""
+def create_image(store: ImageStore, base: Image | None, write_layer: WriteLayer | None,
+                 config: dict[str, Any], history: dict[str, Any] | None, name: str | None = None,
+                 what: str = "new layer", annotations: dict[str, str] | None = None) -> Image:
+    """A new image: BASE's layers (none without a base) plus the tar WRITE_LAYER writes
+    (None: no new layer, a metadata-only step of a build, its HISTORY marked
+    `empty_layer`), with CONFIG (a whole image config: its rootfs is filled in here) and
+    HISTORY (if any) appended to BASE's history; named NAME, or dangling, its index entry carrying
+    ANNOTATIONS. Returns it (its id is the config's digest)."""
     added: list[str] = []
     snapshot = ""
     with file_lock(store._gc_lock, shared=True):
         try:
-            layer, diff_id = _add_layer(store, write_layer, added)
             base_diff_ids = list(base.config.diff_ids) if base else []
-            if base is not None and not all(store.snapshots.exists(c) for c in base.chain):
-                store.ready_chain(base.id)  # the copying driver builds on the base's tree
-            chain = chain_ids([*base_diff_ids, diff_id])
-            made = store.snapshots.ensure_layer(
-                chain[-1], chain[-2] if len(chain) > 1 else None,
-                lambda: store.content.open(layer.digest), diff_id, what)
-            if made is not None:
-                snapshot = chain[-1]
+            layers = list(base.layers if base else ())
+            diff_ids = list(base_diff_ids)
+            if write_layer is None:
+                if history:
+                    history = {**history, "empty_layer": True}
+            else:
+                layer, diff_id = _add_layer(store, write_layer, added)
+                if base is not None and not all(store.snapshots.exists(c) for c in base.chain):
+                    store.ready_chain(base.id)  # the copying driver builds on the base's tree
+                chain = chain_ids([*base_diff_ids, diff_id])
+                made = store.snapshots.ensure_layer(
+                    chain[-1], chain[-2] if len(chain) > 1 else None,
+                    lambda: store.content.open(layer.digest), diff_id, what)
+                if made is not None:
+                    snapshot = chain[-1]
+                layers.append(layer)
+                diff_ids.append(diff_id)
             doc = copy.deepcopy(config)
-            doc["rootfs"] = {"type": "layers", "diff_ids": [*base_diff_ids, diff_id]}
-            doc["history"] = [*_history(base), history]
+            doc["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+            doc["history"] = [*_history(base), *([history] if history else [])]
             cfg_bytes = json.dumps(doc, separators=(",", ":")).encode()
             cfg_digest = _put(store, cfg_bytes, added)
             man = mf.Manifest(mf.OCI_MANIFEST,
                               mf.Descriptor(mf.OCI_CONFIG, cfg_digest, len(cfg_bytes)),
-                              (*(base.layers if base else ()), layer))
+                              tuple(layers))
             man_digest = _put(store, mf.manifest_json(man), added)
-            return store.register(str(parse_reference(name)) if name else None, man_digest)
+            return store.register(str(parse_reference(name)) if name else None, man_digest,
+                                  annotations)
         except BaseException:
             for digest in added:
                 store.content.delete(digest)

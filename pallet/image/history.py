@@ -47,7 +47,7 @@ def image_history(store: ImageStore, image: Image) -> list[HistoryEntry]:
     # The local images whose history is a beginning of this one's: the step that ends
     # each is shown with its id (and tags), as docker does for the images it has.
     ends: dict[int, Image] = {len(hist): image}
-    for other in store.list():
+    for other in store.list(intermediates=True):
         if other.id == image.id or not other.config.diff_ids:
             continue
         theirs = padded_history(other)

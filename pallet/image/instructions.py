@@ -139,8 +139,13 @@ def _pairs(text: str, what: str, env: dict[str, str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def exposed_ports(spec: str) -> list[str]:
+    """80, 80/udp or 8000-8002[/proto] as ExposedPorts keys (EXPOSE's, commit's and
+    build's)."""
+    return _ports(spec)
+
+
 def _ports(spec: str) -> list[str]:
-    """80, 80/udp or 8000-8002[/proto] as ExposedPorts keys."""
     port, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in ("tcp", "udp", "sctp"):

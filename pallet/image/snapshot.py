@@ -299,6 +299,9 @@ class Snapshotter:
                     upper.mkdir(exist_ok=True)
                     work.mkdir(exist_ok=True)
                     if not chain:
+                        # No layers (a build FROM scratch): the container writes into
+                        # its upper dir all the same, where diff and commit look.
+                        mount(str(upper), str(rootfs), "", "", MS_BIND)
                         return rootfs
                     if idmap is not None:
                         # Files the container makes are stored with its host ids; its root

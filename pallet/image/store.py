@@ -32,6 +32,10 @@ REF_ANNOTATION = "org.opencontainers.image.ref.name"
 REPO_DIGEST_ANNOTATION = "io.pallet.image.repo-digest"  # digest the registry knows it by
 INDEX_DIGEST_ANNOTATION = "io.pallet.image.index"  # multi-platform index it came from
 DANGLING = "<none>"
+# A build step's image (pallet.build): its cache key, and whether it is an intermediate
+# step (hidden from `images` like docker's) rather than a build's result.
+BUILD_CACHE_ANNOTATION = "io.pallet.build.cache-key"
+INTERMEDIATE_ANNOTATION = "io.pallet.build.intermediate"
 
 
 @dataclass
@@ -187,11 +191,15 @@ class ImageStore:
         except NotFound:
             return False
 
-    def list(self) -> list[Image]:
+    def list(self, intermediates: bool = False) -> list[Image]:
+        """The images, newest first; a build's intermediate step images (docker's images
+        without -a hides them too) only with INTERMEDIATES."""
         entries = self._entries()
         seen: dict[str, Image] = {}
         for e in entries:
             if e["digest"] in seen:
+                continue
+            if not intermediates and (e.get("annotations") or {}).get(INTERMEDIATE_ANNOTATION):
                 continue
             with contextlib.suppress(PalletError, OSError):
                 seen[e["digest"]] = self._image(e, entries)
@@ -583,14 +591,16 @@ class ImageStore:
             image = self.get(ref)
             self.event("save", image.id, image.id)
 
-    def register(self, name: str | None, manifest_digest: str) -> Image:
-        """Name a manifest already in the content store (used by import/load)."""
+    def register(self, name: str | None, manifest_digest: str,
+                 annotations: dict[str, str] | None = None) -> Image:
+        """Name a manifest already in the content store (used by import/load); its index
+        entry carries ANNOTATIONS too (a build step's cache key)."""
         m = self._read_manifest(manifest_digest)
         cfg = mf.parse_config(self.content.read(m.config.digest))
         self._check_layers(m, cfg, name or manifest_digest)
         desc = mf.Descriptor(m.media_type, manifest_digest, self.content.size(manifest_digest),
                              platform=cfg.platform).to_json()
-        desc["annotations"] = {REPO_DIGEST_ANNOTATION: manifest_digest}
+        desc["annotations"] = {**(annotations or {}), REPO_DIGEST_ANNOTATION: manifest_digest}
         self._set_name(name, desc)
         return self.get(name or manifest_digest)
 

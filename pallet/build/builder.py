@@ -1,0 +1,711 @@
+"""docker's classic builder, daemonless: each Dockerfile step makes an image, a RUN in a
+container the engine creates from the previous step's image, a COPY/ADD written into such a
+container's rootfs, both committed as a layer by the engine's commit code; a metadata step
+(ENV, CMD...) is an image with a new config and no new layer (history `empty_layer`).
+
+A step's image carries a cache key in its index entry (parent image, instruction, and for
+COPY/ADD a hash of what is copied): a later build with the same key reuses it. Step images
+are intermediate (hidden from `images`); the last one is the build's result.
+
+Every container a step makes is removed on the way out, success or not; a failed commit
+leaves nothing in the store (pallet.image.build), and views and temp dirs are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from pallet.build import parse as dfparse
+from pallet.build.context import Source
+from pallet.build.shell_lex import env_map, process_word
+from pallet.errors import InvalidArgument, NotFound, PalletError
+
+if TYPE_CHECKING:
+    from pallet.engine.containers import Engine
+    from pallet.image.store import Image
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORKS = {"default": "bridge", "bridge": "bridge", "none": "none", "host": "host"}
+
+
+class BuildError(PalletError):
+    """A step failed: the message is docker's one line (exit 1)."""
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str                       # the Dockerfile's text
+    context: str | None                   # the context directory; None: no context
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    no_cache: bool = False
+    pull: bool = False
+    quiet: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str = "default"
+    platform: str | None = None
+
+
+@dataclass
+class _Stage:
+    """A stage being built: its last image (None: FROM scratch, nothing yet) and the
+    image config (whole: architecture, os, config...) the next step starts from."""
+
+    image: Image | None
+    doc: dict[str, Any]
+    args: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.doc.setdefault("config", {})
+
+    @property
+    def parent(self) -> str:
+        return self.image.id if self.image is not None else "scratch"
+
+
+class Builder:
+    """Builds OPTIONS with ENGINE's containers and image store, writing docker's classic
+    progress lines (and RUN output) to OUT."""
+
+    def __init__(self, engine: Engine, options: BuildOptions, out: IO[bytes]):
+        self.engine = engine
+        self.store = engine.images
+        self.opts = options
+        self.out = out
+        self.step = 0
+        self.total = 0
+        self.escape = "\\"
+        self.used_args: set[str] = set()
+        self.stages: list[tuple[dfparse.Stage, Image | None]] = []
+        self.tmp = ""
+
+    # -- output --------------------------------------------------------------------------
+    def say(self, line: str) -> None:
+        self.write((line + "\n").encode())
+
+    def write(self, data: bytes) -> None:
+        if self.opts.quiet:
+            return
+        self.out.write(data)
+        self.out.flush()
+
+    # -- the build -----------------------------------------------------------------------
+    def build(self) -> Image:
+        """Run every stage up to the target; tag the result. Returns the image."""
+        from pallet.image.reference import parse_reference
+
+        for tag in self.opts.tags:
+            parse_reference(tag)  # a bad name fails before anything is built
+        if self.opts.network not in NETWORKS:
+            raise InvalidArgument(f"network mode {self.opts.network!r} not supported by "
+                                  "pallet build: use default, none or host")
+        df = dfparse.parse(self.opts.dockerfile)
+        self.escape = df.escape
+        last = len(df.stages) - 1
+        if self.opts.target:
+            want = self.opts.target.lower()
+            found = [s.index for s in df.stages if s.name == want]
+            if not found:
+                raise BuildError(f"failed to reach build target {self.opts.target} in "
+                                 "Dockerfile")
+            last = found[0]
+        stages = df.stages[:last + 1]
+        self.total = len(df.meta_args) + sum(1 + len(s.instructions) for s in stages)
+        meta = self._meta_args(df.meta_args)
+        self.tmp = tempfile.mkdtemp(prefix="build-", dir=self._tmp_root())
+        try:
+            image = None
+            for stage in stages:
+                image = self._stage(stage, meta, stage.index == last)
+                self.stages.append((stage, image))
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.tmp))  # pallet's tmp, if no one else uses it
+        unused = sorted(set(self.opts.build_args) - self.used_args)
+        if unused:
+            self.say(f"[Warning] One or more build-args [{' '.join(unused)}] were not "
+                     "consumed")
+        if image is None:
+            raise BuildError("No image was generated. Is your Dockerfile empty?")
+        image = self._finish(image)
+        if self.opts.quiet:
+            self.out.write((image.id + "\n").encode())
+            self.out.flush()
+        return image
+
+    def _tmp_root(self) -> str:
+        path = os.path.join(self.engine.root, "tmp")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def _finish(self, image: Image) -> Image:
+        """The result: no longer intermediate (shown by `images`), tagged."""
+        from pallet.image.reference import parse_reference
+        from pallet.image.store import BUILD_CACHE_ANNOTATION
+
+        key = self._cache_key_of(image)
+        ann = {BUILD_CACHE_ANNOTATION: key} if key else {}
+        image = self.store.register(None, image.manifest_digest, ann)
+        self.say(f"Successfully built {image.short_id}")
+        for tag in self.opts.tags:
+            name = str(parse_reference(tag))
+            image = self.store.register(name, image.manifest_digest, ann)
+            self.store.event("tag", image.id, parse_reference(tag).familiar())
+            self.say(f"Successfully tagged {parse_reference(tag).familiar()}")
+        return image
+
+    def _cache_key_of(self, image: Image) -> str:
+        from pallet.image.store import BUILD_CACHE_ANNOTATION
+
+        for e in self.store.content.read_index().get("manifests") or []:
+            if e.get("digest") == image.manifest_digest:
+                key = (e.get("annotations") or {}).get(BUILD_CACHE_ANNOTATION)
+                if key:
+                    return str(key)
+        return ""
+
+    def _next(self, original: str) -> None:
+        self.step += 1
+        self.say(f"Step {self.step}/{self.total} : {original}")
+
+    def _meta_args(self, insts: list[dfparse.Instruction]) -> dict[str, str | None]:
+        """The ARGs before the first FROM: FROM lines may use them."""
+        out: dict[str, str | None] = {}
+        for inst in insts:
+            self._next(inst.original)
+            name, value = self._arg(inst, {k: v for k, v in out.items() if v is not None})
+            out[name] = value
+        return out
+
+    def _arg(self, inst: dfparse.Instruction, env: dict[str, str]) -> tuple[str, str | None]:
+        raw = inst.args[0]
+        name, sep, default = raw.partition("=")
+        if not name:
+            raise inst.error("ARG names can not be blank")
+        value: str | None = process_word(default, env, self.escape) if sep else None
+        if name in self.opts.build_args:
+            value = self.opts.build_args[name]
+            self.used_args.add(name)
+        return name, value
+
+    # -- stages --------------------------------------------------------------------------
+    def _stage(self, stage: dfparse.Stage, meta: dict[str, str | None], final: bool) -> Image:
+        self._next(stage.original)
+        env = {k: v for k, v in meta.items() if v is not None}
+        base = process_word(stage.base, env, self.escape)
+        if not base:
+            raise BuildError(f"base name ({stage.base}) should not be blank")
+        st = self._from(base, process_word(stage.platform, env, self.escape) or None)
+        st.args = {}
+        for inst in self._triggers(st):
+            self._dispatch(st, inst, meta)
+        for inst in stage.instructions:
+            self._next(inst.original)
+            self._dispatch(st, inst, meta)
+        if final and self.opts.labels:
+            labels = {**(st.config.get("Labels") or {}), **self.opts.labels}
+            st.config["Labels"] = labels
+            text = "LABEL " + " ".join(f'"{k}"="{v}"' for k, v in self.opts.labels.items())
+            self._commit_meta(st, text)
+        if st.image is None or st.image.config.raw.get("config") != st.config:
+            self._commit_meta(st, "", history=False)  # FROM scratch alone; a PATH added
+        assert st.image is not None
+        return st.image
+
+    def _from(self, base: str, platform: str | None) -> _Stage:
+        if base.lower() == "scratch":
+            from pallet.image import manifest as mf
+
+            plat = mf.parse_platform(platform) if platform else mf.host_platform()
+            doc: dict[str, Any] = {"architecture": plat.architecture, "os": plat.os,
+                                   "config": {"Env": [DEFAULT_PATH]}}
+            self.say(" ---> ")
+            return _Stage(None, doc)
+        for stage, image in self.stages:
+            if stage.name == base.lower() and image is not None:
+                self.say(f" ---> {image.short_id}")
+                return self._stage_of(image)
+        image = self._image(base, platform, self.opts.pull)
+        self.say(f" ---> {image.short_id}")
+        return self._stage_of(image)
+
+    def _stage_of(self, image: Image) -> _Stage:
+        doc = {k: v for k, v in image.config.raw.items() if k not in ("history", "rootfs")}
+        doc = json.loads(json.dumps(doc))
+        cfg = doc.setdefault("config", {})
+        if not cfg.get("Env"):
+            cfg["Env"] = [DEFAULT_PATH]
+        return _Stage(image, doc)
+
+    def _image(self, ref: str, platform: str | None, pull: bool) -> Image:
+        if not pull:
+            with contextlib.suppress(NotFound):
+                return self.store.get(ref)
+        try:
+            return self.store.pull(ref, platform=platform)
+        except PalletError as e:
+            raise BuildError(f"pull access denied for {ref} or it cannot be pulled: {e}"
+                             ) from None
+
+    def _triggers(self, st: _Stage) -> list[dfparse.Instruction]:
+        """The base image's ONBUILD triggers (run now, not inherited)."""
+        triggers = list(st.config.pop("OnBuild", None) or [])
+        if not triggers:
+            return []
+        self.say(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}")
+        out = []
+        for text in triggers:
+            inst = dfparse.parse_instruction(text)
+            if inst.cmd in ("ONBUILD", "FROM", "MAINTAINER"):
+                raise BuildError(f"{inst.cmd} isn't allowed as an ONBUILD trigger")
+            out.append(inst)
+        return out
+
+    # -- instructions --------------------------------------------------------------------
+    def _vars(self, st: _Stage) -> dict[str, str]:
+        """What $VAR means in this stage: its ARGs, overridden by its ENV."""
+        out = {k: v for k, v in st.args.items() if v is not None}
+        out.update(env_map(st.config.get("Env")))
+        return out
+
+    def _word(self, st: _Stage, word: str) -> str:
+        return process_word(word, self._vars(st), self.escape)
+
+    def _dispatch(self, st: _Stage, inst: dfparse.Instruction,
+                  meta: dict[str, str | None]) -> None:
+        cmd = inst.cmd
+        if cmd == "RUN":
+            self._run(st, inst)
+        elif cmd in ("COPY", "ADD"):
+            self._copy(st, inst)
+        elif cmd == "WORKDIR":
+            self._workdir(st, inst)
+        elif cmd == "ARG":
+            raw = inst.args[0]
+            name = raw.partition("=")[0]
+            if "=" not in raw and name in meta and name not in self.opts.build_args:
+                st.args[name] = meta[name]  # a global ARG re-declared: its value
+                if meta[name] is not None:
+                    self.used_args.add(name)
+            else:
+                st.args[name] = self._arg(inst, self._vars(st))[1]
+            self._commit_meta(st, f"ARG {raw}")
+        else:
+            text = self._apply_config(st, inst)
+            self._commit_meta(st, text)
+
+    def _apply_config(self, st: _Stage, inst: dfparse.Instruction) -> str:
+        """A metadata instruction applied to the stage's config; the text docker records."""
+        from pallet.image.instructions import exposed_ports
+
+        cfg, cmd, args = st.config, inst.cmd, inst.args
+        if cmd in ("ENV", "LABEL"):
+            pairs = [(self._word(st, args[i]), self._word(st, args[i + 1]))
+                     for i in range(0, len(args) - 1, 2)]
+            if any(not k for k, _ in pairs):
+                raise inst.error(f"{cmd} names can not be blank")
+            if cmd == "ENV":
+                env = list(cfg.get("Env") or [])
+                for k, v in pairs:
+                    env = [e for e in env if e.partition("=")[0] != k] + [f"{k}={v}"]
+                cfg["Env"] = env
+            else:
+                cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(pairs)}
+            return f"{cmd} " + " ".join(f"{k}={v}" for k, v in pairs)
+        if cmd in ("CMD", "ENTRYPOINT"):
+            argv = list(args) if inst.json else [*self._shell(st), args[0]]
+            if cmd == "CMD":
+                cfg["Cmd"] = argv
+                st.doc["_cmd_set"] = True
+            else:
+                cfg["Entrypoint"] = argv
+                if not st.doc.get("_cmd_set"):
+                    cfg["Cmd"] = None  # an inherited CMD was written for the old entrypoint
+            return f"{cmd} [" + " ".join(json.dumps(a) for a in argv) + "]"
+        if cmd == "EXPOSE":
+            ports = dict(cfg.get("ExposedPorts") or {})
+            added = []
+            for a in args:
+                for p in exposed_ports(self._word(st, a)):
+                    ports[p] = {}
+                    added.append(p)
+            cfg["ExposedPorts"] = ports
+            return "EXPOSE " + " ".join(added)
+        if cmd == "VOLUME":
+            vols = dict(cfg.get("Volumes") or {})
+            names = [self._word(st, a) for a in args]
+            for v in names:
+                if not v:
+                    raise inst.error("VOLUME specified can not be an empty string")
+                vols[v] = {}
+            cfg["Volumes"] = vols
+            return f"VOLUME [{' '.join(names)}]"
+        if cmd == "USER":
+            cfg["User"] = self._word(st, args[0])
+            return f"USER {cfg['User']}"
+        if cmd == "STOPSIGNAL":
+            cfg["StopSignal"] = self._word(st, args[0])
+            return f"STOPSIGNAL {cfg['StopSignal']}"
+        if cmd == "MAINTAINER":
+            st.doc["author"] = args[0]
+            return f"MAINTAINER {args[0]}"
+        if cmd == "SHELL":
+            cfg["Shell"] = list(args)
+            return f"SHELL [{' '.join(args)}]"
+        if cmd == "ONBUILD":
+            assert inst.trigger is not None
+            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), inst.trigger.original]
+            return f"ONBUILD {inst.trigger.original}"
+        if cmd == "HEALTHCHECK":
+            cfg["Healthcheck"] = _healthcheck(inst, self._shell(st))
+            return inst.original
+        raise inst.error(f"unknown instruction: {cmd}")
+
+    def _shell(self, st: _Stage) -> list[str]:
+        return list(st.config.get("Shell") or DEFAULT_SHELL)
+
+    # -- committing ----------------------------------------------------------------------
+    def _key(self, st: _Stage, *parts: object) -> str:
+        return "sha256:" + hashlib.sha256(
+            json.dumps([st.parent, *parts], sort_keys=True).encode()).hexdigest()
+
+    def _cached(self, key: str) -> Image | None:
+        """The image a previous build made for KEY, if all of it is still in the store."""
+        from pallet.image.store import BUILD_CACHE_ANNOTATION
+
+        if self.opts.no_cache:
+            return None
+        for e in reversed(self.store.content.read_index().get("manifests") or []):
+            if (e.get("annotations") or {}).get(BUILD_CACHE_ANNOTATION) != key:
+                continue
+            with contextlib.suppress(PalletError, OSError):
+                image = self.store.get(e["digest"])
+                if all(self.store.content.has(layer.digest) for layer in image.layers):
+                    return image
+        return None
+
+    def _use(self, st: _Stage, image: Image, cached: bool) -> None:
+        if cached:
+            self.say(" ---> Using cache")
+        self.say(f" ---> {image.short_id}")
+        st.image = image
+        cmd_set = st.doc.get("_cmd_set")
+        st.doc = self._stage_of(image).doc
+        if cmd_set:
+            st.doc["_cmd_set"] = True
+
+    def _new_doc(self, st: _Stage) -> dict[str, Any]:
+        from pallet.image.build import now_rfc3339
+
+        doc = {k: v for k, v in st.doc.items() if not k.startswith("_")}
+        doc["created"] = now_rfc3339()
+        return doc
+
+    def _annotations(self, key: str) -> dict[str, str]:
+        from pallet.image.store import BUILD_CACHE_ANNOTATION, INTERMEDIATE_ANNOTATION
+
+        return {BUILD_CACHE_ANNOTATION: key, INTERMEDIATE_ANNOTATION: "true"}
+
+    def _commit_meta(self, st: _Stage, text: str, history: bool = True) -> None:
+        """A metadata step: the stage's config as a new image with no new layer."""
+        from pallet.image.build import create_image
+
+        created_by = " ".join([*self._shell(st), "#(nop) ", text]) if history else ""
+        key = self._key(st, "meta", created_by, st.doc.get("config"), st.doc.get("author"))
+        hit = self._cached(key)
+        if hit is not None:
+            self._use(st, hit, True)
+            return
+        doc = self._new_doc(st)
+        hist = {"created": doc["created"], "created_by": created_by} if history else None
+        image = create_image(self.store, st.image, None, doc, hist, None,
+                             what="build step", annotations=self._annotations(key))
+        self._use(st, image, False) if history else setattr(st, "image", image)
+
+    @contextlib.contextmanager
+    def _container(self, st: _Stage, argv: list[str], env: list[str]) -> Iterator[str]:
+        """A build container of the stage's image (created, not started), removed after."""
+        from pallet.engine.containers import CreateRequest
+        from pallet.engine.specgen import ContainerOptions
+
+        if st.image is None:
+            self._commit_meta(st, "", history=False)  # a layerless image to build on
+        assert st.image is not None
+        cfg = st.config
+        opts = ContainerOptions(command=argv, entrypoint=[""], env=env,
+                                workdir=cfg.get("WorkingDir") or "", user=cfg.get("User") or "")
+        req = CreateRequest(image=st.image.id, options=opts,
+                            network=NETWORKS[self.opts.network], pull="never")
+        rec = self.engine.create(req)
+        try:
+            yield rec.id
+        finally:
+            with contextlib.suppress(PalletError):
+                self.engine.remove(rec.id, force=True)
+
+    def _commit_container(self, st: _Stage, cid: str, created_by: str, key: str) -> Image:
+        from pallet.engine.rootfs_changes import commit_changes
+
+        doc = self._new_doc(st)
+        return commit_changes(self.engine, cid, doc,
+                              {"created": doc["created"], "created_by": created_by},
+                              annotations=self._annotations(key))
+
+    # -- RUN -----------------------------------------------------------------------------
+    def _run(self, st: _Stage, inst: dfparse.Instruction) -> None:
+        argv = list(inst.args) if inst.json else [*self._shell(st), inst.args[0]]
+        env = env_map(st.config.get("Env"))
+        args = sorted((k, v) for k, v in st.args.items() if v is not None and k not in env)
+        created_by = " ".join(argv)
+        if args:
+            created_by = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args) + \
+                " " + created_by
+        key = self._key(st, "run", created_by, st.config)
+        hit = self._cached(key)
+        if hit is not None:
+            self._use(st, hit, True)
+            return
+        run_env = [*st.config.get("Env", []), *(f"{k}={v}" for k, v in args)]
+        with self._container(st, argv, run_env) as cid:
+            self.say(f" ---> Running in {cid[:12]}")
+            workdir = st.config.get("WorkingDir")
+            if workdir:
+                self._make_workdir(cid, workdir)
+            code = self._run_container(cid)
+            if code != 0:
+                raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: "
+                                 f"{code}")
+            image = self._commit_container(st, cid, created_by, key)
+            self.say(f"Removing intermediate container {cid[:12]}")
+        self._use(st, image, False)
+
+    def _make_workdir(self, cid: str, workdir: str) -> None:
+        from pallet.build.rootfs_copy import Owner, RootfsWriter
+
+        with RootfsWriter(os.path.join(self.engine.ctr_dir(cid), "rootfs"), Owner()) as w:
+            w.directory(workdir)
+
+    def _run_container(self, cid: str) -> int:
+        """Start CID, stream its output, return its exit code."""
+        from pallet.engine.containers import ContainerStartError
+        from pallet.engine.monitor import parse_frames
+
+        try:
+            _, fd = self.engine.start(cid, streams="stdout,stderr")
+        except ContainerStartError as e:
+            raise BuildError(f"failed to start the build container: {e}") from None
+        if fd < 0:
+            for line in self.engine.logs(cid):
+                self.write(line.content)
+            return self.engine.wait(cid)
+        buf = bytearray()
+        try:
+            while True:
+                data = os.read(fd, 65536)
+                if not data:
+                    return self.engine.wait(cid)
+                buf += data
+                for kind, payload in parse_frames(buf):
+                    if kind in (b"1", b"2"):
+                        self.write(payload)
+                    elif kind == b"x":
+                        code, _, err = payload.decode(errors="replace").partition("\n")
+                        if err:
+                            raise BuildError(err)
+                        self.engine.wait(cid)
+                        return int(code or 0)
+        finally:
+            os.close(fd)
+
+    # -- WORKDIR -------------------------------------------------------------------------
+    def _workdir(self, st: _Stage, inst: dfparse.Instruction) -> None:
+        """As docker's: the directory is made (a layer) if the image does not have it."""
+        path = self._word(st, inst.args[0])
+        workdir = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/", path))
+        st.config["WorkingDir"] = workdir
+        text = f"WORKDIR {workdir}"
+        if self._in_image(st, workdir):
+            self._commit_meta(st, text)
+            return
+        created_by = " ".join([*self._shell(st), "#(nop) ", text])
+        key = self._key(st, "workdir", created_by, st.config)
+        hit = self._cached(key)
+        if hit is not None:
+            self._use(st, hit, True)
+            return
+        with self._container(st, ["/bin/sh", "-c", f"#(nop) {text}"], []) as cid:
+            self._make_workdir(cid, workdir)
+            image = self._commit_container(st, cid, created_by, key)
+        self._use(st, image, False)
+
+    def _in_image(self, st: _Stage, path: str) -> bool:
+        """Whether PATH is in the stage's image (its layers as overlay merges them; a
+        path through a symlink counts as missing, and is then made in a container)."""
+        from pallet.image.diff import LayerStack
+
+        if st.image is None or not st.image.layers:
+            return False
+        chain = self.store.ready_chain(st.image.id)
+        snaps = self.store.snapshots
+        layers = [str(snaps.fs(c)) for c in reversed(chain)] if snaps.driver == "overlay" \
+            else [str(snaps.fs(chain[-1]))]
+        return LayerStack(layers).lstat(path) is not None
+
+    # -- COPY / ADD ----------------------------------------------------------------------
+    def _copy(self, st: _Stage, inst: dfparse.Instruction) -> None:
+        from pallet.build.rootfs_copy import RootfsWriter, extract_archive, open_archive
+
+        cmd = inst.cmd
+        words = [self._word(st, a) for a in inst.args]
+        srcs, dest = words[:-1], words[-1]
+        if cmd == "ADD":
+            for s in srcs:
+                if s.startswith(("http://", "https://", "git@")):
+                    raise BuildError(f"ADD failed: {s} is a URL: pallet build does not fetch "
+                                     "remote sources (no network while building); download "
+                                     "it into the build context and COPY it")
+        workdir = st.config.get("WorkingDir") or "/"
+        dest_dir = dest.endswith("/") or dest.endswith("/.") or dest in (".", "")
+        target = posixpath.normpath(posixpath.join(workdir, dest))
+        chmod = None
+        if inst.flags.get("chmod"):
+            try:
+                chmod = int(inst.flags["chmod"], 8)
+            except ValueError:
+                raise BuildError(f"invalid chmod parameter: {inst.flags['chmod']}") from None
+        with self._source(st, inst) as source:
+            try:
+                rels = [r for s in srcs for r in source.resolve(s)]
+            except NotFound as e:
+                raise BuildError(f"{cmd} failed: {e}") from None
+            except InvalidArgument as e:
+                raise BuildError(f"{cmd} failed: {e}") from None
+            if len(rels) > 1 and not dest_dir:
+                raise BuildError(f"When using {cmd} with more than one source file, the "
+                                 "destination must be a directory and end with a /")
+            digest = source.digest(rels)
+            kind = "multi" if len(rels) > 1 else ("dir" if source.is_dir(rels[0]) else "file")
+            created_by = " ".join([*self._shell(st),
+                                   f"#(nop) {cmd} {kind}:{digest} in {dest} "])
+            key = self._key(st, cmd, created_by, inst.flags, target, dest_dir, st.config)
+            hit = self._cached(key)
+            if hit is not None:
+                self._use(st, hit, True)
+                return
+            with self._container(st, ["/bin/sh", "-c", f"#(nop) {cmd}"], []) as cid:
+                rootfs = os.path.join(self.engine.ctr_dir(cid), "rootfs")
+                owner = self._owner(rootfs, inst.flags.get("chown", ""), st)
+                with RootfsWriter(rootfs, owner, chmod) as w:
+                    for rel in rels:
+                        if source.is_dir(rel):
+                            w.copy(source, rel, target, contents=True)
+                            continue
+                        tar = open_archive(source, rel) if cmd == "ADD" else None
+                        if tar is not None:
+                            tmp = tempfile.mkdtemp(dir=self.tmp)
+                            extract_archive(tar, tmp)
+                            w.copy(Source(tmp, label="archive"), "", target, contents=True)
+                            shutil.rmtree(tmp, ignore_errors=True)
+                            continue
+                        into = dest_dir or w.is_dir(target)
+                        name = posixpath.basename(rel)
+                        w.copy(source, rel, posixpath.join(target, name) if into else target,
+                               contents=False)
+                image = self._commit_container(st, cid, created_by, key)
+        self._use(st, image, False)
+
+    def _owner(self, rootfs: str, chown: str, st: _Stage) -> Any:
+        from pallet.build.rootfs_copy import Owner
+        from pallet.engine.users import resolve_user
+
+        chown = self._word(st, chown) if chown else ""
+        if not chown:
+            return Owner()
+        try:
+            user = resolve_user(rootfs, chown)
+        except InvalidArgument as e:
+            raise BuildError(f"unable to convert uid/gid chown string to host mapping: {e}"
+                             ) from None
+        return Owner(user.uid, user.gid if ":" in chown else user.uid)
+
+    @contextlib.contextmanager
+    def _source(self, st: _Stage, inst: dfparse.Instruction) -> Iterator[Source]:
+        """What a COPY copies from: the context, or --from's stage or image, mounted
+        read-only for the while."""
+        ref = inst.flags.get("from", "")
+        if not ref:
+            yield Source.context(self.opts.context)
+            return
+        ref = self._word(st, ref)
+        image = None
+        for stage, made in self.stages:
+            if made is not None and (stage.name == ref.lower() or str(stage.index) == ref):
+                image = made
+        if image is None:
+            if ref.isdigit():
+                raise BuildError(f"invalid from flag value {ref}: refers to current build "
+                                 "stage or a later one")
+            try:
+                image = self._image(ref, None, False)
+            except BuildError as e:
+                raise BuildError(f"invalid from flag value {ref}: {e}") from None
+        label = f"stage {ref}" if any(s.name == ref.lower() for s, _ in self.stages) \
+            else f"image {ref}"
+        view = tempfile.mkdtemp(prefix="view-", dir=self.tmp)
+        if not image.layers:
+            yield Source(view, label=label)
+            return
+        chain = self.store.ready_chain(image.id)
+        self.store.prepare_view(chain, view)
+        try:
+            yield Source(view, label=label)
+        finally:
+            self.store.release_view(view)
+            os.rmdir(view)
+
+
+def _healthcheck(inst: dfparse.Instruction, shell: list[str]) -> dict[str, Any]:
+    """HEALTHCHECK [--interval=...] CMD ... | NONE as the config's Healthcheck."""
+    args = list(inst.args)
+    if args and args[0].upper() == "NONE":
+        if len(args) > 1:
+            raise inst.error("HEALTHCHECK NONE takes no arguments")
+        return {"Test": ["NONE"]}
+    if not args or args[0].upper() != "CMD" or len(args) < 2:
+        raise inst.error("HEALTHCHECK requires CMD (or NONE) and a command")
+    test = ["CMD", *args[1:]] if inst.json else ["CMD-SHELL", " ".join(args[1:])]
+    out: dict[str, Any] = {"Test": test}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+        if inst.flags.get(flag):
+            out[key] = _duration_ns(inst.flags[flag], inst)
+    if inst.flags.get("retries"):
+        if not inst.flags["retries"].isdigit():
+            raise inst.error(f"invalid --retries: {inst.flags['retries']}")
+        out["Retries"] = int(inst.flags["retries"])
+    return out
+
+
+def _duration_ns(text: str, inst: dfparse.Instruction) -> int:
+    """A Go duration (1h2m3.5s, 300ms) in nanoseconds."""
+    import re
+
+    units = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+             "m": 60_000_000_000, "h": 3_600_000_000_000}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise inst.error(f"time: invalid duration {text!r}")
+    return int(sum(float(n) * units[u] for n, u in parts))

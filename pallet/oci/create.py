@@ -194,8 +194,6 @@ class Runtime:
 
     # -- start / kill / delete --------------------------------------------------------
     def start(self, container_id: str) -> None:
-        from pallet.oci import hooks
-
         sd = StateDir(self.root, container_id)
         st = sd.load()
         status = self.status(st)
@@ -213,7 +211,7 @@ class Runtime:
                 os.unlink(sd.start_socket)
             except FileNotFoundError:
                 pass
-        hooks.run_hooks(st.config, "poststart", st.oci("running"))
+        _run_hooks(st.config, "poststart", st.oci("running"))
 
     def kill(self, container_id: str, sig: int = _signal.SIGTERM, all: bool = False) -> None:
         st = self.load(container_id)
@@ -226,8 +224,6 @@ class Runtime:
         os.kill(st.pid, sig)
 
     def delete(self, container_id: str, force: bool = False) -> None:
-        from pallet.oci import hooks
-
         sd = StateDir(self.root, container_id)
         st = sd.load()
         status = self.status(st)
@@ -241,14 +237,17 @@ class Runtime:
             _kill_and_reap(st.pid)
             if cg is not None:
                 cg.kill_all(_signal.SIGKILL)
-        if st.cgroup_paths:
+        # The usual case, an exited container whose cgroup is empty, needs only rmdir of the
+        # directories state.json names; anything in the way (processes left, sub-cgroups)
+        # goes to the backend, which kills and retries.
+        if st.cgroup_paths and not (status == "stopped" and _rmdir_cgroup(st.cgroup_paths)):
             _cgroup(st.cgroups_path, st.id).destroy()
         if st.host_root_base is not None:
             from pallet.oci.linux.rootfs import detach_host_root
 
             detach_host_root(st.rootfs, st.host_root_base)
         sd.remove()
-        hooks.run_hooks(st.config, "poststop", st.oci("stopped"))
+        _run_hooks(st.config, "poststop", st.oci("stopped"))
 
     def pause(self, container_id: str) -> None:
         st = self.load(container_id)
@@ -544,6 +543,30 @@ def _release(path: str) -> None:
             raise ConnectionResetError("init closed the start socket")
     finally:
         s.close()
+
+
+def _run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
+    """hooks.run_hooks, without importing hooks when the phase has none (start, delete)."""
+    if (spec.get("hooks") or {}).get(phase):
+        from pallet.oci import hooks
+
+        hooks.run_hooks(spec, phase, state)
+
+
+def _rmdir_cgroup(paths: dict[str, str]) -> bool:
+    """rmdir each of a container's cgroup directories; False (the rest left) at the first
+    that is busy (processes or sub-cgroups in it) or cannot be removed for another reason.
+
+    No cgroup backend (mountinfo, layout, its imports) for what is one rmdir per hierarchy.
+    """
+    for d in sorted(set(paths.values())):
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
 
 
 def _frozen(st: ContainerState) -> bool:

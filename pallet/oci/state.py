@@ -116,6 +116,12 @@ class StateDir:
         os.rename(tmp, os.path.join(self.path, "state.json"))
 
     def remove(self) -> None:
+        try:  # what is left after start and delete: state.json alone
+            os.unlink(os.path.join(self.path, "state.json"))
+            os.rmdir(self.path)
+            return
+        except OSError:
+            pass
         for name in os.listdir(self.path) if os.path.isdir(self.path) else []:
             try:
                 os.unlink(os.path.join(self.path, name))

@@ -59,7 +59,7 @@ class Runtime:
     def _create(self, container_id: str, bundle: str, *, console_socket: str | None,
                 pid_file: str | None, no_pivot: bool, preserve_fds: int,
                 stdio: tuple[int, int, int] | None) -> ContainerState:
-        from pallet.oci.init import InitContext
+        from pallet.oci.init import InitContext, preload
 
         specmod.validate_id(container_id)
         bundle = os.path.abspath(bundle)
@@ -87,17 +87,24 @@ class Runtime:
                 from pallet.oci.linux import idmap
 
                 trees = idmap.prepare(idmapped)
+            # Everything that needs no cgroupfs is done before the first mkdir there: that
+            # waits (on the kernel's cgroup mutex) until start_cgroup_sync's move is through.
             cg = _cgroup(linux.get("cgroupsPath"), container_id)
-            cg.create()
-            cg.set(linux.get("resources") or {})
             if console_socket:
                 console_sock = _connect(console_socket)
             rootfs = specmod.rootfs_path(spec, bundle)
+            facts = None
             if "mount" not in nss:
                 # The init mounts under the rootfs in our (the host's) mount namespace.
                 from pallet.oci.linux.rootfs import host_mounts_at
 
                 host_base = host_mounts_at(rootfs)
+            elif not any(n["type"] == "mount" and n.get("path")
+                         for n in linux.get("namespaces") or ()):
+                # A new mount namespace starts as a copy of ours: read its table here.
+                from pallet.oci.linux.rootfs import mount_facts
+
+                facts = mount_facts(rootfs)
             # The init blocks in accept() on this socket until `start` connects. It
             # inherits the listening fd, so it never reaches the state dir by path
             # (which a user-namespaced or non-dumpable init may not).
@@ -109,14 +116,18 @@ class Runtime:
                               seccomp_listener=_notifies(linux),
                               console_fd=console_sock.fileno() if console_sock else None,
                               stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
-                              cgroup_paths=dict(cg.paths), idmapped_mounts=trees)
+                              cgroup_paths=dict(cg.paths), join_cgroup=cg.join_files(),
+                              idmapped_mounts=trees, mount_facts=facts)
             st = ContainerState(id=container_id, bundle=bundle, rootfs=rootfs,
                                 created=now_rfc3339(),
                                 annotations=spec.get("annotations") or {},
                                 cgroup_paths=dict(cg.paths),
                                 cgroups_path=linux.get("cgroupsPath"), config=spec,
                                 host_root_base=host_base)
-            init_pid = self._spawn(ctx, st, cg, spec, linux)
+            preload(ctx)  # once here, not in every child (and not after the mkdir)
+            cg.create()
+            cg.set(linux.get("resources") or {})
+            init_pid = self._spawn(ctx, st, spec, linux)
             st.pid = init_pid
             st.pid_start = proc_start_time(init_pid)
             st.status = "created"
@@ -146,13 +157,8 @@ class Runtime:
             for fd in trees.values():
                 os.close(fd)  # the init attached its copies (or is gone)
 
-    def _spawn(self, ctx: Any, st: ContainerState, cg: Any, spec: dict, linux: dict) -> int:
-        from pallet.oci import hooks
-        from pallet.oci.init import create_child, send
-
-        def prepare(first: int, sock: _socket.socket) -> None:
-            cg.apply(first)  # before it makes namespaces: a cgroup ns is rooted here
-            send(sock, go=True)
+    def _spawn(self, ctx: Any, st: ContainerState, spec: dict, linux: dict) -> int:
+        from pallet.oci.init import create_child
 
         def answer(msg: dict[str, Any], first: int, init_pid: int, fds: list[int]) -> None:
             if "userns" in msg:
@@ -160,11 +166,11 @@ class Runtime:
             elif "hooks" in msg:
                 state = st.oci("creating") | {"pid": init_pid}
                 for phase in ("prestart", "createRuntime", "createContainer"):
-                    hooks.run_hooks(spec, phase, state)
+                    _run_hooks(spec, phase, state)
             elif "seccomp" in msg:
                 _pass_listener(linux, fds, init_pid, st.oci("creating") | {"pid": init_pid})
 
-        return _drive_child(create_child, ctx, prepare=prepare, answer=answer)
+        return _drive_child(create_child, ctx, answer=answer)
 
     # -- queries --------------------------------------------------------------------
     def load(self, container_id: str) -> ContainerState:
@@ -327,7 +333,7 @@ class Runtime:
                 console_sock.close()
 
 
-def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = None) -> int:
+def _drive_child(target: Any, ctx: Any, *, answer: Any = None) -> int:
     """Fork TARGET(ctx, sock) and answer its messages until it reports `created`; return
     the host pid of the process it made (the init, or the exec'd process).
 
@@ -349,8 +355,6 @@ def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = No
     child.close()
     pid = 0
     try:
-        if prepare is not None:
-            prepare(first, parent)
         while True:
             msg, fds = _recv_or_fail(parent, recv_with_fds)
             try:
@@ -583,35 +587,46 @@ def start_cgroup_sync() -> int:
     spell waits out an RCU grace period (10-15 ms here) and whose writers within the next
     one do not. That wait, started here, passes while create prepares; the init's own
     move then finds it over. Nothing changes for the child ("0" is the writer itself), and
-    where cgroupfs is not writable it just exits. The engine starts one as early as it
-    can, too (`pallet run`, Engine.start). It forks: never call it with threads running.
-    Reap the pid with reap_cgroup_sync once the move is done.
+    where cgroupfs is not writable there is no child (0). The engine starts one as early
+    as it can, too (`pallet run`, Engine.start). It forks: never call it with threads
+    running. Reap the pid with reap_cgroup_sync once the move is done.
     """
+    # Found and opened here, so the child has only the write to do and gets to the lock
+    # sooner; the kernel checks a cgroup.procs write against the opener's credentials.
+    fd = _own_cgroup_procs()
+    if fd < 0:
+        return 0
     try:
         pid = os.fork()
     except OSError:
+        os.close(fd)
         return 0
-    if pid:
-        return pid
+    if pid == 0:
+        try:
+            os.write(fd, b"0")
+        finally:
+            os._exit(0)
+    os.close(fd)
+    return pid
+
+
+def _own_cgroup_procs() -> int:
+    """A cgroup.procs of our own cgroup opened for writing (any hierarchy), or -1."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
-        for line in lines:
-            _, ctrl, path = line.split(":", 2)
-            bases = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if not ctrl else \
-                (f"/sys/fs/cgroup/{ctrl}",) if ctrl.isalpha() else ()
-            for base in bases:
-                try:
-                    fd = os.open(f"{base}{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    os.write(fd, b"0")
-                except OSError:
-                    pass
-                os._exit(0)
-    finally:
-        os._exit(0)
+    except OSError:
+        return -1
+    for line in lines:
+        _, ctrl, path = line.split(":", 2)
+        bases = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if not ctrl else \
+            (f"/sys/fs/cgroup/{ctrl}",) if ctrl.isalpha() else ()
+        for base in bases:
+            try:
+                return os.open(f"{base}{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+    return -1
 
 
 def reap_cgroup_sync(pid: int) -> None:

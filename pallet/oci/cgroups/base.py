@@ -37,6 +37,16 @@ class Cgroup:
         """Move pid into the cgroup in every hierarchy."""
         raise NotImplementedError
 
+    def join_files(self) -> list[str]:
+        """The control files, in order, to which a single-threaded process writes "0" to
+        move itself into the cgroup in every hierarchy (what create's first child does).
+
+        On v1 that is each hierarchy's `tasks`: moving one thread (itself) needs no hold on
+        the kernel's global threadgroup lock, so it never waits for the RCU grace period a
+        cgroup.procs write may (see create.start_cgroup_sync). cgroup2 has only cgroup.procs.
+        """
+        raise NotImplementedError
+
     def set(self, resources: dict) -> None:
         """Apply an OCI linux.resources dict (also what `update` passes)."""
         raise NotImplementedError

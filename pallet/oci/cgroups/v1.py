@@ -64,6 +64,9 @@ class V1Cgroup(Cgroup):
         for d in sorted(set(self._dirs.values())):
             files.write(d, "cgroup.procs", str(pid))
 
+    def join_files(self) -> list[str]:
+        return [os.path.join(d, "tasks") for d in sorted(set(self._dirs.values()))]
+
     def _procs_dir(self) -> str:
         for ctrl in ("pids", "freezer", "devices", "memory", "cpu"):
             if ctrl in self._dirs:

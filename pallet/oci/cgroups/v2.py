@@ -77,6 +77,9 @@ class V2Cgroup(Cgroup):
     def apply(self, pid: int) -> None:
         files.write(self.dir, "cgroup.procs", str(pid))
 
+    def join_files(self) -> list[str]:
+        return [os.path.join(self.dir, "cgroup.procs")]
+
     def _procs_dir(self) -> str:
         return self.dir
 

@@ -43,7 +43,7 @@ class Cgroup:
 
         On v1 that is each hierarchy's `tasks`: moving one thread (itself) needs no hold on
         the kernel's global threadgroup lock, so it never waits for the RCU grace period a
-        cgroup.procs write may (see create.start_cgroup_sync). cgroup2 has only cgroup.procs.
+        cgroup.procs write may (see cgsync.start_cgroup_sync). cgroup2 has only cgroup.procs.
         """
         raise NotImplementedError
 

@@ -7,14 +7,12 @@ thin skin over it. Children are forked from the caller, never exec'd anew.
 from __future__ import annotations
 
 # _signal and _socket are the C cores of signal and socket: those modules only add enum
-# wrappers and conveniences, and cost pallet-runc ~5 ms each at start-up.
+# wrappers and conveniences, and cost pallet-runc ~5 ms each at start-up. _socket, the
+# config (spec) and cgsync are imported where used: start and delete need none of them.
 import _signal
-import _socket
 import os
 
 from pallet.errors import FailedPrecondition, NotFound, PalletError, SpecError, SystemFailure
-from pallet.oci import spec as specmod
-from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
 from pallet.oci.state import (
     DEFAULT_ROOT,
     ContainerState,
@@ -22,10 +20,12 @@ from pallet.oci.state import (
     list_ids,
     now_rfc3339,
     proc_start_time,
+    validate_id,
 )
 
 TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
 if TYPE_CHECKING:
+    import _socket
     from typing import Any
 
 
@@ -49,6 +49,8 @@ class Runtime:
     def create(self, container_id: str, bundle: str, *, console_socket: str | None = None,
                pid_file: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
                stdio: tuple[int, int, int] | None = None) -> ContainerState:
+        from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
+
         sync = start_cgroup_sync()
         try:
             return self._create(container_id, bundle, console_socket=console_socket,
@@ -60,9 +62,12 @@ class Runtime:
     def _create(self, container_id: str, bundle: str, *, console_socket: str | None,
                 pid_file: str | None, no_pivot: bool, preserve_fds: int,
                 stdio: tuple[int, int, int] | None) -> ContainerState:
+        import _socket
+
+        from pallet.oci import spec as specmod
         from pallet.oci.init import InitContext, preload
 
-        specmod.validate_id(container_id)
+        validate_id(container_id)
         bundle = os.path.abspath(bundle)
         spec = specmod.load(bundle)
         if not spec.get("process"):
@@ -291,6 +296,8 @@ class Runtime:
              console_socket: str | None = None, preserve_fds: int = 0,
              stdio: tuple[int, int, int] | None = None) -> int:
         """Start PROCESS in the container; return its host pid (the caller reaps it)."""
+        from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
+
         sync = start_cgroup_sync()  # the process joins the container's cgroups
         try:
             return self._exec(container_id, process, console_socket=console_socket,
@@ -301,6 +308,7 @@ class Runtime:
     def _exec(self, container_id: str, process: dict[str, Any], *,
               console_socket: str | None, preserve_fds: int,
               stdio: tuple[int, int, int] | None) -> int:
+        from pallet.oci import spec as specmod
         from pallet.oci.init import InitContext, exec_child
 
         st = self.load(container_id)
@@ -344,6 +352,8 @@ def _drive_child(target: Any, ctx: Any, *, answer: Any = None) -> int:
     came with a message are closed after it. On any failure what was made is killed and
     reaped (we are its subreaper).
     """
+    import _socket
+
     from pallet.oci.init import recv_with_fds, send
 
     _become_subreaper()
@@ -483,6 +493,8 @@ def _recv_or_fail(sock: _socket.socket, recv: Any) -> Any:
 
 
 def _connect(path: str) -> _socket.socket:
+    import _socket
+
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         _connect_short(s, path)
@@ -541,6 +553,8 @@ def _connect_short(sock: _socket.socket, path: str) -> None:
 
 def _release(path: str) -> None:
     """Connect to the init's start socket and wait for its one-byte acknowledgement."""
+    import _socket
+
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         _connect_short(s, path)

@@ -156,7 +156,7 @@ def test_version_and_features(runc_cli):
 def test_the_early_cgroup_sync_child_changes_nothing_and_is_reaped():
     # create/exec (and the engine) fork a child that moves itself into its own cgroup so
     # the kernel's grace period for cgroup moves starts early; it must leave no trace.
-    from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+    from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
 
     with open("/proc/self/cgroup") as f:
         before = f.read()

@@ -84,6 +84,7 @@ class Runtime:
         sd.create()
         cg = None
         init_pid = 0
+        staged_pid_file = ""
         host_base = None
         console_sock = None
         listener = None
@@ -131,17 +132,31 @@ class Runtime:
                                 cgroups_path=linux.get("cgroupsPath"), config=spec,
                                 host_root_base=host_base)
             preload(ctx)  # once here, not in every child (and not after the mkdir)
+
+            def stage(pid: int) -> None:
+                # Once the init's pid is known, while it builds the rootfs: only the
+                # renames are left for when it reports `created`.
+                nonlocal staged_pid_file
+                st.pid = pid
+                st.pid_start = proc_start_time(pid)
+                st.status = "created"
+                sd.stage(st)
+                if pid_file:
+                    staged_pid_file = _stage_pid_file(pid_file, pid)
+
             cg.create()
             cg.set(linux.get("resources") or {})
-            init_pid = self._spawn(ctx, st, spec, linux)
-            st.pid = init_pid
-            st.pid_start = proc_start_time(init_pid)
-            st.status = "created"
-            sd.save(st)
-            if pid_file:
-                _write_pid_file(pid_file, init_pid)
+            init_pid = self._spawn(ctx, st, spec, linux, on_pid=stage)
+            sd.commit()
+            if staged_pid_file:
+                os.rename(staged_pid_file, pid_file)
             return st
         except BaseException:
+            if staged_pid_file:
+                try:
+                    os.unlink(staged_pid_file)
+                except OSError:
+                    pass
             if init_pid:
                 _kill_and_reap(init_pid)
             if host_base is not None:
@@ -163,7 +178,8 @@ class Runtime:
             for fd in trees.values():
                 os.close(fd)  # the init attached its copies (or is gone)
 
-    def _spawn(self, ctx: Any, st: ContainerState, spec: dict, linux: dict) -> int:
+    def _spawn(self, ctx: Any, st: ContainerState, spec: dict, linux: dict,
+               on_pid: Any = None) -> int:
         from pallet.oci.init import create_child
 
         def answer(msg: dict[str, Any], first: int, init_pid: int, fds: list[int]) -> None:
@@ -176,7 +192,7 @@ class Runtime:
             elif "seccomp" in msg:
                 _pass_listener(linux, fds, init_pid, st.oci("creating") | {"pid": init_pid})
 
-        return _drive_child(create_child, ctx, answer=answer)
+        return _drive_child(create_child, ctx, answer=answer, on_pid=on_pid)
 
     # -- queries --------------------------------------------------------------------
     def load(self, container_id: str) -> ContainerState:
@@ -342,15 +358,16 @@ class Runtime:
                 console_sock.close()
 
 
-def _drive_child(target: Any, ctx: Any, *, answer: Any = None) -> int:
+def _drive_child(target: Any, ctx: Any, *, answer: Any = None, on_pid: Any = None) -> int:
     """Fork TARGET(ctx, sock) and answer its messages until it reports `created`; return
     the host pid of the process it made (the init, or the exec'd process).
 
     The first child reports that pid, then exits; the made process waits for our `ok` so
     its own messages cannot overtake that report. ANSWER handles any other message
     (`userns`, `hooks`, `seccomp` with the listener fd) before we reply `ok`; fds that
-    came with a message are closed after it. On any failure what was made is killed and
-    reaped (we are its subreaper).
+    came with a message are closed after it. ON_PID(pid) runs once that pid is known and
+    the made process is on its way. On any failure what was made is killed and reaped
+    (we are its subreaper).
     """
     import _socket
 
@@ -371,8 +388,6 @@ def _drive_child(target: Any, ctx: Any, *, answer: Any = None) -> int:
             try:
                 if "pid" in msg:
                     pid = msg["pid"]
-                    os.waitpid(first, 0)
-                    first = 0
                 elif "created" in msg:
                     return pid
                 elif "error" in msg:
@@ -383,6 +398,13 @@ def _drive_child(target: Any, ctx: Any, *, answer: Any = None) -> int:
                 for fd in fds:
                     os.close(fd)
             send(parent, ok=True)
+            if pid and first:
+                # The first child has reported and exits: reap it once the made process
+                # is on its way, then let ON_PID use the time it takes to get ready.
+                os.waitpid(first, 0)
+                first = 0
+                if on_pid is not None:
+                    on_pid(pid)
     except BaseException:
         if pid:
             _kill_and_reap(pid)
@@ -520,10 +542,15 @@ def _write_id_maps(pid: int, linux: dict[str, Any]) -> None:
 
 
 def _write_pid_file(path: str, pid: int) -> None:
+    os.rename(_stage_pid_file(path, pid), path)
+
+
+def _stage_pid_file(path: str, pid: int) -> str:
+    """Write PID beside PATH; the caller renames the file it returns onto PATH."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(str(pid))
-    os.rename(tmp, path)
+    return tmp
 
 
 def _short_path(path: str) -> tuple[str, int]:

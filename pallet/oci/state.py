@@ -120,10 +120,17 @@ class StateDir:
         return ContainerState(**data)
 
     def save(self, st: ContainerState) -> None:
-        tmp = os.path.join(self.path, ".state.json.tmp")
-        with open(tmp, "w") as f:
+        self.stage(st)
+        self.commit()
+
+    def stage(self, st: ContainerState) -> None:
+        """Write ST beside state.json; commit() puts it in place (atomically)."""
+        with open(os.path.join(self.path, ".state.json.tmp"), "w") as f:
             f.write(jsonlite.dumps(st.asdict()))
-        os.rename(tmp, os.path.join(self.path, "state.json"))
+
+    def commit(self) -> None:
+        os.rename(os.path.join(self.path, ".state.json.tmp"),
+                  os.path.join(self.path, "state.json"))
 
     def remove(self) -> None:
         try:  # what is left after start and delete: state.json alone

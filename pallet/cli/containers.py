@@ -380,7 +380,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+    from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
 
     # The kernel's grace period that the container's move into its cgroups waits out
     # (see start_cgroup_sync) starts now and passes while the engine prepares it.

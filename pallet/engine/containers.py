@@ -488,7 +488,7 @@ class Engine:
 
         Forks (the monitor, and the child below): call it from a process without threads.
         """
-        from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+        from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
 
         # The container moves into its cgroups in a few ms, in the monitor's helper: let
         # the kernel's grace period for that pass meanwhile (see start_cgroup_sync).

@@ -283,7 +283,16 @@ def _runtime(args: argparse.Namespace):  # noqa: ANN202
     return Runtime(args.root)
 
 
+def _start_cgroup_sync() -> None:
+    # create, run and exec move a process into a cgroup: the kernel's grace period for
+    # that starts now, before the runtime is imported (see pallet.oci.cgsync).
+    from pallet.oci.cgsync import start_early
+
+    start_early()
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    _start_cgroup_sync()
     _runtime(args).create(args.id, args.bundle, console_socket=args.console_socket,
                           pid_file=args.pid_file, no_pivot=args.no_pivot,
                           preserve_fds=args.preserve_fds)
@@ -296,6 +305,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _start_cgroup_sync()
     from pallet.oci.create import _become_subreaper, wait_exit
 
     rt = _runtime(args)
@@ -409,6 +419,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    _start_cgroup_sync()
     from pallet.errors import InvalidArgument
     from pallet.oci.create import wait_exit
 

@@ -7,13 +7,12 @@ thin skin over it. Children are forked from the caller, never exec'd anew.
 from __future__ import annotations
 
 # _signal and _socket are the C cores of signal and socket: those modules only add enum
-# wrappers and conveniences, and cost pallet-runc ~5 ms each at start-up.
+# wrappers and conveniences, and cost pallet-runc ~5 ms each at start-up. _socket, the
+# config (spec) and cgsync are imported where used: start and delete need none of them.
 import _signal
-import _socket
 import os
 
 from pallet.errors import FailedPrecondition, NotFound, PalletError, SpecError, SystemFailure
-from pallet.oci import spec as specmod
 from pallet.oci.state import (
     DEFAULT_ROOT,
     ContainerState,
@@ -21,10 +20,12 @@ from pallet.oci.state import (
     list_ids,
     now_rfc3339,
     proc_start_time,
+    validate_id,
 )
 
 TYPE_CHECKING = False  # typing costs ~10 ms to import; only type checkers need it
 if TYPE_CHECKING:
+    import _socket
     from typing import Any
 
 
@@ -48,6 +49,8 @@ class Runtime:
     def create(self, container_id: str, bundle: str, *, console_socket: str | None = None,
                pid_file: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
                stdio: tuple[int, int, int] | None = None) -> ContainerState:
+        from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
+
         sync = start_cgroup_sync()
         try:
             return self._create(container_id, bundle, console_socket=console_socket,
@@ -59,9 +62,12 @@ class Runtime:
     def _create(self, container_id: str, bundle: str, *, console_socket: str | None,
                 pid_file: str | None, no_pivot: bool, preserve_fds: int,
                 stdio: tuple[int, int, int] | None) -> ContainerState:
-        from pallet.oci.init import InitContext
+        import _socket
 
-        specmod.validate_id(container_id)
+        from pallet.oci import spec as specmod
+        from pallet.oci.init import InitContext, preload
+
+        validate_id(container_id)
         bundle = os.path.abspath(bundle)
         spec = specmod.load(bundle)
         if not spec.get("process"):
@@ -78,6 +84,7 @@ class Runtime:
         sd.create()
         cg = None
         init_pid = 0
+        staged_pid_file = ""
         host_base = None
         console_sock = None
         listener = None
@@ -87,17 +94,24 @@ class Runtime:
                 from pallet.oci.linux import idmap
 
                 trees = idmap.prepare(idmapped)
+            # Everything that needs no cgroupfs is done before the first mkdir there: that
+            # waits (on the kernel's cgroup mutex) until start_cgroup_sync's move is through.
             cg = _cgroup(linux.get("cgroupsPath"), container_id)
-            cg.create()
-            cg.set(linux.get("resources") or {})
             if console_socket:
                 console_sock = _connect(console_socket)
             rootfs = specmod.rootfs_path(spec, bundle)
+            facts = None
             if "mount" not in nss:
                 # The init mounts under the rootfs in our (the host's) mount namespace.
                 from pallet.oci.linux.rootfs import host_mounts_at
 
                 host_base = host_mounts_at(rootfs)
+            elif not any(n["type"] == "mount" and n.get("path")
+                         for n in linux.get("namespaces") or ()):
+                # A new mount namespace starts as a copy of ours: read its table here.
+                from pallet.oci.linux.rootfs import mount_facts
+
+                facts = mount_facts(rootfs)
             # The init blocks in accept() on this socket until `start` connects. It
             # inherits the listening fd, so it never reaches the state dir by path
             # (which a user-namespaced or non-dumpable init may not).
@@ -109,22 +123,40 @@ class Runtime:
                               seccomp_listener=_notifies(linux),
                               console_fd=console_sock.fileno() if console_sock else None,
                               stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
-                              cgroup_paths=dict(cg.paths), idmapped_mounts=trees)
+                              cgroup_paths=dict(cg.paths), join_cgroup=cg.join_files(),
+                              idmapped_mounts=trees, mount_facts=facts)
             st = ContainerState(id=container_id, bundle=bundle, rootfs=rootfs,
                                 created=now_rfc3339(),
                                 annotations=spec.get("annotations") or {},
                                 cgroup_paths=dict(cg.paths),
                                 cgroups_path=linux.get("cgroupsPath"), config=spec,
                                 host_root_base=host_base)
-            init_pid = self._spawn(ctx, st, cg, spec, linux)
-            st.pid = init_pid
-            st.pid_start = proc_start_time(init_pid)
-            st.status = "created"
-            sd.save(st)
-            if pid_file:
-                _write_pid_file(pid_file, init_pid)
+            preload(ctx)  # once here, not in every child (and not after the mkdir)
+
+            def stage(pid: int) -> None:
+                # Once the init's pid is known, while it builds the rootfs: only the
+                # renames are left for when it reports `created`.
+                nonlocal staged_pid_file
+                st.pid = pid
+                st.pid_start = proc_start_time(pid)
+                st.status = "created"
+                sd.stage(st)
+                if pid_file:
+                    staged_pid_file = _stage_pid_file(pid_file, pid)
+
+            cg.create()
+            cg.set(linux.get("resources") or {})
+            init_pid = self._spawn(ctx, st, spec, linux, on_pid=stage)
+            sd.commit()
+            if staged_pid_file:
+                os.rename(staged_pid_file, pid_file)
             return st
         except BaseException:
+            if staged_pid_file:
+                try:
+                    os.unlink(staged_pid_file)
+                except OSError:
+                    pass
             if init_pid:
                 _kill_and_reap(init_pid)
             if host_base is not None:
@@ -146,13 +178,9 @@ class Runtime:
             for fd in trees.values():
                 os.close(fd)  # the init attached its copies (or is gone)
 
-    def _spawn(self, ctx: Any, st: ContainerState, cg: Any, spec: dict, linux: dict) -> int:
-        from pallet.oci import hooks
-        from pallet.oci.init import create_child, send
-
-        def prepare(first: int, sock: _socket.socket) -> None:
-            cg.apply(first)  # before it makes namespaces: a cgroup ns is rooted here
-            send(sock, go=True)
+    def _spawn(self, ctx: Any, st: ContainerState, spec: dict, linux: dict,
+               on_pid: Any = None) -> int:
+        from pallet.oci.init import create_child
 
         def answer(msg: dict[str, Any], first: int, init_pid: int, fds: list[int]) -> None:
             if "userns" in msg:
@@ -160,11 +188,11 @@ class Runtime:
             elif "hooks" in msg:
                 state = st.oci("creating") | {"pid": init_pid}
                 for phase in ("prestart", "createRuntime", "createContainer"):
-                    hooks.run_hooks(spec, phase, state)
+                    _run_hooks(spec, phase, state)
             elif "seccomp" in msg:
                 _pass_listener(linux, fds, init_pid, st.oci("creating") | {"pid": init_pid})
 
-        return _drive_child(create_child, ctx, prepare=prepare, answer=answer)
+        return _drive_child(create_child, ctx, answer=answer, on_pid=on_pid)
 
     # -- queries --------------------------------------------------------------------
     def load(self, container_id: str) -> ContainerState:
@@ -194,8 +222,6 @@ class Runtime:
 
     # -- start / kill / delete --------------------------------------------------------
     def start(self, container_id: str) -> None:
-        from pallet.oci import hooks
-
         sd = StateDir(self.root, container_id)
         st = sd.load()
         status = self.status(st)
@@ -213,7 +239,7 @@ class Runtime:
                 os.unlink(sd.start_socket)
             except FileNotFoundError:
                 pass
-        hooks.run_hooks(st.config, "poststart", st.oci("running"))
+        _run_hooks(st.config, "poststart", st.oci("running"))
 
     def kill(self, container_id: str, sig: int = _signal.SIGTERM, all: bool = False) -> None:
         st = self.load(container_id)
@@ -226,8 +252,6 @@ class Runtime:
         os.kill(st.pid, sig)
 
     def delete(self, container_id: str, force: bool = False) -> None:
-        from pallet.oci import hooks
-
         sd = StateDir(self.root, container_id)
         st = sd.load()
         status = self.status(st)
@@ -241,14 +265,17 @@ class Runtime:
             _kill_and_reap(st.pid)
             if cg is not None:
                 cg.kill_all(_signal.SIGKILL)
-        if st.cgroup_paths:
+        # The usual case, an exited container whose cgroup is empty, needs only rmdir of the
+        # directories state.json names; anything in the way (processes left, sub-cgroups)
+        # goes to the backend, which kills and retries.
+        if st.cgroup_paths and not (status == "stopped" and _rmdir_cgroup(st.cgroup_paths)):
             _cgroup(st.cgroups_path, st.id).destroy()
         if st.host_root_base is not None:
             from pallet.oci.linux.rootfs import detach_host_root
 
             detach_host_root(st.rootfs, st.host_root_base)
         sd.remove()
-        hooks.run_hooks(st.config, "poststop", st.oci("stopped"))
+        _run_hooks(st.config, "poststop", st.oci("stopped"))
 
     def pause(self, container_id: str) -> None:
         st = self.load(container_id)
@@ -293,6 +320,8 @@ class Runtime:
              console_socket: str | None = None, preserve_fds: int = 0,
              stdio: tuple[int, int, int] | None = None) -> int:
         """Start PROCESS in the container; return its host pid (the caller reaps it)."""
+        from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
+
         sync = start_cgroup_sync()  # the process joins the container's cgroups
         try:
             return self._exec(container_id, process, console_socket=console_socket,
@@ -303,6 +332,7 @@ class Runtime:
     def _exec(self, container_id: str, process: dict[str, Any], *,
               console_socket: str | None, preserve_fds: int,
               stdio: tuple[int, int, int] | None) -> int:
+        from pallet.oci import spec as specmod
         from pallet.oci.init import InitContext, exec_child
 
         st = self.load(container_id)
@@ -336,16 +366,19 @@ class Runtime:
                 console_sock.close()
 
 
-def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = None) -> int:
+def _drive_child(target: Any, ctx: Any, *, answer: Any = None, on_pid: Any = None) -> int:
     """Fork TARGET(ctx, sock) and answer its messages until it reports `created`; return
     the host pid of the process it made (the init, or the exec'd process).
 
     The first child reports that pid, then exits; the made process waits for our `ok` so
     its own messages cannot overtake that report. ANSWER handles any other message
     (`userns`, `hooks`, `seccomp` with the listener fd) before we reply `ok`; fds that
-    came with a message are closed after it. On any failure what was made is killed and
-    reaped (we are its subreaper).
+    came with a message are closed after it. ON_PID(pid) runs once that pid is known and
+    the made process is on its way. On any failure what was made is killed and reaped
+    (we are its subreaper).
     """
+    import _socket
+
     from pallet.oci.init import recv_with_fds, send
 
     _become_subreaper()
@@ -358,15 +391,11 @@ def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = No
     child.close()
     pid = 0
     try:
-        if prepare is not None:
-            prepare(first, parent)
         while True:
             msg, fds = _recv_or_fail(parent, recv_with_fds)
             try:
                 if "pid" in msg:
                     pid = msg["pid"]
-                    os.waitpid(first, 0)
-                    first = 0
                 elif "created" in msg:
                     return pid
                 elif "error" in msg:
@@ -377,6 +406,13 @@ def _drive_child(target: Any, ctx: Any, *, prepare: Any = None, answer: Any = No
                 for fd in fds:
                     os.close(fd)
             send(parent, ok=True)
+            if pid and first:
+                # The first child has reported and exits: reap it once the made process
+                # is on its way, then let ON_PID use the time it takes to get ready.
+                os.waitpid(first, 0)
+                first = 0
+                if on_pid is not None:
+                    on_pid(pid)
     except BaseException:
         if pid:
             _kill_and_reap(pid)
@@ -487,6 +523,8 @@ def _recv_or_fail(sock: _socket.socket, recv: Any) -> Any:
 
 
 def _connect(path: str) -> _socket.socket:
+    import _socket
+
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         _connect_short(s, path)
@@ -512,10 +550,15 @@ def _write_id_maps(pid: int, linux: dict[str, Any]) -> None:
 
 
 def _write_pid_file(path: str, pid: int) -> None:
+    os.rename(_stage_pid_file(path, pid), path)
+
+
+def _stage_pid_file(path: str, pid: int) -> str:
+    """Write PID beside PATH; the caller renames the file it returns onto PATH."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(str(pid))
-    os.rename(tmp, path)
+    return tmp
 
 
 def _short_path(path: str) -> tuple[str, int]:
@@ -545,6 +588,8 @@ def _connect_short(sock: _socket.socket, path: str) -> None:
 
 def _release(path: str) -> None:
     """Connect to the init's start socket and wait for its one-byte acknowledgement."""
+    import _socket
+
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         _connect_short(s, path)
@@ -554,57 +599,35 @@ def _release(path: str) -> None:
         s.close()
 
 
+def _run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
+    """hooks.run_hooks, without importing hooks when the phase has none (start, delete)."""
+    if (spec.get("hooks") or {}).get(phase):
+        from pallet.oci import hooks
+
+        hooks.run_hooks(spec, phase, state)
+
+
+def _rmdir_cgroup(paths: dict[str, str]) -> bool:
+    """rmdir each of a container's cgroup directories; False (the rest left) at the first
+    that is busy (processes or sub-cgroups in it) or cannot be removed for another reason.
+
+    No cgroup backend (mountinfo, layout, its imports) for what is one rmdir per hierarchy.
+    """
+    for d in sorted(set(paths.values())):
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
+
+
 def _frozen(st: ContainerState) -> bool:
     try:
         return bool(_cgroup(st.cgroups_path, st.id).is_frozen())
     except Exception:  # noqa: BLE001 - a vanished cgroup is simply not frozen
         return False
-
-
-def start_cgroup_sync() -> int:
-    """Fork a child that moves itself into the cgroup it is already in; return its pid.
-
-    Moving a process between cgroups takes a kernel lock whose first writer after a quiet
-    spell waits out an RCU grace period (10-15 ms here) and whose writers within the next
-    one do not. That wait, started here, passes while create prepares; the init's own
-    move then finds it over. Nothing changes for the child ("0" is the writer itself), and
-    where cgroupfs is not writable it just exits. The engine starts one as early as it
-    can, too (`pallet run`, Engine.start). It forks: never call it with threads running.
-    Reap the pid with reap_cgroup_sync once the move is done.
-    """
-    try:
-        pid = os.fork()
-    except OSError:
-        return 0
-    if pid:
-        return pid
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-        for line in lines:
-            _, ctrl, path = line.split(":", 2)
-            bases = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if not ctrl else \
-                (f"/sys/fs/cgroup/{ctrl}",) if ctrl.isalpha() else ()
-            for base in bases:
-                try:
-                    fd = os.open(f"{base}{path}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                try:
-                    os.write(fd, b"0")
-                except OSError:
-                    pass
-                os._exit(0)
-    finally:
-        os._exit(0)
-
-
-def reap_cgroup_sync(pid: int) -> None:
-    if pid:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
 
 
 def _become_subreaper() -> None:

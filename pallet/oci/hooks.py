@@ -38,7 +38,7 @@ def run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
 def _run_one(hook: dict[str, Any], payload: bytes) -> None:
     # Imported here, not at the top: subprocess costs ~12 ms, and start and delete always
     # call run_hooks, mostly with no hooks to run. (A startContainer hook runs in the
-    # container's init after pivot_root; init._preload imports subprocess for it.)
+    # container's init after pivot_root; init.preload imports subprocess for it.)
     import subprocess
 
     args = hook.get("args") or [hook["path"]]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
             "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER,
             "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME}
+_FD_LIMIT = 2**31 - 1  # above any fd: os.closerange's end (exclusive) for "all the rest"
 # /proc/PID/ns names, in the order exec joins them (user first, mount last).
 PROC_NS = [("user", "user"), ("ipc", "ipc"), ("uts", "uts"), ("network", "net"),
            ("pid", "pid"), ("cgroup", "cgroup"), ("time", "time"), ("mount", "mnt")]
@@ -38,7 +39,8 @@ class InitContext:
 
     FIELDS = ("spec", "process", "rootfs", "bundle", "start_fd", "seccomp_bpf",
               "seccomp_listener", "console_fd", "stdio", "preserve_fds", "no_pivot",
-              "cgroup_paths", "join_pid", "cgroup_procs", "idmapped_mounts")
+              "cgroup_paths", "join_cgroup", "join_pid", "cgroup_procs", "idmapped_mounts",
+              "mount_facts")
 
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], rootfs: str, bundle: str,
                  start_fd: int = -1,                  # listening start socket; -1 for exec
@@ -49,9 +51,11 @@ class InitContext:
                  preserve_fds: int = 0,
                  no_pivot: bool = False,
                  cgroup_paths: dict[str, str] | None = None,
+                 join_cgroup: list[str] | None = None,  # create: files to write "0" to
                  join_pid: int = 0,                   # exec: join the namespaces of this pid
                  cgroup_procs: list[str] | None = None,  # exec: cgroup.procs files to join
-                 idmapped_mounts: dict[int, int] | None = None):  # mounts[i] -> detached tree fd
+                 idmapped_mounts: dict[int, int] | None = None,  # mounts[i] -> detached tree fd
+                 mount_facts: Any = None):  # rootfs.MountFacts read by the parent, or None
         self.spec = spec
         self.process = process
         self.rootfs = rootfs
@@ -64,9 +68,11 @@ class InitContext:
         self.preserve_fds = preserve_fds
         self.no_pivot = no_pivot
         self.cgroup_paths = {} if cgroup_paths is None else cgroup_paths
+        self.join_cgroup = [] if join_cgroup is None else join_cgroup
         self.join_pid = join_pid
         self.cgroup_procs = [] if cgroup_procs is None else cgroup_procs
         self.idmapped_mounts = {} if idmapped_mounts is None else idmapped_mounts
+        self.mount_facts = mount_facts
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -128,8 +134,12 @@ def _namespaces(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return (spec.get("linux") or {}).get("namespaces") or []
 
 
-def _preload(ctx: InitContext) -> None:
-    """Import now what the child needs later: after setns/pivot_root the package is gone."""
+def preload(ctx: InitContext) -> None:
+    """Import what the child needs: after setns/pivot_root the package is out of its reach.
+
+    Create calls it before it forks (its children then have it all); the children call it
+    again, which costs nothing when that was done.
+    """
     from pallet.oci.linux import capabilities, process, rlimits, rootfs  # noqa: F401
 
     if ctx.process.get("terminal"):
@@ -147,13 +157,18 @@ def _preload(ctx: InitContext) -> None:
 def create_child(ctx: InitContext, sock: _socket.socket) -> None:
     """First child of create: enter namespaces, fork the container init (pid 1), exit."""
     try:
-        _preload(ctx)
+        preload(ctx)
+        from pallet.oci.cgroups import files
         from pallet.oci.linux import process
 
         process.set_dumpable(False)   # keep /proc/<pid>/exe of this interpreter unreachable
         _close_leaked_fds(ctx, sock)
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-        recv(sock)  # the parent has put us in the cgroup
+        # Into the container's cgroup before any namespace: a cgroup namespace is rooted
+        # where we are when we make it. We are single-threaded (forked), so moving ourselves
+        # moves the whole process (see Cgroup.join_files).
+        for path in ctx.join_cgroup:
+            files.write(os.path.dirname(path), os.path.basename(path), "0")
         nss = _namespaces(ctx.spec)
         # Open every namespace to join first, as runc does: once in a user namespace we
         # are no longer root on the host, and their directories may not let us in.
@@ -204,13 +219,14 @@ def _close_leaked_fds(ctx: InitContext, sock: _socket.socket) -> None:
     keep.update(ctx.idmapped_mounts.values())
     keep.update(ctx.stdio or ())
     keep.update(range(3 + ctx.preserve_fds))
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    # os.closerange is close_range(2) over each gap: a few syscalls, not a listing of
+    # /proc/self/fd and a close per fd.
+    low = 0
+    for fd in sorted(fd for fd in keep if fd >= 0):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _FD_LIMIT)
 
 
 def container_init(ctx: InitContext, sock: _socket.socket) -> None:
@@ -223,11 +239,12 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
         if ctx.stdio:
             _dup_stdio(ctx.stdio)
         host_ns = "mount" not in nss
-        root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"), host_ns)
+        root_fd = rootfs.prepare_root(ctx.rootfs, linux.get("rootfsPropagation"), host_ns,
+                                      ctx.mount_facts)
         spec_mounts = spec.get("mounts") or []
         rootfs.mount_all(root_fd, spec_mounts, ctx.bundle, ctx.cgroup_paths,
                          "cgroup" in nss and not nss["cgroup"].get("path"),
-                         ctx.idmapped_mounts)
+                         ctx.idmapped_mounts, ctx.mount_facts)
         binds_dev = any(m["destination"].rstrip("/") == "/dev" and
                         "bind" in (m.get("options") or []) + [m.get("type")]
                         for m in spec_mounts)
@@ -235,8 +252,10 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
             rootfs.create_devices(root_fd, linux.get("devices") or [], "user" in nss)
             rootfs.dev_symlinks(root_fd, any(m["destination"] == "/dev/pts"
                                              for m in spec_mounts))
-        send(sock, hooks=True)
-        recv(sock)
+        if any((spec.get("hooks") or {}).get(p)
+               for p in ("prestart", "createRuntime", "createContainer")):
+            send(sock, hooks=True)
+            recv(sock)  # the parent ran them
         os.close(root_fd)
         rootfs.pivot(ctx.rootfs, ctx.no_pivot, linux.get("rootfsPropagation"), host_ns)
         if spec.get("hostname") and "uts" in nss:
@@ -428,7 +447,7 @@ def _lookup(name: str, path: str | None) -> str:
 def exec_child(ctx: InitContext, sock: _socket.socket) -> None:
     """First child of exec: join the container's cgroup and namespaces, fork, exec."""
     try:
-        _preload(ctx)
+        preload(ctx)
         from pallet.oci.linux import process
 
         process.set_dumpable(False)

@@ -37,6 +37,16 @@ class Cgroup:
         """Move pid into the cgroup in every hierarchy."""
         raise NotImplementedError
 
+    def join_files(self) -> list[str]:
+        """The control files, in order, to which a single-threaded process writes "0" to
+        move itself into the cgroup in every hierarchy (what create's first child does).
+
+        On v1 that is each hierarchy's `tasks`: moving one thread (itself) needs no hold on
+        the kernel's global threadgroup lock, so it never waits for the RCU grace period a
+        cgroup.procs write may (see cgsync.start_cgroup_sync). cgroup2 has only cgroup.procs.
+        """
+        raise NotImplementedError
+
     def set(self, resources: dict) -> None:
         """Apply an OCI linux.resources dict (also what `update` passes)."""
         raise NotImplementedError
@@ -124,12 +134,45 @@ class Cgroup:
                 return
             if attempt == 0:
                 self.kill_all(_signal.SIGKILL)
-            time.sleep(delay)
+            _wait_exit(self.pids(), delay)
             delay = min(delay * 2, 0.5)
         raise CgroupError(
             f"cannot remove cgroup {busy[0]}: still busy after killing its processes "
             f"(pids left: {self.pids() or 'none'})"
         )
+
+
+def _wait_exit(pids: list[int], timeout: float) -> None:
+    """Wait up to TIMEOUT for PIDS to exit: on their pidfds, so it returns as soon as they
+    have; a plain sleep when there are none (a task that has exited can still hold its
+    cgroup for a moment)."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            continue
+    if not fds:
+        time.sleep(timeout)
+        return
+    import select
+
+    try:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        left = len(fds)
+        deadline = time.monotonic() + timeout
+        while left:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return
+            for fd, _ in poller.poll(wait * 1000):
+                poller.unregister(fd)
+                left -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _remove_tree(top: str) -> bool:

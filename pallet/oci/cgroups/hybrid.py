@@ -40,6 +40,9 @@ class HybridCgroup(Cgroup):
         self.v1.apply(pid)
         self.v2.apply(pid)
 
+    def join_files(self) -> list[str]:
+        return self.v1.join_files() + self.v2.join_files()
+
     def _procs_dir(self) -> str:
         return self.v1._procs_dir()
 

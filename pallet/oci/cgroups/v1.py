@@ -64,6 +64,9 @@ class V1Cgroup(Cgroup):
         for d in sorted(set(self._dirs.values())):
             files.write(d, "cgroup.procs", str(pid))
 
+    def join_files(self) -> list[str]:
+        return [os.path.join(d, "tasks") for d in sorted(set(self._dirs.values()))]
+
     def _procs_dir(self) -> str:
         for ctrl in ("pids", "freezer", "devices", "memory", "cpu"):
             if ctrl in self._dirs:
@@ -86,7 +89,9 @@ class V1Cgroup(Cgroup):
             if files.read(d, "freezer.state") == "FROZEN":
                 return
             tries += 1
-            time.sleep(0.001 * min(tries, 20))
+            # freezer.state cannot be polled for a change; freezing usually takes tens of
+            # microseconds, so look again soon, then less often (runc looks every 10 us).
+            time.sleep(min(0.0001 * (1 << min(tries, 8)), 0.02))
         files.write(d, "freezer.state", "THAWED")
         raise CgroupError(f"cgroup {d} did not freeze within 5s (a task stuck in the kernel?)")
 

@@ -77,6 +77,9 @@ class V2Cgroup(Cgroup):
     def apply(self, pid: int) -> None:
         files.write(self.dir, "cgroup.procs", str(pid))
 
+    def join_files(self) -> list[str]:
+        return [os.path.join(self.dir, "cgroup.procs")]
+
     def _procs_dir(self) -> str:
         return self.dir
 
@@ -95,12 +98,35 @@ class V2Cgroup(Cgroup):
     def _freeze(self, frozen: bool) -> None:
         files.write(self.dir, "cgroup.freeze", "1" if frozen else "0")
         deadline = time.monotonic() + 5
-        delay = 0.001
-        while time.monotonic() < deadline:
-            if self._events_frozen() == frozen:
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        try:
+            fd = os.open(os.path.join(self.dir, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        try:
+            # cgroup.events wakes poll() with POLLPRI when it changes (read it, then poll).
+            import select
+
+            poller = select.poll()
+            if fd >= 0:
+                poller.register(fd, select.POLLPRI)
+            while True:
+                if fd >= 0:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    events = files.parse_flat_keyed(os.read(fd, 4096).decode())
+                    if (events.get("frozen", 0) == 1) == frozen:
+                        return
+                elif self._events_frozen() == frozen:
+                    return
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                if fd >= 0:
+                    poller.poll(wait * 1000)
+                else:
+                    time.sleep(min(wait, 0.05))  # the file is not there: nothing to poll
+        finally:
+            if fd >= 0:
+                os.close(fd)
         if frozen:
             files.write(self.dir, "cgroup.freeze", "0")
         raise CgroupError(f"cgroup {self.dir} did not {'freeze' if frozen else 'thaw'} within 5s")

@@ -41,9 +41,13 @@ def mkdir_all(root_fd: int, path: str, mode: int = 0o755, _depth: int = 0) -> in
     target is created inside the root, never outside.
     """
     rel = clean(path)
-    fd = os.dup(root_fd)
     if not rel:
-        return fd
+        return os.dup(root_fd)
+    try:  # usually it is all there: the fd the walk below would end with, in one call
+        return sc.openat2(root_fd, rel, _DIR, _IN_ROOT)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the walk makes what is missing, or fails as it always did
+    fd = os.dup(root_fd)
     done = ""
     try:
         for part in rel.split("/"):

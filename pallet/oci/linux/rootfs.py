@@ -31,7 +31,48 @@ _PROPAGATION = {"shared": sc.MS_SHARED, "slave": sc.MS_SLAVE, "private": sc.MS_P
                 "runbindable": sc.MS_UNBINDABLE | sc.MS_REC}
 
 
-def prepare_root(rootfs: str, propagation: str | None, host_ns: bool = False) -> int:
+class MountFacts:
+    """What the init needs to know of the mount table: where the mount holding the rootfs
+    is, where cgroup2 is mounted and whether the host is cgroup v2 only.
+
+    Create reads them in the runtime parent (one pass over mountinfo, done while it waits
+    for the kernel anyway) rather than in the init; the init's new mount namespace is a copy.
+    """
+
+    def __init__(self, rootfs_mountpoint: str, cgroup2: str | None, unified_only: bool):
+        self.rootfs_mountpoint = rootfs_mountpoint
+        self.cgroup2 = cgroup2
+        self.unified_only = unified_only
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MountFacts) and vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"MountFacts({self.rootfs_mountpoint!r}, {self.cgroup2!r}, {self.unified_only!r})"
+
+
+def mount_facts(rootfs: str) -> MountFacts:
+    best = "/"
+    real = os.path.realpath(rootfs)
+    v2, v1 = None, False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            mp = parts[4].replace("\\040", " ")
+            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                best = mp
+            fstype = parts[parts.index("-") + 1]
+            if fstype == "cgroup2" and v2 is None:
+                v2 = parts[4]
+            elif fstype == "cgroup":
+                v1 = True
+    return MountFacts(best, v2, v2 is not None and not v1)
+
+
+def prepare_root(rootfs: str, propagation: str | None, host_ns: bool = False,
+                 facts: MountFacts | None = None) -> int:
     """Stop mount events leaking to the host and make the rootfs a mount point; return its fd.
 
     HOST_NS: the container has no mount namespace of its own (it inherits the runtime's,
@@ -45,7 +86,7 @@ def prepare_root(rootfs: str, propagation: str | None, host_ns: bool = False) ->
         return os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     flag = _PROPAGATION.get(propagation or "", sc.MS_SLAVE | sc.MS_REC)
     sc.mount(None, "/", None, flag)
-    _make_parent_private(rootfs)
+    _make_parent_private(rootfs, facts)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     return os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -71,34 +112,24 @@ def detach_host_root(rootfs: str, base: int) -> None:
             return
 
 
-def _make_parent_private(rootfs: str) -> None:
+def _make_parent_private(rootfs: str, facts: MountFacts | None) -> None:
     # pivot_root refuses a new root whose parent mount is shared.
-    mountpoint = _mountpoint_of(rootfs)
+    mountpoint = (facts or mount_facts(rootfs)).rootfs_mountpoint
     try:
         sc.mount(None, mountpoint, None, sc.MS_PRIVATE)
     except OSError:
         pass
 
 
-def _mountpoint_of(path: str) -> str:
-    best = "/"
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
-                best = mp
-    return best
-
-
 def mount_all(root_fd: int, spec_mounts: list[dict], bundle: str, cgroup_paths: dict[str, str],
-              cgroupns: bool, prepared: dict[int, int] | None = None) -> None:
+              cgroupns: bool, prepared: dict[int, int] | None = None,
+              facts: MountFacts | None = None) -> None:
     """Mount spec.mounts in order; PREPARED maps an index to a detached tree made for it
     (idmapped binds), which is attached and then closed."""
     prepared = prepared or {}
     for i, m in enumerate(spec_mounts):
         if m.get("type") == "cgroup":
-            mount_cgroup(root_fd, m, cgroup_paths, cgroupns)
+            mount_cgroup(root_fd, m, cgroup_paths, cgroupns, facts)
         elif i in prepared:
             tree = prepared.pop(i)
             try:
@@ -109,24 +140,12 @@ def mount_all(root_fd: int, spec_mounts: list[dict], bundle: str, cgroup_paths: 
             mounts.mount_entry(root_fd, m, bundle)
 
 
-def _cgroup2_mountpoint() -> tuple[str | None, bool]:
-    """(mountpoint of cgroup2, whether the host is cgroup v2 only)."""
-    v2, v1 = None, False
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            fstype = parts[parts.index("-") + 1]
-            if fstype == "cgroup2" and v2 is None:
-                v2 = parts[4]
-            elif fstype == "cgroup":
-                v1 = True
-    return v2, v2 is not None and not v1
-
-
-def mount_cgroup(root_fd: int, m: dict, cgroup_paths: dict[str, str], cgroupns: bool) -> None:
+def mount_cgroup(root_fd: int, m: dict, cgroup_paths: dict[str, str], cgroupns: bool,
+                 facts: MountFacts | None = None) -> None:
     plan = mounts.parse_options(m.get("options") or [])
     flags = plan.flags & ~(sc.MS_BIND | sc.MS_REC)
-    v2, unified_only = _cgroup2_mountpoint()
+    facts = facts or mount_facts("/")
+    v2, unified_only = facts.cgroup2, facts.unified_only
     dest = m["destination"]
     if unified_only:
         fd = paths.mkdir_all(root_fd, dest)

@@ -156,7 +156,7 @@ def test_version_and_features(runc_cli):
 def test_the_early_cgroup_sync_child_changes_nothing_and_is_reaped():
     # create/exec (and the engine) fork a child that moves itself into its own cgroup so
     # the kernel's grace period for cgroup moves starts early; it must leave no trace.
-    from pallet.oci.create import reap_cgroup_sync, start_cgroup_sync
+    from pallet.oci.cgsync import reap_cgroup_sync, start_cgroup_sync
 
     with open("/proc/self/cgroup") as f:
         before = f.read()
@@ -167,3 +167,19 @@ def test_the_early_cgroup_sync_child_changes_nothing_and_is_reaped():
         assert f.read() == before
     assert not os.path.exists(f"/proc/{pid}")
     reap_cgroup_sync(0)  # nothing forked: nothing to do
+
+
+def test_pallet_runc_starts_the_cgroup_sync_early_and_create_takes_it_over():
+    # pallet-runc forks it before importing the runtime; create's own call then adopts
+    # that child instead of forking a second one, and reaps it.
+    from pallet.oci import cgsync
+
+    cgsync.start_early()
+    early = cgsync._early
+    assert early > 0
+    cgsync.start_early()  # one at a time
+    assert cgsync._early == early
+    assert cgsync.start_cgroup_sync() == early
+    assert cgsync._early == 0
+    cgsync.reap_cgroup_sync(early)
+    assert not os.path.exists(f"/proc/{early}")

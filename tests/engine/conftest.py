@@ -4,12 +4,14 @@ with the busybox image built from the host's busybox-static, and a CLI runner.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -83,3 +85,48 @@ def leftovers(p: Pallet, ids: list[str] = ()) -> list[str]:
         if p.root.encode() in cmd or any(i.encode() in cmd for i in ids):
             out.append(f"process {pid} {cmd[:200]!r}")
     return out
+
+
+V6_FORWARDING = "/proc/sys/net/ipv6/conf/all/forwarding"
+
+
+@contextlib.contextmanager
+def network_lab(p: Pallet, prefix: str, v4: list[str], v6: list[str],
+                **attrs: object) -> Iterator[Any]:
+    """A test's networks: `lab.network(*flags)` makes one named PREFIX-xxxxxx; LAB.v4/v6 are
+    its subnets (plus ATTRS). Afterwards the test's containers and networks are removed and
+    IPv6 forwarding, which the bridge plugin turns on, is put back."""
+    with open(V6_FORWARDING) as f:
+        forwarding = f.read().strip()
+    names: list[str] = []
+
+    class Lab:
+        def network(self, *flags: str) -> str:
+            name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+            out = p("network", "create", *flags, name)
+            assert out.returncode == 0, out.stderr
+            names.append(name)
+            return name
+
+    lab = Lab()
+    lab.v4, lab.v6, lab.names = v4, v6, names  # type: ignore[attr-defined]
+    for k, v in attrs.items():
+        setattr(lab, k, v)
+    try:
+        yield lab
+    finally:
+        ids = p("ps", "-aq", "--no-trunc").stdout.split()
+        if ids:
+            p("rm", "-f", *ids)
+        for name in names:
+            p("network", "rm", name)
+        if forwarding == "0":
+            with open(V6_FORWARDING, "w") as f:
+                f.write("0")
+
+
+def run_detached(p: Pallet, *argv: str) -> str:
+    """`pallet run -d ARGV`'s container id (asserting it started)."""
+    out = p("run", "-d", *argv)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()

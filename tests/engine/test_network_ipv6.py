@@ -28,14 +28,7 @@ from pallet.engine.network import (
     with_static_ips,
 )
 from pallet.errors import InvalidArgument
-from tests.engine.conftest import leftovers
-
-V6_FORWARDING = "/proc/sys/net/ipv6/conf/all/forwarding"
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
+from tests.engine.conftest import leftovers, network_lab, run_detached
 
 
 def _rules() -> str:
@@ -127,7 +120,6 @@ def test_portmap_rules_named_for_each_family():
 def lab(pallet, tmp_path):
     """Unique v4/v6 subnets for this test; networks, containers and IPv6 forwarding (the
     bridge plugin turns it on) put back afterwards."""
-    forwarding = _read(V6_FORWARDING)
     config = tmp_path / "pallet.toml"
     pool = f"fd5a:7e70:{random.randint(0x100, 0xfff):x}::/48"
     config.write_text(f'[cni]\nipv6_pool = "{pool}"\n')
@@ -135,34 +127,13 @@ def lab(pallet, tmp_path):
     third = random.randint(0, 250)
     word = random.randint(0x1000, 0xffff)
 
-    class Lab:
-        v4 = [f"10.{b}.{third}.0/24" for b in (235, 236, 237)]
-        v6 = [str(ipaddress.ip_network(f"fd5a:7e70:{word:x}:{i}::/64")) for i in range(3)]
-        ipv6_pool = pool
-        names: list[str] = []
-
-        def network(self, *flags: str) -> str:
-            name = f"hnet-{uuid.uuid4().hex[:6]}"
-            out = pallet("network", "create", *flags, name)
-            assert out.returncode == 0, out.stderr
-            self.names.append(name)
-            return name
-
-    yield Lab()
-    ids = pallet("ps", "-aq", "--no-trunc").stdout.split()
-    if ids:
-        pallet("rm", "-f", *ids)
-    for name in Lab.names:
-        pallet("network", "rm", name)
-    if forwarding == "0":
-        with open(V6_FORWARDING, "w") as f:
-            f.write("0")
+    with network_lab(pallet, "hnet", [f"10.{b}.{third}.0/24" for b in (235, 236, 237)],
+                     [str(ipaddress.ip_network(f"fd5a:7e70:{word:x}:{i}::/64")) for i in range(3)],
+                     ipv6_pool=pool) as lab:
+        yield lab
 
 
-def _run(pallet, *argv: str) -> str:
-    out = pallet("run", "-d", *argv)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+_run = run_detached
 
 
 def _settings(pallet, ctr: str, net: str) -> dict:

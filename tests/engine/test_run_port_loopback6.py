@@ -20,15 +20,13 @@ import socket
 import subprocess
 import time
 import urllib.request
-import uuid
 
 import pytest
 
 from pallet.engine import relay
 from pallet.engine.network import loopback6_rules
-from tests.engine.conftest import leftovers
+from tests.engine.conftest import leftovers, network_lab, run_detached
 
-V6_FORWARDING = "/proc/sys/net/ipv6/conf/all/forwarding"
 HTTPD = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
@@ -115,39 +113,14 @@ def _refused(port: int, proto: str = "tcp") -> bool:
 
 @pytest.fixture
 def lab(pallet):
-    """Networks of this test (10.217.x.0/24, fd00:217:x::/64) and IPv6 forwarding, which
-    the bridge plugin turns on, put back afterwards."""
-    with open(V6_FORWARDING) as f:
-        forwarding = f.read().strip()
+    """Networks of this test (10.217.x.0/24, fd00:217:x::/64), removed afterwards."""
     third = random.randint(0, 250)
-
-    class Lab:
-        names: list[str] = []
-        v4 = [f"10.217.{third + i}.0/24" for i in range(2)]
-        v6 = [f"fd00:217:{third + i:x}::/64" for i in range(2)]
-
-        def network(self, *flags: str) -> str:
-            name = f"v6-{uuid.uuid4().hex[:6]}"
-            out = pallet("network", "create", *flags, name)
-            assert out.returncode == 0, out.stderr
-            self.names.append(name)
-            return name
-
-    yield Lab()
-    ids = pallet("ps", "-aq", "--no-trunc").stdout.split()
-    if ids:
-        pallet("rm", "-f", *ids)
-    for name in Lab.names:
-        pallet("network", "rm", name)
-    if forwarding == "0":
-        with open(V6_FORWARDING, "w") as f:
-            f.write("0")
+    with network_lab(pallet, "v6", [f"10.217.{third + i}.0/24" for i in range(2)],
+                     [f"fd00:217:{third + i:x}::/64" for i in range(2)]) as lab:
+        yield lab
 
 
-def _run(pallet, *argv: str) -> str:
-    out = pallet("run", "-d", *argv)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+_run = run_detached
 
 
 def _monitor_log(pallet, cid: str) -> str:

@@ -501,25 +501,14 @@ def _ports(value: Any, path: str) -> list[dict[str, Any]]:
                  "host_ip": str(value.get("host_ip") or ""), "protocol": proto}]
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _err(path, f"invalid port {_shown(value)}")
-    text, _, proto = str(value).partition("/")
-    proto = (proto or "tcp").lower()
+    from pallet.engine.network import split_publish
+
+    try:
+        host_ip, host, ctr, proto = split_publish(str(value))
+    except ValueError:
+        raise _err(path, f"invalid port {_shown(value)}") from None
     if proto not in ("tcp", "udp", "sctp"):
         raise _err(path, f"invalid protocol {_shown(proto)}")
-    host_ip = ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise _err(path, f"invalid port {_shown(value)}")
-        host_ip, text = text[1:end], text[end + 1:].lstrip(":")
-    parts = text.split(":")
-    if len(parts) == 3:
-        host_ip, host, ctr = parts
-    elif len(parts) == 2:
-        host, ctr = parts
-    elif len(parts) == 1:
-        host, ctr = "", parts[0]
-    else:
-        raise _err(path, f"invalid port {_shown(value)}")
     targets = _port_range(ctr, path)
     hosts = _port_range(host, path) if host else []
     if hosts and len(hosts) != len(targets):
@@ -797,21 +786,29 @@ def _uses_default(svc: dict[str, Any]) -> bool:
     return "default" in (svc.get("networks") or {})
 
 
+def _name_and_external(project: str, key: str, raw: dict[str, Any], path: str
+                       ) -> dict[str, Any]:
+    """{"name", "external"} of a top-level network or volume KEY: an external one keeps its
+    name (or KEY), the others are PROJECT_KEY unless named; the old `external: {name: X}`
+    form is accepted."""
+    external = raw.get("external", False)
+    name = raw.get("name")
+    if isinstance(external, dict):
+        name, external = name or external.get("name"), True
+    external = _bool(external, f"{path}.external")
+    return {"name": str(name or (key if external else f"{project}_{key}")),
+            "external": external}
+
+
 def _normalize_network(project: str, key: str, raw: dict[str, Any]) -> dict[str, Any]:
     path = f"networks.{key}"
     unknown = set(raw) - NETWORK_KEYS
     if unknown:
         raise _err(path, f"unknown key {sorted(unknown)[0]!r}")
-    external = raw.get("external", False)
-    if isinstance(external, dict):  # the old `external: {name: X}`
-        raw = {**raw, "name": raw.get("name") or external.get("name")}
-        external = True
-    external = _bool(external, f"{path}.external")
-    name = str(raw.get("name") or (key if external else f"{project}_{key}"))
-    out: dict[str, Any] = {"name": name}
-    if external:
-        out["external"] = True
+    out = _name_and_external(project, key, raw, path)
+    if out["external"]:
         return out
+    del out["external"]
     driver = str(raw.get("driver") or "bridge")
     if driver != "bridge":
         raise _err(f"{path}.driver", f"unsupported driver {_shown(driver)}: use bridge")
@@ -847,16 +844,10 @@ def _normalize_volume(project: str, key: str, raw: dict[str, Any]) -> dict[str, 
     unknown = set(raw) - VOLUME_KEYS
     if unknown:
         raise _err(path, f"unknown key {sorted(unknown)[0]!r}")
-    external = raw.get("external", False)
-    if isinstance(external, dict):
-        raw = {**raw, "name": raw.get("name") or external.get("name")}
-        external = True
-    external = _bool(external, f"{path}.external")
-    name = str(raw.get("name") or (key if external else f"{project}_{key}"))
-    out: dict[str, Any] = {"name": name}
-    if external:
-        out["external"] = True
+    out = _name_and_external(project, key, raw, path)
+    if out["external"]:
         return out
+    del out["external"]
     driver = str(raw.get("driver") or "local")
     if driver != "local":
         raise _err(f"{path}.driver", f"unsupported driver {_shown(driver)}: use local")

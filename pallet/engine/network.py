@@ -384,16 +384,16 @@ def normalize_port_mappings(mappings: Iterable[Mapping[str, Any]]) -> list[dict[
     return out
 
 
-def parse_publish(spec: str) -> dict[str, Any]:
-    """docker's `-p [IP:][HOST:]CTR[/PROTO]` as one mapping; HOST absent means 0
-    (the caller picks a free port with `allocate_host_ports`)."""
+def split_publish(spec: str) -> tuple[str, str, str, str]:
+    """`[IP:][HOST:]CTR[/PROTO]` (IP may be `[v6]`) as its words (host_ip, host, ctr, proto),
+    unchecked; ValueError (what is wrong) if it has no such shape. -p and compose share it."""
     text, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     host_ip = ""
     if text.startswith("["):  # [v6]:host:ctr
         end = text.find("]")
         if end < 0:
-            raise InvalidArgument(f"invalid publish spec {spec!r}: unclosed '['")
+            raise ValueError("unclosed '['")
         host_ip, text = text[1:end], text[end + 1 :].lstrip(":")
     parts = text.split(":")
     if len(parts) == 3:
@@ -403,7 +403,17 @@ def parse_publish(spec: str) -> dict[str, Any]:
     elif len(parts) == 1:
         host, ctr = "", parts[0]
     else:
-        raise InvalidArgument(f"invalid publish spec {spec!r}: use [IP:][HOST:]CONTAINER[/PROTO]")
+        raise ValueError("use [IP:][HOST:]CONTAINER[/PROTO]")
+    return host_ip, host, ctr, proto
+
+
+def parse_publish(spec: str) -> dict[str, Any]:
+    """docker's `-p [IP:][HOST:]CTR[/PROTO]` as one mapping; HOST absent means 0
+    (the caller picks a free port with `allocate_host_ports`)."""
+    try:
+        host_ip, host, ctr, proto = split_publish(spec)
+    except ValueError as e:
+        raise InvalidArgument(f"invalid publish spec {spec!r}: {e}") from None
     for value in (host, ctr):
         if value and not value.isdigit():
             raise InvalidArgument(f"invalid publish spec {spec!r}: {value!r} is not a port number")

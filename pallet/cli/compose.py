@@ -63,6 +63,15 @@ def add_parsers(sub: Any) -> None:
                   "container was stopped")
     p.add_argument("-t", "--timeout", type=int, default=None, help="shutdown timeout in "
                    "seconds")
+    add_bool_flag(p, "--build", help="build images before starting containers")
+    add_bool_flag(p, "--no-build", help="don't build an image, even if it's missing")
+    p = cmd("build", "build or rebuild services", cmd_build)
+    add_bool_flag(p, "--no-cache", help="do not use cache when building the image")
+    add_bool_flag(p, "--pull", help="always attempt to pull a newer version of the image")
+    add_bool_flag(p, "-q", "--quiet", help="don't print anything to STDOUT")
+    p.add_argument("--build-arg", action="append", default=[], metavar="K=V",
+                   help="set build-time variables for services (K alone: from the "
+                   "environment)")
     p = cmd("down", "stop and remove containers, networks", cmd_down, services="")
     add_bool_flag(p, "-v", "--volumes", help="remove named volumes declared in the volumes "
                   "section and anonymous volumes attached to containers")
@@ -119,6 +128,7 @@ def add_parsers(sub: Any) -> None:
                   "true)")
     add_bool_flag(p, "--no-deps", help="don't start linked services")
     add_bool_flag(p, "-P", "--service-ports", help="publish the service's ports")
+    add_bool_flag(p, "--build", help="build the image before starting the container")
     p.add_argument("-e", "--env", action="append", default=[], help="set environment "
                    "variables")
     p.add_argument("--name", default="", help="assign a name to the container")
@@ -241,9 +251,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.detach and args.abort_on_container_exit:
         raise InvalidArgument("--abort-on-container-exit and --detach are incompatible")
+    if args.build and args.no_build:
+        raise InvalidArgument("--build and --no-build are incompatible")
     project = _project(args)
     services = acts.check_services(project, args.services)
     eng = _engine(args)
+    _ensure_images(eng, project, project.order(services or None, with_deps=not args.no_deps),
+                   "always" if args.build else "never" if args.no_build else "missing")
     try:
         if args.no_deps and services:
             order = project.order(services, with_deps=False)
@@ -261,6 +275,39 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach or args.no_start:
         return 0
     return _attached(args, eng, project, recs)
+
+
+def _ensure_images(eng: Engine, project: Project, services: list[str], policy: str) -> None:
+    """The built services' images up needs, the builder's output on stderr (stdout is the
+    containers' logs)."""
+    from pallet.compose.build import ensure_images
+
+    sys.stdout.flush()
+    ensure_images(eng, project, services, sys.stderr.buffer, policy=policy,
+                  progress=_progress)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pallet.compose.build import build
+    from pallet.compose.project import check_services
+
+    project = _project(args)
+    names = check_services(project, args.services) or sorted(project.services)
+    build_args = {}
+    for a in args.build_arg:
+        k, sep, v = a.partition("=")
+        if sep:
+            build_args[k] = v
+        elif k in os.environ:
+            build_args[k] = os.environ[k]
+    build(_engine(args), project, names, sys.stdout.buffer, no_cache=args.no_cache,
+          pull=args.pull, quiet=args.quiet, build_args=build_args,
+          progress=_quiet if args.quiet else _progress)
+    return 0
+
+
+def _quiet(kind: str, name: str, state: str) -> None:
+    pass
 
 
 def _without_deps(project: Project, names: list[str]) -> Project:
@@ -619,6 +666,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     entrypoint = _command(args.entrypoint, "--entrypoint") if args.entrypoint is not None \
         else None
     eng = _engine(args)
+    _ensure_images(eng, project, project.order([args.service], with_deps=not args.no_deps),
+                   "always" if args.build else "missing")
     try:
         rec = acts.run_container(
             eng, project, args.service, command=list(args.command) or None,
@@ -666,16 +715,20 @@ def cmd_pull(args: argparse.Namespace) -> int:
     eng = _engine(args)
     rc = 0
     for name in check_services(project, args.services or sorted(project.services)):
-        image = project.services[name]["image"]
+        svc = project.services[name]
+        if not svc.get("image"):
+            if not args.quiet:
+                _progress("", name, "Skipped - No image to be pulled")
+            continue
         if not args.quiet:
             _progress("", name, "Pulling")
         try:
-            eng.images.pull(image, platform=project.services[name].get("platform") or None)
+            eng.images.pull(svc["image"], platform=svc.get("platform") or None)
         except PalletError as e:
             print(f"{name} {e}", file=sys.stderr)
-            if not args.ignore_pull_failures:
+            # A service that builds its image may have none to pull (docker compose's too).
+            if not args.ignore_pull_failures and "build" not in svc:
                 return 18  # docker compose's PullFailure
-            rc = 0
             continue
         if not args.quiet:
             _progress("", name, "Pulled")

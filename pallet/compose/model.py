@@ -51,6 +51,10 @@ TOP_KEYS = {"version", "name", "services", "networks", "volumes"}
 NETWORK_KEYS = {"name", "driver", "external", "ipam", "labels", "internal", "enable_ipv6",
                 "driver_opts", "attachable"}
 VOLUME_KEYS = {"name", "driver", "external", "labels", "driver_opts"}
+# The build section's keys pallet's builder acts on; the spec's others are refused.
+_BUILD_ORDER = ("context", "dockerfile", "dockerfile_inline", "args", "labels", "no_cache",
+                "network", "pull", "target", "tags")
+BUILD_KEYS = set(_BUILD_ORDER)
 
 
 class ComposeFileError(InvalidArgument):
@@ -93,6 +97,12 @@ class Project:
         if name in self.disabled:
             raise InvalidArgument(f"service {name!r} is not enabled by the active profiles")
         raise NotFound(f"no such service: {name}")
+
+    def image(self, name: str) -> str:
+        """The image service NAME runs: its `image:`, else docker compose v2's default for a
+        built one, PROJECT-SERVICE (tag latest)."""
+        svc = self.service(name)
+        return svc.get("image") or f"{self.name}-{name}"
 
     def config_hash(self, name: str) -> str:
         """docker compose's config hash: the service's model without what does not make a
@@ -442,11 +452,45 @@ def _normalize_service(name: str, raw: dict[str, Any], working_dir: str,
         elif key == "deploy":
             out[key] = _deploy(value, path)
         elif key == "build":
-            out[key] = value if isinstance(value, dict) else {"context": str(value)}
+            out[key] = _build(value, path, working_dir)
         else:  # healthcheck, logging: kept as given
             out[key] = value
     if "restart" in out:
         _restart(out["restart"], f"{base}.restart")
+    return out
+
+
+def _build(value: Any, path: str, working_dir: str) -> dict[str, Any]:
+    """One file's build section in its long form: `build: DIR` is `{context: DIR}`, the
+    context made absolute, args and labels maps (defaults come once files are merged)."""
+    raw = {"context": _str(value, path)} if not isinstance(value, dict) else value
+    out: dict[str, Any] = {}
+    for key, v in raw.items():
+        p = f"{path}.{key}"
+        if key not in BUILD_KEYS:
+            raise _err(path, f"{key!r} is not supported by pallet compose (pallet's builder "
+                             f"reads {', '.join(sorted(BUILD_KEYS))})")
+        if key in ("no_cache", "pull"):
+            out[key] = _bool(v, p)
+        elif key == "args":
+            out[key] = _mapping(v, p)
+        elif key == "labels":
+            out[key] = {k: x or "" for k, x in _mapping(v, p).items()}
+        elif key == "tags":
+            out[key] = _strings(v, p)
+        else:
+            out[key] = _str(v, p)
+    context = out.get("context")
+    if context is not None and ("://" in context or context.startswith("git@")):
+        raise _err(f"{path}.context", f"remote build contexts are not supported by pallet "
+                                      f"compose: {_shown(context)}")
+    if context is not None:
+        out["context"] = os.path.normpath(os.path.join(working_dir,
+                                                       os.path.expanduser(context)))
+    network = out.get("network")
+    if network is not None and network not in ("default", "none", "host"):
+        raise _err(f"{path}.network", f"invalid network {_shown(network)}: pallet builds "
+                                      "with default, none or host")
     return out
 
 
@@ -692,6 +736,9 @@ def _merge_service(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
             out[key] = value
         elif key in ("environment", "labels", "sysctls", "depends_on", "ulimits", "networks"):
             out[key] = {**old, **value}
+        elif key == "build":
+            out[key] = {**old, **value, **{k: {**old.get(k, {}), **value.get(k, {})}
+                                          for k in ("args", "labels") if k in value}}
         elif key == "deploy":
             out[key] = {**old, **value,
                         "resources": {**old.get("resources", {}), **value.get("resources", {})}}
@@ -712,14 +759,22 @@ def _finish_service(project: Project, name: str, svc: dict[str, Any],
     """Whole-service rules once every file is merged: env_file folded into environment (a
     bare name takes LOOKUP's value), image required, replicas."""
     base = f"services.{name}"
-    if "build" in svc and not svc.get("image"):
-        raise _err(f"{base}.build", "building images is not supported by pallet compose: "
-                                    "build the image first and name it with image:")
-    if "build" in svc:
-        project.warnings.append(f"{base}.build is ignored: pallet compose uses the image "
-                                f"{svc['image']}")
-    if not svc.get("image"):
-        raise _err(base, "no image given: every service needs image:")
+    if not svc.get("image") and "build" not in svc:
+        raise _err(base, "has neither an image nor a build context specified: give image: "
+                         "or build:")
+    build = svc.get("build")
+    if build is not None:
+        build.setdefault("context", project.working_dir)
+        if "dockerfile" in build and "dockerfile_inline" in build:
+            raise _err(f"{base}.build", "dockerfile and dockerfile_inline cannot be combined")
+        if "dockerfile_inline" not in build:
+            build.setdefault("dockerfile", "Dockerfile")
+    if build and "args" in build:
+        # A bare name takes the environment's value, and is left out when it has none.
+        build["args"] = {k: v if v is not None else lookup[k]
+                         for k, v in build["args"].items() if v is not None or k in lookup}
+    if build is not None:  # in docker compose config's order
+        svc["build"] = {k: build[k] for k in _BUILD_ORDER if k in build}
     env: dict[str, str | None] = {}
     for ef in svc.pop("env_file", []):
         try:

@@ -150,7 +150,7 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
         ports.append(f"{prefix}{p['target']}/{p['protocol']}")
     restart = svc.get("restart", "no") if not oneoff else "no"
     return CreateRequest(
-        image=svc["image"], options=opts,
+        image=project.image(service), options=opts,
         name=name or container_name(project, service, number),
         network=first["network"] if first else ("bridge" if mode in ("", "bridge") else mode),
         aliases=first["aliases"] if first else [], ip=first["ip"] if first else "",
@@ -158,8 +158,9 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
         ports=ports, volumes=volumes, tmpfs=tmpfs, restart=restart, auto_remove=auto_remove,
         runtime=svc.get("runtime", ""), platform=svc.get("platform") or None,
         extra_hosts=list(svc.get("extra_hosts") or []),
-        pull="always" if svc.get("pull_policy") == "always" else
-        "never" if svc.get("pull_policy") == "never" else "missing")
+        # A service that builds its image never pulls it: up built it first.
+        pull="never" if "build" in svc or svc.get("pull_policy") == "never" else
+        "always" if svc.get("pull_policy") == "always" else "missing")
 
 
 def host_paths(svc: dict[str, Any]) -> list[str]:
@@ -325,14 +326,17 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
     digest = project.config_hash(service)
     have = {int(r.labels.get(NUMBER_LABEL) or 0): r for r in containers(eng, project.name,
                                                                         [service])}
+    image_id = _image_id(eng, project.image(service))
     out = []
     for number, rec in sorted(have.items()):
         if number > svc["scale"]:
             _remove(eng, rec, timeout, progress)
     for number in range(1, svc["scale"] + 1):
         rec = have.get(number)
-        if rec is not None and (force_recreate or rec.labels.get(HASH_LABEL) != digest) \
-                and not no_recreate:
+        # A new image under the service's name (rebuilt, pulled) recreates, as docker compose.
+        changed = rec is not None and (rec.labels.get(HASH_LABEL) != digest or
+                                       (image_id is not None and rec.image_id != image_id))
+        if rec is not None and (force_recreate or changed) and not no_recreate:
             progress("Container", rec.name, "Recreate")
             _remove(eng, rec, svc.get("stop_grace_period", timeout), _quiet)
             rec = None
@@ -353,6 +357,14 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
             progress("Container", rec.name, "Running" if rec.state == "running" else "Created")
         out.append(rec)
     return out
+
+
+def _image_id(eng: Engine, ref: str) -> str | None:
+    """The id of the local image REF, None if there is none (up pulls it)."""
+    try:
+        return eng.images.get(ref).id
+    except NotFound:
+        return None
 
 
 def _start(eng: Engine, rec: ContainerRecord) -> ContainerRecord:
@@ -434,13 +446,14 @@ def down(eng: Engine, project: Project, *, volumes: bool = False, remove_orphans
                 eng.volumes.remove(v.name)
                 progress("Volume", v.name, "Removed")
     if images:
-        for svc in (s for _, s in sorted(project.services.items())):
-            if images == "local" and "image" in svc and "build" not in svc:
-                continue
+        for name, svc in sorted(project.services.items()):
+            if images == "local" and svc.get("image"):
+                continue  # "local": only the images named after the project (built ones)
+            image = project.image(name)
             with contextlib.suppress(PalletError):
-                progress("Image", svc["image"], "Removing")
-                eng.remove_image(svc["image"])
-                progress("Image", svc["image"], "Removed")
+                progress("Image", image, "Removing")
+                eng.remove_image(image)
+                progress("Image", image, "Removed")
 
 
 # -- run ------------------------------------------------------------------------------------------

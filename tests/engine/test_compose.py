@@ -1,7 +1,8 @@
 """`pallet compose` on real containers as a docker compose user runs it: a web server and
 a client that finds it by service name on the project network, a shared named volume, .env
 interpolation, up -d / ps / logs / exec / port / down -v leaving the host clean, recreate on
-a changed config, a failed up undone, and bad files' one-line errors.
+a changed config, a failed up undone, bad files' one-line errors, images built from a
+service's build section, and the smaller commands (ls, top, images, pause, kill...).
 
 Project networks use 10.220.0.0/16 subnets only (set with ipam in every file)."""
 
@@ -59,7 +60,7 @@ volumes:
 def project(tmp_path, pallet):
     """A project dir with a compose file and the `pallet compose` runner for it; whatever a
     failing test left is taken down."""
-    name = f"cmp{uuid.uuid4().hex[:6]}"
+    name = f"cb{uuid.uuid4().hex[:6]}"
     subnet = f"10.220.{random.randint(0, 254)}.0/24"
     d = tmp_path / "proj"
     d.mkdir()
@@ -130,7 +131,7 @@ def test_web_and_client_by_service_name_with_a_shared_volume_then_down_leaves_no
     ex = project("exec", "-T", "web", "sh", "-c", "cat /data/greeting; echo $GREETING")
     assert (ex.returncode, ex.stdout) == (0, "bonjour\nbonjour\n"), ex.stderr
     assert project("exec", "-T", "web", "sh", "-c", "exit 3").returncode == 3
-    assert "cmp" in pallet("compose", "ls").stdout
+    assert n in pallet("compose", "ls").stdout
 
     ids = pallet("ps", "-aq", "--no-trunc").stdout.split()
     down = project("down", "-v")
@@ -273,3 +274,96 @@ def test_config_prints_the_interpolated_model_and_bad_files_exit_15(project, pal
     assert (out.returncode, out.stderr) == (15, 'services.web.ports[0]: invalid port "abc"\n')
     missing = pallet("compose", "-f", str(project.dir / "nope.yaml"), "config")
     assert missing.returncode == 14 and "nope.yaml" in missing.stderr
+
+
+APP_DOCKERFILE = """\
+FROM busybox
+ARG GREETING=unset
+RUN echo "$GREETING from RUN" > /greeting
+CMD ["cat", "/greeting"]
+"""
+
+
+def _image_id(pallet, ref: str) -> str:
+    out = pallet("image", "inspect", "-f", "{{.Id}}", ref)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def test_up_builds_missing_images_then_build_and_up_build_rebuild_them(project, pallet):
+    (project.dir / "app").mkdir()
+    (project.dir / "app" / "Dockerfile").write_text(APP_DOCKERFILE)
+    (project.dir / "short").mkdir()
+    (project.dir / "short" / "msg").write_text("first message\n")
+    (project.dir / "short" / "Dockerfile").write_text("FROM busybox\nCOPY msg /msg\n"
+                                                     'CMD ["cat", "/msg"]\n')
+    (project.dir / "compose.yaml").write_text("""
+services:
+  app:
+    build:
+      context: ./app
+      args: [GREETING]
+      labels: {cb.built-by: compose}
+      network: none
+    network_mode: none
+  short:
+    image: cb-short
+    build: ./short
+    network_mode: none
+""")
+    n = project.name
+    pallet.env["GREETING"] = "howdy"  # a bare arg takes the shell's value
+    up = project("up", timeout=120)
+    assert up.returncode == 0, up.stderr
+    # The builder's lines on stderr, the containers' output on stdout.
+    assert "Step 1/4 : FROM busybox" in up.stderr and "Step 1/3 : FROM busybox" in up.stderr
+    assert f"Successfully tagged {n}-app:latest" in up.stderr
+    assert "Successfully tagged cb-short:latest" in up.stderr
+    assert " Service app  Built" in up.stderr and "Step" not in up.stdout
+    assert "app-1    | howdy from RUN" in up.stdout
+    assert "short-1  | first message" in up.stdout
+    labels = pallet("image", "inspect", "-f", "{{json .Config.Labels}}", f"{n}-app").stdout
+    assert json.loads(labels) == {"cb.built-by": "compose"}
+
+    # Present now: up neither builds nor recreates.
+    app_id = _image_id(pallet, f"{n}-app")
+    again = project("up", timeout=60)
+    assert "Step" not in again.stderr and f"Container {n}-app-1  Recreate" not in again.stderr
+
+    # compose build: output on stdout; a changed context gives a new image, up recreates.
+    (project.dir / "short" / "msg").write_text("second message\n")
+    built = project("build", "short")
+    assert built.returncode == 0, built.stderr
+    assert "Successfully tagged cb-short:latest" in built.stdout
+    assert _image_id(pallet, f"{n}-app") == app_id  # not asked for
+    up = project("up", timeout=60)
+    assert f"Container {n}-short-1  Recreate" in up.stderr
+    assert "short-1  | second message" in up.stdout
+
+    # up --build rebuilds (from the cache); --no-cache runs every step again.
+    assert " ---> Using cache" in project("up", "--build", timeout=120).stderr
+    nocache = project("build", "--no-cache", "app")
+    assert nocache.returncode == 0 and " ---> Using cache" not in nocache.stdout
+
+    # config shows the normalised section; --no-build refuses a missing image.
+    config = project("config").stdout
+    assert f"    build:\n      context: {project.dir / 'short'}\n      dockerfile: Dockerfile\n" \
+        in config
+    assert pallet("rmi", "-f", "cb-short").returncode == 0
+    refused = project("up", "--no-build", "short")
+    assert refused.returncode == 1 and "cb-short" in refused.stderr
+    assert project("up", "--build", "--no-build").returncode == 1
+
+
+def test_a_failed_build_says_why_in_one_line_and_up_creates_nothing(project, pallet):
+    (project.dir / "Dockerfile").write_text("FROM busybox\nRUN false\n")
+    (project.dir / "compose.yaml").write_text("""
+services:
+  app:
+    build: {context: ., network: none}
+    network_mode: none
+""")
+    out = project("up", "-d", timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == "The command '/bin/sh -c false' returned a non-zero code: 1"
+    assert pallet("ps", "-aq").stdout == "" and _image_id(pallet, f"{project.name}-app") == ""
+    assert leftovers(pallet) == []

@@ -13,6 +13,7 @@ from pallet.compose.model import (
     load,
     normalize_project_name,
 )
+from pallet.errors import InvalidArgument
 
 
 def write(tmp_path, name, text):
@@ -122,7 +123,11 @@ services:
     ("depends_on: [ghost]", 'services.web.depends_on: undefined service "ghost"'),
     ("depends_on: {web: {condition: service_started}}", "dependency cycle detected involving service web"),
     ("network_mode: 'service:db'", "services.web.network_mode: 'service:db' is not supported"),
-    ("build: .\n    image: ''", "services.web.build: building images is not supported by pallet compose"),
+    ("image: ''", "services.web: has neither an image nor a build context specified"),
+    ("build: {context: ., ssh: [default]}", "services.web.build: 'ssh' is not supported by pallet compose"),
+    ("build: {context: 'https://github.com/x/y.git'}", "services.web.build.context: remote build contexts are not supported"),
+    ("build: {context: ., no_cache: often}", 'services.web.build.no_cache: must be a boolean, not "often"'),
+    ("build: {context: ., network: mynet}", 'services.web.build.network: invalid network "mynet"'),
     ("privileged: maybe", 'services.web.privileged: must be a boolean, not "maybe"'),
     ("stop_grace_period: soon", 'services.web.stop_grace_period: invalid duration "soon"'),
 ])  # fmt: skip
@@ -134,6 +139,35 @@ def test_bad_files_say_which_key(tmp_path, service, message):
     assert "\n" not in str(e.value) and e.value.exit_code == 15
 
 
+def test_build_short_and_long_forms_normalised_with_the_default_image_name(tmp_path):
+    write(tmp_path, "compose.yaml", """
+services:
+  web:
+    build: ./web
+  api:
+    image: cbapi:1
+    build:
+      context: api
+      dockerfile: api.Dockerfile
+      args: [VERSION=2, FROM_SHELL, NOT_SET]
+      target: prod
+      labels: [team=core]
+      no_cache: true
+""")
+    write(tmp_path, "override.yaml", "services:\n  api:\n    build:\n      args: {EXTRA: x}\n")
+    p = load(["compose.yaml", "override.yaml"], cwd=str(tmp_path), project_name="cbproj",
+             environ={"FROM_SHELL": "sh"})
+    assert p.services["web"]["build"] == {"context": str(tmp_path / "web"),
+                                          "dockerfile": "Dockerfile"}
+    assert p.services["api"]["build"] == {
+        "context": str(tmp_path / "api"), "dockerfile": "api.Dockerfile",
+        "args": {"VERSION": "2", "FROM_SHELL": "sh", "EXTRA": "x"}, "target": "prod",
+        "labels": {"team": "core"}, "no_cache": True}
+    # docker compose v2's name for a built image with no image: PROJECT-SERVICE.
+    assert (p.image("web"), p.image("api")) == ("cbproj-web", "cbapi:1")
+    assert "image" not in p.to_dict()["services"]["web"]
+
+
 def test_yaml_errors_and_bad_project_names(tmp_path):
     write(tmp_path, "compose.yaml", "services:\n  web: [\n")
     with pytest.raises(ComposeFileError, match=r"^yaml: compose.yaml: line \d+"):
@@ -141,3 +175,26 @@ def test_yaml_errors_and_bad_project_names(tmp_path):
     write(tmp_path, "compose.yaml", "services: {web: {image: busybox}}\n")
     with pytest.raises(ComposeFileError, match="invalid project name 'Bad Name'"):
         load([], cwd=str(tmp_path), environ={}, project_name="Bad Name")
+
+
+def test_build_options_read_the_dockerfile_in_the_context_and_tag_the_service_image(tmp_path):
+    from pallet.compose.build import build_options
+
+    write(tmp_path, "app/docker/Dockerfile.dev", "FROM busybox\n")
+    write(tmp_path, "compose.yaml", """
+services:
+  app:
+    build: {context: app, dockerfile: docker/Dockerfile.dev, args: {A: "1", B: "2"},
+            target: dev, tags: ["cbapp:extra"], network: none}
+    platform: linux/amd64
+""")
+    p = load([], cwd=str(tmp_path), environ={}, project_name="cbp")
+    opts = build_options(p, "app", no_cache=True, build_args={"B": "3"})
+    assert (opts.dockerfile, opts.context) == ("FROM busybox\n", str(tmp_path / "app"))
+    assert opts.tags == ["cbp-app", "cbapp:extra"] and opts.build_args == {"A": "1", "B": "3"}
+    assert (opts.target, opts.no_cache, opts.network, opts.platform) == (
+        "dev", True, "none", "linux/amd64")
+    (tmp_path / "app/docker/Dockerfile.dev").unlink()
+    with pytest.raises(InvalidArgument, match=r"^services\.app\.build\.dockerfile: Cannot locate "
+                                              r"specified Dockerfile: docker/Dockerfile\.dev$"):
+        build_options(p, "app")

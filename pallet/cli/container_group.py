@@ -65,7 +65,7 @@ class _ContainersOnly:
 
 def add_parsers(sub: Any) -> None:
     from pallet.cli import containers, filesystems, update
-    from pallet.cli.flags import exit_1_on_error
+    from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
     p = sub.add_parser("container", help="manage containers",
                        description="manage containers: the commands of the same names")
@@ -76,7 +76,7 @@ def add_parsers(sub: Any) -> None:
     update.add_parsers(_Renamed(csub))
     q = csub.add_parser("prune", help="remove all stopped containers",
                         description="remove all stopped containers")
-    q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    add_bool_flag(q, "-f", "--force", help="do not prompt for confirmation")
     q.add_argument("--filter", action="append", default=[], help="label=K[=V] or until=")
     q.set_defaults(func=exit_1_on_error(cmd_prune))
 

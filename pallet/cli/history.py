@@ -27,8 +27,8 @@ def add_parsers(sub: Any) -> None:
                    "TEMPLATE' or a Go template, e.g. '{{.ID}}: {{.CreatedBy}}'")
     add_bool_flag(p, "-H", "--human", default=True,
                   help="print sizes and dates in human readable format (default true)")
-    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    add_bool_flag(p, "--no-trunc", help="don't truncate output")
+    add_bool_flag(p, "-q", "--quiet", help="only show image IDs")
     p.add_argument("image", metavar="IMAGE")
     p.set_defaults(func=cmd_history)
 

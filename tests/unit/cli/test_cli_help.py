@@ -84,12 +84,47 @@ def test_run_short_bool_flags_take_values_like_pflag(argv, want):
     (["network", "create", "--internal=true", "n"], dict(internal=True)),
     (["images", "--quiet=true"], dict(quiet=True)),
     (["rmi", "--force=false", "i"], dict(force=False)),
+    (["history", "-q=true", "--no-trunc=1", "i"], dict(quiet=True, no_trunc=True)),
+    (["container", "prune", "-f=true"], dict(force=True)),
+    (["compose", "up", "-d=false", "--build=true", "web"], dict(detach=False, build=True,
+                                                                services=["web"])),
+    (["compose", "ps", "-aq=false"], dict(all=True, quiet=False)),
+    (["compose", "rm", "-fs=true", "-v=0"], dict(force=True, stop=True, volumes=False)),
+    (["compose", "logs", "-f=false", "--no-log-prefix=true"], dict(follow=False,
+                                                                   no_log_prefix=True)),
+    (["compose", "down", "-v=false"], dict(volumes=False)),
+    (["compose", "build", "--no-cache=true", "-q=false"], dict(no_cache=True, quiet=False)),
+    (["compose", "config", "-q=true"], dict(quiet=True)),
+    # exec and run: flags end at the service; the command keeps its own.
+    (["compose", "exec", "-T=true", "-d=false", "web", "ls", "-d=x"],
+     dict(no_TTY=True, detach=False, service="web", command=["ls", "-d=x"])),
+    (["compose", "run", "-d=false", "--rm=true", "-T", "web", "ls", "-d=x"],
+     dict(detach=False, rm=True, no_TTY=True, service="web", command=["ls", "-d=x"])),
 ])
 def test_other_commands_bool_flags_take_values_like_docker(argv, want):
     from pallet.cli import COMMANDS, build_parser
 
     args = build_parser(argv[0] if argv[0] in COMMANDS else None).parse_args(argv)
     assert {k: getattr(args, k) for k in want} == want
+
+
+def test_every_bool_flag_of_every_command_is_a_go_bool():
+    """No argparse store_true left: each takes `=false` as docker's flags do (commit's
+    --no-pause is the negation of -p/--pause, a Go bool, and stays a plain switch)."""
+    import argparse
+
+    from pallet.cli import build_parser
+
+    def walk(p: argparse.ArgumentParser, path: str):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    yield from walk(sp, f"{path} {name}")
+            elif isinstance(a, argparse._StoreTrueAction) or (
+                    isinstance(a, argparse._StoreFalseAction) and a.dest != "pause"):
+                yield f"{path} {a.option_strings[-1]}"
+
+    assert list(walk(build_parser(), "pallet")) == []
 
 
 def test_a_bad_short_bool_value_is_125_in_pflag_words(capsys):

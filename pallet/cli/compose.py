@@ -83,7 +83,8 @@ def add_parsers(sub: Any) -> None:
     p = cmd("ps", "list containers", cmd_ps)
     add_bool_flag(p, "-a", "--all", help="show all stopped containers")
     add_bool_flag(p, "-q", "--quiet", help="only display IDs")
-    add_bool_flag(p, "--services", help="display services")
+    # Not `services`: that is the SERVICE... positional's.
+    add_bool_flag(p, "--services", help="display services", dest="list_services")
     p.add_argument("--format", default="table", help="table, json or a Go template")
     p = cmd("logs", "view output from containers", cmd_logs)
     add_bool_flag(p, "-f", "--follow", help="follow log output")
@@ -447,7 +448,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
     )
 
     project = _project(args)
-    if args.services:
+    if args.list_services:
         for name in sorted(project.services):
             print(name)
         return 0

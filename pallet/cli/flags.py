@@ -33,11 +33,12 @@ class GoBool(argparse.Action):
 
 
 def add_bool_flag(p: argparse.ArgumentParser, *flags: str, default: bool = False,
-                  help: str | None = None) -> None:
+                  help: str | None = None, dest: str = "") -> None:
     """docker's boolean flag FLAGS ([SHORT,] LONG): `--rm`, `--rm=true`, `--rm=false`; a
-    short form takes its value the same way (`-d=false`) through pflag_shorthands."""
+    short form takes its value the same way (`-d=false`) through pflag_shorthands. DEST
+    (default: LONG's name) when that is taken, as by a positional of the same name."""
     long = flags[-1]
-    dest = long.lstrip("-").replace("-", "_")
+    dest = dest or long.lstrip("-").replace("-", "_")
     p.add_argument(*flags, action=GoBool, dest=dest, default=default, help=help)
     # argparse matches a whole word before splitting it at "=": each spelling of a value
     # is an option string of its own, so the bare flag can take no argument at all.

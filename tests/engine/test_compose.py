@@ -367,3 +367,68 @@ services:
     assert out.stderr.splitlines()[-1] == "The command '/bin/sh -c false' returned a non-zero code: 1"
     assert pallet("ps", "-aq").stdout == "" and _image_id(pallet, f"{project.name}-app") == ""
     assert leftovers(pallet) == []
+
+
+def test_profiles_extra_hosts_ls_top_images_pause_and_kill_as_a_user_sees_them(project, pallet):
+    (project.dir / "compose.yaml").write_text("""
+services:
+  app:
+    image: busybox
+    command: sleep 300
+    stop_signal: SIGKILL
+    network_mode: none
+    extra_hosts: ["db.example:10.220.99.9"]
+  debug:
+    image: busybox
+    command: sleep 301
+    stop_signal: SIGKILL
+    network_mode: none
+    profiles: [dev]
+""")
+    n = project.name
+
+    def state(service: str) -> str:
+        return pallet("inspect", "-f", "{{.State.Status}}", f"{n}-{service}-1").stdout.strip()
+
+    # A service in a profile starts only with --profile.
+    assert project("up", "-d").returncode == 0
+    assert project("ps", "--services").stdout == "app\n"
+    assert pallet("inspect", f"{n}-debug-1").returncode != 0
+    up = pallet("compose", "-f", str(project.dir / "compose.yaml"), "-p", n, "--profile", "dev",
+                "up", "-d")
+    assert up.returncode == 0, up.stderr
+    assert f" Container {n}-debug-1  Started" in up.stderr and state("debug") == "running"
+
+    hosts = project("exec", "-T", "app", "cat", "/etc/hosts").stdout
+    assert "10.220.99.9\tdb.example\n" in hosts, hosts
+
+    ls = pallet("compose", "ls").stdout.splitlines()
+    assert ls[0].split() == ["NAME", "STATUS", "CONFIG", "FILES"]
+    assert ls[1].split() == [n, "running(2)", str(project.dir / "compose.yaml")]
+    assert pallet("compose", "ls", "-q").stdout == f"{n}\n"
+    assert json.loads(pallet("compose", "ls", "--format", "json").stdout) == [
+        {"Name": n, "Status": "running(2)", "ConfigFiles": str(project.dir / "compose.yaml")}]
+
+    top = project("top", "app").stdout.splitlines()
+    assert top[0] == f"{n}-app-1" and top[1].split()[0] == "UID"
+    assert any(line.endswith("sleep 300") for line in top[2:]), top
+    images = project("images", "app").stdout.splitlines()
+    assert images[0].split() == ["CONTAINER", "REPOSITORY", "TAG", "IMAGE", "ID", "SIZE"]
+    assert images[1].split()[:3] == [f"{n}-app-1", "busybox", "latest"]
+
+    paused = project("pause", "app")
+    assert f" Container {n}-app-1  Paused" in paused.stderr and state("app") == "paused"
+    assert pallet("compose", "ls").stdout.splitlines()[1].split()[1] == "paused(1),"
+    unpaused = project("unpause", "app")
+    assert f" Container {n}-app-1  Unpaused" in unpaused.stderr and state("app") == "running"
+
+    killed = project("kill", "app")
+    assert f" Container {n}-app-1  Killed" in killed.stderr and "debug" not in killed.stderr
+    _wait_exited(pallet, f"{n}-app-1")
+    assert pallet("inspect", "-f", "{{.State.ExitCode}}", f"{n}-app-1").stdout == "137\n"
+    assert pallet("compose", "ls").stdout.splitlines()[1].split()[1] == "exited(1),"
+    # No service named: every running container of the project, profiles or not (docker's).
+    assert f" Container {n}-debug-1  Killed" in project("kill", "-s", "KILL").stderr
+    _wait_exited(pallet, f"{n}-debug-1")
+    assert pallet("compose", "ls").stdout.splitlines()[1:] == []  # none running
+    assert pallet("compose", "ls", "-a").stdout.splitlines()[1].split()[:2] == [n, "exited(2)"]

@@ -89,6 +89,7 @@ def test_run_short_bool_flags_take_values_like_pflag(argv, want):
     (["compose", "up", "-d=false", "--build=true", "web"], dict(detach=False, build=True,
                                                                 services=["web"])),
     (["compose", "ps", "-aq=false"], dict(all=True, quiet=False)),
+    (["compose", "ps", "--services"], dict(list_services=True, services=[])),
     (["compose", "rm", "-fs=true", "-v=0"], dict(force=True, stop=True, volumes=False)),
     (["compose", "logs", "-f=false", "--no-log-prefix=true"], dict(follow=False,
                                                                    no_log_prefix=True)),

@@ -301,7 +301,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             build_args[k] = v
         elif k in os.environ:
             build_args[k] = os.environ[k]
-    build(_engine(args), project, names, sys.stdout.buffer, no_cache=args.no_cache,
+    import io
+
+    # -q: nothing on stdout, not even the id the builder's own -q prints.
+    out = io.BytesIO() if args.quiet else sys.stdout.buffer
+    build(_engine(args), project, names, out, no_cache=args.no_cache,
           pull=args.pull, quiet=args.quiet, build_args=build_args,
           progress=_quiet if args.quiet else _progress)
     return 0

@@ -343,6 +343,8 @@ services:
     assert " ---> Using cache" in project("up", "--build", timeout=120).stderr
     nocache = project("build", "--no-cache", "app")
     assert nocache.returncode == 0 and " ---> Using cache" not in nocache.stdout
+    quiet = project("build", "-q")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
 
     # config shows the normalised section; --no-build refuses a missing image.
     config = project("config").stdout

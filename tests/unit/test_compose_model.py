@@ -198,3 +198,22 @@ services:
     with pytest.raises(InvalidArgument, match=r"^services\.app\.build\.dockerfile: Cannot locate "
                                               r"specified Dockerfile: docker/Dockerfile\.dev$"):
         build_options(p, "app")
+
+
+def test_up_builds_what_is_missing_and_pull_policy_build_every_time(tmp_path):
+    from types import SimpleNamespace
+
+    from pallet.compose.build import missing
+
+    write(tmp_path, "compose.yaml", """
+services:
+  built: {build: .}
+  fresh: {build: ., pull_policy: build}
+  pulled: {image: busybox}
+""")
+    p = load([], cwd=str(tmp_path), environ={}, project_name="cbp")
+    names = ["built", "fresh", "pulled"]
+    have = SimpleNamespace(images=SimpleNamespace(exists=lambda ref: True))
+    none = SimpleNamespace(images=SimpleNamespace(exists=lambda ref: False))
+    assert missing(have, p, names) == ["fresh"]
+    assert missing(none, p, names) == ["built", "fresh"]

@@ -163,7 +163,7 @@ class Builder:
         for tag in self.opts.tags:
             name = str(parse_reference(tag))
             image = self.store.register(name, image.manifest_digest, ann)
-            self.store.event("tag", image.id, parse_reference(tag).familiar())
+            self.store.event("tag", image.id, parse_reference(tag).familiar(), image)
             self.say(f"Successfully tagged {parse_reference(tag).familiar()}")
         return image
 

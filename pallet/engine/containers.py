@@ -443,8 +443,12 @@ class Engine:
             changes["finished_at"] = exit_info.get("finished_at", now_ns())
         else:
             changes["exit_code"], changes["finished_at"] = 255, now_ns()
-        with contextlib.suppress(NotFound):
-            return self.store.update_container(rec.id, **changes)
+        try:
+            rec = self.store.update_container(rec.id, **changes)
+        except NotFound:
+            return rec
+        # Its monitor could not record the exit: `die` is written by whoever notices.
+        container_event(self.root, rec, "die", exitCode=rec.exit_code)
         return rec
 
     def exit_info(self, cid: str) -> dict[str, Any]:

@@ -177,3 +177,25 @@ def test_a_build_records_its_containers_and_tag(pallet, tmp_path):
                            ("container", "die"), ("network", "disconnect"),
                            ("container", "destroy"), ("image", "tag")]
     assert evs[-1]["Actor"]["Attributes"] == {"name": "ev-built:latest", "team": "ev"}
+
+
+def test_a_container_whose_monitor_was_killed_dies_in_the_journal_when_noticed(pallet):
+    import os
+
+    cid = pallet("run", "-d", "--name", "ev-orphan", *NONE, "busybox", "sleep", "60",
+                 check=True).stdout.strip()
+    eng = pallet.engine()
+    mon = int(open(os.path.join(eng.run_dir(cid), "monitor.pid")).read().split()[0])
+    pid = eng.get(cid).pid
+    t0 = time.time()
+    os.kill(mon, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        try:
+            os.kill(mon, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    assert "Exited (255)" in pallet("ps", "-a", "-f", "name=ev-orphan", check=True).stdout
+    evs = _since(pallet, t0, "-f", "container=ev-orphan")
+    assert [(e["Action"], e["Actor"]["Attributes"]["exitCode"]) for e in evs] == [("die", "255")]

@@ -1221,10 +1221,35 @@ class Engine:
             image = 0
         return rw, rw + image
 
-    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+    def remove_image(self, ref: str, force: bool = False, prune: bool = True) -> list[str]:
         """docker's rmi: refused while a container (even a stopped one) uses the image,
         unless FORCE; by id, not even then while one runs. Untagging one of several
-        names is always fine. Returns docker's Untagged:/Deleted: lines."""
+        names is always fine. Returns docker's Untagged:/Deleted: lines. With PRUNE, a
+        deleted built image's untagged parents (its build steps) that no other image
+        was built on and no container uses go too, as docker's."""
+        parents = self.images.build_parents() if prune else {}
+        lines = self._remove_image(ref, force)
+        if not parents or not lines or not lines[-1].startswith("Deleted: "):
+            return lines
+        parent = parents.pop(lines[-1].split(" ", 1)[1], "")
+        used = {c.image_id for c in self.store.list_containers()}
+        pruned = False
+        # docker stops at the first parent that is tagged, has another child or is used.
+        while parent and parent not in used and parent not in parents.values():
+            try:
+                image = self.images.get(parent)
+                if image.names:
+                    break
+                lines += self.images.remove(image.id, collect=False)
+            except (NotFound, FailedPrecondition):
+                break
+            pruned = True
+            parent = parents.pop(image.id, "")
+        if pruned:
+            self.images.garbage_collect(blocking=False)
+        return lines
+
+    def _remove_image(self, ref: str, force: bool) -> list[str]:
         image, by_name = self.images.lookup(ref)
         users = [c for c in self.store.list_containers() if c.image_id == image.id]
         if users and by_name and not force and len(image.names) <= 1:

@@ -36,6 +36,8 @@ DANGLING = "<none>"
 # step (hidden from `images` like docker's) rather than a build's result.
 BUILD_CACHE_ANNOTATION = "io.pallet.build.cache-key"
 INTERMEDIATE_ANNOTATION = "io.pallet.build.intermediate"
+# The image a build step was made on (docker's parent image): `rmi` prunes it with its child.
+BUILD_PARENT_ANNOTATION = "io.pallet.build.parent"
 
 
 @dataclass
@@ -204,6 +206,17 @@ class ImageStore:
             with contextlib.suppress(PalletError, OSError):
                 seen[e["digest"]] = self._image(e, entries)
         return sorted(seen.values(), key=lambda i: (i.created, i.id), reverse=True)
+
+    def build_parents(self) -> dict[str, str]:
+        """{image id: the id of the image its build step was made on}, for the images a
+        build made (docker's parent chain)."""
+        out: dict[str, str] = {}
+        for e in self._entries():
+            parent = (e.get("annotations") or {}).get(BUILD_PARENT_ANNOTATION)
+            if parent:
+                with contextlib.suppress(PalletError, OSError):
+                    out[self._read_manifest(e["digest"]).config.digest] = parent
+        return out
 
     # -- names ---------------------------------------------------------------
     def _set_name(self, name: str | None, desc: dict[str, Any]) -> None:

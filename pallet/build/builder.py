@@ -154,28 +154,28 @@ class Builder:
     def _finish(self, image: Image) -> Image:
         """The result: no longer intermediate (shown by `images`), tagged."""
         from pallet.image.reference import parse_reference
-        from pallet.image.store import BUILD_CACHE_ANNOTATION
 
-        key = self._cache_key_of(image)
-        ann = {BUILD_CACHE_ANNOTATION: key} if key else {}
+        ann = self._build_annotations_of(image)
         image = self.store.register(None, image.manifest_digest, ann)
         self.say(f"Successfully built {image.short_id}")
         for tag in self.opts.tags:
             name = str(parse_reference(tag))
             image = self.store.register(name, image.manifest_digest, ann)
-            self.store.event("tag", image.id, parse_reference(tag).familiar())
+            self.store.event("tag", image.id, parse_reference(tag).familiar(), image)
             self.say(f"Successfully tagged {parse_reference(tag).familiar()}")
         return image
 
-    def _cache_key_of(self, image: Image) -> str:
-        from pallet.image.store import BUILD_CACHE_ANNOTATION
+    def _build_annotations_of(self, image: Image) -> dict[str, str]:
+        """IMAGE's (the last step's) cache key and parent, which the result keeps."""
+        from pallet.image.store import BUILD_CACHE_ANNOTATION, BUILD_PARENT_ANNOTATION
 
         for e in self.store.content.read_index().get("manifests") or []:
             if e.get("digest") == image.manifest_digest:
-                key = (e.get("annotations") or {}).get(BUILD_CACHE_ANNOTATION)
-                if key:
-                    return str(key)
-        return ""
+                ann = e.get("annotations") or {}
+                if ann.get(BUILD_CACHE_ANNOTATION):
+                    return {k: str(ann[k]) for k in (BUILD_CACHE_ANNOTATION,
+                                                     BUILD_PARENT_ANNOTATION) if ann.get(k)}
+        return {}
 
     def _next(self, original: str) -> None:
         self.step += 1
@@ -414,10 +414,17 @@ class Builder:
         doc["created"] = now_rfc3339()
         return doc
 
-    def _annotations(self, key: str) -> dict[str, str]:
-        from pallet.image.store import BUILD_CACHE_ANNOTATION, INTERMEDIATE_ANNOTATION
+    def _annotations(self, key: str, st: _Stage) -> dict[str, str]:
+        from pallet.image.store import (
+            BUILD_CACHE_ANNOTATION,
+            BUILD_PARENT_ANNOTATION,
+            INTERMEDIATE_ANNOTATION,
+        )
 
-        return {BUILD_CACHE_ANNOTATION: key, INTERMEDIATE_ANNOTATION: "true"}
+        ann = {BUILD_CACHE_ANNOTATION: key, INTERMEDIATE_ANNOTATION: "true"}
+        if st.image is not None:  # docker's parent image: what `rmi` prunes with it
+            ann[BUILD_PARENT_ANNOTATION] = st.image.id
+        return ann
 
     def _commit_meta(self, st: _Stage, text: str, history: bool = True) -> None:
         """A metadata step: the stage's config as a new image with no new layer."""
@@ -432,7 +439,7 @@ class Builder:
         doc = self._new_doc(st)
         hist = {"created": doc["created"], "created_by": created_by} if history else None
         image = create_image(self.store, st.image, None, doc, hist, None,
-                             what="build step", annotations=self._annotations(key))
+                             what="build step", annotations=self._annotations(key, st))
         self._use(st, image, False) if history else setattr(st, "image", image)
 
     @contextlib.contextmanager
@@ -462,7 +469,7 @@ class Builder:
         doc = self._new_doc(st)
         return commit_changes(self.engine, cid, doc,
                               {"created": doc["created"], "created_by": created_by},
-                              annotations=self._annotations(key))
+                              annotations=self._annotations(key, st))
 
     # -- RUN -----------------------------------------------------------------------------
     def _run(self, st: _Stage, inst: dfparse.Instruction) -> None:

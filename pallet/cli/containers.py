@@ -556,6 +556,7 @@ def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty
             size = _term_size()
             if size:
                 os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
+                eng.event(rec, "resize", height=size[0], width=size[1])
 
         signal.signal(signal.SIGWINCH, winch)
     buf = bytearray()
@@ -580,6 +581,7 @@ def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty
                             before = joined[:joined.index(DETACH_KEYS)][len(prev):]
                             if before:
                                 os.write(fd, frame(b"i", before))
+                            eng.event(rec, "detach")
                             return None
                         prev = data[-1:]
                     os.write(fd, frame(b"i", data))
@@ -695,6 +697,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
             from pallet.engine.monitor import frame
 
             os.write(fd, frame(b"r", f"{size[0]} {size[1]}".encode()))
+            eng.event(rec, "resize", height=size[0], width=size[1])
     # docker attach proxies only without a tty (with one, ctrl-C is the container's byte).
     proxy = _SignalProxy(eng, rec) if args.sig_proxy and not tty else None
     if proxy is not None:

@@ -93,6 +93,8 @@ def add_parsers(sub: Any) -> None:
 
 def _images_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("reference", nargs="?", default=None)
+    add_bool_flag(p, "-a", "--all", help="show all images (by default intermediate images, "
+                  "a build's steps, are hidden)")
     add_bool_flag(p, "-q", "--quiet", help="only ids")
     add_bool_flag(p, "--digests")
     add_bool_flag(p, "--no-trunc")
@@ -117,6 +119,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def _rmi_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+")
     add_bool_flag(p, "-f", "--force")
+    add_bool_flag(p, "--no-prune", help="do not delete untagged parents (a build's steps)")
     p.set_defaults(func=cmd_rmi)
 
 
@@ -313,7 +316,7 @@ def human_duration(seconds: float) -> str:
 
 def cmd_images(args: argparse.Namespace) -> int:
     store = _store(args)
-    images = store.list()
+    images = store.list(intermediates=args.all)
     if args.reference:
         from pallet.image.reference import parse_reference
 
@@ -430,7 +433,7 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     code = 0
     for ref in args.images:
         try:
-            for line in eng.remove_image(ref, force=args.force):
+            for line in eng.remove_image(ref, force=args.force, prune=not args.no_prune):
                 print(line)
         except PalletError as e:
             # Like docker: report each failure, go on with the rest, exit non-zero.

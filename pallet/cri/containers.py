@@ -151,6 +151,7 @@ class ContainerRPCs:
         cfg = dict(rec.config)
         cfg["cri"] = {**(cfg.get("cri") or {}), "resources": _resources_dict(r)}
         self.node.engine.store.update_container(rec.id, config=cfg)
+        self.node.engine.event(rec, "update")
         return pb.UpdateContainerResourcesResponse()
 
     def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,

@@ -443,8 +443,12 @@ class Engine:
             changes["finished_at"] = exit_info.get("finished_at", now_ns())
         else:
             changes["exit_code"], changes["finished_at"] = 255, now_ns()
-        with contextlib.suppress(NotFound):
-            return self.store.update_container(rec.id, **changes)
+        try:
+            rec = self.store.update_container(rec.id, **changes)
+        except NotFound:
+            return rec
+        # Its monitor could not record the exit: `die` is written by whoever notices.
+        container_event(self.root, rec, "die", exitCode=rec.exit_code)
         return rec
 
     def exit_info(self, cid: str) -> dict[str, Any]:
@@ -532,6 +536,8 @@ class Engine:
             netns.create("netns", rdir)
             cfg["network_gate"] = True
         self.close()
+        if streams:  # docker's client attaches before it starts the container
+            container_event(self.root, rec, "attach")
         fd, _ = monitor.spawn(cfg, streams)
         net_error: BaseException | None = None
         if gated:
@@ -560,9 +566,11 @@ class Engine:
             finally:
                 with contextlib.suppress(OSError):
                     os.write(fd, monitor.frame(b"a"))
-            for name in rec.config.get("volume_names") or []:
-                self.volumes.event(name, "mount", container=rec.id)
+            volume_events(self.root, rec, "mount")
             container_event(self.root, rec, "start")
+            if console_size:  # docker's CLI sizes the tty once it runs
+                container_event(self.root, rec, "resize", height=console_size[0],
+                                width=console_size[1])
             return self.get(rec.id), fd
         os.close(fd)
         code, _, err = payload.decode(errors="replace").partition("\n")
@@ -658,6 +666,12 @@ class Engine:
         if streams:  # `wait` subscribes to nothing: not an attach
             container_event(self.root, rec, "attach")
         return s.detach()
+
+    def event(self, ref: str | ContainerRecord, action: str, **attrs: Any) -> None:
+        """Record a container event that happens in a face, not here (an attached client's
+        `detach` or tty `resize`)."""
+        rec = ref if isinstance(ref, ContainerRecord) else self.get(ref)
+        container_event(self.root, rec, action, **attrs)
 
     # -- remove --------------------------------------------------------------------------
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> ContainerRecord:
@@ -798,9 +812,9 @@ class Engine:
         if rec.state not in ("running", "paused"):
             raise FailedPrecondition(f"container {rec.id} is not running")
         pids = self.handler(rec.runtime_handler).ps(rec.id)
-        if not ps_args:
-            return _ps_table(pids)
-        return _host_ps(ps_args, pids)
+        table = _host_ps(ps_args, pids) if ps_args else _ps_table(pids)
+        container_event(self.root, rec, "top")
+        return table
 
     def stats(self, ref: str) -> dict[str, Any]:
         rec = self.get(ref)
@@ -962,6 +976,8 @@ class Engine:
                     os.close(fd)
 
         self._in_view(ref, work)
+        # docker cp's GET of the archive (the deprecated copy API's event was `copy`)
+        container_event(self.root, self.get(ref), "archive-path")
 
     def copy_to(self, ref: str, src: str, dest: str) -> None:
         """docker cp SRC CONTAINER:DEST (SRC "-": a tar stream on stdin, DEST a directory).
@@ -1008,6 +1024,7 @@ class Engine:
                 os.close(dfd)
 
         self._in_view(ref, work)
+        container_event(self.root, self.get(ref), "extract-to-dir")  # docker cp's PUT
 
     # -- reporting -----------------------------------------------------------------------
     def inspect(self, ref: str) -> dict[str, Any]:
@@ -1204,10 +1221,35 @@ class Engine:
             image = 0
         return rw, rw + image
 
-    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+    def remove_image(self, ref: str, force: bool = False, prune: bool = True) -> list[str]:
         """docker's rmi: refused while a container (even a stopped one) uses the image,
         unless FORCE; by id, not even then while one runs. Untagging one of several
-        names is always fine. Returns docker's Untagged:/Deleted: lines."""
+        names is always fine. Returns docker's Untagged:/Deleted: lines. With PRUNE, a
+        deleted built image's untagged parents (its build steps) that no other image
+        was built on and no container uses go too, as docker's."""
+        parents = self.images.build_parents() if prune else {}
+        lines = self._remove_image(ref, force)
+        if not parents or not lines or not lines[-1].startswith("Deleted: "):
+            return lines
+        parent = parents.pop(lines[-1].split(" ", 1)[1], "")
+        used = {c.image_id for c in self.store.list_containers()}
+        pruned = False
+        # docker stops at the first parent that is tagged, has another child or is used.
+        while parent and parent not in used and parent not in parents.values():
+            try:
+                image = self.images.get(parent)
+                if image.names:
+                    break
+                lines += self.images.remove(image.id, collect=False)
+            except (NotFound, FailedPrecondition):
+                break
+            pruned = True
+            parent = parents.pop(image.id, "")
+        if pruned:
+            self.images.garbage_collect(blocking=False)
+        return lines
+
+    def _remove_image(self, ref: str, force: bool) -> list[str]:
         image, by_name = self.images.lookup(ref)
         users = [c for c in self.store.list_containers() if c.image_id == image.id]
         if users and by_name and not force and len(image.names) <= 1:
@@ -1274,6 +1316,28 @@ def container_event(root: str, rec: ContainerRecord, action: str, **attrs: Any) 
          {**rec.labels, "image": rec.image_ref or rec.image_id, "name": rec.name, **attrs})
 
 
+def volume_events(root: str, rec: ContainerRecord, action: str) -> None:
+    """docker's volume `mount` (driver, container, destination, read/write, propagation) or
+    `unmount` (driver, container) of each named or anonymous volume REC has."""
+    from pallet.events import emit
+
+    names = rec.config.get("volume_names") or []
+    if not names:
+        return
+    if action != "mount":
+        for name in names:
+            emit(root, "volume", action, name, {"driver": "local", "container": rec.id})
+        return
+    by_source = {m.get("source"): m for m in rec.config.get("mounts") or []}
+    vdir = os.path.join(root, "volumes")
+    for name in names:
+        m = by_source.get(os.path.join(vdir, name, "_data")) or {}
+        emit(root, "volume", action, name, {
+            "driver": "local", "container": rec.id, "destination": m.get("destination", ""),
+            "read/write": "false" if m.get("readonly") else "true",
+            "propagation": m.get("propagation", "")})
+
+
 # -- the monitor's helpers run these (in a child of the monitor) ------------------------------
 def monitor_op(op: str, cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
     """What a monitor's helper asks of the engine (in a fork server's worker, or itself)."""
@@ -1318,6 +1382,8 @@ def monitor_finish(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
             if oom:
                 container_event(eng.root, rec, "oom")
             container_event(eng.root, rec, "die", exitCode=arg["exit_code"])
+            if not restart:
+                volume_events(eng.root, rec, "unmount")
         if arg.get("error"):
             changes: dict[str, Any] = {"state": "created", "exit_code": arg["exit_code"],
                                        "pid": 0}

@@ -65,10 +65,13 @@ def changes(engine: Engine, ref: str) -> list[Change]:
 def export(engine: Engine, ref: str, out: IO[bytes]) -> None:
     """docker export: REF's whole filesystem (without its volumes and binds) as a tar on
     OUT; a stopped container's rootfs is mounted for the while."""
+    from pallet.engine.containers import container_event
     from pallet.image import diff
 
-    with engine.rootfs(ref) as root:
+    rec = engine.get(ref)
+    with engine.rootfs(rec.id) as root:
         diff.write_tar(out, root, diff.all_entries(root))
+    container_event(engine.root, rec, "export")
 
 
 def commit(engine: Engine, ref: str, name: str | None = None, author: str = "",
@@ -94,11 +97,21 @@ def commit(engine: Engine, ref: str, name: str | None = None, author: str = "",
     if paused:
         engine.pause(rec.id)
     try:
-        return commit_changes(engine, rec.id, doc, history, name or None)
+        image = commit_changes(engine, rec.id, doc, history, name or None)
     finally:
         if paused:
             with contextlib.suppress(FailedPrecondition):
                 engine.unpause(rec.id)
+    from pallet.engine.containers import container_event
+
+    # docker's API commit only (a build step's commit_changes records none): the new
+    # name's `tag`, then the container's `commit`.
+    ref_name = parse_reference(name).familiar() if name else ""
+    if ref_name:
+        engine.images.event("tag", image.id, ref_name, image)
+    container_event(engine.root, rec, "commit", comment=message, imageID=image.id,
+                    imageRef=ref_name)
+    return image
 
 
 def commit_changes(engine: Engine, ref: str, config: dict[str, Any], history: dict[str, Any],

@@ -121,4 +121,5 @@ def update(engine: Engine, ref: str, u: Update) -> ContainerRecord:
 
         atomic_write(Path(engine.run_dir(rec.id)) / RESTART_FILE,
                      changes["restart_policy"].encode())
+    engine.event(rec, "update")
     return rec

@@ -156,7 +156,7 @@ def import_tar(store: ImageStore, src: IO[bytes], label: str, name: str | None =
     image = create_image(store, None, lambda out: _copy_tar(src, out, label), config,
                          {"created": created, "created_by": "", "comment": comment}, name,
                          what=f"import of {label}")
-    store.event("import", image.id, image.id)
+    store.event("import", image.id, image.id, image)
     return image
 
 

@@ -36,6 +36,8 @@ DANGLING = "<none>"
 # step (hidden from `images` like docker's) rather than a build's result.
 BUILD_CACHE_ANNOTATION = "io.pallet.build.cache-key"
 INTERMEDIATE_ANNOTATION = "io.pallet.build.intermediate"
+# The image a build step was made on (docker's parent image): `rmi` prunes it with its child.
+BUILD_PARENT_ANNOTATION = "io.pallet.build.parent"
 
 
 @dataclass
@@ -205,6 +207,17 @@ class ImageStore:
                 seen[e["digest"]] = self._image(e, entries)
         return sorted(seen.values(), key=lambda i: (i.created, i.id), reverse=True)
 
+    def build_parents(self) -> dict[str, str]:
+        """{image id: the id of the image its build step was made on}, for the images a
+        build made (docker's parent chain)."""
+        out: dict[str, str] = {}
+        for e in self._entries():
+            parent = (e.get("annotations") or {}).get(BUILD_PARENT_ANNOTATION)
+            if parent:
+                with contextlib.suppress(PalletError, OSError):
+                    out[self._read_manifest(e["digest"]).config.digest] = parent
+        return out
+
     # -- names ---------------------------------------------------------------
     def _set_name(self, name: str | None, desc: dict[str, Any]) -> None:
         """Point `name` at a manifest descriptor (None: keep it as an unnamed image)."""
@@ -230,14 +243,17 @@ class ImageStore:
             raise InvalidArgument(f"cannot tag with a digest reference {dst!r}")
         self._set_name(str(target), entry)
         image = self.get(str(target))
-        self.event("tag", image.id, target.familiar())
+        self.event("tag", image.id, target.familiar(), image)
         return image
 
-    def event(self, action: str, actor_id: str, name: str) -> None:
-        """docker's image event in the events journal (pallet.events) of this root."""
+    def event(self, action: str, actor_id: str, name: str, image: Image | None = None
+              ) -> None:
+        """docker's image event in the events journal (pallet.events) of this root: NAME and
+        the labels of IMAGE (docker's too, while the image exists: not on `delete`)."""
         from pallet.events import emit
 
-        emit(str(self.root), "image", action, actor_id, {"name": name})
+        labels = image.config.labels if image is not None else {}
+        emit(str(self.root), "image", action, actor_id, {**labels, "name": name})
 
     def remove(self, ref_or_id: str, force: bool = False, collect: bool = True) -> list[str]:
         """Untag a name, or delete an image by id; returns docker-style `Untagged:`/`Deleted:`
@@ -261,7 +277,7 @@ class ImageStore:
             ]
             still = any(e["digest"] == image.manifest_digest for e in index["manifests"])
         for _ in (n for n in targets if n):
-            self.event("untag", image.id, image.id)
+            self.event("untag", image.id, image.id, image)
         if not still:
             out.append(f"Deleted: {image.id}")
             self.event("delete", image.id, image.id)
@@ -337,7 +353,7 @@ class ImageStore:
         """Fetch an image (verified), unpack its layers into snapshots and name it."""
         image = self._pull(ref, platform, progress)
         what = parse_reference(ref).familiar()
-        self.event("pull", what, what)
+        self.event("pull", what, what, image)
         return image
 
     def _pull(self, ref: str, platform: str | mf.Platform | None,
@@ -490,7 +506,7 @@ class ImageStore:
                     f.result()
             client.put_manifest(target.path, target.tag or target.object, man_bytes,
                                 image.manifest_media_type, what)
-        self.event("push", what, what)
+        self.event("push", what, what, image)
         return image.manifest_digest
 
     # -- rootfs --------------------------------------------------------------
@@ -579,7 +595,7 @@ class ImageStore:
 
         images = archive.load(self, Path(tar_path))
         for image in images:
-            self.event("load", image.id, image.id)
+            self.event("load", image.id, image.id, image)
         return images
 
     def save(self, refs: list[str], tar_path: str | os.PathLike[str],
@@ -589,7 +605,7 @@ class ImageStore:
         archive.save(self, refs, Path(tar_path), format)
         for ref in refs:
             image = self.get(ref)
-            self.event("save", image.id, image.id)
+            self.event("save", image.id, image.id, image)
 
     def register(self, name: str | None, manifest_digest: str,
                  annotations: dict[str, str] | None = None) -> Image:

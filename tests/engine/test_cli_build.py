@@ -213,3 +213,48 @@ def test_a_failed_build_says_why_in_one_line_and_leaves_nothing(pallet, tmp_path
         assert "out\n" in out.stdout or "exit 3" in dockerfile  # its output was shown
     else:
         assert _store_files(pallet) == before  # nothing was committed
+
+
+def _step_ids(out: str) -> list[str]:
+    return [ln.split()[1] for ln in out.splitlines()
+            if ln.startswith(" ---> ") and "Running in" not in ln and "Using cache" not in ln]
+
+
+def test_images_a_lists_the_steps_and_rmi_prunes_them_unless_shared_or_no_prune(pallet,
+                                                                               tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = pallet("build", *NONE, "-t", "ev-steps",
+                 _context(tmp_path / "a", {}, "FROM busybox\nENV A=1\nRUN echo x > /x\n"
+                          "LABEL l=1\n"), check=True).stdout
+    base, env, run, final = _step_ids(one)
+    two = pallet("build", *NONE, "-t", "ev-other",
+                 _context(tmp_path / "b", {}, "FROM busybox\nENV A=1\nRUN echo y > /y\n"),
+                 check=True).stdout
+    assert _step_ids(two)[:2] == [base, env]  # the ENV step is shared (from the cache)
+    other = _step_ids(two)[2]
+
+    def rows(*args: str) -> list[tuple[str, str, str]]:
+        out = pallet("images", *args, "--format", "{{.Repository}} {{.Tag}} {{.ID}}",
+                     check=True).stdout
+        return sorted(tuple(ln.split()) for ln in out.splitlines())
+
+    assert {r[0] for r in rows()} == {"busybox", "ev-steps", "ev-other"}
+    assert sorted(r[2] for r in rows("-a") if r[0] == "<none>") == sorted([env, run])
+    assert all(r[:2] == ("<none>", "<none>") for r in rows("-a") if r[2] in (env, run))
+    # ev-steps' RUN step goes with it; the ENV step stays: ev-other was built on it too.
+    out = pallet("rmi", "ev-steps", check=True).stdout.splitlines()
+    assert out[0] == "Untagged: ev-steps:latest"
+    assert [ln.split(":", 1)[0] for ln in out[1:]] == ["Deleted", "Deleted"]
+    assert [ln.split("sha256:")[1][:12] for ln in out[1:]] == [final, run]
+    assert sorted(r[2] for r in rows("-a") if r[0] == "<none>") == [env]
+    # --no-prune leaves the parent.
+    out = pallet("rmi", "--no-prune", "ev-other", check=True).stdout.splitlines()
+    assert len(out) == 2 and other in out[1]
+    assert [r[2] for r in rows("-a") if r[0] == "<none>"] == [env]
+    # A tagged parent (busybox, under the ENV step) never goes with its child.
+    pallet("tag", env, "ev-env", check=True)
+    out = pallet("rmi", "ev-env", check=True).stdout.splitlines()
+    assert out[0] == "Untagged: ev-env:latest" and env in out[1] and len(out) == 2
+    assert {r[0] for r in rows("-a")} == {"busybox"}
+    _clean(pallet)

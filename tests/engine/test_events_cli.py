@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.engine.conftest import PALLET
+from tests.engine.test_tty_and_monitor import Terminal
 
 pytestmark = pytest.mark.root
 
@@ -64,7 +65,7 @@ def test_filters_and_formats(pallet):
     assert _actions(ev("-f", "type=volume", "-f", "type=image")) == [
         ("image", "tag"), ("volume", "create")]
     assert [a for _, a in _actions(ev("-f", "container=st-fmt"))] == [
-        "create", "start", "die", "destroy"]
+        "create", "attach", "start", "die", "destroy"]
     objs = [json.loads(ln) for ln in ev("--format", "json", "-f", "event=die").splitlines()]
     assert [(o["Type"], o["Action"], o["status"], o["Actor"]["Attributes"]["exitCode"])
             for o in objs] == [("container", "die", "die", "0")]
@@ -90,6 +91,111 @@ def test_following_shows_new_events_and_ends_quietly_on_ctrl_c(pallet):
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=10)
         assert (p.returncode, err) == (130, "")
-        assert _actions(out) == [("container", a) for a in ("create", "start", "die",
-                                                            "destroy")], (cid, out)
-        assert "exitCode=4" in out.splitlines()[2]
+        assert _actions(out) == [("container", a) for a in ("create", "attach", "start",
+                                                            "die", "destroy")], (cid, out)
+        assert "exitCode=4" in out.splitlines()[3]
+
+
+def _since(pallet, t0: float, *args: str) -> list[dict]:
+    out = pallet("events", "--since", str(t0), "--until", str(time.time() + 0.3), "--format",
+                 "json", *args, timeout=20, check=True).stdout
+    return [json.loads(ln) for ln in out.splitlines()]
+
+
+def _brief(evs: list[dict]) -> list[tuple[str, str]]:
+    return [(e["Type"], e["Action"]) for e in evs]
+
+
+def test_a_terminal_session_attaches_resizes_detaches_and_unmounts_its_volume(pallet):
+    t0 = time.time()
+    t = Terminal([PALLET, "--root", pallet.root, "run", "-it", "--name", "ev-sess", "-v",
+                  "ev-data:/data", *NONE, "busybox", "sh"], pallet.env, rows=33, cols=101)
+    t.command(b"PS1='ready> '")
+    t.expect(b"ready> ")
+    t.send(b"\x10\x11")  # ctrl-p ctrl-q
+    assert t.close() == 0
+    t2 = Terminal([PALLET, "--root", pallet.root, "attach", "ev-sess"], pallet.env, rows=30,
+                  cols=90)
+    time.sleep(0.5)
+    t2.send(b"\r")
+    t2.command(b"exit 3")
+    assert t2.close() == 3
+    evs = _since(pallet, t0)
+    assert _brief(evs) == [
+        ("volume", "create"), ("container", "create"), ("container", "attach"),
+        ("volume", "mount"), ("container", "start"), ("container", "resize"),
+        ("container", "detach"), ("container", "attach"), ("container", "resize"),
+        ("container", "die"), ("volume", "unmount")]
+    attrs = [e["Actor"]["Attributes"] for e in evs]
+    cid = evs[1]["id"]
+    assert attrs[3] == {"container": cid, "destination": "/data", "driver": "local",
+                        "propagation": "", "read/write": "true"}
+    assert (attrs[5]["height"], attrs[5]["width"]) == ("33", "101")
+    assert (attrs[8]["height"], attrs[8]["width"]) == ("30", "90")
+    assert attrs[10] == {"container": cid, "driver": "local"}
+    assert attrs[6]["name"] == "ev-sess"
+
+
+def test_commit_cp_export_top_and_update_are_recorded(pallet, tmp_path):
+    pallet("run", "-d", "--name", "ev-work", "-l", "tier=web", *NONE, "busybox", "sleep",
+           "60", check=True)
+    t0 = time.time()
+    (tmp_path / "f").write_text("x")
+    pallet("cp", str(tmp_path / "f"), "ev-work:/tmp/", check=True)
+    pallet("cp", "ev-work:/tmp/f", str(tmp_path / "back"), check=True)
+    pallet("top", "ev-work", check=True)
+    pallet("update", "--pids-limit", "50", "ev-work", check=True)
+    pallet("export", "-o", str(tmp_path / "fs.tar"), "ev-work", check=True)
+    iid = pallet("commit", "-m", "snap", "-c", "LABEL kind=snapshot", "ev-work", "ev-img:1",
+                 check=True).stdout.strip()
+    evs = _since(pallet, t0)
+    assert _brief(evs) == [("container", a) for a in (
+        "extract-to-dir", "archive-path", "top", "update", "export")] + [
+        ("container", "pause"), ("container", "unpause"), ("image", "tag"),
+        ("container", "commit")]
+    assert all(e["Actor"]["Attributes"]["tier"] == "web" for e in evs if e["Type"] ==
+               "container")
+    tag, commit = evs[-2:]
+    # An image event carries the image's labels (the container's too, committed with it).
+    assert tag["Actor"] == {"ID": iid, "Attributes": {"kind": "snapshot", "tier": "web",
+                                                      "name": "ev-img:1"}}
+    a = commit["Actor"]["Attributes"]
+    assert (a["comment"], a["imageID"], a["imageRef"], a["name"]) == (
+        "snap", iid, "ev-img:1", "ev-work")
+    pallet("rmi", "-f", "ev-img:1", check=True)
+    untag = [e for e in _since(pallet, t0, "-f", "type=image") if e["Action"] == "untag"]
+    assert untag[0]["Actor"]["Attributes"]["kind"] == "snapshot"
+
+
+def test_a_build_records_its_containers_and_tag(pallet, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nLABEL team=ev\nRUN echo hi > /f\n")
+    t0 = time.time()
+    pallet("build", "-t", "ev-built", str(tmp_path), check=True)
+    evs = _since(pallet, t0)
+    assert _brief(evs) == [("container", "create"), ("container", "attach"),
+                           ("network", "connect"), ("container", "start"),
+                           ("container", "die"), ("network", "disconnect"),
+                           ("container", "destroy"), ("image", "tag")]
+    assert evs[-1]["Actor"]["Attributes"] == {"name": "ev-built:latest", "team": "ev"}
+
+
+def test_a_container_whose_monitor_was_killed_dies_in_the_journal_when_noticed(pallet):
+    import os
+
+    cid = pallet("run", "-d", "--name", "ev-orphan", *NONE, "busybox", "sleep", "60",
+                 check=True).stdout.strip()
+    eng = pallet.engine()
+    mon = int(open(os.path.join(eng.run_dir(cid), "monitor.pid")).read().split()[0])
+    pid = eng.get(cid).pid
+    t0 = time.time()
+    os.kill(mon, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        try:
+            os.kill(mon, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    assert "Exited (255)" in pallet("ps", "-a", "-f", "name=ev-orphan", check=True).stdout
+    evs = _since(pallet, t0, "-f", "container=ev-orphan")
+    assert [(e["Action"], e["Actor"]["Attributes"]["exitCode"]) for e in evs] == [("die", "255")]

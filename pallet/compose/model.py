@@ -841,32 +841,35 @@ def _uses_default(svc: dict[str, Any]) -> bool:
     return "default" in (svc.get("networks") or {})
 
 
-def _name_and_external(project: str, key: str, raw: dict[str, Any], path: str
-                       ) -> dict[str, Any]:
-    """{"name", "external"} of a top-level network or volume KEY: an external one keeps its
-    name (or KEY), the others are PROJECT_KEY unless named; the old `external: {name: X}`
-    form is accepted."""
+def _top_level(project: str, section: str, key: str, raw: dict[str, Any],
+               known: set[str] | frozenset[str], driver: str
+               ) -> tuple[dict[str, Any], str, bool]:
+    """What top-level networks and volumes share: only KNOWN keys; the name (an external
+    one keeps its name, or KEY; the others are PROJECT_KEY unless named; the old
+    `external: {name: X}` form is accepted); one supported DRIVER. Returns ({"name"} plus
+    "external": True for an external one, the key path, whether external)."""
+    path = f"{section}.{key}"
+    unknown = set(raw) - known
+    if unknown:
+        raise _err(path, f"unknown key {sorted(unknown)[0]!r}")
     external = raw.get("external", False)
     name = raw.get("name")
     if isinstance(external, dict):
         name, external = name or external.get("name"), True
     external = _bool(external, f"{path}.external")
-    return {"name": str(name or (key if external else f"{project}_{key}")),
-            "external": external}
+    out: dict[str, Any] = {"name": str(name or (key if external else f"{project}_{key}"))}
+    if external:
+        return {**out, "external": True}, path, True
+    got = str(raw.get("driver") or driver)
+    if got != driver:
+        raise _err(f"{path}.driver", f"unsupported driver {_shown(got)}: use {driver}")
+    return out, path, False
 
 
 def _normalize_network(project: str, key: str, raw: dict[str, Any]) -> dict[str, Any]:
-    path = f"networks.{key}"
-    unknown = set(raw) - NETWORK_KEYS
-    if unknown:
-        raise _err(path, f"unknown key {sorted(unknown)[0]!r}")
-    out = _name_and_external(project, key, raw, path)
-    if out["external"]:
+    out, path, external = _top_level(project, "networks", key, raw, NETWORK_KEYS, "bridge")
+    if external:
         return out
-    del out["external"]
-    driver = str(raw.get("driver") or "bridge")
-    if driver != "bridge":
-        raise _err(f"{path}.driver", f"unsupported driver {_shown(driver)}: use bridge")
     out.update(driver="bridge", external=False)
     ipam = raw.get("ipam") or {}
     if not isinstance(ipam, dict):
@@ -895,17 +898,9 @@ def _normalize_network(project: str, key: str, raw: dict[str, Any]) -> dict[str,
 
 
 def _normalize_volume(project: str, key: str, raw: dict[str, Any]) -> dict[str, Any]:
-    path = f"volumes.{key}"
-    unknown = set(raw) - VOLUME_KEYS
-    if unknown:
-        raise _err(path, f"unknown key {sorted(unknown)[0]!r}")
-    out = _name_and_external(project, key, raw, path)
-    if out["external"]:
+    out, path, external = _top_level(project, "volumes", key, raw, VOLUME_KEYS, "local")
+    if external:
         return out
-    del out["external"]
-    driver = str(raw.get("driver") or "local")
-    if driver != "local":
-        raise _err(f"{path}.driver", f"unsupported driver {_shown(driver)}: use local")
     if raw.get("driver_opts"):
         raise _err(f"{path}.driver_opts", "volume options are not supported by pallet")
     if raw.get("labels"):

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,25 @@ def start_pod_daemon(net: CNINet, registry: Registry, extra: str = "") -> Daemon
         f'[cni]\nconf_dir = "{net.conf_dir}"\nbin_dirs = ["{CNI_BIN}"]\n'
         f'[registry]\nauths = {{}}\n[registry.mirrors]\n"docker.io" = ["{registry.host}"]\n'
         + extra)
+
+
+@contextlib.contextmanager
+def pod_daemon(net: CNINet, registry: Registry,
+               prepare: Callable[[Daemon], None] | None = None) -> Iterator[Daemon]:
+    """A started pod daemon with busybox pulled (after PREPARE(d), if given); on exit its
+    pods are removed, it stops cleanly (exit 0, no ERROR logged) and its dir goes."""
+    d = start_pod_daemon(net, registry)
+    if prepare:
+        prepare(d)
+    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
+        image="docker.io/library/busybox:latest")))
+    yield d
+    cleanup_pods(d)
+    code = d.stop()
+    out = d.output()
+    shutil.rmtree(d.dir, ignore_errors=True)
+    assert code == 0, out
+    assert "ERROR pallet" not in out, out
 
 
 def pod_config(name: str, log_dir: str = "", *, uid: str = "", attempt: int = 0,

@@ -23,7 +23,7 @@ from tests.cri.kubelet import (
     make_cni_network,
     needs_pod_tools,
     pod_config,
-    start_pod_daemon,
+    pod_daemon,
     start_registry_with_busybox,
 )
 
@@ -37,17 +37,13 @@ def daemon() -> Iterator[Daemon]:
     tmp = Path(tempfile.mkdtemp(prefix="pcri-ev-"))
     net = make_cni_network(prefix="pcev", net16="10.221")
     reg = start_registry_with_busybox(tmp)
-    d = start_pod_daemon(net, reg)
-    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)))
-    yield d
-    cleanup_pods(d)
-    code = d.stop()
-    out = d.output()
-    shutil.rmtree(d.dir, ignore_errors=True)
-    reg.stop()
-    net.remove()
-    shutil.rmtree(tmp, ignore_errors=True)
-    assert code == 0, out
+    try:
+        with pod_daemon(net, reg) as d:
+            yield d
+    finally:
+        reg.stop()
+        net.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_pallet_events_shows_a_cri_containers_life(daemon: Daemon) -> None:

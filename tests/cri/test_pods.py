@@ -28,7 +28,7 @@ from tests.cri.kubelet import (
     make_cni_network,
     needs_pod_tools,
     pod_config,
-    start_pod_daemon,
+    pod_daemon,
     start_registry_with_busybox,
     wait_for,
 )
@@ -55,15 +55,8 @@ def env() -> Iterator[tuple[CNINet, Registry, Path]]:
 @pytest.fixture(scope="module")
 def daemon(env: tuple[CNINet, Registry, Path]) -> Iterator[Daemon]:
     net, reg, _ = env
-    d = start_pod_daemon(net, reg)
-    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)))
-    yield d
-    cleanup_pods(d)
-    code = d.stop()
-    out = d.output()
-    shutil.rmtree(d.dir, ignore_errors=True)
-    assert code == 0, out
-    assert "ERROR pallet" not in out, out
+    with pod_daemon(net, reg) as d:
+        yield d
 
 
 @pytest.fixture

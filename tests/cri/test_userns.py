@@ -18,14 +18,13 @@ from cri_api.v1 import api_pb2 as pb
 from tests.cri.conftest import Daemon
 from tests.cri.kubelet import (
     CNINet,
-    cleanup_pods,
     code_of,
     container_config,
     host_leftovers,
     make_cni_network,
     needs_pod_tools,
     pod_config,
-    start_pod_daemon,
+    pod_daemon,
     start_registry_with_busybox,
     wait_for,
 )
@@ -56,18 +55,10 @@ def env() -> Iterator[tuple[CNINet, Registry, Path]]:
 @pytest.fixture(scope="module")
 def daemon(env: tuple[CNINet, Registry, Path]) -> Iterator[Daemon]:
     net, reg, _ = env
-    d = start_pod_daemon(net, reg)
     # The pods' roots reach their rootfs from inside their user namespace (as containerd's,
     # the state dirs above it must be searchable).
-    os.chmod(d.dir, 0o711)
-    d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=BUSYBOX)))
-    yield d
-    cleanup_pods(d)
-    code = d.stop()
-    out = d.output()
-    shutil.rmtree(d.dir, ignore_errors=True)
-    assert code == 0, out
-    assert "ERROR pallet" not in out, out
+    with pod_daemon(net, reg, prepare=lambda d: os.chmod(d.dir, 0o711)) as d:
+        yield d
 
 
 @pytest.fixture

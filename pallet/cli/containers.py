@@ -83,9 +83,36 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--platform", default=None, help="set platform if server is multi-platform capable")
     a("--stop-signal", default="", help="signal to stop the container")
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
+    _host_args(p)
     add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
     a("image", metavar="IMAGE")
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def _host_args(p: argparse.ArgumentParser) -> None:
+    """run/create's mounts, devices, DNS, ulimits and cgroup resources (docker's flags)."""
+    a = p.add_argument
+    a("--mount", action="append", default=[], help="attach a filesystem mount: type=bind|"
+      "volume|tmpfs,source=,target=[,readonly][,bind-propagation=][,volume-nocopy]"
+      "[,tmpfs-size=][,tmpfs-mode=]")
+    a("--device", action="append", default=[], help="add a host device: HOST[:CTR][:rwm]")
+    a("--device-cgroup-rule", action="append", default=[], help="add a rule to the "
+      "cgroup allowed devices list, as 'c 1:3 rwm'")
+    a("--dns", action="append", default=[], help="set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="set custom DNS search domains")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="set DNS options")
+    a("--domainname", default="", help="container NIS domain name")
+    a("--ulimit", action="append", default=[], help="ulimit options: NAME=SOFT[:HARD]")
+    a("-c", "--cpu-shares", default=None, help="CPU shares (relative weight)")
+    a("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)")
+    a("--cpuset-mems", default="", help="MEMs in which to allow execution (0-3, 0,1)")
+    a("--cpu-period", default=None, help="limit CPU CFS (Completely Fair Scheduler) period")
+    a("--cpu-quota", default=None, help="limit CPU CFS (Completely Fair Scheduler) quota")
+    a("--memory-reservation", default=None, help="memory soft limit")
+    add_bool_flag(p, "--oom-kill-disable", default=False, help="disable OOM Killer")
+    a("--oom-score-adj", default=None, help="tune host's OOM preferences (-1000 to 1000)")
+    a("--blkio-weight", default=None, help="block IO (relative weight), between 10 and 1000, "
+      "or 0 to disable")
 
 
 def add_parsers(sub: Any) -> None:
@@ -361,6 +388,7 @@ def _request(args: argparse.Namespace) -> Any:
                         restart=args.restart, auto_remove=args.rm, runtime=args.runtime,
                         pull=args.pull, platform=args.platform, ip=args.ip, ip6=args.ip6,
                         aliases=args.network_alias, extra_hosts=args.add_host)
+    _host_options(args, req)
     for o in args.log_opt:
         k, _, v = o.partition("=")
         if k == "max-size":
@@ -370,6 +398,88 @@ def _request(args: argparse.Namespace) -> Any:
         else:
             raise InvalidArgument(f"unknown log opt {k!r}: use max-size or max-file")
     return req
+
+
+def _flag_error(value: str, flag: str, why: str) -> Exception:
+    from pallet.errors import InvalidArgument
+
+    return InvalidArgument(f'invalid argument "{value}" for "{flag}" flag: {why}')
+
+
+def _host_options(args: argparse.Namespace, req: Any) -> None:
+    """The flags of _host_args into REQ and its options, checked as docker's CLI does."""
+    import ipaddress
+
+    from pallet.engine.specgen import parse_device, parse_ulimit
+
+    opts = req.options
+    req.mounts = list(args.mount)
+    for d in args.device:
+        opts.devices.append(_device(d, parse_device))
+    opts.device_cgroup_rules = list(args.device_cgroup_rule)
+    for ip in args.dns:
+        try:
+            ipaddress.ip_address(ip.strip())
+        except ValueError:
+            raise _flag_error(ip, "--dns", f"{ip} is not an ip address") from None
+    for domain in args.dns_search:
+        if domain != "." and (domain.startswith(".") or domain.endswith(".") or len(domain) > 255
+                              or not domain):
+            raise _flag_error(domain, "--dns-search", f"{domain} is not a valid domain")
+    req.dns, req.dns_search, req.dns_options = (
+        [ip.strip() for ip in args.dns], list(args.dns_search), list(args.dns_option))
+    opts.domainname = args.domainname
+    for u in args.ulimit:
+        opts.ulimits = [x for x in opts.ulimits if x.name != u.partition("=")[0]]
+        opts.ulimits.append(_ulimit(u, parse_ulimit))
+    ints = (("cpu_shares", "-c, --cpu-shares"), ("cpu_period", "--cpu-period"),
+            ("cpu_quota", "--cpu-quota"), ("oom_score_adj", "--oom-score-adj"),
+            ("blkio_weight", "--blkio-weight"))
+    for name, flag in ints:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(opts, name, parse_int(value, flag))
+    opts.cpuset_cpus, opts.cpuset_mems = args.cpuset_cpus, args.cpuset_mems
+    if args.memory_reservation is not None:
+        opts.memory_reservation = parse_size(args.memory_reservation, "--memory-reservation")
+    opts.oom_kill_disable = args.oom_kill_disable
+
+
+def _device(text: str, parse: Callable[[str], Any]) -> Any:
+    """--device checked as docker's CLI (validateLinuxPath) before statting the host node."""
+    def mode(m: str) -> bool:
+        return bool(m) and all(c in "rwm" for c in m) and len(set(m)) == len(m)
+
+    parts = text.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise _flag_error(text, "--device", f"bad format for path: {text}")
+    ctr = parts[0] if len(parts) == 1 or (len(parts) == 2 and mode(parts[1])) else parts[1]
+    if len(parts) == 3 and not mode(parts[2]):
+        raise _flag_error(text, "--device", f"bad mode specified: {parts[2]}")
+    if not ctr.startswith("/"):
+        raise _flag_error(text, "--device", f"{ctr} is not an absolute path")
+    return parse(text)
+
+
+def _ulimit(text: str, parse: Callable[[str], Any]) -> Any:
+    from pallet.engine.specgen import ULIMIT_NAMES
+
+    name, sep, values = text.partition("=")
+    if not sep:
+        raise _flag_error(text, "--ulimit", f"invalid ulimit argument: {text}")
+    if name not in ULIMIT_NAMES:
+        raise _flag_error(text, "--ulimit", f"invalid ulimit type: {name}")
+    soft, _, hard = values.partition(":")
+    for what, v in (("soft", soft), ("hard", hard or soft)):
+        try:
+            int(v)
+        except ValueError:
+            raise _flag_error(text, "--ulimit", f'invalid ulimit {what} value {v}: '
+                              f'strconv.ParseInt: parsing "{v}": invalid syntax') from None
+    if hard and int(soft) > int(hard) and int(hard) != -1:
+        raise _flag_error(text, "--ulimit", "ulimit soft limit must be less than or equal to "
+                          f"hard limit: {soft} > {hard}")
+    return parse(text)
 
 
 # -- run / create / start ------------------------------------------------------------------------

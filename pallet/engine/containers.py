@@ -85,6 +85,10 @@ class CreateRequest:
     extra_hosts: list[str] = field(default_factory=list)  # --add-host HOST:IP
     volumes: list[str] = field(default_factory=list)    # -v specs
     tmpfs: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)     # --mount CSV specs
+    dns: list[str] = field(default_factory=list)        # resolv.conf: nameservers,
+    dns_search: list[str] = field(default_factory=list)  # search domains and options
+    dns_options: list[str] = field(default_factory=list)  # (each replaces the host's)
     restart: str = "no"
     auto_remove: bool = False
     runtime: str = ""
@@ -213,10 +217,13 @@ class Engine:
             raise InvalidArgument("network-scoped aliases are only supported for "
                                   "user-defined networks")
         extra_hosts = [parse_extra_host(h) for h in req.extra_hosts]
-        from pallet.engine.volumes import parse_tmpfs, parse_volume
+        from pallet.engine.specgen import Mount
+        from pallet.engine.volumes import parse_mount, parse_tmpfs, parse_volume
 
         vol_specs = [parse_volume(v) for v in req.volumes]
         tmpfs = [parse_tmpfs(t) for t in req.tmpfs]
+        for m in map(parse_mount, req.mounts):
+            (tmpfs if isinstance(m, Mount) else vol_specs).append(m)
         for vs in vol_specs:
             if vs.kind == "bind" and not os.path.exists(vs.source):
                 raise InvalidArgument(f'invalid mount config for type "bind": bind source '
@@ -254,7 +261,7 @@ class Engine:
             volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
             opts.mounts.extend(tmpfs)
             self._network_options(opts, network, cid)
-            self._etc_files(opts, cdir, network, extra_hosts)
+            self._etc_files(opts, cdir, network, extra_hosts, req)
             if opts.init and not opts.init_path:
                 opts.init_path = find_init()
             if opts.privileged:
@@ -398,7 +405,7 @@ class Engine:
             opts.namespaces["network"] = os.path.join(self.run_dir(cid), "netns")
 
     def _etc_files(self, opts: ContainerOptions, cdir: str, network: str,
-                   extra_hosts: list[tuple[str, str]]) -> None:
+                   extra_hosts: list[tuple[str, str]], req: CreateRequest) -> None:
         """hostname, hosts and resolv.conf of the container, bind-mounted over /etc."""
         from pallet.engine.specgen import Mount
 
@@ -410,7 +417,8 @@ class Engine:
         else:
             hosts += "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts)
             hosts += f"127.0.1.1\t{hostname}\n" if network == "none" else ""
-        resolv = _host_resolv_conf(network == "host")
+        resolv = container_resolv_conf(_host_resolv_conf(network == "host"), req.dns,
+                                       req.dns_search, req.dns_options)
         files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
         user_dests = {m.destination for m in opts.mounts}
         for name, text in files.items():
@@ -1084,7 +1092,7 @@ class Engine:
             },
             "Mounts": mounts,
             "Config": {
-                "Hostname": spec.get("hostname", ""),
+                "Hostname": spec.get("hostname", ""), "Domainname": spec.get("domainname", ""),
                 "User": (cfg.get("host_config") or {}).get("user",
                                                             _user_str(proc.get("user"))),
                 "Tty": bool(cfg.get("tty")), "OpenStdin": bool(cfg.get("stdin")),
@@ -1632,7 +1640,41 @@ def _host_config(opts: ContainerOptions, req: CreateRequest) -> dict[str, Any]:
             "cap_add": list(opts.cap_add), "cap_drop": list(opts.cap_drop),
             "security_opt": list(opts.security_opt), "privileged": opts.privileged,
             "init": opts.init, "shm_size": opts.shm_size, "user": opts.user,
-            "sysctls": dict(opts.sysctls), "tmpfs": list(req.tmpfs)}
+            "sysctls": dict(opts.sysctls), "tmpfs": list(req.tmpfs),
+            "mounts": [_mount_json(spec) for spec in req.mounts],
+            "devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
+                         "CgroupPermissions": d.permissions} for d in opts.devices],
+            "device_cgroup_rules": list(opts.device_cgroup_rules),
+            "dns": list(req.dns), "dns_search": list(req.dns_search),
+            "dns_options": list(req.dns_options), "domainname": opts.domainname,
+            "ulimits": [{"Name": u.name, "Hard": u.hard, "Soft": u.soft} for u in opts.ulimits],
+            "cpu_shares": opts.cpu_shares or 0, "cpu_period": opts.cpu_period or 0,
+            "cpu_quota": opts.cpu_quota or 0, "cpuset_cpus": opts.cpuset_cpus,
+            "cpuset_mems": opts.cpuset_mems,
+            "memory_reservation": opts.memory_reservation or 0,
+            "oom_kill_disable": opts.oom_kill_disable, "oom_score_adj": opts.oom_score_adj or 0,
+            "blkio_weight": opts.blkio_weight}
+
+
+def _mount_json(spec: str) -> dict[str, Any]:
+    """A --mount as inspect's HostConfig.Mounts shows it (docker's mount.Mount)."""
+    from pallet.engine.volumes import VolumeSpec, parse_mount
+
+    m = parse_mount(spec)
+    out: dict[str, Any] = {"Type": m.kind if isinstance(m, VolumeSpec) else "tmpfs",
+                           "Source": m.source if isinstance(m, VolumeSpec) else "",
+                           "Target": m.destination}
+    if m.readonly:
+        out["ReadOnly"] = True
+    if isinstance(m, VolumeSpec) and m.propagation:
+        out["BindOptions"] = {"Propagation": m.propagation}
+    if isinstance(m, VolumeSpec) and m.nocopy:
+        out["VolumeOptions"] = {"NoCopy": True}
+    if not isinstance(m, VolumeSpec) and m.options:
+        kv = dict(o.partition("=")[::2] for o in m.options)
+        out["TmpfsOptions"] = {**({"SizeBytes": int(kv["size"])} if "size" in kv else {}),
+                               **({"Mode": int(kv["mode"], 8)} if "mode" in kv else {})}
+    return out
 
 
 def _inspect_host_config(hc: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
@@ -1648,7 +1690,16 @@ def _inspect_host_config(hc: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
             "PidsLimit": hc.get("pids_limit") if hc.get("pids_limit") is not None else pids,
             "CapAdd": hc.get("cap_add") or None, "CapDrop": hc.get("cap_drop") or None,
             "SecurityOpt": hc.get("security_opt") or None, "Init": hc.get("init") or None,
-            "ShmSize": hc.get("shm_size", 0), "Sysctls": hc.get("sysctls") or None}
+            "ShmSize": hc.get("shm_size", 0), "Sysctls": hc.get("sysctls") or None,
+            "Mounts": hc.get("mounts") or None, "Devices": hc.get("devices") or [],
+            "DeviceCgroupRules": hc.get("device_cgroup_rules") or None,
+            "Dns": hc.get("dns") or [], "DnsSearch": hc.get("dns_search") or [],
+            "DnsOptions": hc.get("dns_options") or [], "Ulimits": hc.get("ulimits") or None,
+            "CpuPeriod": hc.get("cpu_period") or 0, "CpuQuota": hc.get("cpu_quota") or 0,
+            "MemoryReservation": hc.get("memory_reservation") or 0,
+            "OomKillDisable": bool(hc.get("oom_kill_disable")),
+            "OomScoreAdj": hc.get("oom_score_adj") or 0,
+            "BlkioWeight": hc.get("blkio_weight") or 0}
 
 
 def net_dev_counters(pid: int) -> dict[str, int]:
@@ -1789,6 +1840,23 @@ def _host_resolv_conf(host_network: bool) -> str:
              if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))]
     if not any(ln.startswith("nameserver") for ln in lines):
         lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(lines) + "\n"
+
+
+def container_resolv_conf(host: str, dns: list[str], search: list[str],
+                          options: list[str]) -> str:
+    """The container's resolv.conf: HOST's, with --dns, --dns-search and --dns-option each
+    replacing the host's nameservers, search domains and options (docker's rule; a search
+    domain "." means none)."""
+    replaced = (("nameserver",) if dns else ()) + (("search", "domain") if search else ()) \
+        + (("options",) if options else ())
+    lines = [ln for ln in host.splitlines() if (ln.split() or [""])[0] not in replaced]
+    lines += [f"nameserver {ip}" for ip in dns]
+    domains = [d for d in search if d != "."]
+    if domains:
+        lines.append("search " + " ".join(domains))
+    if options:
+        lines.append("options " + " ".join(options))
     return "\n".join(lines) + "\n"
 
 

@@ -80,6 +80,7 @@ _ULIMITS = {
     "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
     "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
 }  # fmt: skip
+ULIMIT_NAMES = frozenset(_ULIMITS)
 
 # IPC-namespaced sysctls (runc's list); fs.mqueue.* is IPC-namespaced as a family.
 _IPC_SYSCTLS = frozenset({
@@ -207,7 +208,7 @@ class Device:
         except OSError as e:
             raise InvalidArgument(
                 f"error gathering device information while adding custom device "
-                f"{path_on_host!r}: {e.strerror}"
+                f'"{path_on_host}": {(e.strerror or str(e)).lower()}'
             ) from None
         if stat.S_ISCHR(st.st_mode):
             kind = "c"
@@ -260,6 +261,9 @@ class ContainerOptions:
     memory: int | None = None  # bytes
     memory_swap: int | None = None  # memory+swap bytes; None: 2x memory (docker); -1: unlimited
     memory_reservation: int | None = None
+    oom_kill_disable: bool = False
+    blkio_weight: int = 0  # 10..1000; 0: the kernel's default
+    device_cgroup_rules: list[str] = field(default_factory=list)  # "c 1:3 rwm", as docker's
     cpus: float | None = None
     cpu_period: int | None = None  # CRI gives quota/period directly
     cpu_quota: int | None = None
@@ -670,6 +674,24 @@ def parse_device(text: str) -> Device:
     return Device.from_host(host, ctr, perms)
 
 
+_DEVICE_CGROUP_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+
+
+def parse_device_cgroup_rule(text: str) -> dict[str, Any]:
+    """--device-cgroup-rule 'c 1:3 rwm' ('a', '*' for any) -> an allow rule of
+    linux.resources.devices."""
+    m = _DEVICE_CGROUP_RULE.match(text)
+    if not m:
+        raise InvalidArgument(f"invalid device cgroup format '{text}'")
+    kind, major, minor, access = m.groups()
+    rule: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+    if major != "*":
+        rule["major"] = int(major)
+    if minor != "*":
+        rule["minor"] = int(minor)
+    return rule
+
+
 def list_host_devices(root: str = "/dev") -> list[Device]:
     """Every device node under /dev, as --privileged exposes them (a host read)."""
     # The container gets its own pts, shm and mqueue; the rest are not device trees.
@@ -919,7 +941,12 @@ def build_resources(opts: ContainerOptions, host: HostInfo) -> dict[str, Any]:
                     "access": d.permissions,
                 }
             )
+        rules += [parse_device_cgroup_rule(r) for r in opts.device_cgroup_rules]
         res["devices"] = rules
+    if opts.blkio_weight:
+        if not 10 <= opts.blkio_weight <= 1000:
+            raise InvalidArgument("Range of blkio weight is from 10 to 1000")
+        res["blockIO"] = {"weight": opts.blkio_weight}
 
     memory: dict[str, Any] = {}
     if opts.memory is not None and opts.memory != 0:
@@ -943,6 +970,8 @@ def build_resources(opts: ContainerOptions, host: HostInfo) -> dict[str, Any]:
         memory["swap"] = 2 * memory["limit"]
     if opts.memory_reservation:
         memory["reservation"] = opts.memory_reservation
+    if opts.oom_kill_disable:
+        memory["disableOOMKiller"] = True
     if memory:
         res["memory"] = memory
 

@@ -1,7 +1,8 @@
 """Named and anonymous volumes: a directory per volume under <root>/volumes/NAME/_data,
 recorded in the store, populated from the image on first use like docker's.
 
-Also parses `-v`/`--tmpfs` specs into specgen Mounts (pure functions).
+Also parses `-v`/`--tmpfs`/`--mount` specs into VolumeSpecs and specgen Mounts (pure
+functions).
 """
 
 from __future__ import annotations
@@ -72,6 +73,113 @@ def parse_tmpfs(spec: str) -> Mount:
         raise InvalidArgument(f"invalid tmpfs specification {spec!r}: the path must be absolute")
     return Mount(destination=os.path.normpath(dest), type="tmpfs",
                  options=[o for o in opts.split(",") if o])
+
+
+_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+
+
+def parse_mount(spec: str) -> VolumeSpec | Mount:
+    """docker's --mount CSV: type=bind|volume|tmpfs,source=,target=[,readonly]
+    [,bind-propagation=][,volume-nocopy][,tmpfs-size=][,tmpfs-mode=]; a bind or a volume
+    as `-v` gives it (a VolumeSpec), a tmpfs as `--tmpfs` (a Mount)."""
+    import csv
+
+    from pallet.units import ram_in_bytes
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument(f'invalid argument "{spec}" for "--mount" flag: {why}')
+
+    def parse_bool(key: str, val: str) -> bool:
+        if val not in _TRUE + _FALSE:
+            raise bad(f"invalid value for {key}: {val}")
+        return val in _TRUE
+
+    try:
+        fields = next(csv.reader([spec]), [])
+    except csv.Error as e:
+        raise bad(str(e)) from None
+    kind, source, target, readonly = "volume", "", "", False
+    propagation, nocopy, tmpfs_opts = "", False, []
+    used: set[str] = set()  # the bind-/volume-/tmpfs- families given
+    for field in fields:
+        key, sep, val = field.partition("=")
+        key = key.lower()  # docker's CLI reads keys case-insensitively
+        if not sep:
+            if key in ("readonly", "ro"):
+                readonly = True
+            elif key == "volume-nocopy":
+                nocopy = True
+                used.add("volume")
+            else:
+                raise bad(f"invalid field '{field}' must be a key=value pair")
+            continue
+        if key == "type":
+            kind = val.lower()
+        elif key in ("source", "src"):
+            source = os.path.abspath(val) if val == "." or val.startswith("./") else val
+        elif key in ("target", "dst", "destination"):
+            target = val
+        elif key in ("readonly", "ro"):
+            readonly = parse_bool(key, val)
+        elif key == "consistency":
+            pass  # macOS's; docker ignores it on Linux
+        elif key == "bind-propagation":
+            propagation = val.lower()
+            used.add("bind")
+        elif key == "volume-nocopy":
+            nocopy = parse_bool(key, val)
+            used.add("volume")
+        elif key == "tmpfs-size":
+            try:
+                tmpfs_opts.append(f"size={ram_in_bytes(val)}")
+            except ValueError:
+                raise bad(f"invalid value for {key}: {val}") from None
+            used.add("tmpfs")
+        elif key == "tmpfs-mode":
+            try:
+                tmpfs_opts.append(f"mode={int(val, 8):o}")
+            except ValueError:
+                raise bad(f"invalid value for {key}: {val}") from None
+            used.add("tmpfs")
+        else:
+            raise bad(f"unexpected key '{key}' in '{field}'")
+    if not kind:
+        raise bad("type is required")
+    if not target:
+        raise bad("target is required")
+    for family in sorted(used - {kind}):
+        raise bad(f"cannot mix '{family}-*' options with mount type '{kind}'")
+    # The rest is what docker's daemon checks: the same words, exit 125 too.
+    where = f'invalid mount config for type "{kind}"'
+    if kind not in ("bind", "volume", "tmpfs"):
+        raise InvalidArgument(f"{where}: mount type unknown")
+    if not target.startswith("/"):
+        raise InvalidArgument(f"{where}: invalid mount path: '{target}' mount path must be "
+                              "absolute")
+    if os.path.normpath(target) == "/":
+        raise InvalidArgument(f"{where}: invalid specification: destination can't be '/'")
+    target = os.path.normpath(target)
+    if kind == "tmpfs":
+        if source:
+            raise InvalidArgument(f"{where}: field Source must not be specified")
+        return Mount(destination=target, type="tmpfs", readonly=readonly, options=tmpfs_opts)
+    if kind == "bind":
+        if not source:
+            raise InvalidArgument(f"{where}: field Source must not be empty")
+        if not source.startswith("/"):
+            raise InvalidArgument(f"{where}: invalid mount path: '{source}' mount path must "
+                                  "be absolute")
+        if propagation and propagation not in _PROPAGATIONS:
+            raise InvalidArgument(f"{where}: invalid propagation mode: {propagation}")
+    elif source:
+        if source.startswith("/"):
+            raise InvalidArgument(f'{where}: invalid mount source: "{source}"')
+        validate_name(source, "volume")
+    return VolumeSpec(destination=target, source=os.path.normpath(source) if kind == "bind"
+                      else source, kind=kind, readonly=readonly, propagation=propagation,
+                      nocopy=nocopy)
 
 
 class Volumes:

@@ -103,6 +103,9 @@ def _host_args(p: argparse.ArgumentParser) -> None:
     a("--dns-option", "--dns-opt", action="append", default=[], help="set DNS options")
     a("--domainname", default="", help="container NIS domain name")
     a("--ulimit", action="append", default=[], help="ulimit options: NAME=SOFT[:HARD]")
+    add_bool_flag(p, "-P", "--publish-all", default=False, help="publish all exposed ports "
+                  "to random ports")
+    a("--expose", action="append", default=[], help="expose a port or a range of ports")
     a("-c", "--cpu-shares", default=None, help="CPU shares (relative weight)")
     a("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)")
     a("--cpuset-mems", default="", help="MEMs in which to allow execution (0-3, 0,1)")
@@ -414,6 +417,7 @@ def _host_options(args: argparse.Namespace, req: Any) -> None:
 
     opts = req.options
     req.mounts = list(args.mount)
+    req.expose, req.publish_all = list(args.expose), args.publish_all
     for d in args.device:
         opts.devices.append(_device(d, parse_device))
     opts.device_cgroup_rules = list(args.device_cgroup_rule)

@@ -79,6 +79,8 @@ class CreateRequest:
     name: str = ""
     network: str = ""            # "" -> none until CNI networking lands; host|none|NAME
     ports: list[str] = field(default_factory=list)      # -p specs
+    expose: list[str] = field(default_factory=list)     # --expose PORT[-END][/PROTO]
+    publish_all: bool = False    # -P: each exposed port (image's and --expose) on a free one
     ip: str = ""                 # --ip, --ip6: static addresses on the network
     ip6: str = ""
     aliases: list[str] = field(default_factory=list)    # --network-alias: on its network
@@ -119,6 +121,24 @@ def _options() -> ContainerOptions:
     from pallet.engine.specgen import ContainerOptions
 
     return ContainerOptions()
+
+
+def parse_expose(spec: str) -> list[tuple[int, str]]:
+    """--expose PORT[/PROTO] or START-END[/PROTO] -> (port, protocol) pairs."""
+    if ":" in spec:
+        raise InvalidArgument(f"invalid port format for --expose: {spec}")
+    ports, _, proto = spec.partition("/")
+    start, sep, end = ports.partition("-")
+    try:
+        first, last = int(start), int(end if sep else start)
+        if not 0 < first <= last < 65536:
+            raise ValueError("invalid range")
+    except ValueError:
+        raise InvalidArgument(f"invalid range format for --expose: {spec}, error: invalid "
+                              f"port range: {ports}") from None
+    if (proto or "tcp") not in ("tcp", "udp", "sctp"):
+        raise InvalidArgument(f"invalid proto: {proto}")
+    return [(port, proto or "tcp") for port in range(first, last + 1)]
 
 
 def validate_restart(policy: str) -> str:
@@ -217,7 +237,7 @@ class Engine:
             raise InvalidArgument("network-scoped aliases are only supported for "
                                   "user-defined networks")
         extra_hosts = [parse_extra_host(h) for h in req.extra_hosts]
-        from pallet.engine.specgen import Mount
+        from pallet.engine.specgen import Mount, exposed_ports
         from pallet.engine.volumes import parse_mount, parse_tmpfs, parse_volume
 
         vol_specs = [parse_volume(v) for v in req.volumes]
@@ -229,7 +249,13 @@ class Engine:
                 raise InvalidArgument(f'invalid mount config for type "bind": bind source '
                                       f"path does not exist: {vs.source}")
         resolve(req.runtime, self.run_root)  # an unknown --runtime fails before any work
+        exposed = [parse_expose(e) for e in req.expose]
         image = self._image(req.image, req.pull, req.platform)
+        exposed = sorted({*exposed_ports(image.config.raw), *(p for e in exposed for p in e)})
+        if req.publish_all and network not in NETWORK_MODES:
+            published = {(m["containerPort"], m["protocol"]) for m in ports}
+            ports += [{"hostPort": 0, "containerPort": port, "protocol": proto, "hostIP": ""}
+                      for port, proto in exposed if (port, proto) not in published]
         volume_images = [self._volume_image(m) for m in req.image_mounts]
 
         cid = new_id()
@@ -276,6 +302,8 @@ class Engine:
             config = {"image": req.image, "image_config": image.config.raw.get("config") or {},
                       "network": network, "ports": ports, "auto_remove": req.auto_remove,
                       "ips": static_ips, "aliases": list(req.aliases),
+                      "exposed": [f"{port}/{proto}" for port, proto in exposed],
+                      "publish_all": req.publish_all,
                       "extra_hosts": extra_hosts,
                       "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
                       "anonymous_volumes": anonymous, "stop_signal": opts.stop_signal,
@@ -1084,6 +1112,7 @@ class Engine:
                 "Runtime": rec.runtime_handler or "pallet",
                 "ReadonlyRootfs": bool((spec.get("root") or {}).get("readonly")),
                 "PortBindings": _port_bindings(cfg.get("ports") or []),
+                "PublishAllPorts": bool(cfg.get("publish_all")),
                 "Binds": [f"{m['source']}:{m['destination']}" + (":ro" if m["readonly"] else "")
                           for m in cfg.get("mounts") or [] if m.get("type") == "bind"
                           and not m["destination"].startswith("/etc/")
@@ -1102,6 +1131,7 @@ class Engine:
                 "Entrypoint": cfg.get("entrypoint") if cfg.get("entrypoint") is not None
                 else (cfg.get("image_config") or {}).get("Entrypoint"),
                 "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+                "ExposedPorts": {p: {} for p in cfg.get("exposed") or []} or None,
             },
             "NetworkSettings": self._network_settings(rec),
         }

@@ -8,6 +8,10 @@ Real CLI, real kernel, the busybox image; --network none throughout.
 from __future__ import annotations
 
 import json
+import random
+import time
+import urllib.request
+import uuid
 
 import pytest
 
@@ -223,5 +227,41 @@ def test_resource_flags_in_inspect(pallet):
 ])
 def test_bad_resource_values_are_125(pallet, argv, message):
     out = pallet("run", *NONE, *argv, "busybox", "true")
+    assert out.returncode == 125 and message in out.stderr, out.stderr
+    assert pallet("ps", "-aq").stdout == "" and leftovers(pallet) == []
+
+
+def test_publish_all_puts_each_exposed_port_on_a_free_host_port(pallet):
+    subnet = f"10.222.{random.randint(1, 254)}.0/24"
+    net = f"fl-{uuid.uuid4().hex[:6]}"
+    pallet("network", "create", "--subnet", subnet, net, check=True)
+    try:
+        cid = pallet("run", "-d", "--network", net, "-P", "--expose", "80", "--expose",
+                     "7000-7001/udp", "busybox", "sh", "-c", "mkdir /www && echo all > "
+                     "/www/index.html && exec httpd -f -p 80 -h /www", check=True).stdout.strip()
+        lines = sorted(pallet("port", cid, check=True).stdout.splitlines())
+        assert [ln.split(" -> ")[0] for ln in lines] == ["7000/udp", "7001/udp", "80/tcp"]
+        port = int(lines[-1].rsplit(":", 1)[1])
+        body, deadline = "", time.monotonic() + 10
+        while time.monotonic() < deadline and not body:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read()
+            except OSError:
+                time.sleep(0.1)
+        assert body == b"all\n"
+        info = json.loads(pallet("inspect", cid, check=True).stdout)[0]
+        assert info["HostConfig"]["PublishAllPorts"] is True
+        assert sorted(info["Config"]["ExposedPorts"]) == ["7000/udp", "7001/udp", "80/tcp"]
+        pallet("rm", "-f", cid, check=True)
+    finally:
+        pallet("network", "rm", net)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("80:80", "invalid port format for --expose: 80:80"),
+    ("80-x", "invalid range format for --expose: 80-x"),
+])
+def test_bad_expose_is_125(pallet, value, message):
+    out = pallet("run", *NONE, "--expose", value, "busybox", "true")
     assert out.returncode == 125 and message in out.stderr, out.stderr
     assert pallet("ps", "-aq").stdout == "" and leftovers(pallet) == []

@@ -103,6 +103,12 @@ def _host_args(p: argparse.ArgumentParser) -> None:
     a("--dns-option", "--dns-opt", action="append", default=[], help="set DNS options")
     a("--domainname", default="", help="container NIS domain name")
     a("--ulimit", action="append", default=[], help="ulimit options: NAME=SOFT[:HARD]")
+    a("--ipc", default="", help="IPC mode: private, shareable, host or container:NAME")
+    a("--pid", default="", help="PID namespace: host or container:NAME")
+    a("--uts", default="", help="UTS namespace: host")
+    a("--cgroupns", default="", help="cgroup namespace: host or private")
+    a("--userns", default="", help="user namespace: host (the only one pallet runs with)")
+    a("--cgroup-parent", default="", help="optional parent cgroup for the container")
     add_bool_flag(p, "-P", "--publish-all", default=False, help="publish all exposed ports "
                   "to random ports")
     a("--expose", action="append", default=[], help="expose a port or a range of ports")
@@ -414,6 +420,7 @@ def _host_options(args: argparse.Namespace, req: Any) -> None:
     import ipaddress
 
     from pallet.engine.specgen import parse_device, parse_ulimit
+    from pallet.errors import InvalidArgument
 
     opts = req.options
     req.mounts = list(args.mount)
@@ -447,6 +454,21 @@ def _host_options(args: argparse.Namespace, req: Any) -> None:
     if args.memory_reservation is not None:
         opts.memory_reservation = parse_size(args.memory_reservation, "--memory-reservation")
     opts.oom_kill_disable = args.oom_kill_disable
+    for flag, kind, modes in (("--ipc", "ipc", ("", "private", "shareable", "host")),
+                              ("--pid", "pid", ("", "host")), ("--uts", "uts", ("", "host")),
+                              ("--cgroupns", "cgroup", ("", "private", "host"))):
+        mode = getattr(args, flag[2:])
+        if mode not in modes and not (kind in ("ipc", "pid") and mode.startswith("container:")
+                                      and mode != "container:"):
+            what = {"cgroup": "CGROUP"}.get(kind, kind.upper())
+            raise InvalidArgument(f"{flag}: invalid {what} mode")
+        if mode == "host" or mode.startswith("container:"):
+            req.namespaces[kind] = mode
+    if args.userns not in ("", "host"):
+        raise InvalidArgument("--userns: invalid USER mode")
+    if args.uts == "host" and args.hostname:
+        raise InvalidArgument("conflicting options: hostname and the UTS mode")
+    req.cgroup_parent = args.cgroup_parent
 
 
 def _device(text: str, parse: Callable[[str], Any]) -> Any:

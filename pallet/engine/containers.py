@@ -81,6 +81,8 @@ class CreateRequest:
     ports: list[str] = field(default_factory=list)      # -p specs
     expose: list[str] = field(default_factory=list)     # --expose PORT[-END][/PROTO]
     publish_all: bool = False    # -P: each exposed port (image's and --expose) on a free one
+    # --ipc/--pid/--uts/--cgroupns: kind -> "host" or "container:REF" (joined at create)
+    namespaces: dict[str, str] = field(default_factory=dict)
     ip: str = ""                 # --ip, --ip6: static addresses on the network
     ip6: str = ""
     aliases: list[str] = field(default_factory=list)    # --network-alias: on its network
@@ -284,6 +286,8 @@ class Engine:
             opts.rootfs = "rootfs"
             if req.cgroup_parent:
                 opts.cgroups_path = os.path.join(req.cgroup_parent, cid)
+            for kind, mode in req.namespaces.items():
+                opts.namespaces[kind] = self._namespace_of(kind, mode)
             volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
             opts.mounts.extend(tmpfs)
             self._network_options(opts, network, cid)
@@ -303,7 +307,8 @@ class Engine:
                       "network": network, "ports": ports, "auto_remove": req.auto_remove,
                       "ips": static_ips, "aliases": list(req.aliases),
                       "exposed": [f"{port}/{proto}" for port, proto in exposed],
-                      "publish_all": req.publish_all,
+                      "publish_all": req.publish_all, "namespace_modes": dict(req.namespaces),
+                      "cgroup_parent": req.cgroup_parent,
                       "extra_hosts": extra_hosts,
                       "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
                       "anonymous_volumes": anonymous, "stop_signal": opts.stop_signal,
@@ -325,6 +330,18 @@ class Engine:
                 with contextlib.suppress(Exception):
                     fn()
             raise
+
+    def _namespace_of(self, kind: str, mode: str) -> str:
+        """"host", or for container:REF the namespace file of REF's running process (docker:
+        the other container must run; the path is fixed at create)."""
+        ref = mode.partition("container:")[2]
+        if not ref:
+            return mode
+        other = self.get(ref)
+        if other.state not in ("running", "paused") or not other.pid:
+            raise FailedPrecondition(f"cannot join {kind.upper()} of a non running container: "
+                                     f"{ref}")
+        return f"/proc/{other.pid}/ns/{kind}"
 
     def _image(self, ref: str, pull: str, platform: str | None) -> Any:
         if pull not in ("missing", "always", "never"):
@@ -1113,6 +1130,11 @@ class Engine:
                 "ReadonlyRootfs": bool((spec.get("root") or {}).get("readonly")),
                 "PortBindings": _port_bindings(cfg.get("ports") or []),
                 "PublishAllPorts": bool(cfg.get("publish_all")),
+                **{key: (cfg.get("namespace_modes") or {}).get(kind, default)
+                   for key, kind, default in (("IpcMode", "ipc", "private"),
+                                              ("PidMode", "pid", ""), ("UTSMode", "uts", ""),
+                                              ("CgroupnsMode", "cgroup", "private"))},
+                "CgroupParent": cfg.get("cgroup_parent", ""),
                 "Binds": [f"{m['source']}:{m['destination']}" + (":ro" if m["readonly"] else "")
                           for m in cfg.get("mounts") or [] if m.get("type") == "bind"
                           and not m["destination"].startswith("/etc/")

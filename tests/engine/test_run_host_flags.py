@@ -8,6 +8,7 @@ Real CLI, real kernel, the busybox image; --network none throughout.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import urllib.request
@@ -20,6 +21,7 @@ from tests.engine.conftest import leftovers
 pytestmark = pytest.mark.root
 
 NONE = ("--network", "none")
+NS = "for n in"
 
 
 def _run(pallet, *argv: str):
@@ -263,5 +265,58 @@ def test_publish_all_puts_each_exposed_port_on_a_free_host_port(pallet):
 ])
 def test_bad_expose_is_125(pallet, value, message):
     out = pallet("run", *NONE, "--expose", value, "busybox", "true")
+    assert out.returncode == 125 and message in out.stderr, out.stderr
+    assert pallet("ps", "-aq").stdout == "" and leftovers(pallet) == []
+
+
+def test_namespace_modes_share_the_hosts_or_another_containers(pallet):
+    host = {k: os.readlink(f"/proc/self/ns/{k}") for k in ("ipc", "pid", "uts")}
+    out = _run(pallet, "--ipc", "host", "--pid", "host", "--uts", "host", "--userns", "host",
+               "busybox", "sh", "-c", f"{NS} ipc pid uts; do readlink /proc/self/ns/$n; done;"
+               "hostname")
+    assert out.stdout.split() == [host["ipc"], host["pid"], host["uts"], os.uname().nodename]
+    own = _run(pallet, "--ipc", "shareable", "busybox", "readlink", "/proc/self/ns/ipc")
+    assert own.stdout.strip() not in ("", host["ipc"]), own.stderr
+    cid = pallet("run", "-d", *NONE, "--name", "fl-ns", "busybox", "sleep", "60",
+                 check=True).stdout.strip()
+    script = f"{NS} ipc pid; do readlink /proc/self/ns/$n; done"
+    theirs = pallet("exec", cid, "sh", "-c", script).stdout
+    joined = _run(pallet, "--ipc", "container:fl-ns", "--pid", "container:fl-ns", "busybox",
+                  "sh", "-c", script)
+    assert joined.stdout == theirs and theirs, joined.stderr
+    hc = _host_config(pallet, pallet("create", *NONE, "--pid", "host", "--uts", "host",
+                                     "busybox", check=True).stdout.strip())
+    assert (hc["PidMode"], hc["UTSMode"], hc["IpcMode"]) == ("host", "host", "private")
+    pallet("rm", "-f", cid, check=True)
+
+
+def test_cgroup_parent_holds_the_containers_cgroup(pallet):
+    # A relative parent sits under the caller's cgroup in each hierarchy (runc's rule).
+    parent = f"fl-parent-{uuid.uuid4().hex[:6]}"
+    try:
+        out = _run(pallet, "--cgroup-parent", parent, "--cgroupns", "host", "busybox",
+                   "grep", "memory", "/proc/self/cgroup")
+        assert f"/{parent}/" in out.stdout, out.stdout + out.stderr
+    finally:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.strip().split(":", 2)
+                for ctrl in ctrls.removeprefix("name=").split(",") if ctrls else ["unified"]:
+                    d = f"/sys/fs/cgroup/{ctrl}{path.rstrip('/')}/{parent}"
+                    if os.path.isdir(d):
+                        os.rmdir(d)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ipc", "bogus"], "--ipc: invalid IPC mode"),
+    (["--pid", "private-ish"], "--pid: invalid PID mode"),
+    (["--uts", "container:x"], "--uts: invalid UTS mode"),
+    (["--cgroupns", "shared"], "--cgroupns: invalid CGROUP mode"),
+    (["--userns", "keep-id"], "--userns: invalid USER mode"),
+    (["--uts", "host", "-h", "name"], "conflicting options: hostname and the UTS mode"),
+    (["--ipc", "container:fl-none"], "No such container: fl-none"),
+])
+def test_bad_namespace_modes_are_125(pallet, argv, message):
+    out = pallet("run", *NONE, *argv, "busybox", "true")
     assert out.returncode == 125 and message in out.stderr, out.stderr
     assert pallet("ps", "-aq").stdout == "" and leftovers(pallet) == []

@@ -462,14 +462,17 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(r.id)
         return 0
     rows = []
+    eng = _engine(args) if recs else None
     for r in recs:
         ports = r.config.get("ports") or []
+        h = eng.health(r) if eng is not None and r.state == "running" else None
+        health = h["Status"] if h else ""
         rows.append({
             "ID": r.id, "Name": r.name, "Names": r.name, "Image": r.image_ref,
             "Command": _command(r), "Project": project.name,
             "Service": r.labels.get("com.docker.compose.service", ""),
             "Created": r.created_at // 1_000_000_000, "RunningFor": f"{_ago(r.created_at)} ago",
-            "State": r.state, "Status": _status(r), "Health": "",
+            "State": r.state, "Status": _status(r, health), "Health": health,
             "ExitCode": r.exit_code or 0, "Labels": ",".join(f"{k}={v}"
                                                             for k, v in r.labels.items()),
             "Publishers": [{"URL": p.get("hostIP") or "0.0.0.0",

@@ -85,6 +85,17 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
     _host_args(p)
     add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
+    # health checks (docker's --health-* flags; see _healthcheck)
+    a("--health-cmd", default="", help="command to run to check health")
+    a("--health-interval", default="0s", help="time between running the check (ms|s|m|h)")
+    a("--health-timeout", default="0s", help="maximum time to allow one check to run")
+    a("--health-start-period", default="0s", help="start period for the container to "
+      "initialize before starting health-retries countdown")
+    a("--health-start-interval", default="0s", help="time between running the check during "
+      "the start period")
+    a("--health-retries", default="0", help="consecutive failures needed to report unhealthy")
+    add_bool_flag(p, "--no-healthcheck", default=False,
+                  help="disable any container-specified HEALTHCHECK")
     a("image", metavar="IMAGE")
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -165,7 +176,7 @@ def add_parsers(sub: Any) -> None:
         add_bool_flag(p, "-q", "--quiet", help="only display container IDs")
         p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
                        "id, name, label, status, exited, ancestor, network, volume, publish, "
-                       "before, since")
+                       "health, before, since")
         p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or "
                        "a Go template such as '{{.ID}}\\t{{.Names}}'")
         add_bool_flag(p, "--no-trunc", help="don't truncate output")
@@ -398,6 +409,7 @@ def _request(args: argparse.Namespace) -> Any:
                         pull=args.pull, platform=args.platform, ip=args.ip, ip6=args.ip6,
                         aliases=args.network_alias, extra_hosts=args.add_host)
     _host_options(args, req)
+    req.healthcheck = _healthcheck(args)
     for o in args.log_opt:
         k, _, v = o.partition("=")
         if k == "max-size":
@@ -506,6 +518,44 @@ def _ulimit(text: str, parse: Callable[[str], Any]) -> Any:
         raise _flag_error(text, "--ulimit", "ulimit soft limit must be less than or equal to "
                           f"hard limit: {soft} > {hard}")
     return parse(text)
+def _healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:
+    """docker's --health-* and --no-healthcheck as a Config.Healthcheck (None: the image's)."""
+    from pallet.errors import InvalidArgument
+    from pallet.units import duration_seconds
+
+    durations = {}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+        text = getattr(args, "health_" + flag.replace("-", "_"))
+        try:
+            seconds = -duration_seconds(text[1:]) if text.startswith("-") else \
+                0.0 if text in ("0", "+0", "-0") else duration_seconds(text.lstrip("+"))
+        except ValueError:
+            raise InvalidArgument(f'invalid argument "{text}" for "--health-{flag}" flag: '
+                                  f'time: invalid duration "{text}"') from None
+        if seconds < 0:
+            raise InvalidArgument(f"--health-{flag} cannot be negative")
+        durations[key] = round(seconds * 1e9)
+    try:
+        retries = int(args.health_retries)
+    except ValueError:
+        raise InvalidArgument(f'invalid argument "{args.health_retries}" for '
+                              '"--health-retries" flag: strconv.ParseInt: parsing '
+                              f'"{args.health_retries}": invalid syntax') from None
+    if retries < 0:
+        raise InvalidArgument("--health-retries cannot be negative")
+    given = args.health_cmd or retries or any(durations.values())
+    if args.no_healthcheck:
+        if given:
+            raise InvalidArgument("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not given:
+        return None
+    hc: dict[str, Any] = {"Test": ["CMD-SHELL", args.health_cmd] if args.health_cmd else []}
+    hc.update({k: v for k, v in durations.items() if v})
+    if retries:
+        hc["Retries"] = retries
+    return hc
 
 
 # -- run / create / start ------------------------------------------------------------------------
@@ -946,9 +996,10 @@ def _ago(ns: int) -> str:
     return "1 second" if int(secs) == 1 else f"{int(secs)} seconds"
 
 
-def _status(rec: ContainerRecord) -> str:
+def _status(rec: ContainerRecord, health: str = "") -> str:
     if rec.state == "running":
-        return f"Up {_ago(rec.started_at)}"
+        shown = {"": "", "starting": " (health: starting)"}.get(health, f" ({health})")
+        return f"Up {_ago(rec.started_at)}{shown}"
     if rec.state == "paused":
         return f"Up {_ago(rec.started_at)} (Paused)"
     if rec.state == "restarting":
@@ -987,8 +1038,9 @@ def _networks_of(rec: ContainerRecord) -> list[str]:
     return names if names or mode not in ("none", "host") else [mode]
 
 
-def _row(rec: ContainerRecord, no_trunc: bool) -> dict[str, Any]:
-    """One container as docker's ps formatter shows it (what {{.Field}} names)."""
+def _row(rec: ContainerRecord, no_trunc: bool, health: str = "") -> dict[str, Any]:
+    """One container as docker's ps formatter shows it (what {{.Field}} names); HEALTH its
+    health status if it is running with a check."""
     import time
 
     command = _command(rec)
@@ -1001,7 +1053,7 @@ def _row(rec: ContainerRecord, no_trunc: bool) -> dict[str, Any]:
             # docker quotes the command in every format, json included.
             "Command": '"' + (command if no_trunc else _trunc(command, 20)) + '"',
             "CreatedAt": created, "RunningFor": _ago(rec.created_at) + " ago",
-            "Status": _status(rec), "State": rec.state, "Names": rec.name,
+            "Status": _status(rec, health), "State": rec.state, "Names": rec.name,
             "Ports": _ports_str(rec.config.get("ports") or []),
             "Labels": ",".join(f"{k}={v}" for k, v in labels.items()),
             "Label": lambda key: labels.get(key, ""),
@@ -1049,7 +1101,8 @@ def _print_formatted(fmt: str, rows: list[dict[str, Any]], headers: dict[str, st
 _STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def _ps_filter(key: str, val: str, created_of: Callable[[str], int]
+def _ps_filter(key: str, val: str, created_of: Callable[[str], int],
+               health_of: Callable[[ContainerRecord], str] = lambda r: ""
                ) -> Callable[[ContainerRecord], bool]:
     """The test of one docker ps --filter KEY=VAL (label= is the store's, not here)."""
     from pallet.errors import InvalidArgument
@@ -1079,6 +1132,12 @@ def _ps_filter(key: str, val: str, created_of: Callable[[str], int]
     if key == "publish":
         return lambda r: any(val in (str(p["hostPort"]), f"{p['hostPort']}/{p['protocol']}")
                              for p in r.config.get("ports") or [])
+    if key == "health":
+        from pallet.engine.health import STATUSES
+
+        if val not in STATUSES:
+            raise InvalidArgument(f"Unrecognised filter value for health: {val}")
+        return lambda r: (health_of(r) or "none") == val
     if key in ("before", "since"):
         when = created_of(val)
         return (lambda r: r.created_at < when) if key == "before" else \
@@ -1086,7 +1145,8 @@ def _ps_filter(key: str, val: str, created_of: Callable[[str], int]
     raise InvalidArgument(f"invalid filter '{key}'")
 
 
-def _filters(values: list[str], created_of: Callable[[str], int] = lambda ref: 0
+def _filters(values: list[str], created_of: Callable[[str], int] = lambda ref: 0,
+             health_of: Callable[[ContainerRecord], str] = lambda r: ""
              ) -> tuple[Any, Callable[[ContainerRecord], bool]]:
     """docker ps --filter: the same key given twice matches either value (label: both)."""
     from pallet.engine.store import ContainerFilter
@@ -1103,15 +1163,21 @@ def _filters(values: list[str], created_of: Callable[[str], int] = lambda ref: 0
             k, s2, v2 = val.partition("=")
             labels[k] = v2 if s2 else None
             continue
-        by_key.setdefault(key, []).append(_ps_filter(key, val, created_of))
+        by_key.setdefault(key, []).append(_ps_filter(key, val, created_of, health_of))
     flt.labels = labels
     return flt, lambda r: all(any(t(r) for t in tests) for tests in by_key.values())
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
     eng = _engine(args)
+
+    def health_of(r: ContainerRecord) -> str:
+        """docker's health status in ps: only a running container's ("" without a check)."""
+        h = eng.health(r) if r.state == "running" else None
+        return h["Status"] if h else ""
+
     # before=/since= name a container: compare with when it was created
-    flt, check = _filters(args.filter, lambda ref: eng.get(ref).created_at)
+    flt, check = _filters(args.filter, lambda ref: eng.get(ref).created_at, health_of)
     show_all = args.all or any(f.startswith(("status=", "exited=", "before=", "since="))
                                for f in args.filter) or args.last >= 0 or args.latest
     recs = [r for r in eng.list(all=show_all, filters=flt) if check(r)]
@@ -1123,7 +1189,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for r in recs:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
-    rows = [_row(r, args.no_trunc) for r in recs]
+    rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
 
     def table() -> None:
         cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]

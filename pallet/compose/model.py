@@ -46,7 +46,9 @@ SERVICE_KEYS = {
     "security_opt", "group_add", "pull_policy", "platform", "runtime",
 }
 # Read, accepted and not acted on (said in docs/cli.md).
-IGNORED_KEYS = ("expose", "healthcheck", "logging", "domainname")
+IGNORED_KEYS = ("expose", "logging", "domainname")
+HEALTHCHECK_KEYS = ("test", "interval", "timeout", "start_period", "start_interval", "retries",
+                    "disable")
 TOP_KEYS = {"version", "name", "services", "networks", "volumes"}
 NETWORK_KEYS = {"name", "driver", "external", "ipam", "labels", "internal", "enable_ipv6",
                 "driver_opts", "attachable"}
@@ -383,6 +385,39 @@ def _duration(value: Any, path: str) -> float:
                          "or 1m30s") from None
 
 
+def _healthcheck(value: Any, path: str) -> dict[str, Any]:
+    """compose's healthcheck: as docker's Config.Healthcheck (durations in ns; a string test
+    is CMD-SHELL; disable: true is NONE)."""
+    if not isinstance(value, dict):
+        raise _err(path, "must be a mapping")
+    for key in value:
+        if key not in HEALTHCHECK_KEYS:
+            raise _err(f"{path}.{key}", "additional property not allowed: use one of "
+                                        + ", ".join(HEALTHCHECK_KEYS))
+    out: dict[str, Any] = {}
+    if value.get("disable"):
+        if value.get("test") not in (None, [], ["NONE"]):
+            raise _err(path, "test and disable can't be set at the same time")
+        return {"Test": ["NONE"]}
+    test = value.get("test")
+    if isinstance(test, str):
+        out["Test"] = ["CMD-SHELL", test]
+    elif isinstance(test, list) and all(isinstance(t, str) for t in test):
+        if test and test[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise _err(f"{path}.test", f"invalid test {_shown(test)}: a list starts with "
+                                       "CMD, CMD-SHELL or NONE")
+        out["Test"] = list(test)
+    elif test is not None:
+        raise _err(f"{path}.test", "must be a string or a list of strings")
+    for key, name in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start_period", "StartPeriod"), ("start_interval", "StartInterval")):
+        if value.get(key) is not None:
+            out[name] = round(_duration(value[key], f"{path}.{key}") * 1e9)
+    if value.get("retries") is not None:
+        out["Retries"] = _int(value["retries"], f"{path}.retries")
+    return out
+
+
 def _normalize_service(name: str, raw: dict[str, Any], working_dir: str,
                        environ: Mapping[str, str]) -> dict[str, Any]:
     """One file's view of a service, each key in its long form (partial: an override file
@@ -453,7 +488,9 @@ def _normalize_service(name: str, raw: dict[str, Any], working_dir: str,
             out[key] = _deploy(value, path)
         elif key == "build":
             out[key] = _build(value, path, working_dir)
-        else:  # healthcheck, logging: kept as given
+        elif key == "healthcheck":
+            out[key] = _healthcheck(value, path)
+        else:  # logging: kept as given
             out[key] = value
     if "restart" in out:
         _restart(out["restart"], f"{base}.restart")
@@ -829,9 +866,6 @@ def _check_references(project: Project, name: str, svc: dict[str, Any]) -> None:
         if dep not in project.services and dep not in project.disabled:
             if conf["required"]:
                 raise _err(f"{base}.depends_on", f"undefined service {_shown(dep)}")
-        if conf["condition"] == "service_healthy":
-            project.warnings.append(f"{base}.depends_on.{dep}: pallet runs no health checks; "
-                                    "service_healthy waits only for the service to start")
         if dep in project.disabled:
             raise _err(f"{base}.depends_on", f"service {_shown(dep)} is not enabled by the "
                                              "active profiles")

@@ -158,6 +158,7 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
         ports=ports, volumes=volumes, tmpfs=tmpfs, restart=restart, auto_remove=auto_remove,
         runtime=svc.get("runtime", ""), platform=svc.get("platform") or None,
         extra_hosts=list(svc.get("extra_hosts") or []),
+        healthcheck=svc.get("healthcheck") or None,
         # A service that builds its image never pulls it: up built it first.
         pull="never" if "build" in svc or svc.get("pull_policy") == "never" else
         "always" if svc.get("pull_policy") == "always" else "missing")
@@ -392,6 +393,33 @@ def _wait_dependencies(eng: Engine, project: Project, service: str) -> None:
                 if code != 0:
                     raise FailedPrecondition(f"service {dep!r} didn't complete successfully: "
                                              f"exit {code}")
+        elif conf["condition"] == "service_healthy":
+            for rec in containers(eng, project.name, [dep]):
+                _wait_healthy(eng, rec)
+
+
+HEALTH_POLL = 0.1
+
+
+def _wait_healthy(eng: Engine, rec: ContainerRecord) -> None:
+    """Until REC's health check passes; docker compose's errors if it fails or has none."""
+    import time
+
+    if eng.health(rec) is None:
+        raise FailedPrecondition(f"dependency failed to start: container {rec.name} has no "
+                                 "healthcheck configured")
+    while True:
+        rec = eng.get(rec.id)
+        health = eng.health(rec) or {}
+        if rec.state not in ("running", "restarting"):
+            raise FailedPrecondition(f"dependency failed to start: container {rec.name} "
+                                     f"exited ({rec.exit_code})")
+        if health.get("Status") == "healthy":
+            return
+        if health.get("Status") == "unhealthy":
+            raise FailedPrecondition(f"dependency failed to start: container {rec.name} "
+                                     "is unhealthy")
+        time.sleep(HEALTH_POLL)
 
 
 def _remove(eng: Engine, rec: ContainerRecord, timeout: float | None,

@@ -107,6 +107,9 @@ class CreateRequest:
     cgroup_parent: str = ""
     # Image volumes (CRI Mount.image): other images' filesystems mounted read-only.
     image_mounts: list[ImageMount] = field(default_factory=list)
+    # docker's Config.Healthcheck (run --health-*, compose healthcheck:), merged over the
+    # image's: {Test, Interval, Timeout, StartPeriod, StartInterval (ns), Retries}.
+    healthcheck: dict[str, Any] | None = None
 
 
 @dataclass
@@ -221,6 +224,10 @@ class Engine:
         from pallet.engine.handlers import handler_name, resolve
 
         validate_restart(req.restart)
+        if req.healthcheck:
+            from pallet.engine.health import validate
+
+            validate(req.healthcheck)
         if req.auto_remove and req.restart not in ("no", ""):
             raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
         network = req.network or "bridge"  # docker's default: the pallet bridge network
@@ -321,6 +328,8 @@ class Engine:
                 config["rootfs_idmap"] = idmap
             if image_volumes:
                 config["image_volumes"] = image_volumes
+            if req.healthcheck:
+                config["healthcheck"] = req.healthcheck
             rec = self.store.update_container(cid, config=config)
             self._mounted.add(cid)
             container_event(self.root, rec, "create")
@@ -536,7 +545,27 @@ class Engine:
             # Its monitor will relay a port from [::1] (pallet.engine.relay): the monitor
             # mother loads the relay for it.
             "relay": any(_relayed(m) for m in cfg.get("ports") or ()),
+            **self._health_config(rec),
         }
+
+    def _health_config(self, rec: ContainerRecord) -> dict[str, Any]:
+        """{"health": ...} for the monitor of a container with a health check, else {}."""
+        hc = healthcheck(rec)
+        if hc is None:
+            return {}
+        from pallet.engine.health import monitor_config
+
+        attrs = {**rec.labels, "image": rec.image_ref or rec.image_id, "name": rec.name}
+        return {"health": {**monitor_config(hc), "attrs": attrs}}
+
+    def health(self, rec: ContainerRecord) -> dict[str, Any] | None:
+        """State.Health of REC: None without a check; "starting" before its first result."""
+        if healthcheck(rec) is None:
+            return None
+        from pallet.engine.health import read_state
+
+        return read_state(self.ctr_dir(rec.id)) or {"Status": "starting",
+                                                    "FailingStreak": 0, "Log": []}
 
     def start(self, ref: str, streams: str = "", stdin_once: bool = False,
               console_size: tuple[int, int] | None = None) -> tuple[ContainerRecord, int]:
@@ -1099,6 +1128,9 @@ class Engine:
             "ExitCode": rec.exit_code or 0, "Error": ex.get("error", ""),
             "StartedAt": _rfc3339(rec.started_at), "FinishedAt": _rfc3339(rec.finished_at),
         }
+        health = self.health(rec)
+        if health is not None:
+            state["Health"] = health
         mounts = []
         for m in cfg.get("mounts") or []:
             if m["destination"] in ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf"):
@@ -1154,6 +1186,8 @@ class Engine:
                 else (cfg.get("image_config") or {}).get("Entrypoint"),
                 "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
                 "ExposedPorts": {p: {} for p in cfg.get("exposed") or []} or None,
+                **({"Healthcheck": _merged_healthcheck(rec)} if _merged_healthcheck(rec)
+                   else {}),
             },
             "NetworkSettings": self._network_settings(rec),
         }
@@ -1368,6 +1402,27 @@ class Engine:
 
 
 # -- the events journal --------------------------------------------------------------------------
+def _merged_healthcheck(rec: ContainerRecord) -> dict[str, Any] | None:
+    """inspect's Config.Healthcheck: the container's over the image's, as docker merges."""
+    image = (rec.config.get("image_config") or {}).get("Healthcheck")
+    if not image and not rec.config.get("healthcheck"):
+        return None
+    from pallet.engine.health import merge
+
+    return merge(image, rec.config.get("healthcheck"))
+
+
+def healthcheck(rec: ContainerRecord) -> dict[str, Any] | None:
+    """The health check REC runs (docker's Healthcheck), None if none."""
+    if not (rec.config.get("image_config") or {}).get("Healthcheck") and \
+            not rec.config.get("healthcheck"):
+        return None  # most containers: no import
+    from pallet.engine.health import effective
+
+    return effective((rec.config.get("image_config") or {}).get("Healthcheck"),
+                     rec.config.get("healthcheck"))
+
+
 def container_event(root: str, rec: ContainerRecord, action: str, **attrs: Any) -> None:
     """docker's container event: attributes image, name, the container's labels, and ATTRS."""
     from pallet.events import emit

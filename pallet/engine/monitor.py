@@ -180,6 +180,8 @@ class Monitor:
         self.pending: tuple[dict, list[int]] | None = None  # a setup prepared by the mother
         self.gate_w = -1                 # the first setup's helper waits on this for "n"
         self.relay = None                # published ports on [::1] (relay.Relay), if any
+        self.probe = 0                   # pid of a running health probe (cfg["health"])
+        self.probe_at = 0.0              # when the next one is due (monotonic)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = rfd, wfd
         if state is not None:
@@ -192,7 +194,7 @@ class Monitor:
                 "started_at": self.started_at, "stdin_closed": self.stdin_closed,
                 "unacked": self.unacked,
                 "clients": [(c.fd, ",".join(sorted(c.streams))) for c in self.clients.values()],
-                "log_fd": self.log.fd,
+                "log_fd": self.log.fd, "probe": self.probe, "probe_at": self.probe_at,
                 "relay": self.relay.snapshot() if self.relay is not None else None}
 
     def _restore(self, st: dict) -> None:
@@ -201,6 +203,7 @@ class Monitor:
         self.restarts, self.started_at = st["restarts"], st["started_at"]
         self.stdin_closed = st["stdin_closed"]
         self.unacked = st.get("unacked", -1)
+        self.probe, self.probe_at = st.get("probe", 0), st.get("probe_at", 0.0)
         self.first = False
         for fd, streams in st["clients"]:
             self.clients[fd] = Client(fd, streams)
@@ -284,6 +287,12 @@ class Monitor:
                 if left <= 0:
                     self._go_lean()
                 timeout = left if timeout is None else min(timeout, left)
+            if self.probe_at and not self.probe and self.pid and self.exit_status is None:
+                left = self.probe_at - now
+                if left <= 0:
+                    self._spawn_probe()
+                else:
+                    timeout = left if timeout is None else min(timeout, left)
             if self.relay is not None:
                 self.relay.expire()
                 left = self.relay.timeout()
@@ -380,6 +389,9 @@ class Monitor:
             elif pid == self.helper:
                 self._read_helper()
                 self._helper_done(os.waitstatus_to_exitcode(status))
+            elif pid == self.probe:
+                self.probe = 0
+                self.probe_at = time.monotonic() + self._probe_interval()
             elif len(self.early_exits) < 64:
                 # Maybe the init, exiting before the helper told us its pid.
                 self.early_exits[pid] = status
@@ -452,6 +464,8 @@ class Monitor:
             if res.get("pid"):
                 self.pid = res["pid"]
                 self.started_at = time.monotonic()
+                if self.cfg.get("health"):
+                    self._health_reset()
                 self._broadcast_control(frame(b"p", str(self.pid).encode()))
                 if self.pid in self.early_exits:
                     self.exit_status = self.early_exits.pop(self.pid)
@@ -472,6 +486,38 @@ class Monitor:
                 self.finishing = False
             else:
                 self.exited_code = self.final_code
+
+    # -- health checks: only for a container with cfg["health"] ----------------------------
+    def _health_reset(self) -> None:
+        """A (re)started container's health is "starting" until its first probe's due."""
+        _atomic_write(os.path.join(self.cfg["ctr_dir"], "health.json"),
+                      '{"Status": "starting", "FailingStreak": 0, "Log": []}\n')
+        self.probe_at = time.monotonic() + self._probe_interval()
+
+    def _probe_interval(self) -> float:
+        hc = self.cfg["health"]
+        starting = time.monotonic() - self.started_at < hc["start_period"]
+        return hc["start_interval"] if starting else hc["interval"]
+
+    def _spawn_probe(self) -> None:
+        """Fork a child that runs one probe (pallet.engine.health, imported there only)."""
+        in_start_period = time.monotonic() - self.started_at < self.cfg["health"]["start_period"]
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for fd in (*self.clients, *(self.relay.fds() if self.relay else ())):
+                    os.close(fd)
+                sys.path[:0] = [p for p in self.cfg.get("sys_path", []) if p not in sys.path]
+                from pallet.engine import health
+
+                code = health.probe(self.cfg, in_start_period)
+            except BaseException as e:  # noqa: BLE001 - last words go to the monitor log
+                os.write(2, f"health probe {self.cfg['id'][:12]}: {type(e).__name__}: {e}\n"
+                         .encode())
+            finally:
+                os._exit(code)
+        self.probe = pid
 
     # -- setup and teardown, in helpers ---------------------------------------------------
     def _setup(self) -> None:
@@ -555,6 +601,9 @@ class Monitor:
                                                      self.restarts, stopped)
         self.finishing = True
         self.final_code = code
+        if self.probe:
+            os.kill(self.probe, _signal.SIGKILL)
+        self.probe_at = 0.0
         if not restart:
             self._stop_relay()
         self._spawn_helper("finish", {"exit_code": code, "finished_at": finished,

@@ -110,6 +110,9 @@ class CreateRequest:
     # docker's Config.Healthcheck (run --health-*, compose healthcheck:), merged over the
     # image's: {Test, Interval, Timeout, StartPeriod, StartInterval (ns), Retries}.
     healthcheck: dict[str, Any] | None = None
+    # --volumes-from CTR[:ro|:rw]: CTR's volumes and binds at the same destinations.
+    volumes_from: list[str] = field(default_factory=list)
+    stop_timeout: int | None = None  # --stop-timeout: stop/restart's default wait (s)
 
 
 @dataclass
@@ -250,6 +253,10 @@ class Engine:
         from pallet.engine.volumes import parse_mount, parse_tmpfs, parse_volume
 
         vol_specs = [parse_volume(v) for v in req.volumes]
+        # docker: a -v or --mount at the same destination wins over --volumes-from.
+        given = {vs.destination for vs in vol_specs}
+        vol_specs += [vs for ref in req.volumes_from for vs in self._volumes_from(ref)
+                      if vs.destination not in given]
         tmpfs = [parse_tmpfs(t) for t in req.tmpfs]
         for m in map(parse_mount, req.mounts):
             (tmpfs if isinstance(m, Mount) else vol_specs).append(m)
@@ -319,6 +326,7 @@ class Engine:
                       "extra_hosts": extra_hosts,
                       "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
                       "anonymous_volumes": anonymous, "stop_signal": opts.stop_signal,
+                      "stop_timeout": req.stop_timeout,
                       "hostname": spec.get("hostname", ""), "cmd": opts.command,
                       "entrypoint": opts.entrypoint, "log_max_size": req.log_max_size,
                       "log_max_files": req.log_max_files,
@@ -339,6 +347,31 @@ class Engine:
                 with contextlib.suppress(Exception):
                     fn()
             raise
+
+    def _volumes_from(self, spec: str) -> list[Any]:
+        """--volumes-from CTR[:ro|:rw]: CTR's volumes and binds (not its tmpfs or its own
+        /etc files) as -v specs at the same destinations; the mode overrides theirs."""
+        from pallet.engine.volumes import VolumeSpec
+
+        ref, _, mode = spec.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise InvalidArgument(f"invalid mode for volumes-from: {mode}")
+        other = self.get(ref)
+        own = self.ctr_dir(other.id) + os.sep
+        out = []
+        for m in other.config.get("mounts") or []:
+            if m.get("type", "bind") != "bind" or m["source"].startswith(own):
+                continue
+            ro = m["readonly"] if not mode else mode == "ro"
+            if m["source"].startswith(self.volumes.dir + os.sep):
+                name = os.path.basename(os.path.dirname(m["source"]))
+                out.append(VolumeSpec(destination=m["destination"], source=name, readonly=ro,
+                                      nocopy=True))
+            else:
+                out.append(VolumeSpec(destination=m["destination"], source=m["source"],
+                                      kind="bind", readonly=ro,
+                                      propagation=m.get("propagation") or ""))
+        return out
 
     def _namespace_of(self, kind: str, mode: str) -> str:
         """"host", or for container:REF the namespace file of REF's running process (docker:
@@ -684,7 +717,9 @@ class Engine:
         # The monitor must not restart what a user stopped.
         with open(os.path.join(rdir, monitor.STOP_MARKER), "w"):
             pass
-        timeout = 10.0 if timeout is None else timeout
+        if timeout is None:  # docker: the container's --stop-timeout, else 10s
+            timeout = rec.config.get("stop_timeout")
+            timeout = 10.0 if timeout is None else timeout
         h = self.handler(rec.runtime_handler)
         with contextlib.suppress(PalletError):
             if rec.state == "paused":
@@ -1185,6 +1220,8 @@ class Engine:
                 "Entrypoint": cfg.get("entrypoint") if cfg.get("entrypoint") is not None
                 else (cfg.get("image_config") or {}).get("Entrypoint"),
                 "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+                **({"StopTimeout": cfg["stop_timeout"]}
+                   if cfg.get("stop_timeout") is not None else {}),
                 "ExposedPorts": {p: {} for p in cfg.get("exposed") or []} or None,
                 **({"Healthcheck": _merged_healthcheck(rec)} if _merged_healthcheck(rec)
                    else {}),
@@ -1760,7 +1797,8 @@ def _host_config(opts: ContainerOptions, req: CreateRequest) -> dict[str, Any]:
             "cpuset_mems": opts.cpuset_mems,
             "memory_reservation": opts.memory_reservation or 0,
             "oom_kill_disable": opts.oom_kill_disable, "oom_score_adj": opts.oom_score_adj or 0,
-            "blkio_weight": opts.blkio_weight}
+            "blkio_weight": opts.blkio_weight,
+            "annotations": {k: v for k, v in opts.annotations.items() if k != NAME_ANNOTATION}}
 
 
 def _mount_json(spec: str) -> dict[str, Any]:
@@ -1806,7 +1844,8 @@ def _inspect_host_config(hc: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
             "MemoryReservation": hc.get("memory_reservation") or 0,
             "OomKillDisable": bool(hc.get("oom_kill_disable")),
             "OomScoreAdj": hc.get("oom_score_adj") or 0,
-            "BlkioWeight": hc.get("blkio_weight") or 0}
+            "BlkioWeight": hc.get("blkio_weight") or 0,
+            "Annotations": hc.get("annotations") or None}
 
 
 def net_dev_counters(pid: int) -> dict[str, int]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pallet.engine.containers import Engine
     from pallet.engine.store import ContainerRecord
 
-DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
+DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q, docker's default --detach-keys
 
 
 def _engine(args: argparse.Namespace) -> Engine:
@@ -76,6 +76,14 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--security-opt", action="append", default=[], help="security options")
     a("--sysctl", action="append", default=[], help="sysctl options")
     a("-l", "--label", action="append", default=[], help="set meta data on a container")
+    a("--label-file", action="append", default=[], help="read in a line delimited file of "
+      "labels")
+    a("--annotation", action="append", default=[], help="add an annotation to the container "
+      "(passed through to the OCI runtime)")
+    a("--cidfile", default="", help="write the container ID to the file")
+    a("--stop-timeout", default=None, help="timeout (in seconds) to stop a container")
+    a("--volumes-from", action="append", default=[], help="mount volumes from the specified "
+      "container(s): CTR[:ro|:rw]")
     add_bool_flag(p, "--init", default=False,
                   help="run an init inside the container that reaps processes")
     a("--runtime", default="", help="runtime to use: pallet (default), runc, crun, runsc or a path")
@@ -135,6 +143,11 @@ def _host_args(p: argparse.ArgumentParser) -> None:
       "or 0 to disable")
 
 
+def _detach_keys_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="override the key sequence "
+                   "for detaching a container (ctrl-<x>,<y>,...)")
+
+
 def add_parsers(sub: Any) -> None:
     def cmd(name: str, help_: str, func: Callable[[argparse.Namespace], int],
             **kw: Any) -> argparse.ArgumentParser:
@@ -145,6 +158,9 @@ def add_parsers(sub: Any) -> None:
     p = cmd("run", "create and run a new container from an image", cmd_run, add_help=False)
     _create_args(p)
     add_bool_flag(p, "-d", "--detach", default=False, help="run in the background, print id")
+    p.add_argument("-a", "--attach", action="append", default=[], help="attach to STDIN, "
+                   "STDOUT or STDERR")
+    _detach_keys_arg(p)
     add_bool_flag(p, "--sig-proxy", default=True,
                   help="proxy received signals to the process "
                   "(default true; --sig-proxy=false turns it off)")
@@ -154,6 +170,7 @@ def add_parsers(sub: Any) -> None:
     p = cmd("start", "start one or more stopped containers", exit_1_on_error(cmd_start))
     add_bool_flag(p, "-a", "--attach", help="attach STDOUT/STDERR")
     add_bool_flag(p, "-i", "--interactive", help="attach container's STDIN")
+    _detach_keys_arg(p)
     p.add_argument("containers", nargs="+")
     p = cmd("stop", "stop one or more running containers", exit_1_on_error(cmd_stop))
     p.add_argument("-t", "--time", "--timeout", type=int, default=None,
@@ -193,6 +210,7 @@ def add_parsers(sub: Any) -> None:
                    "environment variables")
     p.add_argument("-w", "--workdir", default="", help="working directory inside the "
                    "container (absolute)")
+    _detach_keys_arg(p)
     p.add_argument("-u", "--user", default="", help="username or UID "
                    "(format: <name|uid>[:<group|gid>])")
     p.add_argument("container", metavar="CONTAINER")
@@ -252,8 +270,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("new_name")
     p = cmd("attach", "attach to a running container's streams", exit_1_on_error(cmd_attach))
     add_bool_flag(p, "--no-stdin", help="do not attach STDIN")
-    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q", help="the key sequence that "
-                   "detaches (only ctrl-p,ctrl-q)")
+    _detach_keys_arg(p)
     add_bool_flag(p, "--sig-proxy", default=True,
                   help="proxy received signals to the process (non-tty "
                   "only; default true; --sig-proxy=false turns it off)")
@@ -345,19 +362,21 @@ def parse_size(value: str, what: str) -> int:
                               ) from None
 
 
-def _env_file(path: str) -> list[str]:
+def _kv_lines(path: str) -> list[str]:
+    """docker's --env-file/--label-file lines: blank lines and # comments dropped."""
     from pallet.errors import InvalidArgument
 
     try:
         with open(path) as f:
             lines = f.read().splitlines()
     except OSError as e:
-        raise InvalidArgument(f"open {path}: {e.strerror}") from None
+        raise InvalidArgument(f"open {path}: {e.strerror.lower()}") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _env_file(path: str) -> list[str]:
     out = []
-    for ln in lines:
-        ln = ln.strip()
-        if not ln or ln.startswith("#"):
-            continue
+    for ln in _kv_lines(path):
         out.append(ln if "=" in ln else f"{ln}={os.environ[ln]}" if ln in os.environ else ln)
     return out
 
@@ -370,8 +389,47 @@ def _env(values: list[str], files: list[str]) -> list[str]:
     return out
 
 
-def _labels(values: list[str]) -> dict[str, str]:
-    return {k: v for k, _, v in (x.partition("=") for x in values)}
+def _labels(values: list[str], files: list[str] = ()) -> dict[str, str]:
+    """-l and --label-file (files first, so a -l of the same key wins, as docker)."""
+    lines = [ln for f in files for ln in _kv_lines(f)] + list(values)
+    return {k: v for k, _, v in (x.partition("=") for x in lines)}
+
+
+_CTRL_KEYS = {f"ctrl-{c}": i for i, c in enumerate("@abcdefghijklmnopqrstuvwxyz[\\]^_")}
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """docker's --detach-keys: comma-separated single characters or ctrl-<x> (x in a-z, @,
+    [, \\, ], ^, _), as its term.ToBytes; ctrl-p,ctrl-q is b"\\x10\\x11"."""
+    from pallet.errors import InvalidArgument
+
+    out = bytearray()
+    for key in text.split(","):
+        if len(key) == 1:
+            out += key.encode()
+        elif key.lower() in _CTRL_KEYS:
+            out.append(_CTRL_KEYS[key.lower()])
+        else:
+            why = f"Unknown character: '{key}'"
+            raise InvalidArgument(f"Invalid detach keys ({text}) provided: {why}")
+    if not out:
+        raise InvalidArgument(f"Invalid detach keys ({text}) provided")
+    return bytes(out)
+
+
+def _attach_streams(values: list[str], detach: bool) -> list[str]:
+    """run -a STDIN|STDOUT|STDERR (any case), checked as docker's CLI does."""
+    from pallet.errors import InvalidArgument
+
+    out = []
+    for v in values:
+        if v.lower() not in ("stdin", "stdout", "stderr"):
+            raise _flag_error(v, "-a, --attach", "valid streams are STDIN, STDOUT and STDERR")
+        if v.lower() not in out:
+            out.append(v.lower())
+    if out and detach:
+        raise InvalidArgument("Conflicting options: -a and -d")
+    return out
 
 
 def _request(args: argparse.Namespace) -> Any:
@@ -384,7 +442,9 @@ def _request(args: argparse.Namespace) -> Any:
         user=args.user, group_add=args.group_add, hostname=args.hostname, tty=args.tty,
         stdin=args.interactive, read_only=args.read_only, privileged=args.privileged,
         cap_add=args.cap_add, cap_drop=args.cap_drop, security_opt=args.security_opt,
-        labels=_labels(args.label), init=args.init, stop_signal=args.stop_signal)
+        labels=_labels(args.label, args.label_file), init=args.init,
+        stop_signal=args.stop_signal,
+        annotations={k: v for k, _, v in (x.partition("=") for x in args.annotation)})
     if args.entrypoint is not None:
         opts.entrypoint = [args.entrypoint] if args.entrypoint else [""]
     if args.memory is not None:
@@ -410,6 +470,9 @@ def _request(args: argparse.Namespace) -> Any:
                         aliases=args.network_alias, extra_hosts=args.add_host)
     _host_options(args, req)
     req.healthcheck = _healthcheck(args)
+    req.volumes_from = list(args.volumes_from)
+    if args.stop_timeout is not None:
+        req.stop_timeout = parse_int(args.stop_timeout, "--stop-timeout")
     for o in args.log_opt:
         k, _, v = o.partition("=")
         if k == "max-size":
@@ -559,8 +622,30 @@ def _healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 # -- run / create / start ------------------------------------------------------------------------
+def _check_cidfile(path: str) -> None:
+    from pallet.errors import InvalidArgument
+
+    if path and os.path.exists(path):
+        raise InvalidArgument("Container ID file found, make sure the other container isn't "
+                              f"running or delete {path}")
+
+
+def _write_cidfile(path: str, cid: str) -> None:
+    from pallet.errors import InvalidArgument
+
+    if not path:
+        return
+    try:
+        with open(path, "x") as f:
+            f.write(cid)
+    except OSError as e:
+        raise InvalidArgument(f"failed to write the container ID to the file: {e}") from None
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    _check_cidfile(args.cidfile)
     rec = _engine(args).create(_request(args))
+    _write_cidfile(args.cidfile, rec.id)
     print(rec.id)
     return 0
 
@@ -582,21 +667,33 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.detach and args.rm and args.restart not in ("no", ""):
         raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
+    attach = _attach_streams(args.attach, args.detach)
+    keys = parse_detach_keys(args.detach_keys)
+    _check_cidfile(args.cidfile)
     eng = _engine(args)
     req = _request(args)
     rec = eng.create(req)
+    _write_cidfile(args.cidfile, rec.id)
     return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
-                         tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm)
+                         tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm,
+                         attach=attach, detach_keys=keys)
 
 
 def start_created(eng: Engine, rec: ContainerRecord, *, detach: bool, interactive: bool,
-                  tty: bool, sig_proxy: bool, remove: bool, shown: str = "") -> int:
+                  tty: bool, sig_proxy: bool, remove: bool, shown: str = "",
+                  attach: list[str] | None = None, detach_keys: bytes = DETACH_KEYS) -> int:
     """`run` after the create: start REC, detached (print SHOWN, else its id) or attached
-    until it exits (its code); a failed start removes it if REMOVE. (compose run too.)"""
+    until it exits (its code); a failed start removes it if REMOVE. (compose run too.)
+    ATTACH (run -a): only those streams, stdin only with INTERACTIVE."""
     from pallet.engine.containers import ContainerStartError
 
     tty = tty and not detach
-    streams = "" if detach else ("stdin," if interactive else "") + "stdout,stderr"
+    if attach:
+        interactive = interactive and "stdin" in attach
+        streams = ",".join(s for s in ("stdin", "stdout", "stderr")
+                           if s in attach and (s != "stdin" or interactive))
+    else:
+        streams = "" if detach else ("stdin," if interactive else "") + "stdout,stderr"
     size = _term_size() if tty else None
     # docker proxies from the moment the container exists (a tty too: there ctrl-C is a
     # byte for the container, so only a kill reaches us); what comes before it starts waits.
@@ -619,7 +716,8 @@ def start_created(eng: Engine, rec: ContainerRecord, *, detach: bool, interactiv
         proxy.started()
     if fd < 0:  # exited before we could attach: its output is in the log
         return _replay_and_code(eng, rec.id, remove)
-    code = _attach_loop(fd, eng, rec, stdin=interactive, tty=tty, proxy=proxy)
+    code = _attach_loop(fd, eng, rec, stdin=interactive, tty=tty, proxy=proxy,
+                        keys=detach_keys)
     if code is None:
         return 0
     return code
@@ -655,6 +753,7 @@ def _replay_and_code(eng: Engine, cid: str, removed: bool) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from pallet.engine.containers import ContainerStartError
 
+    keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     rc = 0
     for ref in args.containers:
@@ -671,7 +770,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             proxy = None if tty else _SignalProxy(eng, rec)
             if proxy is not None:
                 proxy.started()
-            code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy)
+            code = _attach_loop(fd, eng, rec, stdin=args.interactive, tty=tty, proxy=proxy,
+                                keys=keys)
             return code if code is not None else 0
         if fd >= 0:
             os.close(fd)
@@ -722,9 +822,9 @@ class _SignalProxy:
 
 
 def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty: bool,
-                 proxy: _SignalProxy | None) -> int | None:
+                 proxy: _SignalProxy | None, keys: bytes = DETACH_KEYS) -> int | None:
     """Relay the terminal and the monitor until the container exits (its code) or the
-    user detaches with ctrl-p ctrl-q (None). PROXY (started) passes signals on."""
+    user types KEYS on a tty (None: detached). PROXY (started) passes signals on."""
     import select
     import signal
 
@@ -763,13 +863,14 @@ def _attach_loop(fd: int, eng: Engine, rec: ContainerRecord, *, stdin: bool, tty
                 else:
                     if tty:
                         joined = prev + data
-                        if DETACH_KEYS in joined:
-                            before = joined[:joined.index(DETACH_KEYS)][len(prev):]
+                        if keys in joined:
+                            before = joined[:joined.index(keys)][len(prev):]
                             if before:
                                 os.write(fd, frame(b"i", before))
                             eng.event(rec, "detach")
                             return None
-                        prev = data[-1:]
+                        # a sequence may span reads: keep what could be its start
+                        prev = joined[len(joined) - len(keys) + 1:] if len(keys) > 1 else b""
                     os.write(fd, frame(b"i", data))
             if fd in r:
                 data = os.read(fd, 65536)
@@ -868,6 +969,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     from pallet.errors import FailedPrecondition
 
+    keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     rec = eng.get(args.container)
     if rec.state != "running":
@@ -888,7 +990,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     proxy = _SignalProxy(eng, rec) if args.sig_proxy and not tty else None
     if proxy is not None:
         proxy.started()
-    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty, proxy=proxy)
+    code = _attach_loop(fd, eng, rec, stdin=stdin, tty=tty, proxy=proxy, keys=keys)
     return code if code is not None else 0
 
 
@@ -898,12 +1000,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from pallet.engine.monitor import _become_subreaper
     from pallet.errors import FailedPrecondition, NotFound, PalletError
 
+    keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     env = _env(args.env, args.env_file)
     _become_subreaper()
     try:
         if args.tty and not args.detach:
-            return _exec_tty(eng, args, env)
+            return _exec_tty(eng, args, env, keys)
         devnull = os.open(os.devnull, os.O_RDWR)
         stdio = (devnull, devnull, devnull) if args.detach else \
             (0 if args.interactive else devnull, 1, 2)
@@ -923,7 +1026,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return _fail(str(e), 126)
 
 
-def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str]) -> int:
+def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes) -> int:
     import select
     import socket
     import tempfile
@@ -954,6 +1057,7 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str]) -> int:
         ttymod.setraw(0)
     try:
         reading = args.interactive
+        prev = b""
         while True:
             r, _, _ = select.select([master] + ([0] if reading else []), [], [])
             if 0 in r:
@@ -961,6 +1065,14 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str]) -> int:
                 if not data:
                     reading = False
                 else:
+                    joined = prev + data
+                    if keys in joined:
+                        before = joined[:joined.index(keys)][len(prev):]
+                        if before:
+                            os.write(master, before)
+                        _keep_console(master)
+                        return 0
+                    prev = joined[len(joined) - len(keys) + 1:] if len(keys) > 1 else b""
                     os.write(master, data)
             if master in r:
                 try:
@@ -979,6 +1091,23 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str]) -> int:
     from pallet.oci.create import wait_exit
 
     return wait_exit(pid)
+
+
+def _keep_console(master: int) -> None:
+    """exec -it detached: the process goes on, so its terminal must stay open; a child of
+    its own session holds the console and drops what it prints until it exits."""
+    if os.fork() == 0:
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            while os.read(master, 65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            os._exit(0)
 
 
 # -- listing and reporting ---------------------------------------------------------------------------

@@ -651,7 +651,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(root=args.root, container=rec.id, command=args.command,
                             env=args.env, env_file=[], workdir=args.workdir, user=args.user,
                             detach=args.detach, interactive=not args.detach,
-                            tty=not args.no_TTY and os.isatty(0) and os.isatty(1))
+                            tty=not args.no_TTY and os.isatty(0) and os.isatty(1),
+                            detach_keys="ctrl-p,ctrl-q")
     return exec_container(ns)
 
 

@@ -34,6 +34,9 @@ import uuid
 
 from pallet.engine import zygote
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cleanup import remove_tree  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
 # podman's default rlimits exceed this sandbox's hard limits (no CAP_SYS_RESOURCE).
@@ -292,7 +295,7 @@ def main() -> int:
         for pid in zygote_pids(run_root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
         shutil.rmtree(run_root, ignore_errors=True)
     w = max(len(r[0]) for r in results)
     print(f"{'benchmark'.ljust(w)}  {'pallet':>12}  podman/conmon")

@@ -32,6 +32,9 @@ import uuid
 
 from pallet.engine import zygote
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cleanup import remove_tree  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
 ULIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]  # see bench/run.py
@@ -190,7 +193,7 @@ def main() -> int:
         if zpid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(zpid, signal.SIGTERM)
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
         shutil.rmtree(run_root, ignore_errors=True)
     w = max(len(r[0]) for r in results)
     print(f"{'benchmark'.ljust(w)}  {'pallet':>10}  podman")

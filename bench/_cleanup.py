@@ -17,3 +17,37 @@ def remove_tree(base: str) -> None:
                         key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def zygote_pid(run_root: str) -> int | None:
+    """The live CLI zygote of RUN_ROOT, if any."""
+    from pallet.engine import zygote
+
+    try:
+        with open(zygote.cli_path(run_root, zygote.PID_NAME)) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+def teardown(pallet: list[str], env: dict[str, str], podman: list[str] | None,
+             run_root: str, base: str) -> None:
+    """Remove every container of the pallet command PALLET (and of PODMAN, then reset its
+    storage), stop the zygote, and remove RUN_ROOT and BASE."""
+    import contextlib
+    import signal
+
+    ids = subprocess.run(pallet + ["ps", "-aq", "--no-trunc"], env=env, capture_output=True,
+                         text=True).stdout.split()
+    for i in range(0, len(ids), 20):
+        subprocess.run(pallet + ["rm", "-f", *ids[i:i + 20]], env=env, capture_output=True)
+    if podman:
+        subprocess.run(podman + ["rm", "-f", "-t", "0", "-a"], capture_output=True)
+        subprocess.run(podman + ["system", "reset", "-f"], capture_output=True)
+    zpid = zygote_pid(run_root)
+    if zpid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(zpid, signal.SIGTERM)
+    remove_tree(base)
+    shutil.rmtree(run_root, ignore_errors=True)

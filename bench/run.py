@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,10 +31,8 @@ import tempfile
 import time
 import uuid
 
-from pallet.engine import zygote
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cleanup import remove_tree  # noqa: E402
+from _cleanup import teardown, zygote_pid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
@@ -66,15 +63,6 @@ def monitor_pids(run_root: str) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return [p for p in out if os.path.exists(f"/proc/{p}")]
-
-
-def zygote_pids(run_root: str) -> list[int]:
-    try:
-        with open(zygote.cli_path(run_root, zygote.PID_NAME)) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return []
-    return [pid] if os.path.exists(f"/proc/{pid}") else []
 
 
 def procs_matching(*needles: bytes) -> list[int]:
@@ -252,7 +240,7 @@ def main() -> int:
             mons = monitor_pids(run_root)
             pss = [pss_kib(p) for p in mons]
             pm = statistics.median(pss) if pss else 0
-            servers = zygote_pids(run_root) + procs_matching(b"pallet-monitor-mother",
+            servers = [p for p in [zygote_pid(run_root)] if p] + procs_matching(b"pallet-monitor-mother",
                                                              run_root.encode())
             extra = [pss_kib(p) for p in servers]
             per = (sum(pss) + sum(extra)) / len(pss) if pss else 0
@@ -285,18 +273,7 @@ def main() -> int:
         results.append((f"pallet ps with {n} running (median)",
                         f"{statistics.median(ps) * 1000:.0f} ms", ""))
     finally:
-        ids = subprocess.run(pallet + ["ps", "-aq", "--no-trunc"], env=env, capture_output=True,
-                             text=True).stdout.split()
-        for i in range(0, len(ids), 20):
-            subprocess.run(pallet + ["rm", "-f", *ids[i:i + 20]], env=env, capture_output=True)
-        if shutil.which("podman"):
-            subprocess.run(podman + ["rm", "-f", "-a"], capture_output=True)
-            subprocess.run(podman + ["system", "reset", "-f"], capture_output=True)
-        for pid in zygote_pids(run_root):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        remove_tree(base)
-        shutil.rmtree(run_root, ignore_errors=True)
+        teardown(pallet, env, podman if shutil.which("podman") else None, run_root, base)
     w = max(len(r[0]) for r in results)
     print(f"{'benchmark'.ljust(w)}  {'pallet':>12}  podman/conmon")
     for name, a, b in results:

@@ -19,7 +19,6 @@ Everything is removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -30,10 +29,8 @@ import tempfile
 import time
 import uuid
 
-from pallet.engine import zygote
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cleanup import remove_tree  # noqa: E402
+from _cleanup import teardown, zygote_pid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
@@ -72,15 +69,6 @@ def tree_ticks(roots: list[int]) -> int:
         total += cpu_ticks(pid)
         todo += children(pid)
     return total
-
-
-def zygote_pid(run_root: str) -> int | None:
-    try:
-        with open(zygote.cli_path(run_root, zygote.PID_NAME)) as f:
-            pid = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if os.path.exists(f"/proc/{pid}") else None
 
 
 def streaming_cpu(argv: list[str], env: dict[str, str], seconds: float,
@@ -182,19 +170,7 @@ def main() -> int:
                         f"{statistics.median(tp) * 1000:.0f} ms",
                         f"{statistics.median(tq) * 1000:.0f} ms" if tq else "n/a"))
     finally:
-        ids = subprocess.run(pallet + ["ps", "-aq", "--no-trunc"], env=env, capture_output=True,
-                             text=True).stdout.split()
-        for i in range(0, len(ids), 20):
-            subprocess.run(pallet + ["rm", "-f", *ids[i:i + 20]], env=env, capture_output=True)
-        if have_podman:
-            subprocess.run(podman + ["rm", "-f", "-t", "0", "-a"], capture_output=True)
-            subprocess.run(podman + ["system", "reset", "-f"], capture_output=True)
-        zpid = zygote_pid(run_root)
-        if zpid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(zpid, signal.SIGTERM)
-        remove_tree(base)
-        shutil.rmtree(run_root, ignore_errors=True)
+        teardown(pallet, env, podman if have_podman else None, run_root, base)
     w = max(len(r[0]) for r in results)
     print(f"{'benchmark'.ljust(w)}  {'pallet':>10}  podman")
     for name, a, b in results:

@@ -25,6 +25,8 @@ from tests.cri.conftest import Daemon, start_daemon
 from tests.fixtures import images
 from tests.fixtures.registry import Registry, start_registry
 
+BUSYBOX = "docker.io/library/busybox:latest"  # what the test registry serves
+
 # What a test of pods over a real registry and real CNI plugins needs.
 needs_pod_tools = pytest.mark.skipif(
     not shutil.which("skopeo") or not Path("/usr/bin/docker-registry").exists()
@@ -85,7 +87,7 @@ def pod_daemon(net: CNINet, registry: Registry,
     if prepare:
         prepare(d)
     d.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(
-        image="docker.io/library/busybox:latest")))
+        image=BUSYBOX)))
     yield d
     cleanup_pods(d)
     code = d.stop()
@@ -105,7 +107,7 @@ def pod_config(name: str, log_dir: str = "", *, uid: str = "", attempt: int = 0,
             namespace_options=pb.NamespaceOption(pid=pid_mode))), **kw)  # type: ignore[arg-type]
 
 
-def container_config(name: str, args: list[str], image: str = "docker.io/library/busybox:latest",
+def container_config(name: str, args: list[str], image: str = BUSYBOX,
                      log_path: str = "", **kw: object) -> pb.ContainerConfig:
     return pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=image),

@@ -18,6 +18,7 @@ from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import Daemon, pallet_cli
 from tests.cri.kubelet import (
+    BUSYBOX,
     cleanup_pods,
     container_config,
     make_cni_network,
@@ -29,7 +30,6 @@ from tests.cri.kubelet import (
 
 pytestmark = [pytest.mark.root, needs_pod_tools]
 
-BUSYBOX = "docker.io/library/busybox:latest"
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,6 @@ from tests.fixtures.registry import Registry
 
 pytestmark = [pytest.mark.root, needs_pod_tools]
 
-BUSYBOX = "docker.io/library/busybox:latest"
 CRI_LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")
 
 

@@ -17,6 +17,7 @@ from cri_api.v1 import api_pb2 as pb
 
 from tests.cri.conftest import Daemon
 from tests.cri.kubelet import (
+    BUSYBOX,
     CNINet,
     code_of,
     container_config,
@@ -33,7 +34,6 @@ from tests.fixtures.registry import Registry
 
 pytestmark = [pytest.mark.root, needs_pod_tools]
 
-BUSYBOX = "docker.io/library/busybox:latest"
 MULTILAYER = "docker.io/library/hcri-multilayer:latest"
 HOST_BASE, SIZE = 1000000, 65536
 RUNNING = pb.ContainerState.CONTAINER_RUNNING

@@ -32,7 +32,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cleanup import teardown, zygote_pid  # noqa: E402
+from _common import print_results, teardown, zygote_pid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
@@ -274,10 +274,7 @@ def main() -> int:
                         f"{statistics.median(ps) * 1000:.0f} ms", ""))
     finally:
         teardown(pallet, env, podman if shutil.which("podman") else None, run_root, base)
-    w = max(len(r[0]) for r in results)
-    print(f"{'benchmark'.ljust(w)}  {'pallet':>12}  podman/conmon")
-    for name, a, b in results:
-        print(f"{name.ljust(w)}  {a:>12}  {b}")
+    print_results(results, "podman/conmon", 12)
     return 0
 
 

@@ -30,7 +30,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _cleanup import teardown, zygote_pid  # noqa: E402
+from _common import print_results, teardown, zygote_pid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
@@ -171,10 +171,7 @@ def main() -> int:
                         f"{statistics.median(tq) * 1000:.0f} ms" if tq else "n/a"))
     finally:
         teardown(pallet, env, podman if have_podman else None, run_root, base)
-    w = max(len(r[0]) for r in results)
-    print(f"{'benchmark'.ljust(w)}  {'pallet':>10}  podman")
-    for name, a, b in results:
-        print(f"{name.ljust(w)}  {a:>10}  {b}")
+    print_results(results, "podman", 10)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""What the benchmarks share to leave the host as they found it."""
+"""What the benchmarks share: leaving the host as they found it, printing their table."""
 
 from __future__ import annotations
 
@@ -51,3 +51,11 @@ def teardown(pallet: list[str], env: dict[str, str], podman: list[str] | None,
             os.kill(zpid, signal.SIGTERM)
     remove_tree(base)
     shutil.rmtree(run_root, ignore_errors=True)
+
+
+def print_results(results: list[tuple[str, str, str]], peer: str, width: int = 10) -> None:
+    """The (name, pallet, PEER) rows as an aligned table under a header."""
+    w = max(len(r[0]) for r in results)
+    print(f"{'benchmark'.ljust(w)}  {'pallet':>{width}}  {peer}")
+    for name, a, b in results:
+        print(f"{name.ljust(w)}  {a:>{width}}  {b}")

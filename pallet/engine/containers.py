@@ -689,11 +689,16 @@ class Engine:
             return self.get(rec.id), fd
         os.close(fd)
         code, _, err = payload.decode(errors="replace").partition("\n")
-        if kind == b"x" and err:
-            raise ContainerStartError(err, int(code or 125))
-        if kind == b"x":
+        if kind == b"x" and not err:
             # It ran and exited before we heard it start: not an error.
             return self.get(rec.id), -1
+        if gated:
+            # It failed before starting (a command not found fails its create), perhaps while
+            # our CNI ADDs ran: the monitor's cleanup may have looked before they were
+            # recorded, so release them here too (idempotent).
+            _network_teardown(self, rec, os.path.join(rdir, "netns"))
+        if kind == b"x":
+            raise ContainerStartError(err, int(code or 125))
         raise SystemFailure(f"the monitor of {rec.id[:12]} died before starting it; see "
                             f"{os.path.join(cdir, 'monitor.log')}")
 

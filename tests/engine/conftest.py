@@ -68,7 +68,7 @@ def pallet(tmp_path, busybox_store) -> Iterator[Pallet]:
 
 
 def leftovers(p: Pallet, ids: list[str] = ()) -> list[str]:
-    """Mounts, cgroups and processes this test's pallet left on the host. Scoped to the
+    """Mounts, cgroups, processes and CNI attachments this test's pallet left on the host. Scoped to the
     test's root, run root and container ids: other suites may share the machine."""
     out = []
     with open("/proc/self/mountinfo") as f:
@@ -84,6 +84,10 @@ def leftovers(p: Pallet, ids: list[str] = ()) -> list[str]:
     for pid, cmd in process_cmdlines():
         if p.root.encode() in cmd or any(i.encode() in cmd for i in ids):
             out.append(f"process {pid} {cmd[:200]!r}")
+    # A CNI result kept means an attachment never DELeted (its veth, IP and NAT rules stay).
+    for dirpath, _, files in os.walk(os.path.join(p.root, "cni", "results")):
+        out += [f"cni attachment {os.path.join(dirpath, f)}" for f in files
+                if f.endswith(".json")]
     return out
 
 

@@ -5,6 +5,7 @@ name the key (`services.web.ports[0]: invalid port "abc"`). Pure but for reading
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -43,16 +44,26 @@ SERVICE_KEYS = {
     "read_only", "init", "stop_signal", "stop_grace_period", "mem_limit", "memswap_limit",
     "cpus", "pids_limit", "shm_size", "deploy", "ulimits", "sysctls", "extra_hosts", "tty",
     "stdin_open", "container_name", "profiles", "scale", "healthcheck", "logging",
-    "security_opt", "group_add", "pull_policy", "platform", "runtime",
+    "security_opt", "group_add", "pull_policy", "platform", "runtime", "secrets", "configs",
+    "dns", "dns_search", "dns_opt", "devices",
 }
 # Read, accepted and not acted on (said in docs/cli.md).
 IGNORED_KEYS = ("expose", "logging", "domainname")
 HEALTHCHECK_KEYS = ("test", "interval", "timeout", "start_period", "start_interval", "retries",
                     "disable")
-TOP_KEYS = {"version", "name", "services", "networks", "volumes"}
+TOP_KEYS = {"version", "name", "services", "networks", "volumes", "secrets", "configs",
+            "include"}
+# The resources a file defines (and an included project brings in).
+SECTIONS = ("services", "networks", "volumes", "secrets", "configs")
 NETWORK_KEYS = {"name", "driver", "external", "ipam", "labels", "internal", "enable_ipv6",
                 "driver_opts", "attachable"}
 VOLUME_KEYS = {"name", "driver", "external", "labels", "driver_opts"}
+SECRET_KEYS = {"name", "file", "environment", "external", "labels"}
+CONFIG_KEYS = SECRET_KEYS | {"content"}
+FILE_REF_KEYS = ("source", "target", "uid", "gid", "mode")
+# Where a service's secrets and configs are mounted when their target is not absolute.
+SECRETS_DIR = "/run/secrets/"
+CONFIGS_DIR = "/"
 # The build section's keys pallet's builder acts on; the spec's others are refused.
 _BUILD_ORDER = ("context", "dockerfile", "dockerfile_inline", "args", "labels", "no_cache",
                 "network", "pull", "target", "tags")
@@ -79,8 +90,13 @@ class Project:
     services: dict[str, dict[str, Any]]
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     disabled: dict[str, dict[str, Any]] = field(default_factory=dict)  # other profiles'
     warnings: list[str] = field(default_factory=list)
+    # The variables the files were interpolated with (the shell's over .env's): secrets and
+    # configs with `environment:` read theirs from here, as docker compose's.
+    environment: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The normalised model, as `docker compose config` prints it."""
@@ -91,6 +107,10 @@ class Project:
             out["networks"] = self.networks
         if self.volumes:
             out["volumes"] = self.volumes
+        if self.secrets:
+            out["secrets"] = self.secrets
+        if self.configs:
+            out["configs"] = self.configs
         return out
 
     def service(self, name: str) -> dict[str, Any]:
@@ -213,34 +233,7 @@ def load(files: list[str], *, project_name: str = "", env_files: list[str] | Non
     env.update(environ)  # the shell wins over .env
 
     unset: list[str] = []
-    merged: dict[str, Any] = {"services": {}, "networks": {}, "volumes": {}}
-    name_key = ""
-    for path in paths:
-        raw = _read_yaml(path)
-        for key in raw:
-            if key not in TOP_KEYS and not str(key).startswith("x-"):
-                raise ComposeFileError(f"{os.path.basename(path)}: unknown top-level key "
-                                       f"{key!r} (pallet compose reads services, networks, "
-                                       "volumes and name)")
-        data = interpolate({k: v for k, v in raw.items() if not str(k).startswith("x-")},
-                           env, "", unset)
-        if data.get("name"):
-            name_key = str(data["name"])
-        for section in ("services", "networks", "volumes"):
-            value = data.get(section) or {}
-            if not isinstance(value, dict):
-                raise ComposeFileError(f"{section} must be a mapping")
-            for key, item in value.items():
-                item = item if item is not None else {}
-                if not isinstance(item, dict):
-                    raise ComposeFileError(f"{section}.{key} must be a mapping")
-                if section == "services":
-                    item = _normalize_service(str(key), item, working_dir, environ)
-                    prev = merged["services"].get(key)
-                    merged["services"][key] = _merge_service(prev, item) if prev else item
-                else:
-                    merged[section][key] = {**merged[section].get(key, {}), **item}
-
+    merged, name_key = _load_files(paths, working_dir, env, environ, unset, [])
     name = project_name or environ.get("COMPOSE_PROJECT_NAME") or name_key
     if name:
         if not _PROJECT_NAME.fullmatch(name):
@@ -252,7 +245,8 @@ def load(files: list[str], *, project_name: str = "", env_files: list[str] | Non
         if not name:
             raise ComposeFileError(f"cannot take a project name from {working_dir!r}: "
                                    "give one with -p")
-    project = Project(name=name, working_dir=working_dir, config_files=paths, services={})
+    project = Project(name=name, working_dir=working_dir, config_files=paths, services={},
+                      environment=env)
     project.warnings += [f'The "{v}" variable is not set. Defaulting to a blank string.'
                          for v in unset]
     if not merged["services"]:
@@ -260,6 +254,10 @@ def load(files: list[str], *, project_name: str = "", env_files: list[str] | Non
     project.networks = {k: _normalize_network(name, k, v)
                         for k, v in merged["networks"].items()}
     project.volumes = {k: _normalize_volume(name, k, v) for k, v in merged["volumes"].items()}
+    project.secrets = {k: _normalize_file_object(name, "secrets", k, v)
+                       for k, v in merged["secrets"].items()}
+    project.configs = {k: _normalize_file_object(name, "configs", k, v)
+                       for k, v in merged["configs"].items()}
     active = set(profiles) | {p for p in environ.get("COMPOSE_PROFILES", "").split(",") if p}
     for sname, svc in sorted(merged["services"].items()):
         _finish_service(project, sname, svc, env)
@@ -273,6 +271,202 @@ def load(files: list[str], *, project_name: str = "", env_files: list[str] | Non
                                        "external": False}
     project.order()  # a dependency cycle is an error now
     return project
+
+
+def _load_files(paths: list[str], working_dir: str, env: Mapping[str, str],
+                environ: Mapping[str, str], unset: list[str], including: list[str]
+                ) -> tuple[dict[str, dict[str, Any]], str]:
+    """The resources of compose files PATHS merged in order (services normalised, the other
+    sections as written but for their paths) and the last top-level `name:`. Relative paths
+    resolve against WORKING_DIR; INCLUDING: the files whose `include:` led here."""
+    merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    name_key = ""
+    for path in paths:
+        raw = _read_yaml(path)
+        for key in raw:
+            if key not in TOP_KEYS and not str(key).startswith("x-"):
+                raise ComposeFileError(f"{os.path.basename(path)}: unknown top-level key "
+                                       f"{key!r} (pallet compose reads services, networks, "
+                                       "volumes, secrets, configs, include and name)")
+        data = interpolate({k: v for k, v in raw.items() if not str(k).startswith("x-")},
+                           env, "", unset)
+        if data.get("name"):
+            name_key = str(data["name"])
+        model = _file_model(path, data, working_dir, env, environ, unset, including)
+        for section in SECTIONS:
+            for key, item in model[section].items():
+                prev = merged[section].get(key)
+                if section == "services":
+                    merged[section][key] = _merge_service(prev, item) if prev else item
+                else:
+                    merged[section][key] = {**(prev or {}), **item}
+    return merged, name_key
+
+
+def _sections(data: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """DATA's resource sections, each a mapping of mappings (an empty entry is {})."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for section in SECTIONS:
+        value = data.get(section) or {}
+        if not isinstance(value, dict):
+            raise ComposeFileError(f"{section} must be a mapping")
+        items = {}
+        for key, item in value.items():
+            item = item if item is not None else {}
+            if not isinstance(item, dict):
+                raise ComposeFileError(f"{section}.{key} must be a mapping")
+            items[str(key)] = item
+        out[section] = items
+    return out
+
+
+def _file_model(path: str, data: Mapping[str, Any], working_dir: str, env: Mapping[str, str],
+                environ: Mapping[str, str], unset: list[str], including: list[str]
+                ) -> dict[str, dict[str, Any]]:
+    """One interpolated file's resources: its services normalised with their `extends`
+    applied, secrets' and configs' files made absolute, then what its `include:` brings."""
+    model = _sections(data)
+    raw_services = model["services"]
+    model["services"] = {
+        name: _extended_service(name, raw_services, path, working_dir, working_dir, env,
+                                environ, unset, [])
+        for name in raw_services}
+    for section in ("secrets", "configs"):
+        for key, item in model[section].items():
+            if "file" in item:
+                file = _str(item["file"], f"{section}.{key}.file")
+                model[section][key] = {**item, "file": _host_path(file, working_dir, environ)}
+    if data.get("include") is not None:
+        _include(model, data["include"], path, working_dir, env, environ, unset, including)
+    return model
+
+
+def _host_path(path: str, working_dir: str, environ: Mapping[str, str]) -> str:
+    if path.startswith("~"):
+        path = os.path.join(environ.get("HOME") or os.path.expanduser("~"),
+                            path[1:].lstrip("/"))
+    return os.path.normpath(os.path.join(working_dir, path))
+
+
+# -- extends ----------------------------------------------------------------------------------
+def _extended_service(name: str, services: Mapping[str, dict[str, Any]], path: str,
+                      working_dir: str, files_dir: str, env: Mapping[str, str],
+                      environ: Mapping[str, str], unset: list[str],
+                      chain: list[tuple[str, str]]) -> dict[str, Any]:
+    """Service NAME of SERVICES (read from PATH) normalised, its `extends:` applied as docker
+    compose does: the base service (of this file, or of `file:`, whose relative paths resolve
+    against that file's directory) with NAME's own keys merged over it by the override rules.
+    FILES_DIR resolves a relative `extends.file`; CHAIN: the services extended so far."""
+    raw = services[name] or {}
+    if not isinstance(raw, dict):
+        raise ComposeFileError(f"services.{name} must be a mapping")
+    own = _normalize_service(name, {k: v for k, v in raw.items() if k != "extends"},
+                             working_dir, environ)
+    ext = raw.get("extends")
+    if ext is None:
+        return own
+    where = f"services.{name}.extends"
+    if isinstance(ext, str):
+        ref, file = ext, None
+    elif isinstance(ext, dict):
+        unknown = set(ext) - {"service", "file"}
+        if unknown:
+            raise _err(where, f"unknown key {sorted(unknown)[0]!r}")
+        ref, file = ext.get("service"), ext.get("file")
+        if not isinstance(ref, str) or not ref:
+            raise _err(f"{where}.service", "is required")
+        if file is not None:
+            file = _str(file, f"{where}.file")
+    else:
+        raise _err(where, f"must be a service name or a mapping, not {_shown(ext)}")
+    chain = [*chain, (path, name)]
+    if file:
+        base_path = _host_path(file, files_dir, environ)
+        other = _read_yaml(base_path)
+        section = other.get("services") or {}
+        if not isinstance(section, dict):
+            raise ComposeFileError(f"cannot extend service {_shown(name)} in {path}: services "
+                                   "must be a mapping")
+        base_services = interpolate(section, env, "services", unset)
+        if ref not in base_services:
+            raise ComposeFileError(f"cannot extend service {_shown(name)} in {path}: service "
+                                   f"{_shown(ref)} not found in {file}")
+        base_dir = os.path.dirname(base_path)
+        base_files_dir = base_dir
+    else:
+        if ref not in services:
+            raise ComposeFileError(f"cannot extend service {_shown(name)} in {path}: service "
+                                   f"{_shown(ref)} not found")
+        base_services, base_path, base_dir, base_files_dir = services, path, working_dir, \
+            files_dir
+    if (base_path, ref) in chain:
+        steps = [f"{chain[0][1]} in {chain[0][0]}"] + \
+            [f"extends {s} in {f}" for f, s in [*chain[1:], (base_path, ref)]]
+        raise ComposeFileError("Circular reference: " + ", ".join(steps))
+    base = _extended_service(ref, base_services, base_path, base_dir, base_files_dir, env,
+                             environ, unset, chain)
+    if file and base.get("build") is not None:
+        # The base's own default context: its file's directory, not the project's.
+        base["build"].setdefault("context", base_dir)
+    return _merge_service(copy.deepcopy(base), own)
+
+
+# -- include ----------------------------------------------------------------------------------
+def _include(model: dict[str, dict[str, Any]], value: Any, path: str, working_dir: str,
+             env: Mapping[str, str], environ: Mapping[str, str], unset: list[str],
+             including: list[str]) -> None:
+    """Load each project of `include:` VALUE (in PATH) on its own (its project directory, its
+    .env under this project's variables) and add its resources to MODEL; a resource MODEL
+    already has differently is docker compose's conflict error."""
+    if not isinstance(value, list):
+        raise _err("include", f"must be a list, not {_shown(value)}")
+    for i, entry in enumerate(value):
+        where = f"include[{i}]"
+        if isinstance(entry, str):
+            entry = {"path": entry}
+        if not isinstance(entry, dict):
+            raise _err(where, "must be a path or a mapping")
+        unknown = set(entry) - {"path", "project_directory", "env_file"}
+        if unknown:
+            raise _err(where, f"unknown key {sorted(unknown)[0]!r}")
+        if not entry.get("path"):
+            raise _err(f"{where}.path", "is required")
+        files = [_host_path(f, working_dir, environ)
+                 for f in _strings(entry["path"], f"{where}.path")]
+        chain = [*including, path]
+        if files[0] in chain:
+            raise ComposeFileError("include cycle detected: " + chain[0] + "".join(
+                f" include {f}" for f in [*chain[1:], files[0]]))
+        pdir = entry.get("project_directory")
+        sub_dir = _host_path(_str(pdir, f"{where}.project_directory"), working_dir, environ) \
+            if pdir else os.path.dirname(files[0])
+        env_files = [_host_path(f, working_dir, environ)
+                     for f in _strings(entry["env_file"], f"{where}.env_file")] \
+            if entry.get("env_file") else []
+        sub_env: dict[str, str] = {}
+        for ef in env_files or [os.path.join(sub_dir, ".env")]:
+            try:
+                with open(ef) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                if env_files:
+                    raise ComposeFileNotFound(f"{where}.env_file: couldn't find env file: "
+                                              f"{ef}") from None
+                continue
+            except OSError as e:
+                raise _err(f"{where}.env_file", f"open {ef}: {e.strerror}") from None
+            sub_env.update({k: v for k, v in parse_env_file(text, ef, env).items()
+                            if v is not None})
+        sub_env.update(env)  # the including project's variables win
+        sub, _ = _load_files(files, sub_dir, sub_env, environ, unset, chain)
+        for svc in sub["services"].values():
+            if svc.get("build") is not None:
+                svc["build"].setdefault("context", sub_dir)
+        for section in SECTIONS:
+            for key, item in sub[section].items():
+                if key in model[section] and model[section][key] != item:
+                    raise ComposeFileError(f"{section}.{key} conflicts with imported resource")
+                model[section][key] = item
 
 
 # -- services ---------------------------------------------------------------------------------
@@ -456,8 +650,13 @@ def _normalize_service(name: str, raw: dict[str, Any], working_dir: str,
             out[key] = [f"{h}:{ip}" for h, ip in hosts.items()]
         elif key == "env_file":
             out[key] = _env_files(value, path, working_dir)
-        elif key in ("cap_add", "cap_drop", "tmpfs", "profiles", "security_opt", "group_add"):
+        elif key in ("cap_add", "cap_drop", "tmpfs", "profiles", "security_opt", "group_add",
+                     "dns", "dns_search", "dns_opt"):
             out[key] = _strings(value, path)
+        elif key == "devices":
+            out[key] = _devices(value, path)
+        elif key in ("secrets", "configs"):
+            out[key] = _file_refs(value, path, key)
         elif key == "ports":
             if not isinstance(value, list):
                 raise _err(path, "must be a list")
@@ -660,6 +859,96 @@ def _volume(value: Any, path: str, working_dir: str, environ: Mapping[str, str]
     return out
 
 
+def _devices(value: Any, path: str) -> list[dict[str, str]]:
+    """`HOST[:CONTAINER][:PERMS]` entries (or the long {source, target, permissions}) as
+    long entries, docker's default container path and permissions filled in."""
+    if not isinstance(value, list):
+        raise _err(path, "must be a list")
+    out = []
+    for i, item in enumerate(value):
+        p = f"{path}[{i}]"
+        if isinstance(item, dict):
+            unknown = set(item) - {"source", "target", "permissions"}
+            if unknown:
+                raise _err(p, f"unknown key {sorted(unknown)[0]!r}")
+            src = _str(item.get("source"), f"{p}.source")
+            ctr = _str(item.get("target") or src, f"{p}.target")
+            perms = _str(item.get("permissions") or "rwm", f"{p}.permissions")
+        else:
+            text = _str(item, p)
+            parts = text.split(":")
+            if len(parts) > 3 or not parts[0]:
+                raise _err(p, f"invalid device {_shown(text)}: use HOST[:CONTAINER][:PERMS]")
+            src, ctr, perms = parts[0], parts[0], "rwm"
+            if len(parts) == 2 and parts[1] and set(parts[1]) <= set("rwm"):
+                perms = parts[1]
+            elif len(parts) >= 2:
+                ctr = parts[1]
+                perms = parts[2] if len(parts) == 3 else perms
+        if not src.startswith("/") or not ctr.startswith("/"):
+            raise _err(p, f"invalid device {_shown(src)}: paths must be absolute")
+        if not perms or not set(perms) <= set("rwm"):
+            raise _err(p, f"invalid device permissions {_shown(perms)}: use r, w and m")
+        out.append({"source": src, "target": ctr, "permissions": perms})
+    return out
+
+
+def _file_refs(value: Any, path: str, kind: str) -> list[dict[str, Any]]:
+    """A service's secrets or configs: a name (short syntax) or {source, target, uid, gid,
+    mode}, kept as written but for the types (uid, gid strings; mode a number, "0440" read
+    as octal), a later entry for the same target replacing an earlier one."""
+    if not isinstance(value, list):
+        raise _err(path, "must be a list")
+    out: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(value):
+        p = f"{path}[{i}]"
+        if isinstance(item, str):
+            entry: dict[str, Any] = {"source": item}
+        elif isinstance(item, dict):
+            unknown = set(item) - set(FILE_REF_KEYS)
+            if unknown:
+                raise _err(p, f"unknown key {sorted(unknown)[0]!r}: use "
+                              + ", ".join(FILE_REF_KEYS))
+            if not item.get("source"):
+                raise _err(f"{p}.source", "is required")
+            entry = {"source": _str(item["source"], f"{p}.source")}
+            if item.get("target"):
+                entry["target"] = _str(item["target"], f"{p}.target")
+            for k in ("uid", "gid"):
+                if item.get(k) is not None:
+                    v = _str(item[k], f"{p}.{k}")
+                    if not v.isdigit():
+                        raise _err(f"{p}.{k}", f"invalid {k} {_shown(v)}: use a number")
+                    entry[k] = v
+            if item.get("mode") is not None:
+                entry["mode"] = _file_mode(item["mode"], f"{p}.mode")
+        else:
+            raise _err(p, f"must be a {kind[:-1]} name or a mapping, not {_shown(item)}")
+        out[file_ref_target(kind, entry)] = entry
+    return list(out.values())
+
+
+def _file_mode(value: Any, path: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,4}", value):
+        mode = int(value, 8)
+    else:
+        raise _err(path, f"invalid mode {_shown(value)}: use an octal number such as 0440")
+    if not 0 <= mode <= 0o7777:
+        raise _err(path, f"invalid mode {oct(mode)}")
+    return mode
+
+
+def file_ref_target(kind: str, ref: Mapping[str, Any]) -> str:
+    """Where a service's secret (kind "secrets") or config ("configs") REF is mounted:
+    its target, under /run/secrets/ (configs: /) unless absolute; by default the source's
+    name there."""
+    base = SECRETS_DIR if kind == "secrets" else CONFIGS_DIR
+    target = ref.get("target") or ref["source"]
+    return target if target.startswith("/") else base + target
+
+
 def _service_networks(value: Any, path: str) -> dict[str, dict[str, Any] | None]:
     if isinstance(value, list):
         return {_str(v, f"{path}[{i}]"): None for i, v in enumerate(value)}
@@ -779,12 +1068,20 @@ def _merge_service(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
         elif key == "deploy":
             out[key] = {**old, **value,
                         "resources": {**old.get("resources", {}), **value.get("resources", {})}}
-        elif key == "volumes":
-            by_target = {v["target"]: v for v in old}
-            by_target.update({v["target"]: v for v in value})
+        elif key in ("volumes", "secrets", "configs", "devices"):
+            # Sequences of mounts: unique by their target, an override's entry replacing.
+            def target(v: dict[str, Any], key: str = key) -> str:
+                return file_ref_target(key, v) if key in ("secrets", "configs") \
+                    else v["target"]
+
+            by_target = {target(v): v for v in old}
+            by_target.update({target(v): v for v in value})
             out[key] = list(by_target.values())
+        elif key == "healthcheck":
+            out[key] = {**old, **value}
         elif key in ("ports", "cap_add", "cap_drop", "tmpfs", "profiles", "security_opt",
-                     "group_add", "extra_hosts", "env_file", "expose"):
+                     "group_add", "extra_hosts", "env_file", "expose", "dns", "dns_search",
+                     "dns_opt"):
             out[key] = old + [v for v in value if v not in old]
         else:
             out[key] = value
@@ -862,6 +1159,12 @@ def _check_references(project: Project, name: str, svc: dict[str, Any]) -> None:
         if v["type"] == "volume" and v.get("source") and v["source"] not in project.volumes:
             raise _err(f"{base}.volumes[{i}]", f"undefined volume {_shown(v['source'])}: "
                                                "declare it under the top-level volumes:")
+    for kind in ("secrets", "configs"):
+        defined = project.secrets if kind == "secrets" else project.configs
+        for ref in svc.get(kind) or []:
+            if ref["source"] not in defined:
+                raise ComposeFileError(f"service {_shown(name)} refers to undefined "
+                                       f"{kind[:-1]} {ref['source']}: invalid compose project")
     for dep, conf in (svc.get("depends_on") or {}).items():
         if dep not in project.services and dep not in project.disabled:
             if conf["required"]:
@@ -937,6 +1240,44 @@ def _normalize_volume(project: str, key: str, raw: dict[str, Any]) -> dict[str, 
         return out
     if raw.get("driver_opts"):
         raise _err(f"{path}.driver_opts", "volume options are not supported by pallet")
+    if raw.get("labels"):
+        out["labels"] = {k: v or "" for k, v in _mapping(raw["labels"], f"{path}.labels").items()}
+    return out
+
+
+def _normalize_file_object(project: str, section: str, key: str, raw: dict[str, Any]
+                           ) -> dict[str, Any]:
+    """A top-level secret or config as docker compose config prints it: its name (PROJECT_KEY
+    unless named or external), then its one source: `file` (absolute already), `environment`
+    (a variable's name) or, for configs, `content`; or `external: true`."""
+    path = f"{section}.{key}"
+    kind = section[:-1]
+    known = SECRET_KEYS if section == "secrets" else CONFIG_KEYS
+    for k in raw:
+        if k in ("driver", "driver_opts", "template_driver"):
+            raise _err(f"{path}.{k}", f"not supported by pallet compose (docker compose "
+                                      f"does not support {section}.*.{k} either)")
+        if k not in known:
+            raise _err(path, f"unknown key {k!r}")
+    external = raw.get("external", False)
+    name = raw.get("name")
+    if isinstance(external, dict):
+        name, external = name or external.get("name"), True
+    external = _bool(external, f"{path}.external")
+    out: dict[str, Any] = {"name": _str(name, f"{path}.name") if name
+                           else (key if external else f"{project}_{key}")}
+    if external:
+        for k in ("file", "environment", "content"):
+            if k in raw:
+                raise _err(path, f'conflicting parameters "external" and "{k}" specified')
+        return {**out, "external": True}
+    sources = [k for k in ("file", "environment", "content") if k in raw]
+    if len(sources) != 1:
+        allowed = "`file` or `environment`" if section == "secrets" \
+            else "`file`, `environment` or `content`"
+        raise ComposeFileError(f"{kind} {_shown(key)} must declare " +
+                               ("either " if not sources else "only one of ") + allowed)
+    out[sources[0]] = _str(raw[sources[0]], f"{path}.{sources[0]}")
     if raw.get("labels"):
         out["labels"] = {k: v or "" for k, v in _mapping(raw["labels"], f"{path}.labels").items()}
     return out

@@ -10,6 +10,7 @@ Lookups accept a full id, a name, or a unique id prefix, in docker's order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -272,8 +273,13 @@ class Store:
     def __init__(self, root: str, busy_timeout: float = BUSY_TIMEOUT_S):
         os.makedirs(root, mode=0o711, exist_ok=True)
         self.path = os.path.join(root, DB_NAME)
-        # Created 0600 before SQLite sees it: configs hold env vars, i.e. secrets.
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        # Created 0600 before SQLite sees it: configs hold env vars, i.e. secrets. Only when
+        # missing: closing any fd of an open database drops every POSIX lock this process
+        # holds on it (another Store's too), and the next process to close its connection
+        # would then delete the WAL under that Store's feet, losing its later commits.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC,
+                             0o600))
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )

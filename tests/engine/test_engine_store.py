@@ -317,3 +317,29 @@ def test_many_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
         for p in procs:
             p.join(30)
         assert [q.get(timeout=5) for _ in procs] == ["ok"] * 6
+
+
+
+def test_a_second_store_in_a_process_keeps_the_first_ones_locks(tmp_path):
+    # Two Stores of one database in one process (a CLI command holding two Engines). Opening
+    # the second must not drop the first's POSIX locks (closing any fd of a file drops all of
+    # a process's locks on it): else the next process to close its connection thinks it is
+    # the last one, deletes the WAL and the shared memory, and the commits of this process
+    # that follow go to unlinked files, lost.
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "state")
+    first = Store(root)
+    first.add_container(container("before"))
+    second = Store(root)
+    reader = subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect("
+                             "sys.argv[1]); c.execute('SELECT count(*) FROM containers'); "
+                             "c.close()", first.path])
+    assert reader.returncode == 0
+    assert os.path.exists(first.path + "-wal") and os.path.exists(first.path + "-shm")
+    second.add_container(container("after"))
+    first.close()
+    second.close()
+    with Store(root) as again:
+        assert sorted(c.name for c in again.list_containers()) == ["after", "before"]

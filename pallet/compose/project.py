@@ -7,7 +7,11 @@ state) reports each step, as docker compose's plain progress lines.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +31,7 @@ from pallet.compose.model import (
     WORKDIR_LABEL,
     ComposeFileError,
     Project,
+    file_ref_target,
 )
 from pallet.errors import FailedPrecondition, NotFound, PalletError
 
@@ -76,11 +81,12 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
                    oneoff: bool = False, command: list[str] | None = None,
                    entrypoint: list[str] | None = None, environment: dict[str, str] | None = None,
                    auto_remove: bool = False, publish: bool = True, tty: bool | None = None,
-                   stdin: bool | None = None, user: str = "", workdir: str = "") -> CreateRequest:
+                   stdin: bool | None = None, user: str = "", workdir: str = "",
+                   files: Iterable[FileMount] = ()) -> CreateRequest:
     """The engine's CreateRequest for container NUMBER of SERVICE (`run`: ONEOFF with its
-    overrides)."""
+    overrides), its secrets and configs FILES bind-mounted read-only."""
     from pallet.engine.containers import CreateRequest
-    from pallet.engine.specgen import ContainerOptions, parse_ulimit
+    from pallet.engine.specgen import ContainerOptions, parse_device, parse_ulimit
 
     svc = project.services[service]
     env = {**(svc.get("environment") or {}), **(environment or {})}
@@ -125,6 +131,8 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
         opts.pids_limit = pids
     if svc.get("shm_size") is not None:
         opts.shm_size = svc["shm_size"]
+    opts.devices = [parse_device(f"{d['source']}:{d['target']}:{d['permissions']}")
+                    for d in svc.get("devices") or []]
     networks = service_networks(project, service)
     first = networks[0] if networks else None
     mode = svc.get("network_mode", "")
@@ -142,6 +150,7 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
                                  (v.get("bind") or {}).get("propagation", "")) if o]
         spec = f"{source}:{v['target']}" if source else v["target"]
         volumes.append(spec + (":" + ",".join(mode_opts) if mode_opts else ""))
+    volumes += [f"{f.source}:{f.target}:ro" for f in files]
     ports = []
     for p in svc.get("ports") or [] if publish else []:
         host_ip = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
@@ -158,10 +167,119 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
         ports=ports, volumes=volumes, tmpfs=tmpfs, restart=restart, auto_remove=auto_remove,
         runtime=svc.get("runtime", ""), platform=svc.get("platform") or None,
         extra_hosts=list(svc.get("extra_hosts") or []),
+        dns=list(svc.get("dns") or []), dns_search=list(svc.get("dns_search") or []),
+        dns_options=list(svc.get("dns_opt") or []),
         healthcheck=svc.get("healthcheck") or None,
         # A service that builds its image never pulls it: up built it first.
         pull="never" if "build" in svc or svc.get("pull_policy") == "never" else
         "always" if svc.get("pull_policy") == "always" else "missing")
+
+
+# -- secrets and configs --------------------------------------------------------------------------
+@dataclass
+class FileMount:
+    """A service's secret or config as its containers see it: TARGET, bind-mounted read-only
+    from SOURCE on the host. One with CONTENT (`environment:`, `content:`) is a file pallet
+    writes at SOURCE, under the project's state, owned UID:GID with MODE; a `file:` one is
+    the user's file itself (docker compose ignores uid, gid and mode for those)."""
+
+    kind: str  # "secrets" or "configs"
+    source: str
+    target: str
+    content: str | None = None
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+    ignored: bool = False  # uid, gid or mode given for a `file:` one
+
+
+def state_dir(root: str, project: str) -> str:
+    """Where a project keeps what it writes on the host (its secrets and configs); `down`
+    removes it."""
+    return os.path.join(root, "compose", project)
+
+
+def file_mounts(project: Project, service: str, state: str) -> list[FileMount]:
+    """SERVICE's secrets and configs as mounts (pure); docker compose's errors for an
+    external one and for an `environment:` variable that is not set."""
+    svc = project.services[service]
+    out = []
+    for kind in ("secrets", "configs"):
+        defined = project.secrets if kind == "secrets" else project.configs
+        for ref in svc.get(kind) or []:
+            obj = defined[ref["source"]]
+            target = file_ref_target(kind, ref)
+            if obj.get("external"):
+                raise FailedPrecondition(f"unsupported external {kind[:-1]} {obj['name']}")
+            if "file" in obj:
+                out.append(FileMount(kind, obj["file"], target,
+                                     ignored=any(k in ref for k in ("uid", "gid", "mode"))))
+                continue
+            if "environment" in obj:
+                var = obj["environment"]
+                if var not in project.environment:
+                    raise FailedPrecondition(f"environment variable {var!r} required by file "
+                                             f"{obj['name']!r} is not set".replace("'", '"'))
+                content = project.environment[var]
+            else:
+                content = obj["content"]
+            digest = hashlib.sha256(target.encode()).hexdigest()[:12]
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", ref["source"])
+            out.append(FileMount(kind, os.path.join(state, service, kind, f"{name}-{digest}"),
+                                 target, content, uid=int(ref.get("uid") or 0),
+                                 gid=int(ref.get("gid") or 0), mode=ref.get("mode", 0o444)))
+    return out
+
+
+def check_file_mounts(project: Project, services: Iterable[str], state: str) -> None:
+    """Before anything is made: every secret and config SERVICES mount can be (docker's
+    error for a missing file), with docker compose's warning for ignored uid/gid/mode."""
+    for service in services:
+        for m in file_mounts(project, service, state):
+            if m.content is None and not os.path.exists(m.source):
+                raise FailedPrecondition('Error response from daemon: invalid mount config for '
+                                         f'type "bind": bind source path does not exist: '
+                                         f"{m.source}")
+            warning = f"{'secrets' if m.kind == 'secrets' else 'config'} `uid`, `gid` and " \
+                "`mode` are not supported, they will be ignored"
+            if m.ignored and warning not in project.warnings:
+                project.warnings.append(warning)
+
+
+def write_file_mounts(mounts: Iterable[FileMount], state: str, undo: Rollback) -> None:
+    """Write the content of MOUNTS that have some under STATE (made 0700 if missing, and
+    removed again by UNDO). A file is rewritten in place: containers that mount it already
+    see the new content."""
+    mounts = [m for m in mounts if m.content is not None]
+    if not mounts:
+        return
+    if not os.path.isdir(state):
+        os.makedirs(state, mode=0o700)
+        undo.add(lambda: _remove_state_dir(state))
+    for m in mounts:
+        os.makedirs(os.path.dirname(m.source), mode=0o700, exist_ok=True)
+        fd = os.open(m.source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchown(fd, m.uid, m.gid)
+            os.fchmod(fd, m.mode)
+            data = (m.content or "").encode()
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+
+
+def remove_state(root: str, project: str) -> None:
+    """`down`: the project's state (its secrets' and configs' files) removed."""
+    state = state_dir(root, project)
+    if os.path.isdir(state):
+        _remove_state_dir(state)
+
+
+def _remove_state_dir(state: str) -> None:
+    shutil.rmtree(state)
+    with contextlib.suppress(OSError):  # other projects' states may be there
+        os.rmdir(os.path.dirname(state))
 
 
 def host_paths(svc: dict[str, Any]) -> list[str]:
@@ -272,8 +390,6 @@ def create_container(eng: Engine, req: CreateRequest, undo: Rollback,
                      host_paths: Iterable[str] = ()) -> ContainerRecord:
     """Create REQ (making its bind mounts' missing HOST_PATHS first, as docker compose's
     create_host_path) and join its other networks (recorded; joined at start)."""
-    import os
-
     for path in host_paths:
         if not os.path.exists(path):
             os.makedirs(path)
@@ -306,6 +422,7 @@ def up(eng: Engine, project: Project, services: Iterable[str] = (), *,
                 f"Found orphan containers ({', '.join(r.name for r in orphans)}) for this "
                 "project. If you removed or renamed this service in your compose file, you "
                 "can run this command with the --remove-orphans flag to clean it up.")
+        check_file_mounts(project, order, state_dir(eng.root, project.name))
         nets, vols = resources_of(project, order)
         ensure_networks(eng, project, nets, undo, progress)
         ensure_volumes(eng, project, vols, undo, progress)
@@ -345,7 +462,10 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
         else:
             recreated = False
         if rec is None:
-            req = create_request(project, service, number)
+            state = state_dir(eng.root, project.name)
+            files = file_mounts(project, service, state)
+            write_file_mounts(files, state, undo)
+            req = create_request(project, service, number, files=files)
             progress("Container", req.name, "Creating")
             nets = service_networks(project, service)[1:]
             rec = create_container(eng, req, undo, nets, host_paths(svc))
@@ -369,8 +489,6 @@ def _image_id(eng: Engine, ref: str) -> str | None:
 
 
 def _start(eng: Engine, rec: ContainerRecord) -> ContainerRecord:
-    import os
-
     from pallet.engine.containers import ContainerStartError
 
     try:
@@ -467,6 +585,7 @@ def down(eng: Engine, project: Project, *, volumes: bool = False, remove_orphans
                 project.warnings.append(str(e))
                 continue
             progress("Network", rec.name, "Removed")
+    remove_state(eng.root, project.name)
     if volumes:
         for v in eng.volumes.list():
             if v.labels.get(PROJECT_LABEL) == project.name:
@@ -497,6 +616,10 @@ def run_container(eng: Engine, project: Project, service: str, *,
             up(eng, project, deps, progress=progress)
     undo = Rollback()
     try:
+        state = state_dir(eng.root, project.name)
+        check_file_mounts(project, [service], state)
+        files = file_mounts(project, service, state)
+        write_file_mounts(files, state, undo)
         nets, vols = resources_of(project, [service])
         ensure_networks(eng, project, nets, undo, progress)
         ensure_volumes(eng, project, vols, undo, progress)
@@ -507,7 +630,7 @@ def run_container(eng: Engine, project: Project, service: str, *,
                              name=name or f"{project.name}-{service}-run-"
                                           f"{secrets.token_hex(6)}",
                              auto_remove=auto_remove, publish=publish, tty=tty, stdin=stdin,
-                             user=user, workdir=workdir)
+                             user=user, workdir=workdir, files=files)
         return create_container(eng, req, undo, service_networks(project, service)[1:],
                                 host_paths(project.services[service]))
     except BaseException:

@@ -65,6 +65,26 @@ def add_parsers(sub: Any) -> None:
                    "seconds")
     add_bool_flag(p, "--build", help="build images before starting containers")
     add_bool_flag(p, "--no-build", help="don't build an image, even if it's missing")
+    p = cmd("create", "creates containers for a service", cmd_create)
+    add_bool_flag(p, "--build", help="build images before starting containers")
+    add_bool_flag(p, "--no-build", help="don't build an image, even if it's missing")
+    add_bool_flag(p, "--force-recreate", help="recreate containers even if their "
+                  "configuration has not changed")
+    add_bool_flag(p, "--no-recreate", help="if containers exist, don't recreate them")
+    add_bool_flag(p, "--remove-orphans", help="remove containers of services not defined "
+                  "in the compose file")
+    p = cmd("wait", "block until containers of all (or specified) services stop", cmd_wait,
+            services="+")
+    add_bool_flag(p, "--down-project", help="drops project when the first container stops")
+    p = cmd("cp", "copy files/folders between a service container and the local filesystem",
+            cmd_cp, services="")
+    p.add_argument("--index", type=int, default=None, help="index of the container if the "
+                   "service has several replicas")
+    add_bool_flag(p, "--all", help="copy to all the containers of the service")
+    add_bool_flag(p, "-a", "--archive", help="accepted for docker compatibility")
+    add_bool_flag(p, "-L", "--follow-link", help="always follow a symbol link in SRC_PATH")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
     p = cmd("build", "build or rebuild services", cmd_build)
     add_bool_flag(p, "--no-cache", help="do not use cache when building the image")
     add_bool_flag(p, "--pull", help="always attempt to pull a newer version of the image")
@@ -276,6 +296,101 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach or args.no_start:
         return 0
     return _attached(args, eng, project, recs)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from pallet.compose import project as acts
+    from pallet.errors import InvalidArgument
+
+    if args.build and args.no_build:
+        raise InvalidArgument("--build and --no-build are incompatible")
+    if args.force_recreate and args.no_recreate:
+        raise InvalidArgument("--force-recreate and --no-recreate are incompatible")
+    project = _project(args)
+    services = acts.check_services(project, args.services)
+    eng = _engine(args)
+    _ensure_images(eng, project, project.order(services or None),
+                   "always" if args.build else "never" if args.no_build else "missing")
+    try:
+        acts.up(eng, project, services, force_recreate=args.force_recreate,
+                no_recreate=args.no_recreate, start=False,
+                remove_orphans=args.remove_orphans, progress=_progress)
+    finally:
+        _warn(project)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """docker compose wait: each running container's exit as it happens (`container "ID"
+    exited with status code N`), the last one's code; --down-project: down at the first."""
+    import time
+
+    from pallet.compose import project as acts
+    from pallet.errors import NotFound
+
+    project = _project(args)
+    recs = _selected(args, project, all=False)
+    if not recs:
+        raise NotFound(f'no containers for project "{project.name}"')
+    eng = _engine(args)
+    code = 0
+    waiting = {r.id for r in recs}
+    while waiting:
+        for rid in sorted(waiting):
+            exited = eng.exited(rid)
+            if exited is None:
+                continue
+            waiting.discard(rid)
+            code = exited
+            print(f'container "{rid}" exited with status code {code}', flush=True)
+            if args.down_project:
+                try:
+                    acts.down(eng, project, progress=_progress)
+                finally:
+                    _warn(project)
+                return code
+        if waiting:
+            time.sleep(0.1)
+    return code
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """docker compose cp: SERVICE:SRC DEST or SRC SERVICE:DEST through `pallet cp`'s copy, in
+    container --index (default 1; --all: every container of the service, to copy into)."""
+    from pallet.compose.project import check_services, containers
+    from pallet.errors import InvalidArgument, NotFound
+
+    def split(s: str) -> tuple[str, str] | None:
+        if ":" in s and not s.startswith(("/", ".", "-")):
+            service, _, path = s.partition(":")
+            return service, path
+        return None
+
+    src, dest = split(args.src), split(args.dest)
+    if bool(src) == bool(dest):
+        raise InvalidArgument("copying between services or between local paths is not "
+                              "supported; give exactly one SERVICE:PATH")
+    service = (src or dest)[0]  # type: ignore[index]
+    project = _project(args)
+    check_services(project, [service])
+    eng = _engine(args)
+    recs = containers(eng, project.name, [service])
+    if src and args.all:
+        raise InvalidArgument("--all can only be used to copy into containers")
+    if not (dest and args.all):
+        index = args.index or 1
+        recs = [r for r in recs
+                if r.labels.get("com.docker.compose.container-number") == str(index)]
+        if not recs:
+            raise NotFound(f"service {service!r} has no container at index {index}")
+    elif not recs:
+        raise NotFound(f"no container found for service {service!r}")
+    for rec in recs:
+        if src:
+            eng.copy_from(rec.id, src[1], args.dest, follow_link=args.follow_link)
+        else:
+            eng.copy_to(rec.id, args.src, dest[1])  # type: ignore[index]
+    return 0
 
 
 def _ensure_images(eng: Engine, project: Project, services: list[str], policy: str) -> None:

@@ -772,6 +772,15 @@ class Engine:
             rec = self.get(rec.id)
         return rec.exit_code if rec.exit_code is not None else 0
 
+    def exited(self, ref: str) -> int | None:
+        """The container's exit code once it has stopped and its monitor is done with it
+        (nothing will touch its record any more), else None: `wait` without blocking."""
+        rec = self.get(ref)
+        if rec.state in ("running", "paused", "restarting") or \
+                monitor.alive(self.run_dir(rec.id)):
+            return None
+        return rec.exit_code if rec.exit_code is not None else 0
+
     def attach(self, ref: str, streams: str = "stdout,stderr") -> int:
         """A client fd on the monitor's attach socket, subscribed to STREAMS; -1 if gone."""
         import socket

@@ -1,7 +1,7 @@
 """`pallet compose` secrets, configs, extends and include on real containers, as a user
 sees them: the files inside the container (content, mode, owner, read-only), docker
 compose's errors for a missing file, an unset variable or an external secret with nothing
-left behind, the project's state gone after `down`.
+left behind, the project's state gone after `down`; create / wait / cp.
 
 Project names start with c2-; any network uses a 10.224.0.0/16 subnet."""
 
@@ -11,11 +11,12 @@ import json
 import os
 import random
 import subprocess
+import time
 import uuid
 
 import pytest
 
-from tests.engine.conftest import leftovers
+from tests.engine.conftest import PALLET, leftovers
 
 pytestmark = pytest.mark.root
 
@@ -225,3 +226,52 @@ services:
     assert project("down").returncode == 0
     assert _traces(pallet, project) == []
 
+
+def test_create_then_cp_in_wait_and_cp_out(project, pallet, tmp_path):
+    (project.dir / "compose.yaml").write_text("""
+services:
+  job:
+    image: busybox
+    network_mode: none
+    command: ["sh", "-c", "while [ ! -f /tmp/go ]; do sleep 0.1; done; tr a-z A-Z < /tmp/go > /tmp/out; sleep 1; exit 3"]
+  idle:
+    image: busybox
+    network_mode: none
+    command: sleep 300
+    stop_signal: SIGKILL
+""")
+    n = project.name
+    created = project("create")
+    assert created.returncode == 0, created.stderr
+    assert f" Container {n}-job-1  Created" in created.stderr
+    states = pallet("ps", "-a", "--format", "{{.Names}} {{.State}}").stdout.split("\n")
+    assert sorted(s for s in states if s) == [f"{n}-idle-1 created", f"{n}-job-1 created"]
+    assert project("start").returncode == 0
+
+    (tmp_path / "go").write_text("hello\n")
+    cp = project("cp", str(tmp_path / "go"), "job:/tmp/go")
+    assert cp.returncode == 0, cp.stderr
+    waited = project("wait", "job", timeout=30)
+    rid = pallet("inspect", "-f", "{{.Id}}", f"{n}-job-1").stdout.strip()
+    assert (waited.returncode, waited.stdout) == (
+        3, f'container "{rid}" exited with status code 3\n'), waited.stderr
+    out = project("cp", "job:/tmp/out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out").read_text() == "HELLO\n"
+    assert project("cp", "job:/tmp/out", "nope:/x").returncode == 1
+    assert project("cp", "--index", "2", "job:/tmp/out", str(tmp_path)).returncode == 1
+
+    # --down-project: the project goes when the first container stops.
+    assert project("up", "-d", "idle").returncode == 0
+    waiting = subprocess.Popen(
+        [PALLET, "--root", pallet.root, "compose", "-f", str(project.dir / "compose.yaml"),
+         "-p", n, "wait", "--down-project", "idle"],
+        env=pallet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert waiting.poll() is None  # still waiting
+    assert pallet("kill", f"{n}-idle-1").returncode == 0
+    stdout, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 137, stderr
+    assert stdout.endswith("exited with status code 137\n")
+    assert f" Container {n}-job-1  Removed" in stderr
+    assert _traces(pallet, project) == [], stderr

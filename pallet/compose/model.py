@@ -341,6 +341,14 @@ def _file_model(path: str, data: Mapping[str, Any], working_dir: str, env: Mappi
     return model
 
 
+def _local(path: str, where: str) -> str:
+    """PATH, refused if it names a remote file (docker compose reads git and OCI ones)."""
+    if "://" in path or path.startswith("git@"):
+        raise _err(where, f"remote compose files are not supported by pallet compose: "
+                          f"{_shown(path)}")
+    return path
+
+
 def _host_path(path: str, working_dir: str, environ: Mapping[str, str]) -> str:
     if path.startswith("~"):
         path = os.path.join(environ.get("HOME") or os.path.expanduser("~"),
@@ -376,7 +384,7 @@ def _extended_service(name: str, services: Mapping[str, dict[str, Any]], path: s
         if not isinstance(ref, str) or not ref:
             raise _err(f"{where}.service", "is required")
         if file is not None:
-            file = _str(file, f"{where}.file")
+            file = _local(_str(file, f"{where}.file"), f"{where}.file")
     else:
         raise _err(where, f"must be a service name or a mapping, not {_shown(ext)}")
     chain = [*chain, (path, name)]
@@ -431,7 +439,7 @@ def _include(model: dict[str, dict[str, Any]], value: Any, path: str, working_di
             raise _err(where, f"unknown key {sorted(unknown)[0]!r}")
         if not entry.get("path"):
             raise _err(f"{where}.path", "is required")
-        files = [_host_path(f, working_dir, environ)
+        files = [_host_path(_local(f, f"{where}.path"), working_dir, environ)
                  for f in _strings(entry["path"], f"{where}.path")]
         chain = [*including, path]
         if files[0] in chain:

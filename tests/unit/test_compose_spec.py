@@ -134,6 +134,9 @@ services:
      15, "services.a.extends.service: is required"),
     ("services:\n  a: {extends: {service: x, files: other.yaml}}\n",
      15, "services.a.extends: unknown key 'files'"),
+    ("services:\n  a: {extends: {service: x, file: 'git@github.com:o/r.git'}}\n",
+     15, 'services.a.extends.file: remote compose files are not supported by pallet compose: '
+         '"git@github.com:o/r.git"'),
 ])
 def test_bad_extends_is_one_line_naming_it(tmp_path, text, code, message):
     write(tmp_path / "other.yaml", "services:\n  y: {image: busybox}\n")
@@ -205,6 +208,11 @@ def test_include_conflicts_and_cycles_are_refused(tmp_path):
     assert out.returncode == 15
     assert out.stderr == (f"include cycle detected: {tmp_path}/compose.yaml include "
                           f"{tmp_path}/inc.yaml include {tmp_path}/compose.yaml\n")
+    write(tmp_path / "compose.yaml", "include: ['oci://example.test/app:1']\n")
+    out = config(tmp_path)
+    assert (out.returncode, out.stderr) == (15, 'include[0].path: remote compose files are not '
+                                                'supported by pallet compose: '
+                                                '"oci://example.test/app:1"\n')
     write(tmp_path / "compose.yaml", "include: [{path: inc.yaml, env_file: nope.env}]\n"
           "services:\n  app: {image: busybox}\n")
     out = config(tmp_path)

@@ -461,7 +461,8 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
             recreated = True
         else:
             recreated = False
-        if rec is None:
+        made = rec is None
+        if made:
             state = state_dir(eng.root, project.name)
             files = file_mounts(project, service, state)
             write_file_mounts(files, state, undo)
@@ -474,7 +475,7 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
             progress("Container", rec.name, "Starting")
             rec = _start(eng, rec)
             progress("Container", rec.name, "Started")
-        else:
+        elif not made:  # a new one has said so already
             progress("Container", rec.name, "Running" if rec.state == "running" else "Created")
         out.append(rec)
     return out

@@ -243,7 +243,7 @@ services:
     n = project.name
     created = project("create")
     assert created.returncode == 0, created.stderr
-    assert f" Container {n}-job-1  Created" in created.stderr
+    assert created.stderr.count(f" Container {n}-job-1  Created") == 1, created.stderr
     states = pallet("ps", "-a", "--format", "{{.Names}} {{.State}}").stdout.split("\n")
     assert sorted(s for s in states if s) == [f"{n}-idle-1 created", f"{n}-job-1 created"]
     assert project("start").returncode == 0

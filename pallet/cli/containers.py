@@ -998,35 +998,83 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from pallet.engine.containers import ContainerStartError
     from pallet.engine.monitor import _become_subreaper
-    from pallet.errors import FailedPrecondition, NotFound, PalletError
+    from pallet.engine.store import new_id
+    from pallet.errors import PalletError
 
     keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     env = _env(args.env, args.env_file)
+    exec_id = new_id()
+    if args.detach:
+        return _exec_detached(eng, args, env, exec_id)
     _become_subreaper()
     try:
-        if args.tty and not args.detach:
-            return _exec_tty(eng, args, env, keys)
+        if args.tty:
+            return _exec_tty(eng, args, env, keys, exec_id)
         devnull = os.open(os.devnull, os.O_RDWR)
-        stdio = (devnull, devnull, devnull) if args.detach else \
-            (0 if args.interactive else devnull, 1, 2)
+        stdio = (0 if args.interactive else devnull, 1, 2)
         pid = eng.exec(args.container, args.command, stdio=stdio, env=env,
-                       workdir=args.workdir, user=args.user)
+                       workdir=args.workdir, user=args.user, exec_id=exec_id)
         os.close(devnull)
-        if args.detach:
-            return 0
         from pallet.oci.create import wait_exit
 
-        return wait_exit(pid)
-    except ContainerStartError as e:
-        return _fail(str(e), e.exit_code)
-    except (FailedPrecondition, NotFound) as e:  # not running, paused, no such container
-        return _fail(str(e), 1)
-    except PalletError as e:
-        return _fail(str(e), 126)
+        code = wait_exit(pid)
+        eng.exec_died(args.container, exec_id, code)
+        return code
+    except (ContainerStartError, PalletError) as e:
+        return _fail(str(e), _exec_error_code(e))
 
 
-def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes) -> int:
+def _exec_error_code(e: Exception) -> int:
+    """docker exec's exit code for an exec that did not start: the runtime's 126/127, 1 for a
+    container that is not running, paused or missing, else 126."""
+    from pallet.engine.containers import ContainerStartError
+    from pallet.errors import FailedPrecondition, NotFound
+
+    if isinstance(e, ContainerStartError):
+        return e.exit_code
+    return 1 if isinstance(e, (FailedPrecondition, NotFound)) else 126
+
+
+def _exec_detached(eng: Engine, args: argparse.Namespace, env: list[str], exec_id: str) -> int:
+    """exec -d: a child in a session of its own starts the process and stays its parent, to
+    reap it and write exec_die as docker's daemon does; we return once it has started (or
+    with its error)."""
+    from pallet.engine.monitor import _become_subreaper
+    from pallet.errors import PalletError
+
+    r, w = os.pipe()
+    if os.fork() == 0:  # pragma: no cover - the waiter (its effects are tested)
+        try:
+            os.close(r)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            _become_subreaper()
+            try:
+                pid = eng.exec(args.container, args.command, stdio=(0, 1, 2), env=env,
+                               workdir=args.workdir, user=args.user, exec_id=exec_id)
+            except PalletError as e:
+                os.write(w, f"{_exec_error_code(e)} {e}".encode())
+                os._exit(0)
+            os.close(w)
+            from pallet.oci.create import wait_exit
+
+            eng.exec_died(args.container, exec_id, wait_exit(pid))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        failed = f.read().decode()
+    if failed:
+        code, _, message = failed.partition(" ")
+        return _fail(message, int(code))
+    return 0
+
+
+def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes,
+              exec_id: str) -> int:
     import select
     import socket
     import tempfile
@@ -1039,7 +1087,7 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes
         lsock.bind(path)
         lsock.listen(1)
         pid = eng.exec(args.container, args.command, tty=True, console_socket=path, env=env,
-                       workdir=args.workdir, user=args.user)
+                       workdir=args.workdir, user=args.user, exec_id=exec_id)
         conn, _ = lsock.accept()
         _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
         conn.close()
@@ -1071,6 +1119,7 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes
                         if before:
                             os.write(master, before)
                         _keep_console(master)
+                        eng.exec_detached(args.container, exec_id)
                         return 0
                     prev = joined[len(joined) - len(keys) + 1:] if len(keys) > 1 else b""
                     os.write(master, data)
@@ -1090,7 +1139,9 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes
         os.close(master)
     from pallet.oci.create import wait_exit
 
-    return wait_exit(pid)
+    code = wait_exit(pid)
+    eng.exec_died(args.container, exec_id, code)
+    return code
 
 
 def _keep_console(master: int) -> None:

@@ -991,9 +991,11 @@ class Engine:
 
     def exec(self, ref: str, argv: list[str], *, tty: bool = False,
              stdio: tuple[int, int, int] | None = None, console_socket: str | None = None,
-             env: list[str] | None = None, workdir: str = "", user: str = "") -> int:
+             env: list[str] | None = None, workdir: str = "", user: str = "",
+             exec_id: str = "") -> int:
         """Start ARGV in the running container; return its host pid. The caller must be a
-        single-threaded subreaper (it reaps the process)."""
+        single-threaded subreaper (it reaps the process, then reports it with exec_died
+        under the same EXEC_ID, which docker's events name execID)."""
         if not argv:
             raise InvalidArgument("exec needs a command: pallet exec CONTAINER COMMAND [ARG...]")
         rec = self.get(ref)
@@ -1004,7 +1006,7 @@ class Engine:
             raise FailedPrecondition(f"container {rec.id} is not running")
         proc = self.exec_process(rec, argv, tty=tty, env=env, workdir=workdir, user=user)
         self.close()
-        exec_id = new_id()
+        exec_id = exec_id or new_id()
         shown = " ".join(argv)
         container_event(self.root, rec, f"exec_create: {shown}", execID=exec_id)
         try:
@@ -1014,6 +1016,19 @@ class Engine:
             raise ContainerStartError(str(e), _start_error_code(str(e), exec=True)) from None
         container_event(self.root, rec, f"exec_start: {shown}", execID=exec_id)
         return pid
+
+    def exec_died(self, ref: str, exec_id: str, code: int) -> None:
+        """docker's exec_die event for the exec EXEC_ID that ended with CODE (none if the
+        container is gone by then)."""
+        try:
+            rec = self.get(ref)
+        except NotFound:
+            return
+        container_event(self.root, rec, "exec_die", execID=exec_id, exitCode=code)
+
+    def exec_detached(self, ref: str, exec_id: str) -> None:
+        """docker's exec_detach event: `exec -it`'s client left with the detach keys."""
+        container_event(self.root, self.get(ref), "exec_detach", execID=exec_id)
 
     # -- copy --------------------------------------------------------------------------
     @contextlib.contextmanager

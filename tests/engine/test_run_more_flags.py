@@ -134,6 +134,9 @@ def test_run_detaches_with_custom_keys_and_attach_with_its_own(pallet):
     assert t3.close() == 0
     ps = pallet("exec", "f8-keys", "ps", "-o", "args").stdout
     assert "sleep 30" in ps  # the exec'd process goes on after the detach
+    detached = pallet("events", "--since", "1m", "--until", "0s", "-f", "container=f8-keys",
+                      "-f", "event=exec_detach", "--format", "{{.Action}}").stdout
+    assert detached == "exec_detach\n"  # docker's event for it (and no exec_die yet)
     pallet("rm", "-f", "f8-keys", check=True)
 
 

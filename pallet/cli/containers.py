@@ -1040,7 +1040,7 @@ def _exec_detached(eng: Engine, args: argparse.Namespace, env: list[str], exec_i
     """exec -d: a child in a session of its own starts the process and stays its parent, to
     reap it and write exec_die as docker's daemon does; we return once it has started (or
     with its error)."""
-    from pallet.engine.monitor import _become_subreaper
+    from pallet.engine.monitor import _become_subreaper, set_title
     from pallet.errors import PalletError
 
     r, w = os.pipe()
@@ -1051,6 +1051,9 @@ def _exec_detached(eng: Engine, args: argparse.Namespace, env: list[str], exec_i
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
+            os.closerange(3, w)  # the client's socket, the zygote's pipes: not ours to hold
+            os.closerange(w + 1, 1 << 16)
+            set_title(f"pallet-exec-wait {exec_id[:12]} {args.container}")
             _become_subreaper()
             try:
                 pid = eng.exec(args.container, args.command, stdio=(0, 1, 2), env=env,

@@ -332,6 +332,8 @@ class Engine:
                       "log_max_files": req.log_max_files,
                       "mounts": [asdict(m) for m in opts.mounts],
                       "host_config": _host_config(opts, req)}
+            if uses_embedded_dns(network):
+                config["embedded_dns"] = True
             if idmap:
                 config["rootfs_idmap"] = idmap
             if image_volumes:
@@ -504,8 +506,14 @@ class Engine:
         else:
             hosts += "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts)
             hosts += f"127.0.1.1\t{hostname}\n" if network == "none" else ""
-        resolv = container_resolv_conf(_host_resolv_conf(network == "host"), req.dns,
-                                       req.dns_search, req.dns_options)
+        if uses_embedded_dns(network):
+            from pallet.engine import dns
+
+            resolv = dns.resolv_conf(_host_resolv_conf(True), req.dns, req.dns_search,
+                                     req.dns_options)
+        else:
+            resolv = container_resolv_conf(_host_resolv_conf(network == "host"), req.dns,
+                                           req.dns_search, req.dns_options)
         files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
         user_dests = {m.destination for m in opts.mounts}
         for name, text in files.items():
@@ -925,6 +933,8 @@ class Engine:
                     changed.add(a.network)
         for net in sorted(changed):
             _refresh_hosts(self, nets, net)
+        if changed:
+            _sync_dns(self)
 
     def top(self, ref: str, ps_args: list[str] | None = None
             ) -> tuple[list[str], list[list[str]]]:
@@ -1330,6 +1340,7 @@ class Engine:
             raise
         if live:
             _refresh_hosts(self, nets, net.name)
+            _sync_dns(self, start=bool(rec.config.get("embedded_dns")))
         return rec
 
     def disconnect(self, ref: str, network: str, force: bool = False) -> ContainerRecord:
@@ -1359,6 +1370,7 @@ class Engine:
         rest = [n for n in joined if n is not mine[0]]
         rec = self.store.update_container(rec.id, config={**rec.config, "networks": rest})
         _refresh_hosts(self, nets, name, also=(rec.id,))
+        _sync_dns(self)
         return rec
 
     def container_size(self, ref: str) -> tuple[int, int]:
@@ -1680,6 +1692,15 @@ def parse_extra_host(spec: str) -> tuple[str, str]:
     return host, ip
 
 
+def uses_embedded_dns(network: str) -> bool:
+    """docker's rule: containers on a user-defined network resolve at 127.0.0.11 (see
+    pallet/engine/dns.py); on the default bridge, host and none, with the host's servers."""
+    from pallet.engine.network import DEFAULT_NETWORK
+
+    return network not in NETWORK_MODES and network != "" and \
+        not network.startswith("container:") and cni_network(network) != DEFAULT_NETWORK
+
+
 def cni_network(name: str) -> str:
     """The network record behind a name a user gives: bridge is pallet's default."""
     from pallet.engine.network import DEFAULT_NETWORK
@@ -1720,7 +1741,20 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any
         raise
     for n in joined:
         _refresh_hosts(engine, nets, cni_network(n["name"]))
+    _sync_dns(engine, start=bool(rec.config.get("embedded_dns")))
     return first
+
+
+def _sync_dns(engine: Engine, start: bool = False) -> None:
+    """Bring the embedded DNS server up to date with the attachments (START: start it if
+    none runs, for a container that resolves through it)."""
+    from pallet.engine import dns
+
+    try:
+        dns.sync(engine.root, engine.run_root, start=start)
+    except OSError as e:
+        if start:
+            raise SystemFailure(str(e)) from None
 
 
 def _relayed(mapping: dict[str, Any]) -> bool:
@@ -1794,6 +1828,7 @@ def _network_teardown(engine: Engine, rec: ContainerRecord, netns_path: str) -> 
     for n in container_networks(rec.config):
         with contextlib.suppress(PalletError, OSError):
             _refresh_hosts(engine, nets, cni_network(n["name"]))
+    _sync_dns(engine)
 
 
 # -- small pure helpers ----------------------------------------------------------------------

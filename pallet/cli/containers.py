@@ -622,30 +622,44 @@ def _healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 # -- run / create / start ------------------------------------------------------------------------
-def _check_cidfile(path: str) -> None:
-    from pallet.errors import InvalidArgument
+class _CidFile:
+    """docker's --cidfile: made (empty) before the container, so a bad path fails first;
+    the id written once the container exists; removed again if it never is."""
 
-    if path and os.path.exists(path):
-        raise InvalidArgument("Container ID file found, make sure the other container isn't "
-                              f"running or delete {path}")
+    def __init__(self, path: str):
+        from pallet.errors import InvalidArgument
 
+        self.path, self.fd = path, -1
+        if not path:
+            return
+        if os.path.lexists(path):
+            raise InvalidArgument("Container ID file found, make sure the other container "
+                                  f"isn't running or delete {path}")
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise InvalidArgument(f"failed to create the container ID file: {e}") from None
 
-def _write_cidfile(path: str, cid: str) -> None:
-    from pallet.errors import InvalidArgument
+    def __enter__(self) -> _CidFile:
+        return self
 
-    if not path:
-        return
-    try:
-        with open(path, "x") as f:
-            f.write(cid)
-    except OSError as e:
-        raise InvalidArgument(f"failed to write the container ID to the file: {e}") from None
+    def write(self, cid: str) -> None:
+        if self.fd >= 0:
+            os.write(self.fd, cid.encode())
+            os.close(self.fd)
+            self.fd = -1
+            self.path = ""
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:  # never written: the container was not created
+            os.close(self.fd)
+            os.unlink(self.path)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    _check_cidfile(args.cidfile)
-    rec = _engine(args).create(_request(args))
-    _write_cidfile(args.cidfile, rec.id)
+    with _CidFile(args.cidfile) as cidfile:
+        rec = _engine(args).create(_request(args))
+        cidfile.write(rec.id)
     print(rec.id)
     return 0
 
@@ -669,11 +683,10 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
     attach = _attach_streams(args.attach, args.detach)
     keys = parse_detach_keys(args.detach_keys)
-    _check_cidfile(args.cidfile)
     eng = _engine(args)
-    req = _request(args)
-    rec = eng.create(req)
-    _write_cidfile(args.cidfile, rec.id)
+    with _CidFile(args.cidfile) as cidfile:
+        rec = eng.create(_request(args))
+        cidfile.write(rec.id)
     return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
                          tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm,
                          attach=attach, detach_keys=keys)

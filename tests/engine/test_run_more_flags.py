@@ -39,6 +39,15 @@ def test_cidfile_gets_the_id_and_an_existing_one_is_refused(pallet, tmp_path):
     assert ("Container ID file found, make sure the other container isn't running or delete "
             f"{cidfile}") in again.stderr
     _nothing_left(pallet)
+    # As docker, the file is made before the container: a bad path fails first, and a
+    # create that fails takes its (empty) file away again.
+    bad = pallet("run", "--rm", *NONE, "--cidfile", str(tmp_path / "no" / "cid"), "busybox",
+                 "true")
+    assert bad.returncode == 125 and "failed to create the container ID file" in bad.stderr
+    fresh = tmp_path / "cid2"
+    gone = pallet("create", *NONE, "--cidfile", str(fresh), "no-such-image:1")
+    assert gone.returncode == 125 and not fresh.exists()
+    _nothing_left(pallet)
 
 
 def test_label_file_and_labels(pallet, tmp_path):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import random
 import socket
 import sys
 import time
@@ -321,6 +322,7 @@ class Server:
             if qn.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
                 v6 = qn.rdtype == dns.rdatatype.AAAA
                 found = [ip for ip in dict.fromkeys(ips) if (":" in ip) == v6]
+                random.shuffle(found)  # docker's: replicas of a service share the load
                 if found:  # else NODATA: the name is ours, of the other family only
                     r.answer.append(dns.rrset.from_text_list(
                         qn.name, TTL, "IN", dns.rdatatype.to_text(qn.rdtype), found))

@@ -502,14 +502,21 @@ class Server:
             for fd in fds:
                 poller.unregister(fd)
             for fd, _ in events:
-                kind = fds[fd]
-                if kind == "control":
-                    self.on_control()
-                elif kind == "upstream" and fd in self.pending:
-                    self.on_upstream(fd)
-                elif fd in self.by_fd:
-                    m = self.by_fd[fd]
-                    (self.on_udp if kind == "udp" else self.on_tcp)(m)
+                try:
+                    self.dispatch(fds[fd], fd)
+                except Exception:  # noqa: BLE001 - one bad event must not end every answer
+                    import traceback
+
+                    traceback.print_exc()  # to RUN_ROOT/dns.log
+
+    def dispatch(self, kind: str, fd: int) -> None:
+        if kind == "control":
+            self.on_control()
+        elif kind == "upstream" and fd in self.pending:
+            self.on_upstream(fd)
+        elif fd in self.by_fd:
+            m = self.by_fd[fd]
+            (self.on_udp if kind == "udp" else self.on_tcp)(m)
 
 
 class _suppress_oserror:  # contextlib costs an import in the engine's hot paths

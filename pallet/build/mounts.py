@@ -175,6 +175,9 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None) -> RunMount:
             raise InvalidArgument("invalid secret mount. one of source, target required")
         if m.get("source") and m.get("id"):
             raise InvalidArgument("both source and id can't be set")
+    if kind == "cache" and (m.get("from_") or m.get("source")):
+        raise InvalidArgument("a cache mount's from/source (a base for a new cache) is not "
+                              "supported by pallet build: a cache starts empty")
     if m.get("sharing") and kind != "cache":
         raise InvalidArgument(f"invalid cache sharing set for {kind} mount")
     if kind == "ssh":

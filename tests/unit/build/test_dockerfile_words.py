@@ -83,6 +83,8 @@ def test_a_dockerfile_parses_into_stages_with_its_meta_args():
     ("FROM busybox\nRUN --mount=type=tmpfs,target=/x,size=lots true\n",
      "invalid value for size: lots"),
     ("FROM busybox\nRUN --network=bridge true\n", 'unsupported network mode "bridge"'),
+    ("FROM busybox\nRUN --mount=type=cache,target=/c,from=base true\n",
+     "a cache mount's from/source .* is not supported"),
     ("FROM busybox\nCOPY a\n", "COPY requires at least two arguments"),
     ("FROM busybox\nSHELL /bin/bash -c\n", "SHELL requires the arguments to be in JSON form"),
     ("FROM a AS x\nFROM b AS x\n", "duplicate name x"),

@@ -584,9 +584,14 @@ class Builder:
 
         out: list[Mount] = []
         env: list[str] = []
+        locked: dict[str, str] = {}  # a locked cache mounted twice: one lock, or a deadlock
         for i, m in enumerate(mounts):
             if m.type == "cache":
-                path = stack.enter_context(self._caches().use(m))
+                path = locked.get(m.id) if m.sharing == "locked" else None
+                if path is None:
+                    path = stack.enter_context(self._caches().use(m))
+                if m.sharing == "locked":
+                    locked[m.id] = path
                 out.append(Mount(destination=m.target, source=path, readonly=m.readonly))
             elif m.type == "tmpfs":
                 opts = [f"size={m.size}"] if m.size else []
@@ -618,7 +623,7 @@ class Builder:
                   stack: contextlib.ExitStack) -> str:
         """A file of DATA under the build's private tmp dir, removed with STACK."""
         fd, path = tempfile.mkstemp(dir=self.tmp)
-        stack.callback(lambda: os.path.exists(path) and os.unlink(path))
+        stack.callback(_unlink, path)
         try:
             os.write(fd, data)
             os.fchown(fd, uid, gid)
@@ -655,14 +660,14 @@ class Builder:
         if not is_dir:
             shutil.copy2(path, os.path.join(tmp, "data"))
             return os.path.join(tmp, "data")
-        from pallet.image.snapshot import mount_overlay, umount
+        from pallet.image.snapshot import MNT_DETACH, mount_overlay, umount
 
         for d in ("upper", "work", "merged"):
             os.mkdir(os.path.join(tmp, d))
         merged = os.path.join(tmp, "merged")
         mount_overlay(merged, [f"lowerdir={path}", f"upperdir={tmp}/upper",
                                f"workdir={tmp}/work"], writable=True)
-        stack.callback(umount, merged, 2)  # MNT_DETACH: the RUN's container may still hold it
+        stack.callback(umount, merged, MNT_DETACH)  # lazily: a dying RUN may still hold it
         return merged
 
     def _caches(self) -> CacheMounts:
@@ -893,6 +898,11 @@ class Builder:
         finally:
             self.store.release_view(view)
             os.rmdir(view)
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
 
 def _shown(inst: dfparse.Instruction) -> str:
     """The instruction in its `Step N/M` line: a heredoc's first line, and as BuildKit

@@ -292,7 +292,7 @@ RUN --network=none ls /sys/class/net > /none-net
     _clean(pallet)
 
 
-def test_secrets_are_seen_by_the_run_and_never_kept(pallet, tmp_path, monkeypatch):
+def test_secrets_are_seen_by_the_run_and_never_kept(pallet, tmp_path):
     secret = "s3cr3t-value-4242"
     (tmp_path / "token.txt").write_text(secret)
     ctx = _context(tmp_path, """\

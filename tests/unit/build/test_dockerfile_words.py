@@ -137,3 +137,19 @@ def test_run_mounts_parse_with_buildkits_defaults():
     assert read("type=tmpfs,target=/t,size=1m").size == 1 << 20
     with pytest.raises(InvalidArgument, match='invalid mount target "/"'):
         read("type=cache", "/")
+
+
+def test_build_secrets_are_read_as_buildx_reads_them(tmp_path, monkeypatch):
+    from pallet.cli.build import _secrets
+
+    (tmp_path / "tok").write_text("from-file")
+    monkeypatch.setenv("BK_TOKEN", "from-env")
+    monkeypatch.chdir(tmp_path)
+    assert _secrets([f"id=a,src={tmp_path / 'tok'}", "id=b,env=BK_TOKEN", "id=BK_TOKEN",
+                     "id=tok", "src=tok", "id=c,type=env,source=BK_TOKEN"]) == {
+        "a": b"from-file", "b": b"from-env", "BK_TOKEN": b"from-env", "tok": b"from-file",
+        "c": b"from-env"}
+    with pytest.raises(InvalidArgument, match="unexpected key 'colour'"):
+        _secrets(["id=a,colour=red"])
+    with pytest.raises(InvalidArgument, match="environment variable NOPE_BK is not set"):
+        _secrets(["id=a,env=NOPE_BK"])

@@ -1751,6 +1751,7 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
             what.append("all anonymous volumes not used by at least one container")
         what.append("all images without at least one container associated to them"
                     if args.all else "all dangling images")
+        what.append("unused build cache")
         print("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what))
         print("Are you sure you want to continue? [y/N] ", end="", flush=True)
         answer = sys.stdin.readline().strip().lower()
@@ -1778,7 +1779,12 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
     lines, freed = eng.prune_images(all=args.all)
     if lines:
         print("Deleted Images:\n" + "\n".join(lines) + "\n")
-    print(f"Total reclaimed space: {_human_si(freed)}")
+    from pallet.build.cache_mounts import CacheMounts
+
+    caches, cache_bytes = CacheMounts(eng.root).prune()
+    if caches:
+        print("Deleted build cache objects:\n" + "\n".join(caches) + "\n")
+    print(f"Total reclaimed space: {_human_si(freed + cache_bytes)}")
     return 0
 
 

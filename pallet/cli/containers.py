@@ -52,7 +52,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--group-add", action="append", default=[], help="add additional groups to join")
     a("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
     a("--network", "--net", default="", help="connect a container to a network: bridge "
-      "(the default, pallet0 with NAT), none, host, or a network's name")
+      "(the default, pallet0 with NAT), none, host, a network's name, or container:NAME|ID "
+      "(share that container's network namespace)")
     a("-h", "--hostname", default="", help="container host name")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
@@ -122,8 +123,8 @@ def _host_args(p: argparse.ArgumentParser) -> None:
     a("--dns-option", "--dns-opt", action="append", default=[], help="set DNS options")
     a("--domainname", default="", help="container NIS domain name")
     a("--ulimit", action="append", default=[], help="ulimit options: NAME=SOFT[:HARD]")
-    a("--ipc", default="", help="IPC mode: private, shareable, host or container:NAME")
-    a("--pid", default="", help="PID namespace: host or container:NAME")
+    a("--ipc", default="", help="IPC mode: private, shareable, host or container:NAME|ID")
+    a("--pid", default="", help="PID namespace: host or container:NAME|ID")
     a("--uts", default="", help="UTS namespace: host")
     a("--cgroupns", default="", help="cgroup namespace: host or private")
     a("--userns", default="", help="user namespace: host (the only one pallet runs with)")

@@ -152,3 +152,19 @@ def test_default_bridge_and_none_keep_the_hosts_servers(pallet):
                      check=True).stdout
         assert "127.0.0.11" not in out and "nameserver" in out
     assert _dns_servers(pallet) == []
+
+
+def test_a_container_on_anothers_network_resolves_through_its_server(pallet, lab):
+    net = lab.network("--subnet", lab.v4[0])
+    pfx = lab.v4[0].rsplit(".", 1)[0]
+    pallet("run", "-d", "--name", "dn-x", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    pallet("run", "-d", "--name", "dn-y", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    out = pallet("run", "--rm", "--network", "container:dn-x", "busybox", "sh", "-c",
+                 "head -1 /etc/resolv.conf; nslookup dn-y")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("nameserver 127.0.0.11\n")
+    assert _addresses(out.stdout.partition("\n")[2]) == [f"{pfx}.3"]
+    pallet("rm", "-f", "dn-x", "dn-y", check=True)
+    assert _dns_servers(pallet) == [] and leftovers(pallet) == []

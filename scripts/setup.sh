@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(busybox-static libseccomp2 libseccomp-dev iptables iproute2 containernetworking-plugins
           docker-registry skopeo umoci runc crun runsc podman containerd procps apache2-utils debootstrap
           golang-go golang-github-docker-spdystream-dev  # Go: a real SPDY client in tests
+          dnsmasq-base  # a real upstream for the embedded DNS server's tests
           python3 python3-venv)
 
 missing=()

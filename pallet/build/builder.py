@@ -19,6 +19,7 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pallet.build import parse as dfparse
 from pallet.build.context import Source
-from pallet.build.shell_lex import env_map, process_word
+from pallet.build.mounts import RunMount, missing_paths, parse_mount, remove_stubs
+from pallet.build.shell_lex import env_map, process_heredoc, process_word
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
 if TYPE_CHECKING:
+    from pallet.build.cache_mounts import CacheMounts
     from pallet.engine.containers import Engine
     from pallet.image.store import Image
 
@@ -55,6 +58,8 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     platform: str | None = None
+    secrets: dict[str, bytes] = field(default_factory=dict)  # --secret id -> value
+    iidfile: str = ""                      # --iidfile: the image id written there
 
 
 @dataclass
@@ -141,6 +146,9 @@ class Builder:
         if image is None:
             raise BuildError("No image was generated. Is your Dockerfile empty?")
         image = self._finish(image)
+        if self.opts.iidfile:
+            with open(self.opts.iidfile, "w") as f:
+                f.write(image.id)
         if self.opts.quiet:
             self.out.write((image.id + "\n").encode())
             self.out.flush()
@@ -213,7 +221,7 @@ class Builder:
         for inst in self._triggers(st):
             self._dispatch(st, inst, meta)
         for inst in stage.instructions:
-            self._next(inst.original)
+            self._next(_shown(inst))
             self._dispatch(st, inst, meta)
         if final and self.opts.labels:
             labels = {**(st.config.get("Labels") or {}), **self.opts.labels}
@@ -443,7 +451,8 @@ class Builder:
         self._use(st, image, False) if history else setattr(st, "image", image)
 
     @contextlib.contextmanager
-    def _container(self, st: _Stage, argv: list[str], env: list[str]) -> Iterator[str]:
+    def _container(self, st: _Stage, argv: list[str], env: list[str],
+                   mounts: list[Any] | None = None, network: str = "") -> Iterator[str]:
         """A build container of the stage's image (created, not started), removed after."""
         from pallet.engine.containers import CreateRequest
         from pallet.engine.specgen import ContainerOptions
@@ -453,9 +462,10 @@ class Builder:
         assert st.image is not None
         cfg = st.config
         opts = ContainerOptions(command=argv, entrypoint=[""], env=env,
-                                workdir=cfg.get("WorkingDir") or "", user=cfg.get("User") or "")
+                                workdir=cfg.get("WorkingDir") or "", user=cfg.get("User") or "",
+                                mounts=list(mounts or []))
         req = CreateRequest(image=st.image.id, options=opts,
-                            network=NETWORKS[self.opts.network], pull="never")
+                            network=network or NETWORKS[self.opts.network], pull="never")
         rec = self.engine.create(req)
         try:
             yield rec.id
@@ -473,31 +483,197 @@ class Builder:
 
     # -- RUN -----------------------------------------------------------------------------
     def _run(self, st: _Stage, inst: dfparse.Instruction) -> None:
-        argv = list(inst.args) if inst.json else [*self._shell(st), inst.args[0]]
+        argv, pipes = self._run_argv(st, inst)
         env = env_map(st.config.get("Env"))
         args = sorted((k, v) for k, v in st.args.items() if v is not None and k not in env)
         created_by = " ".join(argv)
         if args:
             created_by = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args) + \
                 " " + created_by
-        key = self._key(st, "run", created_by, st.config)
-        hit = self._cached(key)
-        if hit is not None:
-            self._use(st, hit, True)
-            return
-        run_env = [*st.config.get("Env", []), *(f"{k}={v}" for k, v in args)]
-        with self._container(st, argv, run_env) as cid:
-            self.say(f" ---> Running in {cid[:12]}")
-            workdir = st.config.get("WorkingDir")
-            if workdir:
-                self._make_workdir(cid, workdir)
-            code = self._run_container(cid)
-            if code != 0:
-                raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: "
-                                 f"{code}")
-            image = self._commit_container(st, cid, created_by, key)
-            self.say(f"Removing intermediate container {cid[:12]}")
+        network = self._run_network(inst)
+        workdir = st.config.get("WorkingDir") or "/"
+        try:
+            mounts = [parse_mount(m, lambda w: self._word(st, w)).resolved(workdir)
+                      for m in inst.mounts]
+        except InvalidArgument as e:
+            raise inst.error(str(e)) from None
+        with contextlib.ExitStack() as stack:
+            binds = {i: self._bind_source(st, m, stack) for i, m in enumerate(mounts)
+                     if m.type == "bind"}
+            # BuildKit's cache key: the mounts' specs (not a cache's content or a secret's
+            # value), a bind's source content; a plain RUN keeps the classic builder's key.
+            extra: dict[str, Any] = {}
+            if mounts:
+                extra["mounts"] = [{**m.key(), **({"content": binds[i][2]} if i in binds
+                                                 else {})} for i, m in enumerate(mounts)]
+            if inst.heredocs:
+                extra["heredocs"] = [[h.name, h.text] for h in inst.heredocs]
+            if "network" in inst.flags:
+                extra["network"] = network
+            key = self._key(st, "run", created_by, st.config, *([extra] if extra else []))
+            hit = self._cached(key)
+            if hit is not None:
+                self._use(st, hit, True)
+                return
+            run_env = [*st.config.get("Env", []), *(f"{k}={v}" for k, v in args)]
+            specs, secret_env = self._run_mounts(mounts, binds, pipes, stack)
+            with self._container(st, argv, run_env + secret_env, specs, network) as cid:
+                self.say(f" ---> Running in {cid[:12]}")
+                rootfs = os.path.join(self.engine.ctr_dir(cid), "rootfs")
+                if workdir != "/":
+                    self._make_workdir(cid, workdir)
+                stubs = [p for m in specs for p in missing_paths(rootfs, m.destination)]
+                code = self._run_container(cid)
+                if code != 0:
+                    raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero "
+                                     f"code: {code}")
+                if stubs:  # the mount points the runtime made: not the RUN's changes
+                    with self.engine.rootfs(cid) as root:
+                        remove_stubs(root, stubs)
+                image = self._commit_container(st, cid, created_by, key)
+                self.say(f"Removing intermediate container {cid[:12]}")
         self._use(st, image, False)
+
+    def _run_argv(self, st: _Stage, inst: dfparse.Instruction) -> tuple[list[str],
+                                                                          dict[str, str]]:
+        """The RUN's command, as BuildKit makes it of heredocs: `RUN <<EOF` alone runs the
+        document with the shell (or, starting with #!, as a script at /dev/pipes/EOF);
+        otherwise the line and its documents go to the shell, which reads them as its own
+        here-documents (and expands them unless the delimiter is quoted). Also the
+        scripts to mount: {name: text}."""
+        if inst.json or not inst.heredocs:
+            return (list(inst.args) if inst.json else [*self._shell(st), inst.args[0]]), {}
+        if len(inst.heredocs) == 1 and dfparse.heredoc_word(inst.args[0].strip()) is not None:
+            doc = inst.heredocs[0]
+            if doc.text.startswith("#!"):
+                return [f"/dev/pipes/{doc.name}"], {doc.name: doc.text}
+            return [*self._shell(st), doc.text], {}
+        full = inst.args[0] + "".join(f"\n{h.content}{h.name}" for h in inst.heredocs)
+        return [*self._shell(st), full], {}
+
+    def _run_network(self, inst: dfparse.Instruction) -> str:
+        mode = inst.flags.get("network", "default")
+        if mode not in ("default", "none", "host"):
+            raise inst.error(f'unsupported network mode "{mode}"')
+        return NETWORKS[self.opts.network if mode == "default" else mode]
+
+    def _bind_source(self, st: _Stage, m: RunMount,
+                     stack: contextlib.ExitStack) -> tuple[Source, str, str]:
+        """A bind mount's source (the context, or a stage's or image's filesystem mounted
+        for the while), the path in it, and a digest of what is there (the cache key)."""
+        source = stack.enter_context(self._from_source(st, m.from_ and self._word(st, m.from_)))
+        try:
+            rel = source.resolve(m.source or "/")
+        except (NotFound, InvalidArgument) as e:
+            raise BuildError(f"failed to compute cache key for the mount {m.target}: {e}"
+                             ) from None
+        if len(rel) != 1:
+            raise BuildError(f"the mount source {m.source} names more than one path")
+        if source.label == "build context":
+            digest = source.digest(rel)
+        else:
+            digest = f"{source.image_id}:{rel[0]}"
+        return source, rel[0], digest
+
+    def _run_mounts(self, mounts: list[RunMount], binds: dict[int, tuple[Source, str, str]],
+                    pipes: dict[str, str], stack: contextlib.ExitStack
+                    ) -> tuple[list[Any], list[str]]:
+        """The RUN's mounts as the engine's (host sources ready, released by STACK) and
+        the environment its env= secrets add."""
+        from pallet.engine.specgen import Mount
+
+        out: list[Mount] = []
+        env: list[str] = []
+        locked: dict[str, str] = {}  # a locked cache mounted twice: one lock, or a deadlock
+        for i, m in enumerate(mounts):
+            if m.type == "cache":
+                path = locked.get(m.id) if m.sharing == "locked" else None
+                if path is None:
+                    path = stack.enter_context(self._caches().use(m))
+                if m.sharing == "locked":
+                    locked[m.id] = path
+                out.append(Mount(destination=m.target, source=path, readonly=m.readonly))
+            elif m.type == "tmpfs":
+                opts = [f"size={m.size}"] if m.size else []
+                out.append(Mount(destination=m.target, type="tmpfs",
+                                 options=["nosuid", "nodev", *opts]))
+            elif m.type == "bind":
+                source, rel, _ = binds[i]
+                path = self._bind_path(source, rel, m.readonly, stack)
+                out.append(Mount(destination=m.target, source=path, readonly=m.readonly))
+            elif m.type == "secret":
+                value = self.opts.secrets.get(m.id)
+                if value is None:
+                    if m.required:
+                        raise BuildError(f"secret {m.id}: not found: pass it with --secret "
+                                         f"id={m.id},src=FILE (or env=VAR)")
+                    continue  # not given, not required: the RUN sees no secret
+                if m.env:
+                    env.append(f"{m.env}={value.decode(errors='replace')}")
+                if m.target:
+                    path = self._tmp_file(value, 0o400 if m.mode is None else m.mode,
+                                          m.uid or 0, m.gid or 0, stack)
+                    out.append(Mount(destination=m.target, source=path, readonly=True))
+        for name, text in pipes.items():
+            path = self._tmp_file(text.encode(), 0o755, 0, 0, stack)
+            out.append(Mount(destination=f"/dev/pipes/{name}", source=path, readonly=True))
+        return out, env
+
+    def _tmp_file(self, data: bytes, mode: int, uid: int, gid: int,
+                  stack: contextlib.ExitStack) -> str:
+        """A file of DATA under the build's private tmp dir, removed with STACK."""
+        fd, path = tempfile.mkstemp(dir=self.tmp)
+        stack.callback(_unlink, path)
+        try:
+            os.write(fd, data)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        return path
+
+    def _bind_path(self, source: Source, rel: str, readonly: bool,
+                   stack: contextlib.ExitStack) -> str:
+        """The host path to bind for REL of SOURCE. The context is copied (less what
+        .dockerignore excludes; writes then go nowhere); a stage's or image's directory is
+        bound as it is read-only, under a throwaway overlay if rw, a file copied if rw."""
+        from pallet.build.rootfs_copy import Owner, RootfsWriter
+        from pallet.engine.users import open_in_rootfs
+
+        tmp = tempfile.mkdtemp(prefix="mnt-", dir=self.tmp)
+        stack.callback(shutil.rmtree, tmp, True)
+        if source.label == "build context":
+            with RootfsWriter(tmp, Owner()) as w:
+                w.copy(source, rel, "/data", contents=True)
+            return os.path.join(tmp, "data")
+        assert source.root is not None
+        fd = open_in_rootfs(source.root, rel or "/", os.O_PATH)
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        if path != source.root and not path.startswith(source.root.rstrip("/") + "/"):
+            raise BuildError(f"the mount source {rel} is not in the {source.label}")
+        if readonly:
+            return path
+        if not is_dir:
+            shutil.copy2(path, os.path.join(tmp, "data"))
+            return os.path.join(tmp, "data")
+        from pallet.image.snapshot import MNT_DETACH, mount_overlay, umount
+
+        for d in ("upper", "work", "merged"):
+            os.mkdir(os.path.join(tmp, d))
+        merged = os.path.join(tmp, "merged")
+        mount_overlay(merged, [f"lowerdir={path}", f"upperdir={tmp}/upper",
+                               f"workdir={tmp}/work"], writable=True)
+        stack.callback(umount, merged, MNT_DETACH)  # lazily: a dying RUN may still hold it
+        return merged
+
+    def _caches(self) -> CacheMounts:
+        from pallet.build.cache_mounts import CacheMounts
+
+        return CacheMounts(self.engine.root)
 
     def _make_workdir(self, cid: str, workdir: str) -> None:
         from pallet.build.rootfs_copy import Owner, RootfsWriter
@@ -576,8 +752,16 @@ class Builder:
         from pallet.build.rootfs_copy import RootfsWriter, extract_archive, open_archive
 
         cmd = inst.cmd
-        words = [self._word(st, a) for a in inst.args]
-        srcs, dest = words[:-1], words[-1]
+        docs = {h.name: h for h in inst.heredocs}
+        srcs: list[str] = []
+        inline: list[dfparse.Heredoc] = []
+        for a in inst.args[:-1]:
+            word = dfparse.heredoc_word(a) if docs else None
+            if word is not None and word[0] in docs:
+                inline.append(docs[word[0]])  # COPY <<EOF /dest: a file of the document
+            else:
+                srcs.append(self._word(st, a))
+        dest = self._word(st, inst.args[-1])
         if cmd == "ADD":
             for s in srcs:
                 if s.startswith(("http://", "https://", "git@")):
@@ -593,18 +777,23 @@ class Builder:
                 chmod = int(inst.flags["chmod"], 8)
             except ValueError:
                 raise BuildError(f"invalid chmod parameter: {inst.flags['chmod']}") from None
-        with self._source(st, inst) as source:
+        with self._source(st, inst) as source, self._heredoc_files(st, inline) as docsrc:
             try:
-                rels = [r for s in srcs for r in source.resolve(s)]
+                items = [(source, r) for s in srcs for r in source.resolve(s)]
             except NotFound as e:
                 raise BuildError(f"{cmd} failed: {e}") from None
             except InvalidArgument as e:
                 raise BuildError(f"{cmd} failed: {e}") from None
-            if len(rels) > 1 and not dest_dir:
+            items += [(docsrc, h.name) for h in inline]
+            if len(items) > 1 and not dest_dir:
                 raise BuildError(f"When using {cmd} with more than one source file, the "
                                  "destination must be a directory and end with a /")
-            digest = source.digest(rels)
-            kind = "multi" if len(rels) > 1 else ("dir" if source.is_dir(rels[0]) else "file")
+            digest = source.digest([r for src, r in items if src is source])
+            if inline:
+                digest = hashlib.sha256(
+                    (digest + docsrc.digest([h.name for h in inline])).encode()).hexdigest()
+            first, rel0 = items[0]
+            kind = "multi" if len(items) > 1 else ("dir" if first.is_dir(rel0) else "file")
             created_by = " ".join([*self._shell(st),
                                    f"#(nop) {cmd} {kind}:{digest} in {dest} "])
             key = self._key(st, cmd, created_by, inst.flags, target, dest_dir, st.config)
@@ -616,11 +805,12 @@ class Builder:
                 rootfs = os.path.join(self.engine.ctr_dir(cid), "rootfs")
                 owner = self._owner(rootfs, inst.flags.get("chown", ""), st)
                 with RootfsWriter(rootfs, owner, chmod) as w:
-                    for rel in rels:
-                        if source.is_dir(rel):
-                            w.copy(source, rel, target, contents=True)
+                    for src, rel in items:
+                        if src.is_dir(rel):
+                            w.copy(src, rel, target, contents=True)
                             continue
-                        tar = open_archive(source, rel) if cmd == "ADD" else None
+                        tar = open_archive(src, rel) if cmd == "ADD" and src is source \
+                            else None
                         if tar is not None:
                             tmp = tempfile.mkdtemp(dir=self.tmp)
                             extract_archive(tar, tmp)
@@ -629,10 +819,31 @@ class Builder:
                             continue
                         into = dest_dir or w.is_dir(target)
                         name = posixpath.basename(rel)
-                        w.copy(source, rel, posixpath.join(target, name) if into else target,
+                        w.copy(src, rel, posixpath.join(target, name) if into else target,
                                contents=False)
                 image = self._commit_container(st, cid, created_by, key)
         self._use(st, image, False)
+
+    @contextlib.contextmanager
+    def _heredoc_files(self, st: _Stage, docs: list[dfparse.Heredoc]) -> Iterator[Source]:
+        """COPY's heredocs as files (0644, named by their delimiter) in a temp dir; an
+        unquoted delimiter's document has its variables substituted (BuildKit's)."""
+        tmp = tempfile.mkdtemp(prefix="heredoc-", dir=self.tmp)
+        try:
+            for h in docs:
+                if "/" in h.name or h.name in (".", ".."):
+                    raise BuildError(f"invalid heredoc name {h.name!r} for a file")
+                text = process_heredoc(h.text, self._vars(st)) if h.expand else h.text
+                fd = os.open(os.path.join(tmp, h.name), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | os.O_CLOEXEC, 0o644)
+                try:
+                    os.write(fd, text.encode())
+                    os.fchmod(fd, 0o644)
+                finally:
+                    os.close(fd)
+            yield Source(tmp, label="heredoc")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _owner(self, rootfs: str, chown: str, st: _Stage) -> Any:
         from pallet.build.rootfs_copy import Owner
@@ -650,13 +861,18 @@ class Builder:
 
     @contextlib.contextmanager
     def _source(self, st: _Stage, inst: dfparse.Instruction) -> Iterator[Source]:
-        """What a COPY copies from: the context, or --from's stage or image, mounted
-        read-only for the while."""
+        """What a COPY copies from: the context, or --from's stage or image."""
         ref = inst.flags.get("from", "")
+        with self._from_source(st, ref and self._word(st, ref)) as source:
+            yield source
+
+    @contextlib.contextmanager
+    def _from_source(self, st: _Stage, ref: str) -> Iterator[Source]:
+        """REF's files (a stage's name or index, or an image), mounted read-only for the
+        while; REF empty: the build context."""
         if not ref:
             yield Source.context(self.opts.context)
             return
-        ref = self._word(st, ref)
         image = None
         for stage, made in self.stages:
             if made is not None and (stage.name == ref.lower() or str(stage.index) == ref):
@@ -673,15 +889,32 @@ class Builder:
             else f"image {ref}"
         view = tempfile.mkdtemp(prefix="view-", dir=self.tmp)
         if not image.layers:
-            yield Source(view, label=label)
+            yield Source(view, label=label, image_id=image.id)
             return
         chain = self.store.ready_chain(image.id)
         self.store.prepare_view(chain, view)
         try:
-            yield Source(view, label=label)
+            yield Source(view, label=label, image_id=image.id)
         finally:
             self.store.release_view(view)
             os.rmdir(view)
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _shown(inst: dfparse.Instruction) -> str:
+    """The instruction in its `Step N/M` line: a heredoc's first line, and as BuildKit
+    names a RUN of one document, its first line in parentheses (`RUN <<EOF (apk add...)`)."""
+    if not inst.heredocs:
+        return inst.original
+    line = inst.original.split("\n", 1)[0]
+    if inst.cmd == "RUN" and len(inst.heredocs) == 1 and \
+            dfparse.heredoc_word(inst.args[0].strip()) is not None:
+        doc = inst.heredocs[0].text.strip().split("\n")
+        line += f" ({doc[0]}{'...' if len(doc) > 1 else ''})"
+    return line
 
 
 def _healthcheck(inst: dfparse.Instruction, shell: list[str]) -> dict[str, Any]:

@@ -34,13 +34,14 @@ class Entry:
 
 class Source:
     """A tree to copy from: ROOT (None: a build without a context), IGNORE its
-    .dockerignore patterns; LABEL names it in errors."""
+    .dockerignore patterns; LABEL names it in errors; IMAGE_ID: the image it is a view of."""
 
     def __init__(self, root: str | None, ignore: list[dockerignore.Pattern] | None = None,
-                 label: str = "build context"):
+                 label: str = "build context", image_id: str = ""):
         self.root = root
         self.ignore = ignore or []
         self.label = label
+        self.image_id = image_id  # a stage's or image's files: that image
 
     @classmethod
     def context(cls, root: str | None) -> Source:

@@ -1,6 +1,8 @@
-"""A Dockerfile as stages of instructions, checked as docker's classic builder checks
-them before it runs anything: known instructions, their flags and argument counts, an
-instruction before the first FROM (only ARG may be), a stage name given twice.
+"""A Dockerfile as stages of instructions, checked before anything runs: known
+instructions, their flags (the classic builder's and BuildKit's common ones: RUN --mount
+and --network, COPY/ADD --link) and argument counts, an instruction before the first FROM
+(only ARG may be), a stage name given twice; heredocs (`RUN <<EOF`, `COPY <<EOF /f`) with
+their delimiter's quoting (expand or not) and `<<-` (strip leading tabs).
 
 The lines themselves (continuations, comments, the `# escape=` directive, JSON forms)
 are split by the official Go parser, through the `dockerfile` package. Pure.
@@ -10,17 +12,38 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from pallet.errors import InvalidArgument
 
 INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY",
                 "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
                 "HEALTHCHECK", "SHELL")
-# The flags each instruction takes in the classic builder; BuildKit's (RUN --mount,
-# COPY --link...) are refused as docker's classic builder refuses them.
-_FLAGS = {"FROM": ("platform",), "COPY": ("from", "chown", "chmod"), "ADD": ("chown", "chmod"),
+# The flags each instruction takes: the classic builder's and BuildKit's common ones
+# (RUN --mount, repeatable, and --network; COPY/ADD --link). The others (RUN --security,
+# COPY --parents/--exclude, ADD --checksum...) are refused with docker's `Unknown flag`.
+_FLAGS = {"FROM": ("platform",), "COPY": ("from", "chown", "chmod", "link"),
+          "ADD": ("chown", "chmod", "link"), "RUN": ("mount", "network"),
           "HEALTHCHECK": ("interval", "timeout", "start-period", "start-interval", "retries")}
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+# A heredoc word as BuildKit's parser finds it: [fd]<<[-]DELIMITER.
+HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+
+
+@dataclass(frozen=True)
+class Heredoc:
+    """An inline document: NAME its delimiter (unquoted), CONTENT the lines up to it.
+    EXPAND: the delimiter was not quoted (COPY substitutes variables in it); CHOMP: `<<-`
+    (leading tabs are stripped)."""
+
+    name: str
+    content: str
+    expand: bool = True
+    chomp: bool = False
+
+    @property
+    def text(self) -> str:
+        return re.sub(r"(?m)^\t+", "", self.content) if self.chomp else self.content
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,8 @@ class Instruction:
     line: int
     flags: dict[str, str] = field(default_factory=dict)
     trigger: Instruction | None = None  # ONBUILD's instruction
+    mounts: tuple[str, ...] = ()  # RUN --mount specs, as written (expanded when run)
+    heredocs: tuple[Heredoc, ...] = ()
 
     def error(self, message: str) -> InvalidArgument:
         return InvalidArgument(f"Dockerfile parse error line {self.line}: {message}")
@@ -116,7 +141,7 @@ def parse_instruction(line: str, where: int = 0) -> Instruction:
         raise InvalidArgument(f"invalid ONBUILD trigger {line!r}")
     inst = _instruction(commands[0])
     return Instruction(inst.cmd, inst.args, inst.json, inst.original, where or inst.line,
-                       inst.flags, inst.trigger)
+                       inst.flags, inst.trigger, inst.mounts, inst.heredocs)
 
 
 def _instruction(c: object, sub: bool = False) -> Instruction:
@@ -126,10 +151,6 @@ def _instruction(c: object, sub: bool = False) -> Instruction:
     if cmd not in INSTRUCTIONS:
         raise InvalidArgument(f"Dockerfile parse error line {line}: unknown instruction: "
                               f"{cmd}")
-    if getattr(c, "heredocs", ()):
-        raise InvalidArgument(f"Dockerfile parse error line {line}: heredocs are a BuildKit "
-                              "feature: pallet build (docker's classic builder) does not "
-                              "support them")
     args = tuple(str(v) for v in c.value)
     if cmd == "ONBUILD" and not sub:
         if not c.sub_cmd:
@@ -141,23 +162,95 @@ def _instruction(c: object, sub: bool = False) -> Instruction:
                                   "allowed as an ONBUILD trigger")
         text = original.split(None, 1)[1] if " " in original.strip() else ""
         trigger = Instruction(trigger.cmd, trigger.args, trigger.json, text, line,
-                              trigger.flags)
+                              trigger.flags, None, trigger.mounts, trigger.heredocs)
         return Instruction(cmd, args, False, original, line, {}, trigger)
-    inst = Instruction(cmd, args, bool(c.json), original, line,
-                       _flags(cmd, tuple(c.flags), line))
+    flags, mounts = _flags(cmd, tuple(c.flags), line)
+    docs = tuple(getattr(c, "heredocs", ()) or ())
+    heredocs = _heredocs(cmd, args, docs) if docs else ()
+    inst = Instruction(cmd, args, bool(c.json), original, line, flags, None, mounts, heredocs)
     _check_args(inst)
+    if flags.get("network", "default") not in ("default", "none", "host"):
+        raise inst.error(f'unsupported network mode "{flags["network"]}"')
+    if mounts:
+        from pallet.build.mounts import parse_mount
+
+        for spec in mounts:  # what can be checked before variables are known
+            try:
+                parse_mount(spec, None)
+            except InvalidArgument as e:
+                raise inst.error(str(e)) from None
     return inst
 
 
-def _flags(cmd: str, words: tuple[str, ...], line: int) -> dict[str, str]:
+def _flags(cmd: str, words: tuple[str, ...], line: int) -> tuple[dict[str, str],
+                                                                 tuple[str, ...]]:
     allowed = _FLAGS.get(cmd, ())
-    out = {}
+    out: dict[str, str] = {}
+    mounts: list[str] = []
     for w in words:
         name, _, value = w[2:].partition("=")
         if name not in allowed:
             raise InvalidArgument(f"Dockerfile parse error line {line}: Unknown flag: {name}")
-        out[name] = value
-    return out
+        if name == "mount":
+            mounts.append(value)
+        else:
+            out[name] = value
+    return out, tuple(mounts)
+
+
+def heredoc_word(word: str) -> tuple[str, bool, bool] | None:
+    """WORD's heredoc (delimiter, expand, chomp) if it is one (`<<EOF`, `<<-"EOF"`)."""
+    m = HEREDOC_WORD.match(word)
+    if not m or not m.group(3):
+        return None
+    rest = m.group(3)
+    if len(_shell_words(rest)) != 1:
+        return None  # BuildKit: the delimiter is one word
+    name = re.sub(r"""\\(.)|['"]""", lambda x: x.group(1) or "", rest)
+    # BuildKit: a delimiter with any part quoted means the content is taken as is.
+    expand = not re.search(r"""['"]""", rest)
+    return name, expand, m.group(2) == "-"
+
+
+def _shell_words(text: str) -> list[str]:
+    """TEXT split at blanks outside quotes, quotes kept: where heredoc words are found."""
+    words, cur, quote, i = [], "", "", 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and quote != "'":
+            cur += text[i:i + 2]
+            i += 2
+            continue
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            if cur:
+                words.append(cur)
+            cur = ""
+            i += 1
+            continue
+        cur += ch
+        i += 1
+    if cur:
+        words.append(cur)
+    return words
+
+
+def _heredocs(cmd: str, args: tuple[str, ...], docs: tuple[Any, ...]) -> tuple[Heredoc, ...]:
+    """The parser's heredocs with what its Python binding leaves out (quoting, `<<-`),
+    read again from the instruction's words."""
+    words = [w for a in args for w in _shell_words(a)] if cmd == "RUN" else list(args)
+    found = [h for h in map(heredoc_word, words) if h is not None]
+    out = []
+    for i, d in enumerate(docs):
+        name, content = str(d.name), str(d.content)
+        expand, chomp = True, False
+        if i < len(found) and found[i][0] == name:
+            expand, chomp = found[i][1], found[i][2]
+        out.append(Heredoc(name, content, expand, chomp))
+    return tuple(out)
 
 
 def _check_args(inst: Instruction) -> None:

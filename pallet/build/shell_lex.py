@@ -14,11 +14,12 @@ from pallet.errors import InvalidArgument
 
 
 class _Lexer:
-    def __init__(self, word: str, env: Mapping[str, str], escape: str):
+    def __init__(self, word: str, env: Mapping[str, str], escape: str, raw: bool = False):
         self.s = word
         self.i = 0
         self.env = env
         self.escape = escape
+        self.raw = raw  # a heredoc's text: quotes are text, only \$ \\ \` escape
 
     def peek(self) -> str:
         return self.s[self.i] if self.i < len(self.s) else ""
@@ -40,12 +41,17 @@ class _Lexer:
             if stop and ch == stop:
                 self.next()
                 return "".join(out)
-            if ch == "'":
+            if ch == "'" and not self.raw:
                 out.append(self.single_quoted())
-            elif ch == '"':
+            elif ch == '"' and not self.raw:
                 out.append(self.double_quoted())
             elif ch == "$":
                 out.append(self.dollar())
+            elif self.raw:
+                self.next()
+                if ch == "\\" and self.peek() in ("$", "\\", "`"):
+                    ch = self.next()
+                out.append(ch)
             else:
                 self.next()
                 if ch == self.escape:
@@ -125,6 +131,13 @@ class _Lexer:
 def process_word(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
     """WORD with its quotes and escapes removed and its variables substituted from ENV."""
     return _Lexer(word, env, escape).until()
+
+
+def process_heredoc(text: str, env: Mapping[str, str]) -> str:
+    """A heredoc's TEXT (its delimiter unquoted) with its variables substituted, as a
+    shell expands an unquoted here-document: quotes stay, `\\$`, `\\\\` and `\\``
+    escape, any other backslash is kept."""
+    return _Lexer(text, env, "\\", raw=True).until()
 
 
 def env_map(env: list[str] | None) -> dict[str, str]:

@@ -53,6 +53,7 @@ COMMANDS = {
     "import": "pallet.cli.filesystems",
     "history": "pallet.cli.history",
     "build": "pallet.cli.build",
+    "builder": "pallet.cli.build",
     "network": "pallet.cli.networks",
     "events": "pallet.cli.events",
     "compose": "pallet.cli.compose",

@@ -2,7 +2,8 @@
 output. Parses and prints only: the work is pallet.build.builder's.
 
 A failing step exits 1 with docker's one line (`The command '/bin/sh -c false' returned a
-non-zero code: 1`); bad usage 125.
+non-zero code: 1`); bad usage 125. `builder prune` removes RUN --mount=type=cache's
+directories (docker's `builder prune`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,19 @@ if TYPE_CHECKING:
 
 
 def add_parsers(sub: Any) -> None:
-    """The top-level `build`."""
+    """The top-level `build`, and `builder` (`builder build`, `builder prune`)."""
+    from pallet.cli.flags import add_bool_flag
+
     add_build_parser(sub)
+    b = sub.add_parser("builder", help="manage builds")
+    bsub = b.add_subparsers(dest="builder_cmd", metavar="COMMAND", required=True)
+    add_build_parser(bsub)
+    p = bsub.add_parser("prune", help="remove build cache (RUN --mount=type=cache "
+                        "directories)")
+    add_bool_flag(p, "-f", "--force", help="do not prompt for confirmation")
+    add_bool_flag(p, "-a", "--all", help="remove all unused build cache (the same: every "
+                  "cache mount no build is using)")
+    p.set_defaults(func=cmd_builder_prune)
 
 
 def add_build_parser(sub: Any) -> None:
@@ -47,6 +59,12 @@ def add_build_parser(sub: Any) -> None:
     add_bool_flag(p, "--rm", default=True, help="remove intermediate containers after a "
                   "successful build (always)")
     add_bool_flag(p, "--force-rm", help="always remove intermediate containers (always)")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|env=VAR]",
+                   help="a secret RUN --mount=type=secret can use (never in the image)")
+    p.add_argument("--iidfile", default="", metavar="FILE",
+                   help="write the image ID to the file")
+    p.add_argument("-o", "--output", action="append", default=[],
+                   help="not supported: the result is an image in pallet's store")
     p.add_argument("context", metavar="PATH|-")
     p.set_defaults(func=cmd_build)
 
@@ -78,12 +96,62 @@ def _dockerfile(args: argparse.Namespace) -> tuple[str, str | None]:
         raise InvalidArgument(f"cannot read Dockerfile {path}: {e.strerror}") from None
 
 
+def _secrets(specs: list[str]) -> dict[str, bytes]:
+    """--secret id=ID,src=FILE | id=ID,env=VAR | id=ID (the variable ID, else the file ID),
+    as buildx reads them."""
+    from pallet.errors import InvalidArgument
+
+    out = {}
+    for spec in specs:
+        fields = dict(f.partition("=")[::2] for f in spec.split(",") if f)
+        unknown = set(fields) - {"id", "src", "source", "env", "type"}
+        if unknown:
+            raise InvalidArgument(f"invalid secret {spec!r}: unexpected key "
+                                  f"'{sorted(unknown)[0]}'")
+        sid = fields.get("id", "")
+        src = fields.get("src") or fields.get("source") or ""
+        env = fields.get("env", "")
+        kind = fields.get("type", "")
+        if kind not in ("", "file", "env"):
+            raise InvalidArgument(f"invalid secret {spec!r}: unsupported secret type {kind!r}")
+        if not sid:
+            sid = os.path.basename(src) if src else env
+        if not sid:
+            raise InvalidArgument(f"invalid secret {spec!r}: id is required")
+        if kind == "env" and not env:
+            env = src or sid
+            src = ""
+        if not src and not env:
+            if sid in os.environ and kind != "file":
+                env = sid
+            else:
+                src = sid
+        if env:
+            if env not in os.environ:
+                raise InvalidArgument(f"secret {sid}: environment variable {env} is not set")
+            out[sid] = os.environ[env].encode()
+            continue
+        try:
+            with open(src, "rb") as f:
+                out[sid] = f.read()
+        except OSError as e:
+            raise InvalidArgument(f"failed to read secret {sid} from {src}: {e.strerror}"
+                                  ) from None
+    return out
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from pallet.build.builder import Builder, BuildError, BuildOptions
     from pallet.engine.containers import DEFAULT_ROOT, Engine
     from pallet.errors import PalletError
 
+    if args.output:
+        print(f"Error: -o/--output {args.output[0]} is not supported: pallet build has no "
+              "exporters (no local, tar or registry output); the result is an image in "
+              "pallet's store: use `pallet save` or `pallet push`", file=sys.stderr)
+        return 125
     try:
+        secrets = _secrets(args.secret)
         text, context = _dockerfile(args)
         build_args = {}
         for a in args.build_arg:
@@ -96,7 +164,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         opts = BuildOptions(dockerfile=text, context=context, tags=args.tag,
                             build_args=build_args, target=args.target,
                             no_cache=args.no_cache, pull=args.pull, quiet=args.quiet,
-                            labels=labels, network=args.network, platform=args.platform)
+                            labels=labels, network=args.network, platform=args.platform,
+                            secrets=secrets, iidfile=args.iidfile)
         Builder(Engine(args.root or DEFAULT_ROOT), opts, sys.stdout.buffer).build()
     except BuildError as e:
         sys.stdout.flush()
@@ -106,4 +175,21 @@ def cmd_build(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         print(f"Error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_builder_prune(args: argparse.Namespace) -> int:
+    from pallet.build.cache_mounts import CacheMounts
+    from pallet.cli.containers import _human_si
+    from pallet.engine.containers import DEFAULT_ROOT
+
+    if not args.force:
+        print("WARNING! This will remove all dangling build cache. Are you sure you want to "
+              "continue? [y/N] ", end="", flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    removed, freed = CacheMounts(args.root or DEFAULT_ROOT).prune()
+    if removed:
+        print("Deleted build cache objects:\n" + "\n".join(removed) + "\n")
+    print(f"Total reclaimed space: {_human_si(freed)}")
     return 0

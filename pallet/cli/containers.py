@@ -52,7 +52,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--group-add", action="append", default=[], help="add additional groups to join")
     a("--entrypoint", default=None, help="overwrite the default ENTRYPOINT of the image")
     a("--network", "--net", default="", help="connect a container to a network: bridge "
-      "(the default, pallet0 with NAT), none, host, or a network's name")
+      "(the default, pallet0 with NAT), none, host, a network's name, or container:NAME|ID "
+      "(share that container's network namespace)")
     a("-h", "--hostname", default="", help="container host name")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
@@ -122,8 +123,8 @@ def _host_args(p: argparse.ArgumentParser) -> None:
     a("--dns-option", "--dns-opt", action="append", default=[], help="set DNS options")
     a("--domainname", default="", help="container NIS domain name")
     a("--ulimit", action="append", default=[], help="ulimit options: NAME=SOFT[:HARD]")
-    a("--ipc", default="", help="IPC mode: private, shareable, host or container:NAME")
-    a("--pid", default="", help="PID namespace: host or container:NAME")
+    a("--ipc", default="", help="IPC mode: private, shareable, host or container:NAME|ID")
+    a("--pid", default="", help="PID namespace: host or container:NAME|ID")
     a("--uts", default="", help="UTS namespace: host")
     a("--cgroupns", default="", help="cgroup namespace: host or private")
     a("--userns", default="", help="user namespace: host (the only one pallet runs with)")
@@ -622,30 +623,44 @@ def _healthcheck(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 # -- run / create / start ------------------------------------------------------------------------
-def _check_cidfile(path: str) -> None:
-    from pallet.errors import InvalidArgument
+class _CidFile:
+    """docker's --cidfile: made (empty) before the container, so a bad path fails first;
+    the id written once the container exists; removed again if it never is."""
 
-    if path and os.path.exists(path):
-        raise InvalidArgument("Container ID file found, make sure the other container isn't "
-                              f"running or delete {path}")
+    def __init__(self, path: str):
+        from pallet.errors import InvalidArgument
 
+        self.path, self.fd = path, -1
+        if not path:
+            return
+        if os.path.lexists(path):
+            raise InvalidArgument("Container ID file found, make sure the other container "
+                                  f"isn't running or delete {path}")
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise InvalidArgument(f"failed to create the container ID file: {e}") from None
 
-def _write_cidfile(path: str, cid: str) -> None:
-    from pallet.errors import InvalidArgument
+    def __enter__(self) -> _CidFile:
+        return self
 
-    if not path:
-        return
-    try:
-        with open(path, "x") as f:
-            f.write(cid)
-    except OSError as e:
-        raise InvalidArgument(f"failed to write the container ID to the file: {e}") from None
+    def write(self, cid: str) -> None:
+        if self.fd >= 0:
+            os.write(self.fd, cid.encode())
+            os.close(self.fd)
+            self.fd = -1
+            self.path = ""
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:  # never written: the container was not created
+            os.close(self.fd)
+            os.unlink(self.path)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    _check_cidfile(args.cidfile)
-    rec = _engine(args).create(_request(args))
-    _write_cidfile(args.cidfile, rec.id)
+    with _CidFile(args.cidfile) as cidfile:
+        rec = _engine(args).create(_request(args))
+        cidfile.write(rec.id)
     print(rec.id)
     return 0
 
@@ -669,11 +684,10 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
     attach = _attach_streams(args.attach, args.detach)
     keys = parse_detach_keys(args.detach_keys)
-    _check_cidfile(args.cidfile)
     eng = _engine(args)
-    req = _request(args)
-    rec = eng.create(req)
-    _write_cidfile(args.cidfile, rec.id)
+    with _CidFile(args.cidfile) as cidfile:
+        rec = eng.create(_request(args))
+        cidfile.write(rec.id)
     return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
                          tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm,
                          attach=attach, detach_keys=keys)
@@ -998,35 +1012,86 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     from pallet.engine.containers import ContainerStartError
     from pallet.engine.monitor import _become_subreaper
-    from pallet.errors import FailedPrecondition, NotFound, PalletError
+    from pallet.engine.store import new_id
+    from pallet.errors import PalletError
 
     keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     env = _env(args.env, args.env_file)
+    exec_id = new_id()
+    if args.detach:
+        return _exec_detached(eng, args, env, exec_id)
     _become_subreaper()
     try:
-        if args.tty and not args.detach:
-            return _exec_tty(eng, args, env, keys)
+        if args.tty:
+            return _exec_tty(eng, args, env, keys, exec_id)
         devnull = os.open(os.devnull, os.O_RDWR)
-        stdio = (devnull, devnull, devnull) if args.detach else \
-            (0 if args.interactive else devnull, 1, 2)
+        stdio = (0 if args.interactive else devnull, 1, 2)
         pid = eng.exec(args.container, args.command, stdio=stdio, env=env,
-                       workdir=args.workdir, user=args.user)
+                       workdir=args.workdir, user=args.user, exec_id=exec_id)
         os.close(devnull)
-        if args.detach:
-            return 0
         from pallet.oci.create import wait_exit
 
-        return wait_exit(pid)
-    except ContainerStartError as e:
-        return _fail(str(e), e.exit_code)
-    except (FailedPrecondition, NotFound) as e:  # not running, paused, no such container
-        return _fail(str(e), 1)
-    except PalletError as e:
-        return _fail(str(e), 126)
+        code = wait_exit(pid)
+        eng.exec_died(args.container, exec_id, code)
+        return code
+    except (ContainerStartError, PalletError) as e:
+        return _fail(str(e), _exec_error_code(e))
 
 
-def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes) -> int:
+def _exec_error_code(e: Exception) -> int:
+    """docker exec's exit code for an exec that did not start: the runtime's 126/127, 1 for a
+    container that is not running, paused or missing, else 126."""
+    from pallet.engine.containers import ContainerStartError
+    from pallet.errors import FailedPrecondition, NotFound
+
+    if isinstance(e, ContainerStartError):
+        return e.exit_code
+    return 1 if isinstance(e, (FailedPrecondition, NotFound)) else 126
+
+
+def _exec_detached(eng: Engine, args: argparse.Namespace, env: list[str], exec_id: str) -> int:
+    """exec -d: a child in a session of its own starts the process and stays its parent, to
+    reap it and write exec_die as docker's daemon does; we return once it has started (or
+    with its error)."""
+    from pallet.engine.monitor import _become_subreaper, set_title
+    from pallet.errors import PalletError
+
+    r, w = os.pipe()
+    if os.fork() == 0:  # pragma: no cover - the waiter (its effects are tested)
+        try:
+            os.close(r)
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.closerange(3, w)  # the client's socket, the zygote's pipes: not ours to hold
+            os.closerange(w + 1, 1 << 16)
+            set_title(f"pallet-exec-wait {exec_id[:12]} {args.container}")
+            _become_subreaper()
+            try:
+                pid = eng.exec(args.container, args.command, stdio=(0, 1, 2), env=env,
+                               workdir=args.workdir, user=args.user, exec_id=exec_id)
+            except PalletError as e:
+                os.write(w, f"{_exec_error_code(e)} {e}".encode())
+                os._exit(0)
+            os.close(w)
+            from pallet.oci.create import wait_exit
+
+            eng.exec_died(args.container, exec_id, wait_exit(pid))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        failed = f.read().decode()
+    if failed:
+        code, _, message = failed.partition(" ")
+        return _fail(message, int(code))
+    return 0
+
+
+def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes,
+              exec_id: str) -> int:
     import select
     import socket
     import tempfile
@@ -1039,7 +1104,7 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes
         lsock.bind(path)
         lsock.listen(1)
         pid = eng.exec(args.container, args.command, tty=True, console_socket=path, env=env,
-                       workdir=args.workdir, user=args.user)
+                       workdir=args.workdir, user=args.user, exec_id=exec_id)
         conn, _ = lsock.accept()
         _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
         conn.close()
@@ -1071,6 +1136,7 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes
                         if before:
                             os.write(master, before)
                         _keep_console(master)
+                        eng.exec_detached(args.container, exec_id)
                         return 0
                     prev = joined[len(joined) - len(keys) + 1:] if len(keys) > 1 else b""
                     os.write(master, data)
@@ -1090,7 +1156,9 @@ def _exec_tty(eng: Engine, args: argparse.Namespace, env: list[str], keys: bytes
         os.close(master)
     from pallet.oci.create import wait_exit
 
-    return wait_exit(pid)
+    code = wait_exit(pid)
+    eng.exec_died(args.container, exec_id, code)
+    return code
 
 
 def _keep_console(master: int) -> None:
@@ -1684,6 +1752,7 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
             what.append("all anonymous volumes not used by at least one container")
         what.append("all images without at least one container associated to them"
                     if args.all else "all dangling images")
+        what.append("unused build cache")
         print("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what))
         print("Are you sure you want to continue? [y/N] ", end="", flush=True)
         answer = sys.stdin.readline().strip().lower()
@@ -1711,7 +1780,12 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
     lines, freed = eng.prune_images(all=args.all)
     if lines:
         print("Deleted Images:\n" + "\n".join(lines) + "\n")
-    print(f"Total reclaimed space: {_human_si(freed)}")
+    from pallet.build.cache_mounts import CacheMounts
+
+    caches, cache_bytes = CacheMounts(eng.root).prune()
+    if caches:
+        print("Deleted build cache objects:\n" + "\n".join(caches) + "\n")
+    print(f"Total reclaimed space: {_human_si(freed + cache_bytes)}")
     return 0
 
 

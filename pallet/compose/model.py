@@ -32,6 +32,8 @@ DEPENDS_LABEL = "com.docker.compose.depends_on"
 VERSION_LABEL = "com.docker.compose.version"
 VERSION = "2.29.0"  # the docker compose whose labels and names pallet writes
 
+# network_mode: service:NAME / container:NAME|ID: share that one's network namespace
+SHARED_MODES = ("service:", "container:")
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 _PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
@@ -1143,13 +1145,19 @@ def _finish_service(project: Project, name: str, svc: dict[str, Any],
                          f"the service has {scale}")
     mode = svc.get("network_mode")
     if mode is not None:
-        if mode.startswith(("service:", "container:")):
-            raise _err(f"{base}.network_mode", f"{mode!r} is not supported by pallet (no "
-                                               "shared network namespaces): use networks:")
-        if mode not in ("none", "host", "bridge"):
+        shared = mode.partition(":")[2] if mode.startswith(SHARED_MODES) else ""
+        if mode not in ("none", "host", "bridge") and not shared:
             raise _err(f"{base}.network_mode", f"invalid network mode {_shown(mode)}")
         if "networks" in svc:
             raise _err(base, "network_mode and networks cannot be combined")
+        if shared and svc.get("ports"):
+            # docker's daemon refuses the container it would create; say so at load.
+            raise _err(f"{base}.ports", "conflicting options: port publishing and the "
+                                        "container type network mode")
+        if mode.startswith("service:"):
+            # compose: the service whose network it shares starts first (and restarts it).
+            svc.setdefault("depends_on", {}).setdefault(
+                shared, {"condition": "service_started", "required": True, "restart": True})
     elif "networks" not in svc:
         svc["networks"] = {"default": None}
     for key in IGNORED_KEYS:
@@ -1159,6 +1167,12 @@ def _finish_service(project: Project, name: str, svc: dict[str, Any],
 
 def _check_references(project: Project, name: str, svc: dict[str, Any]) -> None:
     base = f"services.{name}"
+    mode = svc.get("network_mode") or ""
+    if mode.startswith("service:"):
+        other = mode.partition(":")[2]
+        if other not in project.services:
+            raise _err(f"{base}.network_mode", f"service {_shown(other)} not found for "
+                                               f"network_mode 'service:{other}'")
     for net in svc.get("networks") or {}:
         if net != "default" and net not in project.networks:
             raise ComposeFileError(f"service {name!r} refers to undefined network {net}: "

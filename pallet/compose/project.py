@@ -282,6 +282,22 @@ def _remove_state_dir(state: str) -> None:
         os.rmdir(os.path.dirname(state))
 
 
+def shared_network(eng: Engine, project: Project, service: str) -> str:
+    """The engine's network mode for SERVICE's `network_mode: service:NAME`: the first
+    container of NAME (a running one if any), as docker compose; "" for other modes."""
+    mode = project.services[service].get("network_mode") or ""
+    if not mode.startswith("service:"):
+        return ""
+    other = mode.partition(":")[2]
+    recs = containers(eng, project.name, [other])
+    running = [r for r in recs if r.state in ("running", "paused", "restarting")]
+    if not recs:
+        raise FailedPrecondition(f"service {service!r} shares the network of service "
+                                 f"{other!r} (network_mode: {mode}), which has no container: "
+                                 f"start {other!r} first")
+    return "container:" + (running or recs)[0].id
+
+
 def host_paths(svc: dict[str, Any]) -> list[str]:
     """The bind sources of SVC that compose makes when missing."""
     return [v["source"] for v in svc.get("volumes") or []
@@ -445,6 +461,7 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
     have = {int(r.labels.get(NUMBER_LABEL) or 0): r for r in containers(eng, project.name,
                                                                         [service])}
     image_id = _image_id(eng, project.image(service))
+    shared = shared_network(eng, project, service)
     out = []
     for number, rec in sorted(have.items()):
         if number > svc["scale"]:
@@ -453,7 +470,9 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
         rec = have.get(number)
         # A new image under the service's name (rebuilt, pulled) recreates, as docker compose.
         changed = rec is not None and (rec.labels.get(HASH_LABEL) != digest or
-                                       (image_id is not None and rec.image_id != image_id))
+                                       (image_id is not None and rec.image_id != image_id) or
+                                       # network_mode: service:X and X was recreated
+                                       (bool(shared) and rec.config.get("network") != shared))
         if rec is not None and (force_recreate or changed) and not no_recreate:
             progress("Container", rec.name, "Recreate")
             _remove(eng, rec, svc.get("stop_grace_period", timeout), _quiet)
@@ -467,6 +486,7 @@ def _converge(eng: Engine, project: Project, service: str, undo: Rollback, *,
             files = file_mounts(project, service, state)
             write_file_mounts(files, state, undo)
             req = create_request(project, service, number, files=files)
+            req.network = shared or req.network
             progress("Container", req.name, "Creating")
             nets = service_networks(project, service)[1:]
             rec = create_container(eng, req, undo, nets, host_paths(svc))
@@ -632,6 +652,7 @@ def run_container(eng: Engine, project: Project, service: str, *,
                                           f"{secrets.token_hex(6)}",
                              auto_remove=auto_remove, publish=publish, tty=tty, stdin=stdin,
                              user=user, workdir=workdir, files=files)
+        req.network = shared_network(eng, project, service) or req.network
         return create_container(eng, req, undo, service_networks(project, service)[1:],
                                 host_paths(project.services[service]))
     except BaseException:

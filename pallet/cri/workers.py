@@ -16,9 +16,10 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from pallet.engine.containers import Engine, _start_error_code
+from pallet.engine.store import new_id
 from pallet.errors import PalletError
 
 POLL = 0.01  # s between waitpid polls when no pidfd can be had
@@ -110,12 +111,12 @@ def userns_holder(root: str, run_root: str, ndir: str, uid_mappings: list[list[i
 
 
 def _start_exec(eng: Engine, id: str, cmd: list[str], tty: bool,
-                stdio: tuple[int, int, int] | None, ctl: int) -> int:
+                stdio: tuple[int, int, int] | None, ctl: int, exec_id: str) -> int:
     from pallet.oci.create import _become_subreaper
 
     _become_subreaper()  # the exec'd process is reparented to us, and we reap it
     try:
-        return _start_exec_as_subreaper(eng, id, cmd, tty, stdio, ctl)
+        return _start_exec_as_subreaper(eng, id, cmd, tty, stdio, ctl, exec_id)
     except BaseException:
         # A failed exec may leave its process, already forked into the container's PID
         # namespace, exiting: reaped here, not left to the container's init (which may
@@ -136,16 +137,16 @@ def _reap_children(timeout: float) -> None:
 
 
 def _start_exec_as_subreaper(eng: Engine, id: str, cmd: list[str], tty: bool,
-                             stdio: tuple[int, int, int] | None, ctl: int) -> int:
+                             stdio: tuple[int, int, int] | None, ctl: int, exec_id: str) -> int:
     if not tty:
-        return eng.exec(id, cmd, stdio=stdio)
+        return eng.exec(id, cmd, stdio=stdio, exec_id=exec_id)
     with tempfile.TemporaryDirectory(prefix="pallet-exec-") as tmp:
         path = os.path.join(tmp, "console.sock")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lsock:
             lsock.bind(path)
             lsock.listen(1)
             lsock.settimeout(30)
-            pid = eng.exec(id, cmd, tty=True, console_socket=path)
+            pid = eng.exec(id, cmd, tty=True, console_socket=path, exec_id=exec_id)
             conn, _ = lsock.accept()
             with conn:
                 _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
@@ -203,18 +204,26 @@ def exec_process(root: str, run_root: str, id: str, cmd: list[str], tty: bool = 
     the pty master; wait and return its exit code."""
     fds = fds or []
     eng = Engine(root, run_root)
+    exec_id = new_id()
     try:
         pid = _start_exec(eng, id, cmd, tty, None if tty else (fds[0], fds[1], fds[2]),
-                          fds[0] if tty else -1)
+                          fds[0] if tty else -1, exec_id)
     finally:
         eng.close()
     for fd in fds:
         os.close(fd)  # only the exec'd process holds the session's streams now
     code = _wait(pid, timeout)
     if code is None:
-        _kill(pid)
-        raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
+        _timed_out(eng, id, exec_id, pid, cmd, timeout)
+    eng.exec_died(id, exec_id, code)
     return code
+
+
+def _timed_out(eng: Engine, id: str, exec_id: str, pid: int, cmd: list[str],
+               timeout: float) -> NoReturn:
+    _kill(pid)
+    eng.exec_died(id, exec_id, 128 + signal.SIGKILL)
+    raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
 
 
 def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float = 0,
@@ -225,8 +234,9 @@ def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float 
     r_err, w_err = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     eng = Engine(root, run_root)
+    exec_id = new_id()
     try:
-        pid = _start_exec(eng, id, cmd, False, (devnull, w_out, w_err), -1)
+        pid = _start_exec(eng, id, cmd, False, (devnull, w_out, w_err), -1, exec_id)
     except PalletError as e:
         for fd in (r_out, r_err):
             os.close(fd)
@@ -260,8 +270,7 @@ def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float 
             if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
                 break  # a background child keeps the pipe open: do not wait for it
             if code is None and deadline is not None and now >= deadline:
-                _kill(pid)
-                raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
+                _timed_out(eng, id, exec_id, pid, cmd, timeout)
             wait = [*open_fds] + ([pfd] if code is None and pfd >= 0 else [])
             left = None if deadline is None or code is not None else deadline - now
             if exited_at is not None:
@@ -287,13 +296,13 @@ def exec_sync(root: str, run_root: str, id: str, cmd: list[str], timeout: float 
             left = max(0.0, deadline - time.monotonic()) if deadline else 0
             code = _wait(pid, left)
             if code is None:
-                _kill(pid)
-                raise DeadlineExceeded(f"command {cmd!r} timed out after {timeout:g} s")
+                _timed_out(eng, id, exec_id, pid, cmd, timeout)
     finally:
         if pfd >= 0:
             os.close(pfd)
         for fd in (r_out, r_err):
             os.close(fd)
+    eng.exec_died(id, exec_id, code)
     return {"exit_code": code, "stdout": base64.b64encode(bytes(bufs[r_out])).decode(),
             "stderr": base64.b64encode(bytes(bufs[r_err])).decode()}
 

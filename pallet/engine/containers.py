@@ -5,6 +5,17 @@ State lives in the Store (one row per container) and in two directories: the
 container dir <root>/containers/ID (bundle config.json, rootfs mount, etc files,
 log, exit.json) and the run dir <run_root>/ID (attach socket, monitor.pid).
 Forking calls (start, exec, restart) must be made from a process without threads.
+
+Joining another container's namespaces (`--network/--ipc/--pid container:X`): a CLI
+container is not a pod member; its network namespace is a file in its own run dir, made
+at each start and released at each exit. So a joiner cannot hold a reference to X's
+namespace made once at create (X's next start makes a new one, and /proc/PID of an old
+process may name another's namespace after PID reuse). As docker does, X is resolved at
+every start of the joiner (and every restart its monitor makes): X must then run, and the
+joiner's spec names a symlink in its run dir (`join.network`...) that the start points at
+/proc/<X's pid>/ns/<kind>. The joiner owns no network resource (no CNI attachment, no
+/etc files: it bind-mounts X's), so removing X, as with docker, leaves nothing behind;
+the joiner keeps X's namespace while it runs and cannot start again.
 """
 
 from __future__ import annotations
@@ -47,6 +58,10 @@ DEFAULT_RUN_ROOT = "/run/pallet"
 LOG_MAX_SIZE = 10 << 20
 LOG_MAX_FILES = 3
 NETWORK_MODES = ("none", "host")
+CONTAINER_MODE = "container:"  # --network/--ipc/--pid container:NAME|ID
+# A joined namespace's kind in the OCI spec -> its name under /proc/PID/ns, and docker's
+# word for it in "cannot join ... of a non running container".
+JOIN_KINDS = {"network": ("net", "network"), "ipc": ("ipc", "IPC"), "pid": ("pid", "PID")}
 INIT_BINARIES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
                  "/usr/bin/docker-init")
 NAME_ANNOTATION = "io.pallet.container.name"
@@ -77,11 +92,11 @@ class CreateRequest:
     image: str
     options: ContainerOptions = field(default_factory=lambda: _options())
     name: str = ""
-    network: str = ""            # "" -> none until CNI networking lands; host|none|NAME
+    network: str = ""            # "" -> bridge; host|none|NAME|container:REF
     ports: list[str] = field(default_factory=list)      # -p specs
     expose: list[str] = field(default_factory=list)     # --expose PORT[-END][/PROTO]
     publish_all: bool = False    # -P: each exposed port (image's and --expose) on a free one
-    # --ipc/--pid/--uts/--cgroupns: kind -> "host" or "container:REF" (joined at create)
+    # --ipc/--pid/--uts/--cgroupns: kind -> "host" or "container:REF" (joined at each start)
     namespaces: dict[str, str] = field(default_factory=dict)
     ip: str = ""                 # --ip, --ip6: static addresses on the network
     ip6: str = ""
@@ -234,7 +249,12 @@ class Engine:
         if req.auto_remove and req.restart not in ("no", ""):
             raise InvalidArgument("conflicting options: cannot combine --restart and --rm")
         network = req.network or "bridge"  # docker's default: the pallet bridge network
-        if network not in NETWORK_MODES:
+        donor = None  # --network container:X: X's record
+        if network.startswith(CONTAINER_MODE):
+            check_shared_network(req)
+            donor = self.get(network[len(CONTAINER_MODE):])
+            network = CONTAINER_MODE + donor.id  # docker records X's id
+        elif network not in NETWORK_MODES:
             _network_available(network, self)
         ports = [parse_port(p) for p in req.ports]
         if ports and network in NETWORK_MODES:
@@ -300,12 +320,17 @@ class Engine:
             opts.rootfs = "rootfs"
             if req.cgroup_parent:
                 opts.cgroups_path = os.path.join(req.cgroup_parent, cid)
+            joins = {"network": donor.id} if donor else {}
             for kind, mode in req.namespaces.items():
-                opts.namespaces[kind] = self._namespace_of(kind, mode)
+                if mode.startswith(CONTAINER_MODE):
+                    joins[kind] = self.get(mode[len(CONTAINER_MODE):]).id
+                    opts.namespaces[kind] = self._join_path(cid, kind)
+                else:
+                    opts.namespaces[kind] = mode
             volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
             opts.mounts.extend(tmpfs)
-            self._network_options(opts, network, cid)
-            self._etc_files(opts, cdir, network, extra_hosts, req)
+            self._network_options(opts, network, cid, donor)
+            etc_dir = self._etc_files(opts, cdir, network, extra_hosts, req, donor)
             if opts.init and not opts.init_path:
                 opts.init_path = find_init()
             if opts.privileged:
@@ -322,6 +347,7 @@ class Engine:
                       "ips": static_ips, "aliases": list(req.aliases),
                       "exposed": [f"{port}/{proto}" for port, proto in exposed],
                       "publish_all": req.publish_all, "namespace_modes": dict(req.namespaces),
+                      "joins": joins, "etc_dir": etc_dir,
                       "cgroup_parent": req.cgroup_parent,
                       "extra_hosts": extra_hosts,
                       "tty": opts.tty, "stdin": opts.stdin, "volume_names": volume_names,
@@ -332,6 +358,8 @@ class Engine:
                       "log_max_files": req.log_max_files,
                       "mounts": [asdict(m) for m in opts.mounts],
                       "host_config": _host_config(opts, req)}
+            if uses_embedded_dns(network):
+                config["embedded_dns"] = True
             if idmap:
                 config["rootfs_idmap"] = idmap
             if image_volumes:
@@ -357,7 +385,7 @@ class Engine:
         if mode not in ("", "ro", "rw"):
             raise InvalidArgument(f"invalid mode for volumes-from: {mode}")
         other = self.get(ref)
-        own = self.ctr_dir(other.id) + os.sep
+        own = os.path.join(self.root, "containers") + os.sep  # its (or its donor's) /etc files
         out = []
         for m in other.config.get("mounts") or []:
             if m.get("type", "bind") != "bind" or m["source"].startswith(own):
@@ -373,17 +401,30 @@ class Engine:
                                       propagation=m.get("propagation") or ""))
         return out
 
-    def _namespace_of(self, kind: str, mode: str) -> str:
-        """"host", or for container:REF the namespace file of REF's running process (docker:
-        the other container must run; the path is fixed at create)."""
-        ref = mode.partition("container:")[2]
-        if not ref:
-            return mode
-        other = self.get(ref)
-        if other.state not in ("running", "paused") or not other.pid:
-            raise FailedPrecondition(f"cannot join {kind.upper()} of a non running container: "
-                                     f"{ref}")
-        return f"/proc/{other.pid}/ns/{kind}"
+    def _join_path(self, cid: str, kind: str) -> str:
+        """What the spec of container CID names as the KIND namespace it joins: a symlink
+        in its run dir, pointed at the other container's namespace at each start."""
+        return os.path.join(self.run_dir(cid), f"join.{kind}")
+
+    def link_joins(self, rec: ContainerRecord) -> None:
+        """Point REC's join.KIND symlinks at the namespaces of the containers it joins, as
+        they are now (docker resolves container:X at each start): each must run. Raises
+        ContainerStartError (125) with docker's words (a removed one: No such container)."""
+        for kind, other_id in (rec.config.get("joins") or {}).items():
+            proc, word = JOIN_KINDS[kind]
+            try:
+                other = self.get(other_id)
+            except NotFound:
+                raise ContainerStartError(f"No such container: {other_id}") from None
+            if other.state not in ("running", "paused") or not other.pid:
+                raise ContainerStartError(f"cannot join {word} of a non running container: "
+                                          f"{other.name}")
+            path = self._join_path(rec.id, kind)
+            tmp = f"{path}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.symlink(f"/proc/{other.pid}/ns/{proc}", tmp)
+            os.replace(tmp, path)
 
     def _image(self, ref: str, pull: str, platform: str | None) -> Any:
         if pull not in ("missing", "always", "never"):
@@ -478,7 +519,13 @@ class Engine:
                                      readonly=vs.readonly, propagation=vs.propagation))
         return names, anonymous
 
-    def _network_options(self, opts: ContainerOptions, network: str, cid: str) -> None:
+    def _network_options(self, opts: ContainerOptions, network: str, cid: str,
+                         donor: ContainerRecord | None) -> None:
+        if donor is not None:
+            # docker: the joiner takes X's hostname, in a UTS namespace of its own.
+            opts.namespaces["network"] = self._join_path(cid, "network")
+            opts.hostname = donor.config.get("hostname", "")
+            return
         if network == "host":
             opts.namespaces.setdefault("network", "host")
             if not opts.hostname:
@@ -492,10 +539,21 @@ class Engine:
             opts.namespaces["network"] = os.path.join(self.run_dir(cid), "netns")
 
     def _etc_files(self, opts: ContainerOptions, cdir: str, network: str,
-                   extra_hosts: list[tuple[str, str]], req: CreateRequest) -> None:
-        """hostname, hosts and resolv.conf of the container, bind-mounted over /etc."""
+                   extra_hosts: list[tuple[str, str]], req: CreateRequest,
+                   donor: ContainerRecord | None) -> str:
+        """hostname, hosts and resolv.conf of the container, bind-mounted over /etc; with
+        DONOR (--network container:X) X's own files, as docker. Returns their dir."""
         from pallet.engine.specgen import Mount
 
+        if donor is not None:
+            etc_dir = donor.config.get("etc_dir") or self.ctr_dir(donor.id)
+            user_dests = {m.destination for m in opts.mounts}
+            for name in ("hostname", "hosts", "resolv.conf"):
+                if f"/etc/{name}" not in user_dests:
+                    opts.mounts.append(Mount(destination=f"/etc/{name}",
+                                             source=os.path.join(etc_dir, name),
+                                             readonly=opts.read_only))
+            return etc_dir
         hostname = opts.hostname
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         if network == "host":
@@ -504,8 +562,14 @@ class Engine:
         else:
             hosts += "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts)
             hosts += f"127.0.1.1\t{hostname}\n" if network == "none" else ""
-        resolv = container_resolv_conf(_host_resolv_conf(network == "host"), req.dns,
-                                       req.dns_search, req.dns_options)
+        if uses_embedded_dns(network):
+            from pallet.engine import dns
+
+            resolv = dns.resolv_conf(_host_resolv_conf(True), req.dns, req.dns_search,
+                                     req.dns_options)
+        else:
+            resolv = container_resolv_conf(_host_resolv_conf(network == "host"), req.dns,
+                                           req.dns_search, req.dns_options)
         files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
         user_dests = {m.destination for m in opts.mounts}
         for name, text in files.items():
@@ -515,6 +579,7 @@ class Engine:
             if f"/etc/{name}" not in user_dests:
                 opts.mounts.append(Mount(destination=f"/etc/{name}", source=path,
                                          readonly=opts.read_only))
+        return cdir
 
     # -- lookups and state ---------------------------------------------------------------
     def get(self, ref: str) -> ContainerRecord:
@@ -578,6 +643,8 @@ class Engine:
             # Its monitor will relay a port from [::1] (pallet.engine.relay): the monitor
             # mother loads the relay for it.
             "relay": any(_relayed(m) for m in cfg.get("ports") or ()),
+            # It joins other containers' namespaces: each restart looks them up again.
+            "joins": bool(cfg.get("joins")),
             **self._health_config(rec),
         }
 
@@ -637,11 +704,19 @@ class Engine:
         self._mounted.discard(rec.id)
         shutil.rmtree(rdir, ignore_errors=True)
         os.makedirs(rdir, mode=0o700)
+        if rec.config.get("joins"):
+            try:
+                self.link_joins(rec)
+            except BaseException:
+                with contextlib.suppress(PalletError, OSError):
+                    self._release_mounts(rec, final=False)
+                shutil.rmtree(rdir, ignore_errors=True)
+                raise
         cfg = self._monitor_config(rec)
         cfg["stdin_once"] = stdin_once
         if console_size:
             cfg["console_size"] = list(console_size)
-        gated = rec.config.get("network") not in NETWORK_MODES
+        gated = has_own_network(rec.config)
         if gated:
             # The container joins its netns when it is created; the CNI plugins configure
             # that netns meanwhile, here (tens of ms each), and the monitor's helper holds
@@ -838,7 +913,7 @@ class Engine:
         and `rm -f` may both get here."""
         with contextlib.suppress(PalletError, OSError):
             self.handler(rec.runtime_handler).delete(rec.id, force=True)
-        if rec.config.get("network") not in NETWORK_MODES:
+        if has_own_network(rec.config):
             _network_teardown(self, rec, os.path.join(self.run_dir(rec.id), "netns"))
         cdir = self.ctr_dir(rec.id)
         self._release_mounts(rec, final=True)
@@ -861,7 +936,7 @@ class Engine:
     def release_after_exit(self, rec: ContainerRecord) -> None:
         with contextlib.suppress(PalletError, OSError):
             self.handler(rec.runtime_handler).delete(rec.id, force=True)
-        if rec.config.get("network") not in NETWORK_MODES:
+        if has_own_network(rec.config):
             _network_teardown(self, rec, os.path.join(self.run_dir(rec.id), "netns"))
         # Unmounted on exit like docker; start mounts it again.
         with contextlib.suppress(PalletError, OSError):
@@ -923,7 +998,7 @@ class Engine:
         name (and no longer by OLD) at once, as with docker's embedded DNS."""
         from pallet.engine.network import Networks
 
-        if (rec.config.get("network") or "none") in ("none", "host"):
+        if not has_own_network(rec.config):
             return
         nets = Networks(self.store, self.root)
         changed = set()
@@ -934,6 +1009,8 @@ class Engine:
                     changed.add(a.network)
         for net in sorted(changed):
             _refresh_hosts(self, nets, net)
+        if changed:
+            _sync_dns(self)
 
     def top(self, ref: str, ps_args: list[str] | None = None
             ) -> tuple[list[str], list[list[str]]]:
@@ -1000,9 +1077,11 @@ class Engine:
 
     def exec(self, ref: str, argv: list[str], *, tty: bool = False,
              stdio: tuple[int, int, int] | None = None, console_socket: str | None = None,
-             env: list[str] | None = None, workdir: str = "", user: str = "") -> int:
+             env: list[str] | None = None, workdir: str = "", user: str = "",
+             exec_id: str = "") -> int:
         """Start ARGV in the running container; return its host pid. The caller must be a
-        single-threaded subreaper (it reaps the process)."""
+        single-threaded subreaper (it reaps the process, then reports it with exec_died
+        under the same EXEC_ID, which docker's events name execID)."""
         if not argv:
             raise InvalidArgument("exec needs a command: pallet exec CONTAINER COMMAND [ARG...]")
         rec = self.get(ref)
@@ -1013,7 +1092,7 @@ class Engine:
             raise FailedPrecondition(f"container {rec.id} is not running")
         proc = self.exec_process(rec, argv, tty=tty, env=env, workdir=workdir, user=user)
         self.close()
-        exec_id = new_id()
+        exec_id = exec_id or new_id()
         shown = " ".join(argv)
         container_event(self.root, rec, f"exec_create: {shown}", execID=exec_id)
         try:
@@ -1023,6 +1102,19 @@ class Engine:
             raise ContainerStartError(str(e), _start_error_code(str(e), exec=True)) from None
         container_event(self.root, rec, f"exec_start: {shown}", execID=exec_id)
         return pid
+
+    def exec_died(self, ref: str, exec_id: str, code: int) -> None:
+        """docker's exec_die event for the exec EXEC_ID that ended with CODE (none if the
+        container is gone by then)."""
+        try:
+            rec = self.get(ref)
+        except NotFound:
+            return
+        container_event(self.root, rec, "exec_die", execID=exec_id, exitCode=code)
+
+    def exec_detached(self, ref: str, exec_id: str) -> None:
+        """docker's exec_detach event: `exec -it`'s client left with the detach keys."""
+        container_event(self.root, self.get(ref), "exec_detach", execID=exec_id)
 
     # -- copy --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -1196,9 +1288,10 @@ class Engine:
         return {
             "Id": rec.id, "Created": _rfc3339(rec.created_at), "Path": args[0] if args else "",
             "Args": args[1:], "State": state, "Image": rec.image_id,
-            "ResolvConfPath": os.path.join(cdir, "resolv.conf"),
-            "HostnamePath": os.path.join(cdir, "hostname"),
-            "HostsPath": os.path.join(cdir, "hosts"), "LogPath": rec.log_path,
+            "ResolvConfPath": os.path.join(cfg.get("etc_dir") or cdir, "resolv.conf"),
+            "HostnamePath": os.path.join(cfg.get("etc_dir") or cdir, "hostname"),
+            "HostsPath": os.path.join(cfg.get("etc_dir") or cdir, "hosts"),
+            "LogPath": rec.log_path,
             "Name": "/" + rec.name, "RestartCount": rec.restart_count,
             "Driver": "overlay", "Platform": "linux",
             "HostConfig": {
@@ -1257,6 +1350,9 @@ class Engine:
         if name in NETWORK_MODES:
             out["Networks"] = {name: empty}
             return out
+        if name.startswith(CONTAINER_MODE):
+            return out  # docker: no endpoint of its own, no networks
+
         from pallet.engine.network import Networks
 
         nets = Networks(self.store, self.root)
@@ -1288,6 +1384,10 @@ class Engine:
 
         rec = self.get(ref)
         mode = rec.config.get("network") or "none"
+        if mode.startswith(CONTAINER_MODE):
+            raise FailedPrecondition("container sharing network namespace with another "
+                                     "container or host cannot be connected to any other "
+                                     "network")
         if "host" in (mode, network):
             raise FailedPrecondition("container cannot be disconnected from host network or "
                                      "connected to host network")
@@ -1324,6 +1424,7 @@ class Engine:
             raise
         if live:
             _refresh_hosts(self, nets, net.name)
+            _sync_dns(self, start=bool(rec.config.get("embedded_dns")))
         return rec
 
     def disconnect(self, ref: str, network: str, force: bool = False) -> ContainerRecord:
@@ -1353,6 +1454,7 @@ class Engine:
         rest = [n for n in joined if n is not mine[0]]
         rec = self.store.update_container(rec.id, config={**rec.config, "networks": rest})
         _refresh_hosts(self, nets, name, also=(rec.id,))
+        _sync_dns(self)
         return rec
 
     def container_size(self, ref: str) -> tuple[int, int]:
@@ -1511,6 +1613,8 @@ def monitor_op(op: str, cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, A
         return monitor_finish(cfg, arg)
     if op == "started":
         return monitor_started(cfg, arg)
+    if op == "rejoin":
+        return monitor_rejoin(cfg)
     raise InvalidArgument(f"unknown monitor operation {op!r}")
 
 
@@ -1527,6 +1631,19 @@ def monitor_started(cfg: dict[str, Any], arg: dict[str, Any]) -> dict[str, Any]:
         container_event(cfg["root"], rec, "start")
     finally:
         store.close()
+    return {}
+
+
+def monitor_rejoin(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Before a monitor restarts a container that joins others' namespaces: look them up
+    again ({"error": why} if one no longer runs)."""
+    eng = Engine(cfg["root"], cfg["run_root"])
+    try:
+        eng.link_joins(eng.store.get_container(cfg["id"]))
+    except PalletError as e:
+        return {"error": str(e)}
+    finally:
+        eng.close()
     return {}
 
 
@@ -1647,6 +1764,40 @@ def _network_available(network: str, engine: Engine) -> None:
         raise NotFound(f"network {network} not found") from None
 
 
+def has_own_network(config: dict[str, Any]) -> bool:
+    """Whether a container (its record's config) has a network namespace of its own on CNI
+    networks: not host, none, or another container's (container:X)."""
+    mode = config.get("network") or "none"
+    return mode not in NETWORK_MODES and not mode.startswith(CONTAINER_MODE)
+
+
+def check_shared_network(req: CreateRequest) -> None:
+    """docker's refusals of what a container joining another's network (--network
+    container:X) cannot have of its own, in docker's order and words."""
+    if not req.network[len(CONTAINER_MODE):]:
+        raise InvalidArgument("Invalid network mode: invalid container format "
+                              "container:<name|id>")
+    if req.options.hostname:
+        raise InvalidArgument("conflicting options: hostname and the network mode")
+    if req.dns:
+        raise InvalidArgument("conflicting options: dns and the network mode")
+    if req.extra_hosts:
+        raise InvalidArgument("conflicting options: custom host-to-IP mapping and the "
+                              "network mode")
+    if req.ports or req.publish_all:
+        raise InvalidArgument("conflicting options: port publishing and the container type "
+                              "network mode")
+    if req.expose:
+        raise InvalidArgument("conflicting options: port exposing and the container type "
+                              "network mode")
+    if req.ip or req.ip6:
+        raise InvalidArgument("user specified IP address is supported on user defined "
+                              "networks only")
+    if req.aliases:
+        raise InvalidArgument("network-scoped aliases are only supported for user-defined "
+                              "networks")
+
+
 def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
     """The networks a container joins when it starts, in order, as {"name", "ifname",
     "aliases"}: its --network, then what `network connect` added (or less, after
@@ -1654,7 +1805,7 @@ def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
     if "networks" in config:
         return [dict(n) for n in config["networks"]]
     mode = config.get("network") or "none"
-    return [] if mode in NETWORK_MODES else [
+    return [] if not has_own_network(config) else [
         {"name": mode, "ifname": "eth0", "aliases": list(config.get("aliases") or []),
          "ips": list(config.get("ips") or [])}]
 
@@ -1672,6 +1823,15 @@ def parse_extra_host(spec: str) -> tuple[str, str]:
     if not sep or not host:
         raise InvalidArgument(f"invalid argument {spec!r} for --add-host: use HOST:IP")
     return host, ip
+
+
+def uses_embedded_dns(network: str) -> bool:
+    """docker's rule: containers on a user-defined network resolve at 127.0.0.11 (see
+    pallet/engine/dns.py); on the default bridge, host and none, with the host's servers."""
+    from pallet.engine.network import DEFAULT_NETWORK
+
+    return network not in NETWORK_MODES and network != "" and \
+        not network.startswith("container:") and cni_network(network) != DEFAULT_NETWORK
 
 
 def cni_network(name: str) -> str:
@@ -1714,7 +1874,20 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any
         raise
     for n in joined:
         _refresh_hosts(engine, nets, cni_network(n["name"]))
+    _sync_dns(engine, start=bool(rec.config.get("embedded_dns")))
     return first
+
+
+def _sync_dns(engine: Engine, start: bool = False) -> None:
+    """Bring the embedded DNS server up to date with the attachments (START: start it if
+    none runs, for a container that resolves through it)."""
+    from pallet.engine import dns
+
+    try:
+        dns.sync(engine.root, engine.run_root, start=start)
+    except OSError as e:
+        if start:
+            raise SystemFailure(str(e)) from None
 
 
 def _relayed(mapping: dict[str, Any]) -> bool:
@@ -1788,6 +1961,7 @@ def _network_teardown(engine: Engine, rec: ContainerRecord, netns_path: str) -> 
     for n in container_networks(rec.config):
         with contextlib.suppress(PalletError, OSError):
             _refresh_hosts(engine, nets, cni_network(n["name"]))
+    _sync_dns(engine)
 
 
 # -- small pure helpers ----------------------------------------------------------------------

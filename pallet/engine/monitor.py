@@ -931,6 +931,12 @@ def _helper_setup(cfg: dict, arg: dict) -> dict:
         from pallet.engine.handlers import resolve
 
         h = resolve(runtime, cfg["run_root"])
+    if cfg.get("joins") and arg.get("record"):
+        # A restart of a container that joins others' namespaces (container:X): X may
+        # have restarted since (new namespaces, another pid): look it up again, as docker.
+        res = _engine_op(cfg, "rejoin", {})
+        if res.get("error"):
+            return {"error": res["error"], "code": 125}
     devnull = -1
     stdio = None
     if not cfg.get("tty"):

@@ -68,9 +68,10 @@ def test_pallet_events_shows_a_cri_containers_life(daemon: Daemon) -> None:
     evs = [json.loads(ln) for ln in out.splitlines()]
     assert {e["id"] for e in evs} == {cid}
     assert [e["Action"].split(":")[0] for e in evs] == [
-        "create", "start", "exec_create", "exec_start", "update", "kill", "die", "stop",
-        "destroy"]
+        "create", "start", "exec_create", "exec_start", "exec_die", "update", "kill", "die",
+        "stop", "destroy"]
     attrs = evs[0]["Actor"]["Attributes"]
     assert attrs["image"] == BUSYBOX and attrs["name"].startswith("ev-c_ev-pod_default_")
-    assert evs[6]["Actor"]["Attributes"]["exitCode"] == "0"
+    assert evs[4]["Actor"]["Attributes"]["exitCode"] == "0"
+    assert evs[7]["Actor"]["Attributes"]["exitCode"] == "0"
     cleanup_pods(daemon)

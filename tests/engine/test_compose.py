@@ -434,3 +434,68 @@ services:
     _wait_exited(pallet, f"{n}-debug-1")
     assert pallet("compose", "ls").stdout.splitlines()[1:] == []  # none running
     assert pallet("compose", "ls", "-a").stdout.splitlines()[1].split()[:2] == [n, "exited(2)"]
+
+
+SIDECAR = """
+services:
+  sidecar:
+    image: busybox
+    network_mode: "service:web"
+    stop_signal: SIGKILL
+    command: ["sh", "-c", "for i in $$(seq 50); do wget -qO- http://127.0.0.1:8080/ && break; sleep 0.1; done; exec sleep 300"]
+  web:
+    image: busybox
+    stop_signal: SIGKILL
+    command: ["sh", "-c", "mkdir -p /www && echo it-works > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    networks: [back]
+  peek:
+    image: busybox
+    network_mode: "container:PROJECT-web-1"
+    depends_on: [web]
+    stop_signal: SIGKILL
+    command: sleep 300
+networks:
+  back:
+    ipam:
+      config: [{subnet: "SUBNET"}]
+"""
+
+
+def test_network_mode_service_shares_the_web_servers_network(project, pallet):
+    # Subnets of this test in 10.223/16 (this feature's range).
+    subnet = f"10.223.{random.randint(0, 254)}.0/24"
+    n = project.name
+    (project.dir / "compose.yaml").write_text(
+        SIDECAR.replace("SUBNET", subnet).replace("PROJECT", n))
+    out = project("up", "-d")
+    assert out.returncode == 0, out.stderr
+    # service:web starts web first, as docker compose's implied dependency.
+    assert out.stderr.index(f"{n}-web-1  Started") < out.stderr.index(f"{n}-sidecar-1  Creating")
+    web = pallet("inspect", f"{n}-web-1", check=True)
+    web_id = json.loads(web.stdout)[0]["Id"]
+    mode = "{{.HostConfig.NetworkMode}}"
+    for side in ("sidecar", "peek"):
+        assert pallet("inspect", "-f", mode, f"{n}-{side}-1").stdout.strip() == \
+            f"container:{web_id}"
+    assert "sidecar-1  | it-works" in project("logs", "sidecar").stdout
+    ex = project("exec", "-T", "peek", "wget", "-qO-", "http://127.0.0.1:8080/")
+    assert (ex.returncode, ex.stdout) == (0, "it-works\n"), ex.stderr
+    one = project("run", "--rm", "-T", "sidecar", "wget", "-qO-", "http://127.0.0.1:8080/")
+    assert (one.returncode, one.stdout) == (0, "it-works\n"), one.stderr
+
+    # web recreated: the next up recreates the sidecar too (its namespace was web's).
+    assert project("up", "-d", "--force-recreate", "web").returncode == 0
+    out = project("up", "-d", "sidecar")
+    assert out.returncode == 0, out.stderr
+    assert f"Container {n}-sidecar-1  Recreate" in out.stderr
+    new_web = json.loads(pallet("inspect", f"{n}-web-1", check=True).stdout)[0]["Id"]
+    assert pallet("inspect", "-f", mode, f"{n}-sidecar-1").stdout.strip() == \
+        f"container:{new_web}"
+    ex = project("exec", "-T", "sidecar", "wget", "-qO-", "http://127.0.0.1:8080/")
+    assert (ex.returncode, ex.stdout) == (0, "it-works\n"), ex.stderr
+
+    ids = pallet("ps", "-aq", "--no-trunc").stdout.split()
+    down = project("down")
+    assert down.returncode == 0, down.stderr
+    assert _host_traces(pallet, n) == []
+    assert leftovers(pallet, ids) == []

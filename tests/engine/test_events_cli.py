@@ -40,14 +40,50 @@ def test_a_containers_life_replayed_with_since_and_until(pallet):
                  timeout=20, check=True).stdout
     lines = [ln for ln in out.splitlines() if cid in ln]
     assert [ln.split(" ")[2] for ln in lines] == [
-        "create", "start", "exec_create:", "exec_start:", "kill", "die", "destroy"]
+        "create", "start", "exec_create:", "exec_start:", "exec_die", "kill", "die", "destroy"]
     assert lines[0].endswith(f"container create {cid} (image=busybox, name=st-life, tier=web)")
-    assert "(exitCode=7, image=busybox, name=st-life, tier=web)" in lines[5]
-    assert "signal=15" in lines[4]
+    assert "(exitCode=7, image=busybox, name=st-life, tier=web)" in lines[6]
+    assert "signal=15" in lines[5]
+    exec_ids = {ln.split("execID=")[1].split(",")[0] for ln in lines[2:5]}
+    assert len(exec_ids) == 1 and "exitCode=0" in lines[4]
     # Relative times work too, and --until in the past ends the stream after the replay.
     again = pallet("events", "--since", "1m", "--until", "0s", "-f", f"container={cid[:8]}",
                    "-f", "event=die", timeout=20, check=True).stdout
     assert _actions(again) == [("container", "die")]
+
+
+def test_exec_die_of_attached_and_detached_execs(pallet):
+    """docker's daemon writes exec_die (execID, exitCode) when an exec ends; pallet's CLI
+    writes it when it reaps the process, and for `exec -d` a waiter of its own does."""
+    t0 = time.time()
+    pallet("run", "-d", "--name", "st-exec", *NONE, "busybox", "sleep", "60", check=True)
+    try:
+        assert pallet("exec", "st-exec", "sh", "-c", "exit 5").returncode == 5
+        assert pallet("exec", "-d", "st-exec", "sh", "-c", "sleep 0.3; exit 9",
+                      check=True).stdout == ""
+        missing = pallet("exec", "-d", "st-exec", "no-such-command")
+        assert missing.returncode == 126 and "no-such-command" in missing.stderr  # docker: 126
+        stopped = pallet("exec", "-d", "st-nonesuch", "true")
+        assert stopped.returncode == 1 and "st-nonesuch" in stopped.stderr
+        deadline = time.time() + 10
+        while True:
+            out = pallet("events", "--since", str(t0), "--until", str(time.time() + 0.2),
+                         "-f", "container=st-exec", "--format", "json", timeout=20,
+                         check=True).stdout
+            evs = [json.loads(ln) for ln in out.splitlines()]
+            dies = [e for e in evs if e["Action"] == "exec_die"]
+            if len(dies) == 2 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        starts = [e for e in evs if e["Action"].startswith("exec_start: ")]
+        assert [e["Action"] for e in starts] == ["exec_start: sh -c exit 5",
+                                                 "exec_start: sh -c sleep 0.3; exit 9"]
+        got = [(e["Actor"]["Attributes"]["execID"], e["Actor"]["Attributes"]["exitCode"])
+               for e in dies]
+        assert got == [(starts[0]["Actor"]["Attributes"]["execID"], "5"),
+                       (starts[1]["Actor"]["Attributes"]["execID"], "9")]
+    finally:
+        pallet("rm", "-f", "st-exec")
 
 
 def test_filters_and_formats(pallet):

@@ -39,6 +39,15 @@ def test_cidfile_gets_the_id_and_an_existing_one_is_refused(pallet, tmp_path):
     assert ("Container ID file found, make sure the other container isn't running or delete "
             f"{cidfile}") in again.stderr
     _nothing_left(pallet)
+    # As docker, the file is made before the container: a bad path fails first, and a
+    # create that fails takes its (empty) file away again.
+    bad = pallet("run", "--rm", *NONE, "--cidfile", str(tmp_path / "no" / "cid"), "busybox",
+                 "true")
+    assert bad.returncode == 125 and "failed to create the container ID file" in bad.stderr
+    fresh = tmp_path / "cid2"
+    gone = pallet("create", *NONE, "--cidfile", str(fresh), "no-such-image:1")
+    assert gone.returncode == 125 and not fresh.exists()
+    _nothing_left(pallet)
 
 
 def test_label_file_and_labels(pallet, tmp_path):
@@ -134,6 +143,9 @@ def test_run_detaches_with_custom_keys_and_attach_with_its_own(pallet):
     assert t3.close() == 0
     ps = pallet("exec", "f8-keys", "ps", "-o", "args").stdout
     assert "sleep 30" in ps  # the exec'd process goes on after the detach
+    detached = pallet("events", "--since", "1m", "--until", "0s", "-f", "container=f8-keys",
+                      "-f", "event=exec_detach", "--format", "{{.Action}}").stdout
+    assert detached == "exec_detach\n"  # docker's event for it (and no exec_die yet)
     pallet("rm", "-f", "f8-keys", check=True)
 
 

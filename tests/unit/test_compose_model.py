@@ -122,7 +122,10 @@ services:
     ("networks: [nodecl]", "service 'web' refers to undefined network nodecl"),
     ("depends_on: [ghost]", 'services.web.depends_on: undefined service "ghost"'),
     ("depends_on: {web: {condition: service_started}}", "dependency cycle detected involving service web"),
-    ("network_mode: 'service:db'", "services.web.network_mode: 'service:db' is not supported"),
+    ("network_mode: 'service:db'", """services.web.network_mode: service "db" not found for network_mode 'service:db'"""),
+    ("network_mode: 'service:'", 'services.web.network_mode: invalid network mode "service:"'),
+    ("network_mode: 'container:x'\n    ports: ['80:80']", "services.web.ports: conflicting options: port publishing and the container type network mode"),
+    ("network_mode: 'container:x'\n    networks: [default]", "services.web: network_mode and networks cannot be combined"),
     ("image: ''", "services.web: has neither an image nor a build context specified"),
     ("build: {context: ., ssh: [default]}", "services.web.build: 'ssh' is not supported by pallet compose"),
     ("build: {context: 'https://github.com/x/y.git'}", "services.web.build.context: remote build contexts are not supported"),
@@ -217,3 +220,23 @@ services:
     none = SimpleNamespace(images=SimpleNamespace(exists=lambda ref: False))
     assert missing(have, p, names) == ["fresh"]
     assert missing(none, p, names) == ["built", "fresh"]
+
+
+def test_network_mode_service_implies_the_dependency(tmp_path):
+    write(tmp_path, "compose.yaml", """
+services:
+  sidecar:
+    image: busybox
+    network_mode: "service:web"
+  other:
+    image: busybox
+    network_mode: "container:some-ctr"
+  web:
+    image: busybox
+""")
+    p = load([], cwd=str(tmp_path), environ={})
+    # As compose-go's normalisation: service_started, required, restarted with it.
+    assert p.services["sidecar"]["depends_on"] == {
+        "web": {"condition": "service_started", "required": True, "restart": True}}
+    assert "networks" not in p.services["sidecar"] and "depends_on" not in p.services["other"]
+    assert p.order(["sidecar"]) == ["web", "sidecar"]

@@ -1,6 +1,7 @@
 """What a Dockerfile means before anything runs: docker's variable substitution and
-quoting, .dockerignore's pattern rules, and the parse-time refusals (unknown instruction,
-BuildKit-only flags and heredocs, a step before FROM)."""
+quoting, .dockerignore's pattern rules, heredocs and RUN --mount specs as BuildKit reads
+them, and the parse-time refusals (unknown instruction, unsupported flags and mounts, a
+step before FROM)."""
 
 from __future__ import annotations
 
@@ -65,9 +66,25 @@ def test_a_dockerfile_parses_into_stages_with_its_meta_args():
 @pytest.mark.parametrize("text,message", [
     ("FROM busybox\nBOGUS x\n", "line 2: unknown instruction: BOGUS"),
     ("RUN true\nFROM busybox\n", "line 1: no build stage in current context"),
-    ("FROM busybox\nRUN --mount=type=cache,target=/x true\n", "Unknown flag: mount"),
-    ("FROM busybox\nCOPY --link a b\n", "Unknown flag: link"),
-    ("FROM busybox\nRUN <<EOF\necho hi\nEOF\n", "heredocs are a BuildKit feature"),
+    ("FROM busybox\nRUN --security=insecure true\n", "Unknown flag: security"),
+    ("FROM busybox\nCOPY --parents a b/\n", "Unknown flag: parents"),
+    ("FROM busybox\nRUN --mount=type=ssh true\n",
+     'line 2: no SSH key "default" forwarded from the client'),
+    ("FROM busybox\nRUN --mount=type=nfs,target=/x true\n",
+     'line 2: unsupported mount type "nfs"'),
+    ("FROM busybox\nRUN --mount=type=cache,target=/x,colour=red true\n",
+     "unexpected key 'colour' in 'colour=red'"),
+    ("FROM busybox\nRUN --mount=type=bind,target=/x,mode=0700 true\n",
+     'mode not allowed for "bind" type mounts'),
+    ("FROM busybox\nRUN --mount=type=cache,target=/x,sharing=sometimes true\n",
+     'unsupported sharing value "sometimes"'),
+    ("FROM busybox\nRUN --mount=type=bind,target=/x,from=$S true\n",
+     "'from' doesn't support variable expansion"),
+    ("FROM busybox\nRUN --mount=type=tmpfs,target=/x,size=lots true\n",
+     "invalid value for size: lots"),
+    ("FROM busybox\nRUN --network=bridge true\n", 'unsupported network mode "bridge"'),
+    ("FROM busybox\nRUN --mount=type=cache,target=/c,from=base true\n",
+     "a cache mount's from/source .* is not supported"),
     ("FROM busybox\nCOPY a\n", "COPY requires at least two arguments"),
     ("FROM busybox\nSHELL /bin/bash -c\n", "SHELL requires the arguments to be in JSON form"),
     ("FROM a AS x\nFROM b AS x\n", "duplicate name x"),
@@ -77,3 +94,62 @@ def test_a_dockerfile_parses_into_stages_with_its_meta_args():
 def test_bad_dockerfiles_are_refused_before_anything_runs(text, message):
     with pytest.raises(InvalidArgument, match=message):
         parse(text)
+
+
+def test_heredocs_keep_their_quoting_and_tab_stripping():
+    df = parse('FROM busybox\nRUN <<EOF\necho $A\nEOF\n'
+               'RUN <<-"EOT" bash -x\n\techo a\n\tEOT\n'
+               "COPY <<X <<'Y' /dir/\nx\nX\ny\nY\n")
+    run, run2, copy = df.stages[0].instructions
+    assert [(h.name, h.content, h.expand, h.chomp) for h in run.heredocs] == \
+        [("EOF", "echo $A\n", True, False)]
+    (doc,) = run2.heredocs
+    assert (doc.name, doc.expand, doc.chomp, doc.text) == ("EOT", False, True, "echo a\n")
+    assert [(h.name, h.expand) for h in copy.heredocs] == [("X", True), ("Y", False)]
+    assert copy.args == ("<<X", "<<'Y'", "/dir/")
+
+
+def test_copy_heredocs_expand_like_an_unquoted_shell_heredoc():
+    from pallet.build.shell_lex import process_heredoc
+
+    assert process_heredoc('$A "$A" \'$A\' \\$A \\n ${NOPE:-d}\n', ENV) == \
+        'x "x" \'x\' $A \\n d\n'
+
+
+def test_run_mounts_parse_with_buildkits_defaults():
+    from pallet.build.mounts import parse_mount
+
+    def read(spec: str, workdir: str = "/src"):
+        return parse_mount(spec, lambda w: w.replace("$V", "v")).resolved(workdir)
+
+    cache = read("type=cache,target=.cache,sharing=locked,mode=0700,uid=10")
+    assert (cache.target, cache.id, cache.sharing, cache.mode, cache.uid, cache.readonly) == \
+        ("/src/.cache", "/src/.cache", "locked", 0o700, 10, False)
+    assert read("type=cache,target=/c,id=$V").id == "v"
+    bind = read("target=/m,source=sub,from=builder")
+    assert (bind.type, bind.readonly, bind.from_, bind.source) == \
+        ("bind", True, "builder", "sub")
+    assert read("type=bind,target=/m,rw").readonly is False
+    secret = read("type=secret,id=tok,required")
+    assert (secret.target, secret.required, secret.readonly) == ("/run/secrets/tok", True, True)
+    assert read("type=secret,target=/etc/tok").id == "tok"
+    assert read("type=secret,id=tok,env=TOKEN").target == ""  # env only: no file
+    assert read("type=tmpfs,target=/t,size=1m").size == 1 << 20
+    with pytest.raises(InvalidArgument, match='invalid mount target "/"'):
+        read("type=cache", "/")
+
+
+def test_build_secrets_are_read_as_buildx_reads_them(tmp_path, monkeypatch):
+    from pallet.cli.build import _secrets
+
+    (tmp_path / "tok").write_text("from-file")
+    monkeypatch.setenv("BK_TOKEN", "from-env")
+    monkeypatch.chdir(tmp_path)
+    assert _secrets([f"id=a,src={tmp_path / 'tok'}", "id=b,env=BK_TOKEN", "id=BK_TOKEN",
+                     "id=tok", "src=tok", "id=c,type=env,source=BK_TOKEN"]) == {
+        "a": b"from-file", "b": b"from-env", "BK_TOKEN": b"from-env", "tok": b"from-file",
+        "c": b"from-env"}
+    with pytest.raises(InvalidArgument, match="unexpected key 'colour'"):
+        _secrets(["id=a,colour=red"])
+    with pytest.raises(InvalidArgument, match="environment variable NOPE_BK is not set"):
+        _secrets(["id=a,env=NOPE_BK"])

@@ -6,7 +6,7 @@ import pytest
 
 from pallet.cli import COMMANDS, main
 
-SUBCOMMANDS = [["system", "df"], ["system", "prune"], ["volume", "ls"],
+SUBCOMMANDS = [["system", "df"], ["system", "prune"], ["volume", "ls"], ["builder", "prune"],
                ["network", "connect"], ["network", "disconnect"], ["network", "ls"]]
 
 

@@ -56,12 +56,40 @@ def build_options(project: Project, service: str, *, no_cache: bool = False,
     args = {k: v for k, v in (build.get("args") or {}).items() if v is not None}
     args.update(build_args or {})
     return BuildOptions(
-        dockerfile=text, context=context,
+        secrets=build_secrets(project, service), dockerfile=text, context=context,
         tags=[project.image(service), *build.get("tags", [])], build_args=args,
         target=build.get("target", ""), no_cache=no_cache or build.get("no_cache", False),
         pull=pull or build.get("pull", False), quiet=quiet,
         labels=dict(build.get("labels") or {}), network=build.get("network", "default"),
         platform=svc.get("platform") or None)
+
+
+def build_secrets(project: Project, service: str) -> dict[str, bytes]:
+    """SERVICE's build.secrets as the builder's --secret values: the id a Dockerfile's
+    `RUN --mount=type=secret,id=ID` names is the reference's target, else its source (as
+    docker compose passes them to BuildKit); the value is the secret's file or variable."""
+    from pallet.errors import FailedPrecondition
+
+    out: dict[str, bytes] = {}
+    for ref in (project.service(service).get("build") or {}).get("secrets") or []:
+        obj = project.secrets[ref["source"]]
+        if obj.get("external"):
+            raise FailedPrecondition(f"unsupported external secret {obj['name']}")
+        if "file" in obj:
+            try:
+                with open(obj["file"], "rb") as f:
+                    value = f.read()
+            except OSError as e:
+                raise InvalidArgument(f"secret {ref['source']}: cannot read {obj['file']}: "
+                                      f"{e.strerror}") from None
+        else:
+            var = obj["environment"]
+            if var not in project.environment:
+                raise FailedPrecondition(f'environment variable "{var}" required by file '
+                                         f'"{obj["name"]}" is not set')
+            value = project.environment[var].encode()
+        out[ref.get("target") or ref["source"]] = value
+    return out
 
 
 def build(eng: Engine, project: Project, services: Iterable[str], out: IO[bytes], *,

@@ -68,7 +68,7 @@ SECRETS_DIR = "/run/secrets/"
 CONFIGS_DIR = "/"
 # The build section's keys pallet's builder acts on; the spec's others are refused.
 _BUILD_ORDER = ("context", "dockerfile", "dockerfile_inline", "args", "labels", "no_cache",
-                "network", "pull", "target", "tags")
+                "network", "pull", "secrets", "target", "tags")
 BUILD_KEYS = set(_BUILD_ORDER)
 
 
@@ -724,6 +724,8 @@ def _build(value: Any, path: str, working_dir: str) -> dict[str, Any]:
             out[key] = {k: x or "" for k, x in _mapping(v, p).items()}
         elif key == "tags":
             out[key] = _strings(v, p)
+        elif key == "secrets":
+            out[key] = _file_refs(v, p, "secrets")
         else:
             out[key] = _str(v, p)
     context = out.get("context")
@@ -1187,6 +1189,10 @@ def _check_references(project: Project, name: str, svc: dict[str, Any]) -> None:
             if ref["source"] not in defined:
                 raise ComposeFileError(f"service {_shown(name)} refers to undefined "
                                        f"{kind[:-1]} {ref['source']}: invalid compose project")
+    for ref in (svc.get("build") or {}).get("secrets") or []:
+        if ref["source"] not in project.secrets:
+            raise ComposeFileError(f"service {_shown(name)} refers to undefined build secret "
+                                   f"{ref['source']}: invalid compose project")
     for dep, conf in (svc.get("depends_on") or {}).items():
         if dep not in project.services and dep not in project.disabled:
             if conf["required"]:

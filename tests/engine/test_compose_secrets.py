@@ -275,3 +275,48 @@ services:
     assert stdout.endswith("exited with status code 137\n")
     assert f" Container {n}-job-1  Removed" in stderr
     assert _traces(pallet, project) == [], stderr
+
+
+def test_build_secrets_reach_run_mounts_and_not_the_image(project, pallet):
+    """build.secrets: BuildKit's `RUN --mount=type=secret`, the id being the reference's
+    target or its source; the value never lands in the image."""
+    (project.dir / "npmrc").write_text("token-from-file")
+    (project.dir / ".env").write_text("API_KEY=key-from-env\n")
+    (project.dir / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "RUN --mount=type=secret,id=npmrc --mount=type=secret,id=api,env=API "
+        "sh -c 'echo \"$(cat /run/secrets/npmrc) $API\" | wc -c > /lens'\n")
+    (project.dir / "compose.yaml").write_text(f"""
+services:
+  app:
+    image: {project.name}-app:1
+    network_mode: none
+    build:
+      context: .
+      network: none
+      secrets:
+        - npmrc
+        - source: key
+          target: api
+    command: ["cat", "/lens"]
+secrets:
+  npmrc:
+    file: ./npmrc
+  key:
+    environment: API_KEY
+""")
+    out = project("build")
+    assert out.returncode == 0, out.stderr
+    run = project("run", "--rm", "app")
+    assert run.stdout.strip() == str(len("token-from-file key-from-env\n")), run.stderr
+    leaked = pallet("run", "--rm", "--network", "none", f"{project.name}-app:1", "sh", "-c",
+                    "ls -A /run/secrets 2>/dev/null; grep -rl -e token-from-file -e "
+                    "key-from-env /bin /etc /run /lens 2>/dev/null; true", check=True).stdout
+    assert leaked == ""
+    history = pallet("history", "--no-trunc", f"{project.name}-app:1", check=True).stdout
+    assert "token-from-file" not in history and "key-from-env" not in history
+    (project.dir / "compose.yaml").write_text(
+        (project.dir / "compose.yaml").read_text().replace("- npmrc\n", "- nosuch\n"))
+    bad = project("build")
+    assert bad.returncode == 15
+    assert "refers to undefined build secret nosuch" in bad.stderr

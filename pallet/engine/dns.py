@@ -286,60 +286,50 @@ class Server:
     # -- answers ----------------------------------------------------------------------------
     def answer(self, m: Member, wire: bytes) -> bytes | None:
         """The reply to WIRE from our tables, or None: forward it."""
-        import dns.exception
-        import dns.flags
-        import dns.message
-        import dns.rcode
-        import dns.rdatatype
-        import dns.reversename
-        import dns.rrset
+        import ipaddress
+
+        from dnslib import AAAA, PTR, QTYPE, RR, A, DNSRecord
 
         try:
-            q = dns.message.from_wire(wire)
+            q = DNSRecord.parse(wire)
         except Exception:  # noqa: BLE001 - anything malformed is dropped, as docker does
             return b""
-        if len(q.question) != 1:
+        if len(q.questions) != 1:
             return None
-        qn = q.question[0]
-        name = qn.name.to_text(omit_final_dot=True).lower()
+        qname, qtype = q.q.qname, q.q.qtype
+        name = str(qname).rstrip(".").lower()
         with self.lock:
             names, ptrs = self.names, self.ptrs
-        if qn.rdtype == dns.rdatatype.PTR:
-            try:
-                ip = dns.reversename.to_address(qn.name)
-            except (dns.exception.SyntaxError, ValueError):
-                return None
-            host = next((ptrs[n][ip] for n in m.networks if ip in ptrs.get(n, {})), None)
+        r = q.reply()  # QR, RA, the question, the query's id
+        if qtype == QTYPE.PTR:
+            ip = _reverse_address(name)
+            host = next((ptrs[n][ip] for n in m.networks if ip in ptrs.get(n, {})), None) \
+                if ip else None
             if host is None:
                 return None
-            r = dns.message.make_response(q)
-            r.answer.append(dns.rrset.from_text(qn.name, TTL, "IN", "PTR", host + "."))
-        else:
-            ips = [ip for n in sorted(m.networks) for ip in names.get(n, {}).get(name, [])]
-            if not ips:
-                return None
-            r = dns.message.make_response(q)
-            if qn.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-                v6 = qn.rdtype == dns.rdatatype.AAAA
-                found = [ip for ip in dict.fromkeys(ips) if (":" in ip) == v6]
-                random.shuffle(found)  # docker's: replicas of a service share the load
-                if found:  # else NODATA: the name is ours, of the other family only
-                    r.answer.append(dns.rrset.from_text_list(
-                        qn.name, TTL, "IN", dns.rdatatype.to_text(qn.rdtype), found))
-        r.flags |= dns.flags.RA
-        r.set_rcode(dns.rcode.NOERROR)
-        return r.to_wire()
+            r.add_answer(RR(qname, QTYPE.PTR, rdata=PTR(host + "."), ttl=TTL))
+            return r.pack()
+        ips = [ip for n in sorted(m.networks) for ip in names.get(n, {}).get(name, [])]
+        if not ips:
+            return None
+        if qtype in (QTYPE.A, QTYPE.AAAA):
+            v6 = qtype == QTYPE.AAAA
+            found = [ip for ip in dict.fromkeys(ips) if (":" in ip) == v6]
+            random.shuffle(found)  # docker's: replicas of a service share the load
+            for ip in found:  # none: NODATA, the name is ours, of the other family only
+                rdata = AAAA(ipaddress.ip_address(ip).exploded) if v6 else A(ip)
+                r.add_answer(RR(qname, qtype, rdata=rdata, ttl=TTL))
+        return r.pack()
 
     def servfail(self, wire: bytes) -> bytes:
-        import dns.message
-        import dns.rcode
+        from dnslib import RCODE, DNSRecord
 
         try:
-            r = dns.message.make_response(dns.message.from_wire(wire))
+            r = DNSRecord.parse(wire).reply()
         except Exception:  # noqa: BLE001
             return b""
-        r.set_rcode(dns.rcode.SERVFAIL)
-        return r.to_wire()
+        r.header.rcode = RCODE.SERVFAIL
+        return r.pack()
 
     def upstreams(self, m: Member) -> list[str]:
         return list(m.upstreams) or host_nameservers()
@@ -525,6 +515,23 @@ class _suppress_oserror:  # contextlib costs an import in the engine's hot paths
 
     def __exit__(self, typ: object, *_: object) -> bool:
         return typ is not None and issubclass(typ, OSError)  # type: ignore[arg-type]
+
+
+def _reverse_address(name: str) -> str:
+    """The address a PTR query's NAME (d.c.b.a.in-addr.arpa, or ip6.arpa nibbles) asks
+    about, "" if it is not one."""
+    import ipaddress
+
+    labels = name.split(".")
+    try:
+        if name.endswith(".in-addr.arpa") and len(labels) == 6:
+            return str(ipaddress.IPv4Address(".".join(reversed(labels[:4]))))
+        if name.endswith(".ip6.arpa") and len(labels) == 34:
+            nibbles = "".join(reversed(labels[:32]))
+            return str(ipaddress.IPv6Address(int(nibbles, 16)))
+    except ValueError:
+        pass
+    return ""
 
 
 def _sendto(s: socket.socket, data: bytes, addr: Any) -> None:

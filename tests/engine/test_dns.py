@@ -5,7 +5,7 @@ dnsmasq on the host's loopback, as docker forwards from the host for such server
 host's; SERVFAIL when no upstream answers; TCP as well as UDP; the default bridge keeps the
 host's servers; and no server process is left once the last container has gone.
 
-Real kernel, CNI plugins, busybox's nslookup, dnsmasq, and dnspython as a TCP client
+Real kernel, CNI plugins, busybox's nslookup, dnsmasq, and dnspython (not the server's dnslib) as a TCP client
 inside the container's namespace (nsenter).
 """
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.root
 def lab(pallet):
     base = random.randint(0, 120) * 2
     with network_lab(pallet, "dnsn", [f"10.226.{base + i}.0/24" for i in range(2)],
-                     []) as lab:
+                     [f"fd00:226:{base:x}::/64"]) as lab:
         yield lab
 
 
@@ -167,4 +167,20 @@ def test_a_container_on_anothers_network_resolves_through_its_server(pallet, lab
     assert out.stdout.startswith("nameserver 127.0.0.11\n")
     assert _addresses(out.stdout.partition("\n")[2]) == [f"{pfx}.3"]
     pallet("rm", "-f", "dn-x", "dn-y", check=True)
+    assert _dns_servers(pallet) == [] and leftovers(pallet) == []
+
+
+def test_aaaa_and_ipv6_ptr_on_a_dual_stack_network(pallet, lab):
+    net = lab.network("--ipv6", "--subnet", lab.v4[0], "--subnet", lab.v6[0])
+    v6 = lab.v6[0].split("/")[0] + "2"
+    pallet("run", "-d", "--name", "dn-six", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    out = pallet("run", "--rm", "--network", net, "busybox", "sh", "-c",
+                 f"nslookup -type=aaaa dn-six; nslookup -type=a dn-six; nslookup {v6}")
+    assert out.returncode == 0, out.stderr
+    answers = out.stdout.split("Server:")
+    assert _addresses("Server:" + answers[1]) == [v6]
+    assert _addresses("Server:" + answers[2]) == [lab.v4[0].rsplit(".", 1)[0] + ".2"]
+    assert "ip6.arpa\tname = dn-six" in answers[3]
+    pallet("rm", "-f", "dn-six", check=True)
     assert _dns_servers(pallet) == [] and leftovers(pallet) == []

@@ -54,6 +54,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--network", "--net", default="", help="connect a container to a network: bridge "
       "(the default, pallet0 with NAT), none, host, or a network's name")
     a("-h", "--hostname", default="", help="container host name")
+    a("--pod", default="", help="run in an existing pod (`pallet pod create`): its network, "
+      "IPC and UTS namespaces")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
     a("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33) on an IPv6 network")
@@ -199,6 +201,7 @@ def add_parsers(sub: Any) -> None:
         add_bool_flag(p, "--no-trunc", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         add_bool_flag(p, "-l", "--latest", help="show the latest created")
+        add_bool_flag(p, "--pod", help="show the pod of each container (POD ID, PODNAME)")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
     add_bool_flag(p, "-i", "--interactive", help="keep STDIN open")
     add_bool_flag(p, "-t", "--tty", help="allocate a pseudo-TTY")
@@ -642,9 +645,19 @@ def _write_cidfile(path: str, cid: str) -> None:
         raise InvalidArgument(f"failed to write the container ID to the file: {e}") from None
 
 
+def _in_pod(eng: Engine, args: argparse.Namespace, req: Any) -> Any:
+    """REQ, joined to --pod's namespaces (podman's refusals of per-container networking)."""
+    if args.pod:
+        from pallet.engine.user_pods import UserPods
+
+        UserPods(eng).join(args.pod, req)
+    return req
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     _check_cidfile(args.cidfile)
-    rec = _engine(args).create(_request(args))
+    eng = _engine(args)
+    rec = eng.create(_in_pod(eng, args, _request(args)))
     _write_cidfile(args.cidfile, rec.id)
     print(rec.id)
     return 0
@@ -671,7 +684,7 @@ def _run(args: argparse.Namespace) -> int:
     keys = parse_detach_keys(args.detach_keys)
     _check_cidfile(args.cidfile)
     eng = _engine(args)
-    req = _request(args)
+    req = _in_pod(eng, args, _request(args))
     rec = eng.create(req)
     _write_cidfile(args.cidfile, rec.id)
     return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
@@ -1319,12 +1332,20 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
     rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
+    cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+    headers = PS_HEADERS
+    if getattr(args, "pod", False):  # podman's ps --pod: two more columns
+        pods = {p.id: p.name for p in eng.store.list_pods()}
+        for rec, row in zip(recs, rows, strict=True):
+            row["Pod"] = (rec.pod_id or "") if args.no_trunc else (rec.pod_id or "")[:12]
+            row["PodName"] = pods.get(rec.pod_id or "", "")
+        cols += ["Pod", "PodName"]
+        headers = {**PS_HEADERS, "Pod": "POD ID", "PodName": "PODNAME"}
 
     def table() -> None:
-        cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
-        _print_table([PS_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows])
+        _print_table([headers[c] for c in cols], [[r[c] for c in cols] for r in rows])
 
-    _print_formatted(args.format, rows, PS_HEADERS, table)
+    _print_formatted(args.format, rows, headers, table)
     return 0
 
 

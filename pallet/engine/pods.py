@@ -455,6 +455,11 @@ def start_pid_holder(ndir: str, userns: str = "") -> str:
         try:
             os.close(r)
             os.setsid()
+            # The holder outlives its caller: it must not keep the caller's stdio (a
+            # CLI's pipes) open.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
             if userns:
                 _setns(userns, syscalls.CLONE_NEWUSER)
             syscalls.unshare(syscalls.CLONE_NEWPID)

@@ -185,7 +185,7 @@ class UserPods:
         """Make REQ (a `run`/`create --pod REF`) a member of the pod: its namespaces, /etc
         files and hostname; podman's refusals of what belongs to the pod."""
         pod = self.get(ref)
-        share = set(pod.config.get("share") or DEFAULT_SHARE)
+        share = set(pod.config.get("share", DEFAULT_SHARE))
         if "net" in share:
             why = ""
             if req.network:

@@ -286,3 +286,16 @@ def test_cri_sandboxes_are_not_cli_pods(p):
     finally:
         pods.remove(rec.id)
     assert leftovers(p, [rec.id]) == []
+
+
+def test_share_none_leaves_each_container_its_own_namespaces(p):
+    _create(p, "--name", "pd-alone", "--share", "none")
+    out = p("run", "--rm", "--pod", "pd-alone", "--network", "none", "-h", "own", "busybox",
+            "sh", "-c", f"hostname; {NS_LINKS}")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert lines[0] == "own"
+    host = [subprocess.run(["readlink", f"/proc/self/ns/{k}"], capture_output=True,
+                           text=True).stdout.strip() for k in ("ipc", "net", "uts")]
+    assert not set(host) & set(lines[1:])
+    assert json.loads(p("pod", "inspect", "pd-alone").stdout)["SharedNamespaces"] == []

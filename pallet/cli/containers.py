@@ -1334,11 +1334,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
     cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
     headers = PS_HEADERS
-    if getattr(args, "pod", False):  # podman's ps --pod: two more columns
-        pods = {p.id: p.name for p in eng.store.list_pods()}
-        for rec, row in zip(recs, rows, strict=True):
+    pods = {p.id: p for p in eng.store.list_pods()} if any(r.pod_id for r in recs) else {}
+    for rec, row in zip(recs, rows, strict=True):
+        pod = pods.get(rec.pod_id or "")
+        if pod is not None and not row["Ports"]:  # a pod's member: the pod's ports (podman)
+            row["Ports"] = _ports_str((pod.config.get("spec") or {}).get("port_mappings")
+                                      or [])
+        if getattr(args, "pod", False):  # podman's ps --pod: two more columns
             row["Pod"] = (rec.pod_id or "") if args.no_trunc else (rec.pod_id or "")[:12]
-            row["PodName"] = pods.get(rec.pod_id or "", "")
+            row["PodName"] = pod.name if pod is not None else ""
+    if getattr(args, "pod", False):
         cols += ["Pod", "PodName"]
         headers = {**PS_HEADERS, "Pod": "POD ID", "PodName": "PODNAME"}
 

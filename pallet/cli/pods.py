@@ -54,8 +54,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--hostname", default="", help="the pod's hostname (default: its name)")
     p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set metadata on the pod")
-    p.add_argument("--share", default="cgroup,ipc,net,uts", help="namespaces its containers "
-                   "share: cgroup, ipc, net, pid, uts or none (+pid adds to the default)")
+    p.add_argument("--share", default=None, help="namespaces its containers share: cgroup, "
+                   "ipc, net, pid, uts or none (default cgroup,ipc,net,uts; +pid adds to it)")
+    add_bool_flag(p, "--infra", default=True, help="--infra=false: share no namespace "
+                  "(pallet's pods never have an infra container)")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a line to the pod's /etc/hosts")
     p.add_argument("--dns", action="append", default=[], help="DNS servers of the pod")
@@ -117,7 +119,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"invalid label {item!r}: use KEY=VALUE")
         labels[k] = v
     o = PodOptions(name=args.name, ports=list(args.publish), network=args.network,
-                   hostname=args.hostname, labels=labels, share=args.share,
+                   hostname=args.hostname, labels=labels, share=args.share, infra=args.infra,
                    extra_hosts=list(args.add_host), dns=list(args.dns),
                    dns_search=list(args.dns_search), dns_options=list(args.dns_option))
     print(_pods(args).create(o).id)

@@ -45,7 +45,8 @@ class PodOptions:
     network: str = ""                                   # bridge (default) | none | host | NAME
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
-    share: str = ",".join(DEFAULT_SHARE)
+    share: str | None = None                            # None: DEFAULT_SHARE
+    infra: bool = True  # podman's --infra=false: a pod that shares nothing
     extra_hosts: list[str] = field(default_factory=list)  # HOST:IP
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
@@ -65,6 +66,24 @@ def parse_share(value: str) -> set[str]:
             raise InvalidArgument(f"invalid kernel namespace to share: {kind}. Options are: "
                                   "cgroup, ipc, net, pid, uts or none")
     return kinds
+
+
+def _check_no_infra(o: PodOptions) -> None:
+    """podman's refusals of what a pod without an infra container (sharing nothing) cannot
+    have."""
+    if o.share is not None:
+        raise InvalidArgument(f"cannot set share({o.share}) namespaces without an infra "
+                              "container")
+    if o.ports:
+        raise InvalidArgument("you must have an infra container to publish port bindings "
+                              "to the host")
+    if o.network:
+        raise InvalidArgument("NoInfra and network modes cannot be used together")
+    for value, what in ((o.dns, "DNSServer"), (o.dns_search, "DNSSearch"),
+                        (o.dns_options, "DNSOption"), (o.extra_hosts, "HostAdd")):
+        if value:
+            raise InvalidArgument(f"NoInfra and {what} are mutually exclusive pod options: "
+                                  "invalid pod spec")
 
 
 def pod_status(states: list[str]) -> str:
@@ -140,7 +159,10 @@ class UserPods:
         from pallet.engine.containers import cni_network, parse_extra_host
         from pallet.engine.network import parse_publish
 
-        share = parse_share(o.share)
+        if not o.infra:
+            _check_no_infra(o)
+        share = parse_share(",".join(DEFAULT_SHARE) if o.share is None else o.share) \
+            if o.infra else set()
         network = o.network or "bridge"
         if network == "host" or "net" not in share:
             mode = "host" if network == "host" else "container"
@@ -149,7 +171,7 @@ class UserPods:
         if o.ports and (mode != "pod" or network == "none"):
             raise InvalidArgument("PortMappings can only be used with Bridge or slirp4netns "
                                   "networking")
-        if o.hostname and "uts" not in share:
+        if o.hostname and "uts" not in share and o.infra:
             raise InvalidArgument("invalid config provided: cannot set hostname when the pod "
                                   "does not share its UTS namespace")
         name = o.name or self.engine.store.unique_pod_name()

@@ -144,6 +144,7 @@ def test_ports_are_published_on_the_pod(p, net):
     pid = _create(p, "--name", "pd-port", "--network", net, "-p", f"{port}:8080")
     assert p("run", "-d", "--pod", "pd-port", "busybox", "sh", "-c", HTTPD).returncode == 0
     assert _wait_http(f"http://127.0.0.1:{port}/i").strip() == "hello-from-pod"
+    assert f"0.0.0.0:{port}->8080/tcp" in p("ps").stdout  # a member shows its pod's ports
     info = json.loads(p("pod", "inspect", pid).stdout)
     assert info["InfraConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "",
                                                                  "HostPort": str(port)}]}
@@ -299,3 +300,20 @@ def test_share_none_leaves_each_container_its_own_namespaces(p):
                            text=True).stdout.strip() for k in ("ipc", "net", "uts")]
     assert not set(host) & set(lines[1:])
     assert json.loads(p("pod", "inspect", "pd-alone").stdout)["SharedNamespaces"] == []
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--share", "ipc"], "cannot set share(ipc) namespaces without an infra container"),
+    (["-p", "8080:80"], "you must have an infra container to publish port bindings to the "
+     "host"),
+    (["--network", "none"], "NoInfra and network modes cannot be used together"),
+    (["--add-host", "a:1.2.3.4"], "NoInfra and HostAdd are mutually exclusive pod options: "
+     "invalid pod spec"),
+])
+def test_infra_false_shares_nothing_and_refuses_what_needs_sharing(p, flags, error):
+    out = p("pod", "create", "--infra=false", "--name", "pd-noinfra", *flags)
+    assert (out.returncode, out.stderr.strip()) == (125, f"Error: {error}")
+    assert p("pod", "ls", "-q").stdout == ""
+    _create(p, "--infra=false", "--name", "pd-noinfra")
+    assert json.loads(p("pod", "inspect", "pd-noinfra").stdout)["SharedNamespaces"] == []
+    assert leftovers(p) == []

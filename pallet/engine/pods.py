@@ -138,13 +138,22 @@ def validate_id_mappings(uids: list[list[int]] | None, gids: list[list[int]] | N
                                   "ids must fit in 32 bits")
 
 
+def pod_origin(pod: PodRecord) -> str:
+    """"cri" or "cli": which face made POD (older records: the CRI's)."""
+    return (pod.config.get("spec") or {}).get("origin") or "cri"
+
+
 class Pods:
-    """The pods of one engine (its store, root and run root); `networks` gives CNI."""
+    """The pods of one engine (its store, root and run root); `networks` gives CNI.
+    get and list see only the pods of ORIGIN: the CRI server's sandboxes and the CLI's
+    pods share the store, and neither face lists or finds the other's."""
 
     def __init__(self, engine: Engine, networks: Networks | None = None,
                  pid_holder: Callable[..., str] | None = None,
-                 userns_holder: Callable[..., dict[str, str]] | None = None):
+                 userns_holder: Callable[..., dict[str, str]] | None = None,
+                 origin: str = "cri"):
         self.engine = engine
+        self.origin = origin
         self.networks = networks
         # Starting the PID and user namespace holders forks: a threaded caller passes
         # spawner-backed ones.
@@ -162,12 +171,15 @@ class Pods:
     # -- lookups -----------------------------------------------------------------
     def get(self, ref: str) -> PodRecord:
         try:
-            return self.engine.store.get_pod(ref)
+            pod = self.engine.store.get_pod(ref)
         except NotFound:
             raise NotFound(f"pod sandbox {ref!r} not found") from None
+        if pod_origin(pod) != self.origin:
+            raise NotFound(f"pod sandbox {ref!r} not found")
+        return pod
 
     def list(self, flt: PodFilter | None = None) -> list[PodRecord]:
-        return self.engine.store.list_pods(flt)
+        return [p for p in self.engine.store.list_pods(flt) if pod_origin(p) == self.origin]
 
     # -- run -----------------------------------------------------------------------
     def run(self, spec: PodSpec) -> PodRecord:

@@ -122,17 +122,14 @@ class UserPods:
 
         self.engine = engine
         self.networks = Networks(engine.store, engine.root)
-        self.pods = Pods(engine, self.networks)
+        self.pods = Pods(engine, self.networks, origin=ORIGIN)
 
     # -- lookups -------------------------------------------------------------------------
     def get(self, ref: str) -> PodRecord:
         try:
-            pod = self.engine.store.get_pod(ref)
+            return self.pods.get(ref)
         except (NotFound, InvalidArgument):
             raise NoSuchPod(ref) from None
-        if not is_cli_pod(pod):
-            raise NoSuchPod(ref)
-        return pod
 
     def exists(self, ref: str) -> bool:
         try:
@@ -142,8 +139,7 @@ class UserPods:
         return True
 
     def list(self, labels: dict[str, str | None] | None = None) -> list[PodRecord]:
-        return [p for p in self.engine.store.list_pods(PodFilter(labels=labels or {}))
-                if is_cli_pod(p)]
+        return self.pods.list(PodFilter(labels=labels or {}))
 
     def containers(self, pod: PodRecord) -> list[ContainerRecord]:
         """Its containers, oldest first, their states refreshed from their monitors."""
@@ -368,6 +364,3 @@ class UserPods:
             "Containers": [{"Id": c.id, "Name": c.name, "State": c.state} for c in ctrs],
         }
 
-
-def is_cli_pod(pod: PodRecord) -> bool:
-    return (pod.config.get("spec") or {}).get("origin") == ORIGIN

@@ -55,6 +55,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
       "(the default, pallet0 with NAT), none, host, a network's name, or container:NAME|ID "
       "(share that container's network namespace)")
     a("-h", "--hostname", default="", help="container host name")
+    a("--pod", default="", help="run in an existing pod (`pallet pod create`): its network, "
+      "IPC and UTS namespaces")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
     a("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33) on an IPv6 network")
@@ -200,6 +202,7 @@ def add_parsers(sub: Any) -> None:
         add_bool_flag(p, "--no-trunc", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         add_bool_flag(p, "-l", "--latest", help="show the latest created")
+        add_bool_flag(p, "--pod", help="show the pod of each container (POD ID, PODNAME)")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
     add_bool_flag(p, "-i", "--interactive", help="keep STDIN open")
     add_bool_flag(p, "-t", "--tty", help="allocate a pseudo-TTY")
@@ -657,9 +660,19 @@ class _CidFile:
             os.unlink(self.path)
 
 
+def _in_pod(eng: Engine, args: argparse.Namespace, req: Any) -> Any:
+    """REQ, joined to --pod's namespaces (podman's refusals of per-container networking)."""
+    if args.pod:
+        from pallet.engine.user_pods import UserPods
+
+        UserPods(eng).join(args.pod, req)
+    return req
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    eng = _engine(args)
     with _CidFile(args.cidfile) as cidfile:
-        rec = _engine(args).create(_request(args))
+        rec = eng.create(_in_pod(eng, args, _request(args)))
         cidfile.write(rec.id)
     print(rec.id)
     return 0
@@ -686,7 +699,7 @@ def _run(args: argparse.Namespace) -> int:
     keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     with _CidFile(args.cidfile) as cidfile:
-        rec = eng.create(_request(args))
+        rec = eng.create(_in_pod(eng, args, _request(args)))
         cidfile.write(rec.id)
     return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
                          tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm,
@@ -1387,12 +1400,25 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
     rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
+    cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+    headers = PS_HEADERS
+    pods = {p.id: p for p in eng.store.list_pods()} if any(r.pod_id for r in recs) else {}
+    for rec, row in zip(recs, rows, strict=True):
+        pod = pods.get(rec.pod_id or "")
+        if pod is not None and not row["Ports"]:  # a pod's member: the pod's ports (podman)
+            row["Ports"] = _ports_str((pod.config.get("spec") or {}).get("port_mappings")
+                                      or [])
+        if getattr(args, "pod", False):  # podman's ps --pod: two more columns
+            row["Pod"] = (rec.pod_id or "") if args.no_trunc else (rec.pod_id or "")[:12]
+            row["PodName"] = pod.name if pod is not None else ""
+    if getattr(args, "pod", False):
+        cols += ["Pod", "PodName"]
+        headers = {**PS_HEADERS, "Pod": "POD ID", "PodName": "PODNAME"}
 
     def table() -> None:
-        cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
-        _print_table([PS_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows])
+        _print_table([headers[c] for c in cols], [[r[c] for c in cols] for r in rows])
 
-    _print_formatted(args.format, rows, PS_HEADERS, table)
+    _print_formatted(args.format, rows, headers, table)
     return 0
 
 

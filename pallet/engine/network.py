@@ -41,6 +41,11 @@ AUTO_PREFIX = 24
 DRIVERS = ("bridge",)
 PROTOCOLS = ("tcp", "udp", "sctp")
 LOOPBACK_NETWORK = "pallet-loopback"
+# The default network's bridge is one device of the host's, whatever pallet root uses it,
+# so its addresses are allocated host-wide: two roots' containers on it must not get the same
+# one. Under /run: the reservations go with the bridge at reboot. (A user network's bridge
+# belongs to one root, and so do its reservations: <root>/cni/networks.)
+HOST_IPAM_DIR = "/run/pallet-ipam"
 
 # Names `--network` gives another meaning to, so no network may take them.
 RESERVED_NAMES = ("host", "none", "container", "default", "bridge")
@@ -319,7 +324,6 @@ def build_conflist(
     ipam: dict[str, Any] = {
         "type": "host-local",
         "ranges": rangesets,
-        # Under pallet's root: reservations go with it, and tests get their own.
         "dataDir": data_dir,
     }
     if not internal:
@@ -950,14 +954,14 @@ class Networks:
 
     def _conflist(
         self, name: str, bridge: str, subnet: str, gateway: str, opts: Mapping[str, Any],
-        ipam: Sequence[Mapping[str, Any]] = (),
+        ipam: Sequence[Mapping[str, Any]] = (), data_dir: str = "",
     ) -> dict[str, Any]:
         return build_conflist(
             name,
             bridge=bridge,
             subnet=subnet,
             gateway=gateway,
-            data_dir=self.ipam_dir,
+            data_dir=data_dir or self.ipam_dir,
             ip_masq=bool(opts.get("ip_masq", True)),
             internal=bool(opts.get("internal", False)),
             firewall=self.firewall,
@@ -972,7 +976,8 @@ class Networks:
         subnet = self.default_subnet
         gateway = pick_gateway(ipaddress.ip_network(subnet))
         opts = {"bridge": self.default_bridge, "ip_masq": True, "internal": False}
-        conflist = self._conflist(DEFAULT_NETWORK, self.default_bridge, subnet, gateway, opts)
+        conflist = self._conflist(DEFAULT_NETWORK, self.default_bridge, subnet, gateway, opts,
+                                  data_dir=os.path.join(HOST_IPAM_DIR, self.default_bridge))
         config = {"conflist": conflist, "options": opts, "default": True}
         try:
             current = self.store.get_network(DEFAULT_NETWORK)

@@ -156,3 +156,34 @@ def test_bad_publish_specs_are_refused(pallet):
         out = pallet("run", "--rm", "-p", bad, "busybox", "true")
         assert out.returncode == 125 and named in out.stderr, (bad, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_two_roots_on_the_default_bridge_get_different_addresses(pallet, tmp_path,
+                                                                  busybox_store):
+    """The default bridge (pallet0) is one device of the host's whichever root uses it, so
+    its addresses are allocated host-wide: containers of two roots never share one, and
+    reach each other over it."""
+    import shutil
+
+    from tests.engine.conftest import Pallet
+
+    other_root = str(tmp_path / "other-root")
+    shutil.copytree(busybox_store, other_root, symlinks=True)
+    other = Pallet(other_root, f"/run/pallet-t-{uuid.uuid4().hex[:8]}")
+    try:
+        ips = []
+        for p in (pallet, other):
+            cid = p("run", "-d", "busybox", "sleep", "60", check=True).stdout.strip()
+            ips.append(p("inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid,
+                         check=True).stdout.strip())
+        assert ips[0] != ips[1] and all(ip.startswith("10.87.") for ip in ips), ips
+        ping = other("exec", other("ps", "-q", check=True).stdout.split()[0], "ping", "-c1",
+                     "-W2", ips[0])
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        for p in (pallet, other):
+            ids = p("ps", "-aq", "--no-trunc").stdout.split()
+            if ids:
+                p("rm", "-f", *ids)
+        shutil.rmtree(other.run_root, ignore_errors=True)
+    assert leftovers(pallet) == [] and leftovers(other) == []

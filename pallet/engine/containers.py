@@ -1830,8 +1830,7 @@ def uses_embedded_dns(network: str) -> bool:
     pallet/engine/dns.py); on the default bridge, host and none, with the host's servers."""
     from pallet.engine.network import DEFAULT_NETWORK
 
-    return network not in NETWORK_MODES and network != "" and \
-        not network.startswith("container:") and cni_network(network) != DEFAULT_NETWORK
+    return has_own_network({"network": network}) and cni_network(network) != DEFAULT_NETWORK
 
 
 def cni_network(name: str) -> str:

@@ -302,8 +302,11 @@ def add_parsers(sub: Any) -> None:
     vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")
     p = vsub.add_parser("create", help="create a volume")
     p.add_argument("name", nargs="?", default="")
+    p.add_argument("--name", dest="name_flag", default="", help="specify volume name")
     p.add_argument("--label", action="append", default=[])
     p.add_argument("-d", "--driver", default="local")
+    p.add_argument("-o", "--opt", action="append", default=[], help="set driver specific "
+                   "options: the local driver's type=, device=, o= (as mount(8) takes them)")
     p.set_defaults(func=exit_1_on_error(cmd_volume_create))
     p = vsub.add_parser("ls", help="list volumes")
     add_bool_flag(p, "-q", "--quiet")
@@ -1797,7 +1800,15 @@ def _volume_json(v: Any) -> dict[str, Any]:
 
 
 def cmd_volume_create(args: argparse.Namespace) -> int:
-    v = _engine(args).volumes.create(args.name, _labels(args.label), args.driver)
+    from pallet.errors import InvalidArgument
+
+    if args.name and args.name_flag:
+        raise InvalidArgument("conflicting options: either specify --name or provide "
+                              "positional arg, not both")
+    # docker's MapOpts: KEY=VALUE, a bare KEY is KEY="", the last of a key wins.
+    opts = {k: v for k, _, v in (o.partition("=") for o in args.opt)}
+    v = _engine(args).volumes.create(args.name or args.name_flag, _labels(args.label),
+                                     args.driver, opts)
     print(v.name)
     return 0
 

@@ -936,7 +936,9 @@ def _normalize_volume(project: str, key: str, raw: dict[str, Any]) -> dict[str, 
     if external:
         return out
     if raw.get("driver_opts"):
-        raise _err(f"{path}.driver_opts", "volume options are not supported by pallet")
+        # docker's local driver options (type, device, o): the engine checks them.
+        out["driver_opts"] = {k: "" if v is None else str(v) for k, v in
+                              _mapping(raw["driver_opts"], f"{path}.driver_opts").items()}
     if raw.get("labels"):
         out["labels"] = {k: v or "" for k, v in _mapping(raw["labels"], f"{path}.labels").items()}
     return out

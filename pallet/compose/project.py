@@ -251,7 +251,7 @@ def ensure_volumes(eng: Engine, project: Project, keys: Iterable[str], undo: Rol
         progress("Volume", conf["name"], "Creating")
         labels = {**(conf.get("labels") or {}), PROJECT_LABEL: project.name,
                   VOLUME_LABEL: key, VERSION_LABEL: VERSION}
-        vols.create(conf["name"], labels)
+        vols.create(conf["name"], labels, options=conf.get("driver_opts") or {})
         undo.add(lambda n=conf["name"]: eng.volumes.remove(n))
         progress("Volume", conf["name"], "Created")
 

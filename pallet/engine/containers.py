@@ -302,7 +302,7 @@ class Engine:
                 opts.cgroups_path = os.path.join(req.cgroup_parent, cid)
             for kind, mode in req.namespaces.items():
                 opts.namespaces[kind] = self._namespace_of(kind, mode)
-            volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
+            volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image, cid)
             opts.mounts.extend(tmpfs)
             self._network_options(opts, network, cid)
             self._etc_files(opts, cdir, network, extra_hosts, req)
@@ -448,14 +448,35 @@ class Engine:
             self.images.prepare_view(v["chain"], v["dir"], idmap)
 
     def _release_mounts(self, rec: ContainerRecord, final: bool) -> None:
-        """Unmount the rootfs and image volumes; FINAL (removal) also drops their leases."""
+        """Unmount the rootfs and image volumes; FINAL (removal) also drops their leases.
+        Volumes with a filesystem of their own are unmounted once no container holds them."""
+        self._release_volumes(rec)
         for v in rec.config.get("image_volumes") or []:
             with contextlib.suppress(PalletError, OSError):
                 self.images.release_view(v["dir"], drop_lease=final)
         self.images.release_rootfs(self.ctr_dir(rec.id), drop_lease=final)
 
+    def _acquire_volumes(self, rec: ContainerRecord) -> None:
+        """Mount the filesystems of REC's volumes that have one (docker's local driver
+        options) on their _data, before the runtime binds them; all or none."""
+        held: list[str] = []
+        try:
+            for name in dict.fromkeys(rec.config.get("volume_names") or []):
+                self.volumes.acquire(name, rec.id)
+                held.append(name)
+        except BaseException:
+            for name in reversed(held):
+                with contextlib.suppress(PalletError, OSError):
+                    self.volumes.release(name, rec.id)
+            raise
+
+    def _release_volumes(self, rec: ContainerRecord) -> None:
+        for name in dict.fromkeys(rec.config.get("volume_names") or []):
+            with contextlib.suppress(PalletError, OSError):
+                self.volumes.release(name, rec.id)
+
     def _volume_mounts(self, opts: ContainerOptions, specs: list[Any], rootfs: str,
-                       image: Any) -> tuple[list[str], list[str]]:
+                       image: Any, cid: str) -> tuple[list[str], list[str]]:
         names, anonymous = [], []
         vols = self.volumes
         covered = {vs.destination for vs in specs} | {m.destination for m in opts.mounts}
@@ -475,7 +496,7 @@ class Engine:
                 anonymous.append(rec.name)
             names.append(rec.name)
             if not vs.nocopy:
-                vols.populate(rec.name, rootfs, vs.destination)
+                vols.populate(rec.name, rootfs, vs.destination, cid)
             opts.mounts.append(Mount(destination=vs.destination, source=rec.mountpoint,
                                      readonly=vs.readonly, propagation=vs.propagation))
         return names, anonymous
@@ -658,10 +679,15 @@ class Engine:
 
             netns.create("netns", rdir)
             cfg["network_gate"] = True
+        self._acquire_volumes(rec)  # released by the monitor once it exists
         self.close()
-        if streams:  # docker's client attaches before it starts the container
-            container_event(self.root, rec, "attach")
-        fd, _ = monitor.spawn(cfg, streams)
+        try:
+            if streams:  # docker's client attaches before it starts the container
+                container_event(self.root, rec, "attach")
+            fd, _ = monitor.spawn(cfg, streams)
+        except BaseException:
+            self._release_volumes(rec)
+            raise
         net_error: BaseException | None = None
         if gated:
             relayed = b""
@@ -707,6 +733,7 @@ class Engine:
             _network_teardown(self, rec, os.path.join(rdir, "netns"))
         if kind == b"x":
             raise ContainerStartError(err, int(code or 125))
+        self._release_volumes(rec)
         raise SystemFailure(f"the monitor of {rec.id[:12]} died before starting it; see "
                             f"{os.path.join(cdir, 'monitor.log')}")
 

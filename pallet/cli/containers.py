@@ -91,6 +91,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--platform", default=None, help="set platform if server is multi-platform capable")
     a("--stop-signal", default="", help="signal to stop the container")
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
+    a("--log-driver", default="", help="logging driver: json-file (default), local, k8s-file "
+      "(the same log file) or none")
     _host_args(p)
     add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
     # health checks (docker's --health-* flags; see _healthcheck)
@@ -223,6 +225,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-n", "--tail", default="all", help="number of lines from the end "
                    "(default all)")
     add_bool_flag(p, "-t", "--timestamps", help="show timestamps")
+    add_bool_flag(p, "--details", help="show extra details provided to logs (none here: "
+                  "pallet's log has no attributes)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers, images, networks or "
             "volumes", exit_1_on_error(cmd_inspect))
@@ -476,8 +480,12 @@ def _request(args: argparse.Namespace) -> Any:
     req.volumes_from = list(args.volumes_from)
     if args.stop_timeout is not None:
         req.stop_timeout = parse_int(args.stop_timeout, "--stop-timeout")
+    req.log_driver = args.log_driver
     for o in args.log_opt:
         k, _, v = o.partition("=")
+        req.log_opts[k] = v
+        if args.log_driver == "none":
+            continue  # docker checks no option of the none driver
         if k == "max-size":
             req.log_max_size = parse_size(v, "--log-opt max-size")
         elif k == "max-file":
@@ -756,11 +764,14 @@ def _cleanup_failed(eng: Engine, rec: ContainerRecord, remove: bool) -> None:
 
 
 def _replay_and_code(eng: Engine, cid: str, removed: bool) -> int:
-    from pallet.errors import NotFound
+    from pallet.errors import FailedPrecondition, NotFound
 
     try:
-        for line in eng.logs(cid):
-            os.write(2 if line.stream == "stderr" else 1, line.content)
+        try:
+            for line in eng.logs(cid):
+                os.write(2 if line.stream == "stderr" else 1, line.content)
+        except FailedPrecondition:
+            pass  # --log-driver none: no log to replay
         return eng.wait(cid)
     except NotFound:
         return 0

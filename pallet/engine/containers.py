@@ -100,6 +100,8 @@ class CreateRequest:
     platform: str | None = None
     log_max_size: int = LOG_MAX_SIZE
     log_max_files: int = LOG_MAX_FILES
+    log_driver: str = ""         # --log-driver (pallet.engine.logs.LOG_DRIVERS; "": json-file)
+    log_opts: dict[str, str] = field(default_factory=dict)  # --log-opt as given (inspect)
     # A pod's container (CRI): the pod it belongs to, its log file, and the pod's cgroup
     # parent (the container's cgroup is <cgroup_parent>/<id>, as containerd's cgroupfs).
     pod_id: str | None = None
@@ -225,8 +227,10 @@ class Engine:
     def create(self, req: CreateRequest) -> ContainerRecord:
         """Reserve the name, mount the rootfs and write the bundle; state 'created'."""
         from pallet.engine.handlers import handler_name, resolve
+        from pallet.engine.logs import check_log_driver
 
         validate_restart(req.restart)
+        log_driver = check_log_driver(req.log_driver)
         if req.healthcheck:
             from pallet.engine.health import validate
 
@@ -329,7 +333,7 @@ class Engine:
                       "stop_timeout": req.stop_timeout,
                       "hostname": spec.get("hostname", ""), "cmd": opts.command,
                       "entrypoint": opts.entrypoint, "log_max_size": req.log_max_size,
-                      "log_max_files": req.log_max_files,
+                      "log_max_files": req.log_max_files, "log_driver": log_driver,
                       "mounts": [asdict(m) for m in opts.mounts],
                       "host_config": _host_config(opts, req)}
             if uses_embedded_dns(network):
@@ -596,7 +600,8 @@ class Engine:
             "id": rec.id, "root": self.root, "run_root": self.run_root,
             "ctr_dir": self.ctr_dir(rec.id), "run_dir": self.run_dir(rec.id),
             "bundle": self.ctr_dir(rec.id), "runtime": rec.runtime_handler,
-            "log_path": rec.log_path, "log_max_size": cfg.get("log_max_size", LOG_MAX_SIZE),
+            "log_path": "" if cfg.get("log_driver") == "none" else rec.log_path,
+            "log_max_size": cfg.get("log_max_size", LOG_MAX_SIZE),
             "log_max_files": cfg.get("log_max_files", LOG_MAX_FILES),
             "tty": bool(cfg.get("tty")), "stdin": bool(cfg.get("stdin")),
             "stdin_once": bool(cfg.get("stdin_once")),
@@ -986,9 +991,11 @@ class Engine:
 
     def logs(self, ref: str, follow: bool = False, since: int = 0, until: int = 0,
              tail: int = -1) -> Iterator[LogLine]:
-        from pallet.engine.logs import read_log
+        from pallet.engine.logs import NO_READING, read_log
 
         rec = self.get(ref)
+        if rec.config.get("log_driver") == "none":
+            raise FailedPrecondition(NO_READING)
         rdir = self.run_dir(rec.id)
         return read_log(rec.log_path, since=since, until=until, tail=tail, follow=follow,
                         running=lambda: bool(monitor.alive(rdir)))
@@ -1241,7 +1248,8 @@ class Engine:
             "Args": args[1:], "State": state, "Image": rec.image_id,
             "ResolvConfPath": os.path.join(cdir, "resolv.conf"),
             "HostnamePath": os.path.join(cdir, "hostname"),
-            "HostsPath": os.path.join(cdir, "hosts"), "LogPath": rec.log_path,
+            "HostsPath": os.path.join(cdir, "hosts"),
+            "LogPath": "" if cfg.get("log_driver") == "none" else rec.log_path,
             "Name": "/" + rec.name, "RestartCount": rec.restart_count,
             "Driver": "overlay", "Platform": "linux",
             "HostConfig": {
@@ -1264,6 +1272,8 @@ class Engine:
                           and not m["destination"].startswith("/etc/")
                           and not m["source"].startswith(self.volumes.dir)] or None,
                 **_inspect_host_config(cfg.get("host_config") or {}, spec),
+                "LogConfig": {"Type": cfg.get("log_driver") or "json-file",
+                              "Config": (cfg.get("host_config") or {}).get("log_opts") or {}},
             },
             "Mounts": mounts,
             "Config": {
@@ -1879,7 +1889,7 @@ def _host_config(opts: ContainerOptions, req: CreateRequest) -> dict[str, Any]:
             "cpuset_mems": opts.cpuset_mems,
             "memory_reservation": opts.memory_reservation or 0,
             "oom_kill_disable": opts.oom_kill_disable, "oom_score_adj": opts.oom_score_adj or 0,
-            "blkio_weight": opts.blkio_weight,
+            "blkio_weight": opts.blkio_weight, "log_opts": dict(req.log_opts),
             "annotations": {k: v for k, v in opts.annotations.items() if k != NAME_ANNOTATION}}
 
 

@@ -93,6 +93,7 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
     a("--log-driver", default="", help="logging driver: json-file (default), local, k8s-file "
       "(the same log file) or none")
+    a("--mac-address", default="", help="container MAC address (e.g., 92:d0:c6:0a:29:33)")
     _host_args(p)
     add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
     # health checks (docker's --health-* flags; see _healthcheck)
@@ -480,7 +481,7 @@ def _request(args: argparse.Namespace) -> Any:
     req.volumes_from = list(args.volumes_from)
     if args.stop_timeout is not None:
         req.stop_timeout = parse_int(args.stop_timeout, "--stop-timeout")
-    req.log_driver = args.log_driver
+    req.log_driver, req.mac_address = args.log_driver, args.mac_address
     for o in args.log_opt:
         k, _, v = o.partition("=")
         req.log_opts[k] = v

@@ -102,6 +102,7 @@ class CreateRequest:
     log_max_files: int = LOG_MAX_FILES
     log_driver: str = ""         # --log-driver (pallet.engine.logs.LOG_DRIVERS; "": json-file)
     log_opts: dict[str, str] = field(default_factory=dict)  # --log-opt as given (inspect)
+    mac_address: str = ""        # --mac-address: the first network's interface's MAC
     # A pod's container (CRI): the pod it belongs to, its log file, and the pod's cgroup
     # parent (the container's cgroup is <cgroup_parent>/<id>, as containerd's cgroupfs).
     pod_id: str | None = None
@@ -249,6 +250,9 @@ class Engine:
         static_ips = [i for i in (req.ip, req.ip6) if i]
         if static_ips:
             _check_static_ips(self, network, req.ip, req.ip6)
+        mac = parse_mac(req.mac_address) if req.mac_address else ""
+        if mac and (network == "host" or network.startswith("container:")):
+            raise InvalidArgument("conflicting options: mac-address and the network mode")
         if req.aliases and network in (*NETWORK_MODES, "bridge", "default"):
             raise InvalidArgument("network-scoped aliases are only supported for "
                                   "user-defined networks")
@@ -338,6 +342,8 @@ class Engine:
                       "host_config": _host_config(opts, req)}
             if uses_embedded_dns(network):
                 config["embedded_dns"] = True
+            if mac:
+                config["mac_address"] = mac
             if idmap:
                 config["rootfs_idmap"] = idmap
             if image_volumes:
@@ -1287,6 +1293,7 @@ class Engine:
                 "Entrypoint": cfg.get("entrypoint") if cfg.get("entrypoint") is not None
                 else (cfg.get("image_config") or {}).get("Entrypoint"),
                 "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+                **({"MacAddress": cfg["mac_address"]} if cfg.get("mac_address") else {}),
                 **({"StopTimeout": cfg["stop_timeout"]}
                    if cfg.get("stop_timeout") is not None else {}),
                 "ExposedPorts": {p: {} for p in cfg.get("exposed") or []} or None,
@@ -1711,7 +1718,30 @@ def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
     mode = config.get("network") or "none"
     return [] if mode in NETWORK_MODES else [
         {"name": mode, "ifname": "eth0", "aliases": list(config.get("aliases") or []),
-         "ips": list(config.get("ips") or [])}]
+         "ips": list(config.get("ips") or []), "mac": config.get("mac_address", "")}]
+
+
+def parse_mac(text: str) -> str:
+    """--mac-address as Go's net.ParseMAC reads it (aa:bb:cc:dd:ee:ff, aa-bb-..., or
+    aabb.ccdd.eeff), for an Ethernet interface (6 bytes, unicast); lower case with colons."""
+    s = text.strip()
+    groups: list[str] = []
+    if len(s) >= 14 and s[2] in ":-":
+        groups = s.split(s[2])
+        ok = all(len(g) == 2 for g in groups)
+    elif len(s) >= 14 and s[4] == ".":
+        groups = [g[i:i + 2] for g in s.split(".") for i in (0, 2)]
+        ok = all(len(g) == 4 for g in s.split("."))
+    else:
+        ok = False
+    ok = ok and all(c in "0123456789abcdefABCDEF" for g in groups for c in g)
+    octets = bytes(int(g, 16) for g in groups) if ok else b""
+    if len(octets) != 6:
+        raise InvalidArgument(f"{text} is not a valid mac address")
+    if octets[0] & 1:
+        raise InvalidArgument(f"{text} is not a valid mac address: a multicast address "
+                              "cannot be an interface's")
+    return ":".join(f"{o:02x}" for o in octets)
 
 
 def parse_extra_host(spec: str) -> tuple[str, str]:
@@ -1769,7 +1799,7 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any
                     engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
             att = nets.attach(path, rec.id, cni_network(n["name"]), ports, ifname=n["ifname"],
                               aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0,
-                              ips=n.get("ips") or ())
+                              ips=n.get("ips") or (), mac=n.get("mac") or "")
             first = first or att
     except BaseException:
         with contextlib.suppress(PalletError, OSError):

@@ -1115,11 +1115,24 @@ class Engine:
                  and os.path.lexists(m["source"])]
         # Outer mounts first, so a mount inside another volume lands on top of it.
         binds.sort(key=lambda m: os.path.normpath(m["destination"]).count("/"))
-        with self.rootfs(rec.id) as rootfs:
-            if not binds:
-                work(rootfs)
-                return
-            _in_private_mounts(rootfs, binds, work)
+        # Volumes with a filesystem of their own are mounted for the while, as docker's
+        # daemon mounts them for cp (a holder of their own: the container may start).
+        holder = f"{rec.id}.cp"
+        held: list[str] = []
+        try:
+            for name in dict.fromkeys(rec.config.get("volume_names") or []):
+                with contextlib.suppress(NotFound):  # removed (forced): nothing to mount
+                    self.volumes.acquire(name, holder)
+                    held.append(name)
+            with self.rootfs(rec.id) as rootfs:
+                if not binds:
+                    work(rootfs)
+                    return
+                _in_private_mounts(rootfs, binds, work)
+        finally:
+            for name in reversed(held):
+                with contextlib.suppress(PalletError, OSError):
+                    self.volumes.release(name, holder)
 
     def copy_from(self, ref: str, src: str, dest: str, follow_link: bool = False) -> None:
         """docker cp CONTAINER:SRC DEST (DEST "-": a tar stream on stdout). Every path is

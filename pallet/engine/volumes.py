@@ -409,12 +409,12 @@ class Volumes:
             os.close(fd)
 
     def _holders(self, active: str) -> set[str]:
-        """The containers holding a volume mounted; a record of one that is gone (a crash)
-        is dropped."""
+        """Who holds a volume mounted: container ids, or ID.WHAT for a while (ID.cp: a copy
+        into a stopped container); a record of a container that is gone is dropped."""
         out = set()
         for h in os.listdir(active) if os.path.isdir(active) else ():
             try:
-                self.store.get_container(h)
+                self.store.get_container(h.partition(".")[0])
             except NotFound:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(active, h))

@@ -110,15 +110,22 @@ def test_bind_volume_shows_a_host_dir_and_removal_never_empties_it(pallet, tmp_p
     assert pallet("exec", "vo-run", "cat", "/site/index.html").stdout == "from the host\n"
     pallet("rm", "-f", "vo-run", check=True)
 
-    # A container exited (not removed) with the volume; then system prune (-a: last, it
+    # A container exited (not removed) with the volume; cp in and out of it sees the host
+    # directory (mounted for the copy, as docker does); then system prune (-a: last, it
     # removes the image too).
     pallet("run", *NONE, "--name", "vo-user", "-v", "vo-site:/site", "busybox", "true",
            check=True)
+    (tmp_path / "copied").write_text("via cp\n")
+    pallet("cp", str(tmp_path / "copied"), "vo-user:/site/copied", check=True)
+    assert (host / "copied").read_text() == "via cp\n"
+    pallet("cp", "vo-user:/site/index.html", str(tmp_path / "back.html"), check=True)
+    assert (tmp_path / "back.html").read_text() == "from the host\n"
+    assert _mounted(data) == []
     assert pallet("volume", "rm", "vo-site").returncode == 1  # in use by vo-user
     pallet("rm", "vo-user", check=True)
     out = pallet("system", "prune", "-f", "--volumes", "-a")
     assert out.returncode == 0 and "vo-site" in out.stdout, out.stderr
-    assert sorted(os.listdir(host)) == ["index.html", "new"]
+    assert sorted(os.listdir(host)) == ["copied", "index.html", "new"]
     assert not os.path.exists(os.path.dirname(data))
     assert leftovers(pallet, [cid]) == []
 

@@ -94,6 +94,9 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--platform", default=None, help="set platform if server is multi-platform capable")
     a("--stop-signal", default="", help="signal to stop the container")
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
+    a("--log-driver", default="", help="logging driver: json-file (default), local, k8s-file "
+      "(the same log file) or none")
+    a("--mac-address", default="", help="container MAC address (e.g., 92:d0:c6:0a:29:33)")
     _host_args(p)
     add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
     # health checks (docker's --health-* flags; see _healthcheck)
@@ -227,6 +230,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-n", "--tail", default="all", help="number of lines from the end "
                    "(default all)")
     add_bool_flag(p, "-t", "--timestamps", help="show timestamps")
+    add_bool_flag(p, "--details", help="show extra details provided to logs (none here: "
+                  "pallet's log has no attributes)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers, images, networks or "
             "volumes", exit_1_on_error(cmd_inspect))
@@ -306,8 +311,11 @@ def add_parsers(sub: Any) -> None:
     vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")
     p = vsub.add_parser("create", help="create a volume")
     p.add_argument("name", nargs="?", default="")
+    p.add_argument("--name", dest="name_flag", default="", help="specify volume name")
     p.add_argument("--label", action="append", default=[])
     p.add_argument("-d", "--driver", default="local")
+    p.add_argument("-o", "--opt", action="append", default=[], help="set driver specific "
+                   "options: the local driver's type=, device=, o= (as mount(8) takes them)")
     p.set_defaults(func=exit_1_on_error(cmd_volume_create))
     p = vsub.add_parser("ls", help="list volumes")
     add_bool_flag(p, "-q", "--quiet")
@@ -477,8 +485,12 @@ def _request(args: argparse.Namespace) -> Any:
     req.volumes_from = list(args.volumes_from)
     if args.stop_timeout is not None:
         req.stop_timeout = parse_int(args.stop_timeout, "--stop-timeout")
+    req.log_driver, req.mac_address = args.log_driver, args.mac_address
     for o in args.log_opt:
         k, _, v = o.partition("=")
+        req.log_opts[k] = v
+        if args.log_driver == "none":
+            continue  # docker checks no option of the none driver
         if k == "max-size":
             req.log_max_size = parse_size(v, "--log-opt max-size")
         elif k == "max-file":
@@ -767,11 +779,14 @@ def _cleanup_failed(eng: Engine, rec: ContainerRecord, remove: bool) -> None:
 
 
 def _replay_and_code(eng: Engine, cid: str, removed: bool) -> int:
-    from pallet.errors import NotFound
+    from pallet.errors import FailedPrecondition, NotFound
 
     try:
-        for line in eng.logs(cid):
-            os.write(2 if line.stream == "stderr" else 1, line.content)
+        try:
+            for line in eng.logs(cid):
+                os.write(2 if line.stream == "stderr" else 1, line.content)
+        except FailedPrecondition:
+            pass  # --log-driver none: no log to replay
         return eng.wait(cid)
     except NotFound:
         return 0
@@ -1824,7 +1839,15 @@ def _volume_json(v: Any) -> dict[str, Any]:
 
 
 def cmd_volume_create(args: argparse.Namespace) -> int:
-    v = _engine(args).volumes.create(args.name, _labels(args.label), args.driver)
+    from pallet.errors import InvalidArgument
+
+    if args.name and args.name_flag:
+        raise InvalidArgument("conflicting options: either specify --name or provide "
+                              "positional arg, not both")
+    # docker's MapOpts: KEY=VALUE, a bare KEY is KEY="", the last of a key wins.
+    opts = {k: v for k, _, v in (o.partition("=") for o in args.opt)}
+    v = _engine(args).volumes.create(args.name or args.name_flag, _labels(args.label),
+                                     args.driver, opts)
     print(v.name)
     return 0
 

@@ -268,6 +268,22 @@ def with_static_ips(conflist: Mapping[str, Any], ips: Sequence[str]) -> dict[str
     return {**conflist, "plugins": plugins}
 
 
+def with_mac(conflist: Mapping[str, Any]) -> dict[str, Any]:
+    """CONFLIST whose bridge plugin takes the `mac` capability: the container's interface
+    gets the runtimeConfig's MAC (docker's --mac-address). Debian's containernetworking-
+    plugins 1.1 bridge honours it (also as args.cni.mac and CNI_ARGS MAC=)."""
+    plugins, found = [], False
+    for p in conflist.get("plugins", []):
+        if p.get("type") == "bridge":
+            p = {**p, "capabilities": {**(p.get("capabilities") or {}), "mac": True}}
+            found = True
+        plugins.append(p)
+    if not found:
+        raise InvalidArgument(f"network {conflist.get('name')}: a MAC address can only be "
+                              "given on a bridge network")
+    return {**conflist, "plugins": plugins}
+
+
 def ula_pool(seed: str) -> str:
     """A /48 of fd00::/8 with a 40-bit global id from SEED (the host's machine id), as
     docker derives its default IPv6 pool from its engine id (RFC 4193)."""
@@ -1359,12 +1375,14 @@ class Networks:
         cni_args: Mapping[str, str] | None = None,
         default_route: bool = True,
         ips: Sequence[str] = (),
+        mac: str = "",
     ) -> Attachment:
         """Connect the namespace at NETNS_PATH to NETWORK as IFNAME via CNI ADD and
         record it. Idempotent for the same (container, network, ifname). Host ports
         already in use fail before any plugin runs; a failed ADD is rolled back.
         default_route=False: no default route through this network (a second one).
-        IPS: static addresses (docker's --ip/--ip6), checked with docker's messages."""
+        IPS: static addresses (docker's --ip/--ip6), checked with docker's messages; MAC:
+        the interface's MAC address (docker's --mac-address), checked by the caller."""
         rec = self.get(network)
         validate_ifname(ifname)
         if not netns.is_netns(netns_path):
@@ -1391,9 +1409,11 @@ class Networks:
         if ips:
             self.check_static_ips(rec, ips, container_id)
             conflist = with_static_ips(conflist, ips)
-        rt = cni.RuntimeConf(
-            container_id, netns_path, ifname, args, {"portMappings": mappings} if mappings else {}
-        )
+        caps: dict[str, Any] = {"portMappings": mappings} if mappings else {}
+        if mac:
+            conflist = with_mac(conflist)
+            caps["mac"] = mac
+        rt = cni.RuntimeConf(container_id, netns_path, ifname, args, caps)
         extra = {"aliases": list(aliases), "networkId": rec.id}
         try:
             if mappings:

@@ -618,6 +618,30 @@ def _is_bridge(name: str) -> bool:
     return os.path.isdir(f"/sys/class/net/{name}/bridge")
 
 
+def make_bridge(name: str, address: str, mtu: int = 0) -> None:
+    """The bridge NAME, up, with the IPv4 gateway ADDRESS (CIDR; none: "") as the bridge
+    plugin gives it at its first ADD. docker makes its bridge at `network create`: so does
+    pallet, so the subnet's route is on the host at once and another pallet root (or
+    anyone) choosing a subnet sees it taken. IPv6 gateways are left to the plugin."""
+    import subprocess
+
+    def ip(*args: str) -> None:
+        out = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemFailure(f"ip {' '.join(args)}: {out.stderr.strip()}")
+
+    if not _is_bridge(name):
+        # A MAC set once, as the plugin sets it: one left to the kernel follows the lowest
+        # port's, changes as containers come and go, and fails the plugin's CHECK.
+        mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+        ip("link", "add", "name", name, "address", mac, "type", "bridge")
+    if mtu:
+        ip("link", "set", name, "mtu", str(mtu))
+    if address:
+        ip("addr", "replace", address, "dev", name)
+    ip("link", "set", name, "up")
+
+
 def delete_link(name: str) -> bool:
     """Delete the interface NAME with one rtnetlink RTM_DELLINK (no `ip` fork).
     False when it did not exist."""
@@ -1161,6 +1185,18 @@ class Networks:
                     config={"conflist": conflist, "options": opts, "ipam": ipam},
                 )
             )
+            v4 = [c for c in ipam if ipaddress.ip_network(c["subnet"]).version == 4]
+            if v4 and v4[0].get("gateway"):
+                gateway = f"{v4[0]['gateway']}/{ipaddress.ip_network(v4[0]['subnet']).prefixlen}"
+            else:
+                gateway = ""
+            existed = _is_bridge(bridge)
+            try:  # still in the transaction: a failure leaves no record either
+                make_bridge(bridge, gateway, mtu)
+            except BaseException:
+                if not existed and _is_bridge(bridge):
+                    delete_link(bridge)
+                raise
         self._event(made, "create")
         return made
 

@@ -8,6 +8,7 @@ unique bridge and subnet, except the default-network test.
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import subprocess
@@ -186,4 +187,42 @@ def test_two_roots_on_the_default_bridge_get_different_addresses(pallet, tmp_pat
             if ids:
                 p("rm", "-f", *ids)
         shutil.rmtree(other.run_root, ignore_errors=True)
+    assert leftovers(pallet) == [] and leftovers(other) == []
+
+
+def test_networks_of_two_roots_never_share_a_subnet(pallet, tmp_path, busybox_store):
+    """docker makes a network's bridge, with its gateway address, at `network create`;
+    so does pallet: the subnet's route is on the host at once, and another root choosing
+    a subnet sees it taken (they picked the same one while bridges waited for a container)."""
+    import ipaddress
+    import shutil
+
+    from tests.engine.conftest import Pallet
+
+    other = Pallet(str(tmp_path / "other-root"), f"/run/pallet-t-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(busybox_store, other.root, symlinks=True)
+    names = [f"tworoot-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    bridges = []
+    try:
+        subnets = []
+        for p, name in zip((pallet, other), names, strict=True):
+            p("network", "create", name, check=True)
+            info = json.loads(p("network", "inspect", name, check=True).stdout)[0]
+            subnet = info["IPAM"]["Config"][0]["Subnet"]
+            bridge = info["Options"].get("com.docker.network.bridge.name") or \
+                f"br-{info['Id'][:12]}"
+            addrs = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", bridge],
+                                   capture_output=True, text=True, check=True).stdout
+            bridges.append(bridge)
+            gateway = info["IPAM"]["Config"][0]["Gateway"]
+            assert f"inet {gateway}/{subnet.split('/')[1]}" in addrs, addrs
+            subnets.append(ipaddress.ip_network(subnet))
+        assert not subnets[0].overlaps(subnets[1]), subnets
+        taken = other("network", "create", "--subnet", str(subnets[0]), "tworoot-clash")
+        assert taken.returncode != 0 and f"subnet {subnets[0]} overlaps" in taken.stderr
+    finally:
+        for p, name in zip((pallet, other), names, strict=True):
+            p("network", "rm", name)
+        shutil.rmtree(other.run_root, ignore_errors=True)
+    assert bridges and not any(os.path.exists(f"/sys/class/net/{b}") for b in bridges)
     assert leftovers(pallet) == [] and leftovers(other) == []

@@ -64,6 +64,9 @@ def pallet(tmp_path, busybox_store) -> Iterator[Pallet]:
     ids = p("ps", "-aq", "--no-trunc").stdout.split()
     if ids:
         p("rm", "-f", *ids)
+    # A network's bridge is made at `network create` and lives until `network rm`: the
+    # test's root is deleted after this, so its networks go now.
+    p("network", "prune", "-f")
     shutil.rmtree(run_root, ignore_errors=True)
 
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from pallet.engine.logs import LogLine
     from pallet.engine.specgen import ContainerOptions
     from pallet.engine.volumes import Volumes
-    from pallet.image.store import ImageStore
+    from pallet.image.store import Image, ImageStore
 
 DEFAULT_ROOT = "/var/lib/pallet"
 DEFAULT_RUN_ROOT = "/run/pallet"
@@ -1515,15 +1515,17 @@ class Engine:
                     f"is being used by stopped container {users[0].id[:12]}")
         return self.images.remove(ref, force=force)
 
-    def prune_images(self, all: bool = False) -> tuple[list[str], int]:
+    def prune_images(self, all: bool = False,
+                     only: Callable[[Image], bool] | None = None) -> tuple[list[str], int]:
         """docker's image prune: the dangling (unnamed) images, or with ALL every image that
-        no container (of any state) was made from. Returns docker's `untagged:`/`deleted:`
-        lines and the bytes freed."""
+        no container (of any state) was made from; with ONLY, of those the ones it chooses
+        (a prune's filters). Returns docker's `untagged:`/`deleted:` lines and the bytes
+        freed."""
         used = {c.image_id for c in self.store.list_containers()}
         lines: list[str] = []
         # -a takes a build's intermediate step images (its cache) too.
         for image in self.images.list(intermediates=all):
-            if image.id in used or (image.names and not all):
+            if image.id in used or (image.names and not all) or (only and not only(image)):
                 continue
             with contextlib.suppress(NotFound):  # removed meanwhile by someone else
                 lines += [ln[0].lower() + ln[1:]

@@ -195,12 +195,13 @@ def add_parsers(sub: Any) -> None:
         add_bool_flag(p, "-q", "--quiet", help="only display container IDs")
         p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
                        "id, name, label, status, exited, ancestor, network, volume, publish, "
-                       "health, before, since")
+                       "health, before, since", type=filter_arg("-f, --filter"))
         p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or "
                        "a Go template such as '{{.ID}}\\t{{.Names}}'")
         add_bool_flag(p, "--no-trunc", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         add_bool_flag(p, "-l", "--latest", help="show the latest created")
+        add_bool_flag(p, "-s", "--size", help="display total file sizes")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
     add_bool_flag(p, "-i", "--interactive", help="keep STDIN open")
     add_bool_flag(p, "-t", "--tty", help="allocate a pseudo-TTY")
@@ -286,6 +287,7 @@ def add_parsers(sub: Any) -> None:
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
     p = ssub.add_parser("df", help="show disk usage", description="show disk usage")
     p.add_argument("--format", default="", help="table, json or a Go template")
+    add_bool_flag(p, "-v", "--verbose", help="show detailed information on space usage")
     p.set_defaults(func=exit_1_on_error(cmd_system_df))
     p = ssub.add_parser("prune", help="remove stopped containers, unused networks, dangling "
                         "images (and unused volumes)", description="remove unused data")
@@ -1385,13 +1387,30 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
     rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
+    # docker's CLI asks for sizes with -s, or when the template shows them
+    sized = args.size or ".Size" in (args.format or "")
+    if sized:
+        for r, row in zip(recs, rows, strict=True):
+            row["Size"] = _size_column(eng, r)
 
     def table() -> None:
         cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+        cols += ["Size"] if sized else []
         _print_table([PS_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows])
 
     _print_formatted(args.format, rows, PS_HEADERS, table)
     return 0
+
+
+def _size_column(eng: Engine, rec: ContainerRecord) -> str:
+    """docker's SIZE: the writable layer, and with the image's layers `(virtual ...)`."""
+    from pallet.errors import PalletError
+
+    try:
+        rw, rootfs = eng.container_size(rec.id)
+    except PalletError:  # removed meanwhile
+        return "0B"
+    return f"{_human_si(rw)} (virtual {_human_si(rootfs)})" if rootfs else _human_si(rw)
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -1721,7 +1740,13 @@ def _os_name() -> str:
 
 
 def cmd_system_df(args: argparse.Namespace) -> int:
-    du = _engine(args).disk_usage()
+    from pallet.build.cache_mounts import CacheMounts
+
+    eng = _engine(args)
+    caches = CacheMounts(eng.root).list()
+    if args.verbose:
+        return _system_df_verbose(args, eng, caches)
+    du = eng.disk_usage()
     rows = []
     for kind, key in (("Images", "images"), ("Containers", "containers"),
                       ("Local Volumes", "volumes")):
@@ -1729,6 +1754,10 @@ def cmd_system_df(args: argparse.Namespace) -> int:
         pct = f" ({reclaimable * 100 // size}%)" if size else ""
         rows.append({"Type": kind, "TotalCount": str(total), "Active": str(active),
                      "Size": _human_si(size), "Reclaimable": _human_si(reclaimable) + pct})
+    rows.append({"Type": "Build Cache", "TotalCount": str(len(caches)),
+                 "Active": str(sum(c["in_use"] for c in caches)),
+                 "Size": _human_si(sum(c["size"] for c in caches)),
+                 "Reclaimable": _human_si(sum(c["size"] for c in caches if not c["in_use"]))})
     headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
                "Reclaimable": "RECLAIMABLE"}
 
@@ -1736,6 +1765,68 @@ def cmd_system_df(args: argparse.Namespace) -> int:
         _print_table(list(headers.values()), [list(r.values()) for r in rows])
 
     _print_formatted(args.format, rows, headers, table)
+    return 0
+
+
+DF_IMAGE_COLUMNS = ("Repository", "Tag", "ID", "CreatedSince", "Size", "SharedSize",
+                    "UniqueSize", "Containers")
+DF_CONTAINER_COLUMNS = ("ID", "Image", "Command", "LocalVolumes", "Size", "RunningFor",
+                        "Status", "Names")
+DF_CACHE_HEADERS = {"ID": "CACHE ID", "CacheType": "CACHE TYPE", "Size": "SIZE",
+                    "CreatedSince": "CREATED", "LastUsedSince": "LAST USED",
+                    "UsageCount": "USAGE", "Shared": "SHARED"}
+
+
+def _system_df_verbose(args: argparse.Namespace, eng: Engine,
+                       caches: list[dict[str, Any]]) -> int:
+    """docker's `system df -v`: a table each of images, containers, local volumes and the
+    build cache (RUN --mount=type=cache directories; `*` marks one a build is using)."""
+    import json
+    import time
+
+    from pallet.cli.images import IMAGE_HEADERS, _image_rows, human_duration
+
+    detail = eng.disk_usage_detail()
+    now = time.time()
+    images = []
+    for image, shared, containers in detail["images"]:
+        for row in _image_rows([(image, image.names)], argparse.Namespace(no_trunc=False)):
+            row.update(SharedSize=_human_si(shared), UniqueSize=_human_si(image.size - shared),
+                       Containers=str(containers), Size=_human_si(image.size))
+            images.append(row)
+    ctrs = []
+    for rec, rw in detail["containers"]:
+        row = _row(rec, False)
+        row["Size"] = _human_si(rw)
+        ctrs.append(row)
+    vols = [{"Name": v.name, "Links": str(links), "Size": _human_si(size)}
+            for v, links, size in detail["volumes"]]
+    cache = [{"ID": c["id"][:12] + ("*" if c["in_use"] else ""), "CacheType": "exec.cachemount",
+              "Size": _human_si(c["size"]),
+              "CreatedSince": human_duration(now - c["created"]) + " ago",
+              "LastUsedSince": human_duration(now - c["last_used"]) + " ago",
+              "UsageCount": "N/A", "Shared": "false"} for c in caches]
+    if args.format == "json":
+        print(json.dumps({"Images": images, "Containers": [_plain(r) for r in ctrs],
+                          "Volumes": vols, "BuildCache": cache}, separators=(",", ":")))
+        return 0
+    if args.format not in ("", "table"):
+        from pallet.errors import InvalidArgument
+
+        raise InvalidArgument("system df -v takes --format table or json")
+
+    def table(columns: tuple[str, ...], heads: dict[str, str], rows: list[dict[str, Any]]
+              ) -> None:
+        _print_table([heads[c] for c in columns], [[r[c] for c in columns] for r in rows])
+
+    print("Images space usage:\n")
+    table(DF_IMAGE_COLUMNS, IMAGE_HEADERS, images)
+    print("\nContainers space usage:\n")
+    table(DF_CONTAINER_COLUMNS, PS_HEADERS, ctrs)
+    print("\nLocal Volumes space usage:\n")
+    table(("Name", "Links", "Size"), VOLUME_HEADERS, vols)
+    print(f"\nBuild cache usage: {_human_si(sum(c['size'] for c in caches))}\n")
+    table(tuple(DF_CACHE_HEADERS), DF_CACHE_HEADERS, cache)
     return 0
 
 

@@ -1555,6 +1555,31 @@ class Engine:
                         sum(n for v, n in vol_sizes.items() if v not in vol_used)),
         }
 
+    def disk_usage_detail(self) -> dict[str, list[Any]]:
+        """`system df -v`: per image (Image, bytes it shares with other images, containers
+        made from it), per container (record, its writable layer's bytes) and per volume
+        (record, containers naming it, bytes)."""
+        images = self.images.list()
+        ctrs = [self._refresh(c) for c in self.store.list_containers()]
+        holders: dict[str, int] = {}
+        for i in images:
+            for digest in {d.digest for d in i.layers}:
+                holders[digest] = holders.get(digest, 0) + 1
+        uses: dict[str, int] = {}
+        links: dict[str, int] = {}
+        for c in ctrs:
+            uses[c.image_id] = uses.get(c.image_id, 0) + 1
+            for name in set(c.config.get("volume_names") or []):
+                links[name] = links.get(name, 0) + 1
+        return {
+            "images": [(i, sum(d.size for d in {d.digest: d for d in i.layers}.values()
+                               if holders[d.digest] > 1), uses.get(i.id, 0))
+                       for i in images],
+            "containers": [(c, _du(os.path.join(self.ctr_dir(c.id), "upper"))) for c in ctrs],
+            "volumes": [(v, links.get(v.name, 0), _du(v.mountpoint))
+                        for v in self.volumes.list()],
+        }
+
 
 # -- the events journal --------------------------------------------------------------------------
 def _merged_healthcheck(rec: ContainerRecord) -> dict[str, Any] | None:

@@ -421,12 +421,10 @@ def cmd_images(args: argparse.Namespace) -> int:
 
         print_formatted(args.format, rows, IMAGE_HEADERS, lambda: None)
         return 0
-    heads = IMAGE_HEADERS
+    from pallet.cli.template import align
+
     cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
-    widths = {c: max([len(heads[c])] + [len(r[c]) for r in rows]) for c in cols}
-    print("   ".join(heads[c].ljust(widths[c]) for c in cols).rstrip())
-    for r in rows:
-        print("   ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+    print(align("\n".join("\t".join(r[c] for c in cols) for r in [IMAGE_HEADERS, *rows])))
     return 0
 
 

@@ -2295,11 +2295,17 @@ def _port_bindings(ports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _du(path: str) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for f in files:
+    """Bytes under PATH as docker counts a container's SizeRw or a volume's size (moby's
+    directory.Size): the files' apparent sizes, a hard-linked file once, directories
+    not at all."""
+    total, seen = 0, set()
+    for dirpath, dirnames, files in os.walk(path):
+        for f in files + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+                st = os.lstat(os.path.join(dirpath, f))
+                if st.st_size and (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
     return total
 
 

@@ -1846,9 +1846,10 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
                     if args.all else "all dangling images")
         what.append("unused build cache")
         print("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what))
-        if flt:
+        if flt:  # as docker lists them: these keys, sorted
+            given = sorted(f"{k}={v}" for k in ("label", "label!", "until") for v in flt.get(k))
             print("  Items to be pruned will be filtered with:\n" + "".join(
-                f"  - {w}\n" for w in args.filter))
+                f"  - {w}\n" for w in given))
         print("Are you sure you want to continue? [y/N] ", end="", flush=True)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):

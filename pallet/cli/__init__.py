@@ -28,6 +28,7 @@ GROUPS = [
     "pallet.cli.filesystems",
     "pallet.cli.update",
     "pallet.cli.container_group",
+    "pallet.cli.pods",
     "pallet.cli.networks",
     "pallet.cli.events",
     "pallet.cli.compose",
@@ -55,6 +56,7 @@ COMMANDS = {
     "build": "pallet.cli.build",
     "builder": "pallet.cli.build",
     "network": "pallet.cli.networks",
+    "pod": "pallet.cli.pods",
     "events": "pallet.cli.events",
     "compose": "pallet.cli.compose",
     "daemon": "pallet.cli.daemon",
@@ -64,7 +66,7 @@ _VALUE_OPTIONS = ("--root",)
 
 # The commands the zygote serves: the allow-list it checks each request against.
 ZYGOTE_COMMANDS = frozenset((*_CONTAINER_COMMANDS, *_FILESYSTEM_COMMANDS, "update",
-                             "container", "compose"))
+                             "container", "compose", "pod"))
 # Imported by the zygote before it serves, so that its workers (and the monitors it forks)
 # start warm: what `run`, `exec`, `ps`, `stop` and `rm` import, found with -X importtime.
 ZYGOTE_PRELOAD = (

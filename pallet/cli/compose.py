@@ -15,7 +15,7 @@ from pallet.cli.flags import add_bool_flag
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
     from pallet.compose.model import Project
@@ -515,6 +515,16 @@ def _follow_logs(args: argparse.Namespace, eng: Engine, project: Project,
     return children
 
 
+def _readable_logs(eng: Engine, cid: str, **kw: Any) -> Iterator[Any]:
+    """The container's log lines; none of a container whose logging driver is none."""
+    from pallet.errors import FailedPrecondition
+
+    try:
+        yield from eng.logs(cid, **kw)
+    except FailedPrecondition:
+        return
+
+
 def _follow_one(args: argparse.Namespace, eng: Engine, rec: ContainerRecord, prefix: str,
                 tail: int, follow: bool, exit_name: str) -> None:
     import signal
@@ -524,7 +534,7 @@ def _follow_one(args: argparse.Namespace, eng: Engine, rec: ContainerRecord, pre
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what ctrl-C does
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     pending = b""
-    for line in eng.logs(rec.id, follow=follow, tail=tail):
+    for line in _readable_logs(eng, rec.id, follow=follow, tail=tail):
         data = pending + line.content
         if not data.endswith(b"\n"):
             pending = data
@@ -652,7 +662,7 @@ def _logs_merged(args: argparse.Namespace, eng: Engine, project: Project,
         prefix = "" if args.no_log_prefix else f"{names[r.id]:<{width}}  | "
         if colour and prefix:
             prefix = f"\033[{_COLOURS[i % len(_COLOURS)]}m{prefix}\033[0m"
-        for line in eng.logs(r.id, tail=tail):
+        for line in _readable_logs(eng, r.id, tail=tail):
             lines.append((line.ts_ns, i, prefix, line))
     lines.sort(key=lambda x: (x[0], x[1]))
     for _, _, prefix, line in lines:

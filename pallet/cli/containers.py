@@ -56,6 +56,8 @@ def _create_args(p: argparse.ArgumentParser) -> None:
       "(the default, pallet0 with NAT), none, host, a network's name, or container:NAME|ID "
       "(share that container's network namespace)")
     a("-h", "--hostname", default="", help="container host name")
+    a("--pod", default="", help="run in an existing pod (`pallet pod create`): its network, "
+      "IPC and UTS namespaces")
     a("-p", "--publish", action="append", default=[], help="publish a container's port(s)")
     a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104) on a network with --subnet")
     a("--ip6", default="", help="IPv6 address (e.g., 2001:db8::33) on an IPv6 network")
@@ -93,6 +95,9 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     a("--platform", default=None, help="set platform if server is multi-platform capable")
     a("--stop-signal", default="", help="signal to stop the container")
     a("--log-opt", action="append", default=[], help="log options: max-size=, max-file=")
+    a("--log-driver", default="", help="logging driver: json-file (default), local, k8s-file "
+      "(the same log file) or none")
+    a("--mac-address", default="", help="container MAC address (e.g., 92:d0:c6:0a:29:33)")
     _host_args(p)
     add_bool_flag(p, "--rm", default=False, help="automatically remove the container when it exits")
     # health checks (docker's --health-* flags; see _healthcheck)
@@ -202,6 +207,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         add_bool_flag(p, "-l", "--latest", help="show the latest created")
         add_bool_flag(p, "-s", "--size", help="display total file sizes")
+        add_bool_flag(p, "--pod", help="show the pod of each container (POD ID, PODNAME)")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
     add_bool_flag(p, "-i", "--interactive", help="keep STDIN open")
     add_bool_flag(p, "-t", "--tty", help="allocate a pseudo-TTY")
@@ -226,6 +232,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-n", "--tail", default="all", help="number of lines from the end "
                    "(default all)")
     add_bool_flag(p, "-t", "--timestamps", help="show timestamps")
+    add_bool_flag(p, "--details", help="show extra details provided to logs (none here: "
+                  "pallet's log has no attributes)")
     p.add_argument("container", metavar="CONTAINER")
     p = cmd("inspect", "return low-level information on containers, images, networks or "
             "volumes", exit_1_on_error(cmd_inspect))
@@ -309,8 +317,11 @@ def add_parsers(sub: Any) -> None:
     vsub = volume.add_subparsers(dest="volume_command", metavar="COMMAND")
     p = vsub.add_parser("create", help="create a volume")
     p.add_argument("name", nargs="?", default="")
+    p.add_argument("--name", dest="name_flag", default="", help="specify volume name")
     p.add_argument("--label", action="append", default=[])
     p.add_argument("-d", "--driver", default="local")
+    p.add_argument("-o", "--opt", action="append", default=[], help="set driver specific "
+                   "options: the local driver's type=, device=, o= (as mount(8) takes them)")
     p.set_defaults(func=exit_1_on_error(cmd_volume_create))
     p = vsub.add_parser("ls", aliases=["list"], help="list volumes")
     add_bool_flag(p, "-q", "--quiet", help="only display volume names")
@@ -487,8 +498,12 @@ def _request(args: argparse.Namespace) -> Any:
     req.volumes_from = list(args.volumes_from)
     if args.stop_timeout is not None:
         req.stop_timeout = parse_int(args.stop_timeout, "--stop-timeout")
+    req.log_driver, req.mac_address = args.log_driver, args.mac_address
     for o in args.log_opt:
         k, _, v = o.partition("=")
+        req.log_opts[k] = v
+        if args.log_driver == "none":
+            continue  # docker checks no option of the none driver
         if k == "max-size":
             req.log_max_size = parse_size(v, "--log-opt max-size")
         elif k == "max-file":
@@ -670,9 +685,19 @@ class _CidFile:
             os.unlink(self.path)
 
 
+def _in_pod(eng: Engine, args: argparse.Namespace, req: Any) -> Any:
+    """REQ, joined to --pod's namespaces (podman's refusals of per-container networking)."""
+    if args.pod:
+        from pallet.engine.user_pods import UserPods
+
+        UserPods(eng).join(args.pod, req)
+    return req
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    eng = _engine(args)
     with _CidFile(args.cidfile) as cidfile:
-        rec = _engine(args).create(_request(args))
+        rec = eng.create(_in_pod(eng, args, _request(args)))
         cidfile.write(rec.id)
     print(rec.id)
     return 0
@@ -699,7 +724,7 @@ def _run(args: argparse.Namespace) -> int:
     keys = parse_detach_keys(args.detach_keys)
     eng = _engine(args)
     with _CidFile(args.cidfile) as cidfile:
-        rec = eng.create(_request(args))
+        rec = eng.create(_in_pod(eng, args, _request(args)))
         cidfile.write(rec.id)
     return start_created(eng, rec, detach=args.detach, interactive=args.interactive,
                          tty=args.tty, sig_proxy=args.sig_proxy, remove=args.rm,
@@ -767,11 +792,14 @@ def _cleanup_failed(eng: Engine, rec: ContainerRecord, remove: bool) -> None:
 
 
 def _replay_and_code(eng: Engine, cid: str, removed: bool) -> int:
-    from pallet.errors import NotFound
+    from pallet.errors import FailedPrecondition, NotFound
 
     try:
-        for line in eng.logs(cid):
-            os.write(2 if line.stream == "stderr" else 1, line.content)
+        try:
+            for line in eng.logs(cid):
+                os.write(2 if line.stream == "stderr" else 1, line.content)
+        except FailedPrecondition:
+            pass  # --log-driver none: no log to replay
         return eng.wait(cid)
     except NotFound:
         return 0
@@ -1387,18 +1415,30 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(r.id if args.no_trunc else r.id[:12])
         return 0
     rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
+    cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+    headers = PS_HEADERS
     # docker's CLI asks for sizes with -s, or when the template shows them
-    sized = args.size or ".Size" in (args.format or "")
-    if sized:
+    if args.size or ".Size" in (args.format or ""):
         for r, row in zip(recs, rows, strict=True):
             row["Size"] = _size_column(eng, r)
+        cols += ["Size"] if args.size else []
+    pods = {p.id: p for p in eng.store.list_pods()} if any(r.pod_id for r in recs) else {}
+    for rec, row in zip(recs, rows, strict=True):
+        pod = pods.get(rec.pod_id or "")
+        if pod is not None and not row["Ports"]:  # a pod's member: the pod's ports (podman)
+            row["Ports"] = _ports_str((pod.config.get("spec") or {}).get("port_mappings")
+                                      or [])
+        if getattr(args, "pod", False):  # podman's ps --pod: two more columns
+            row["Pod"] = (rec.pod_id or "") if args.no_trunc else (rec.pod_id or "")[:12]
+            row["PodName"] = pod.name if pod is not None else ""
+    if getattr(args, "pod", False):
+        cols += ["Pod", "PodName"]
+        headers = {**PS_HEADERS, "Pod": "POD ID", "PodName": "PODNAME"}
 
     def table() -> None:
-        cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
-        cols += ["Size"] if sized else []
-        _print_table([PS_HEADERS[c] for c in cols], [[r[c] for c in cols] for r in rows])
+        _print_table([headers[c] for c in cols], [[r[c] for c in cols] for r in rows])
 
-    _print_formatted(args.format, rows, PS_HEADERS, table)
+    _print_formatted(args.format, rows, headers, table)
     return 0
 
 
@@ -1894,7 +1934,15 @@ def _volume_json(v: Any) -> dict[str, Any]:
 
 
 def cmd_volume_create(args: argparse.Namespace) -> int:
-    v = _engine(args).volumes.create(args.name, _labels(args.label), args.driver)
+    from pallet.errors import InvalidArgument
+
+    if args.name and args.name_flag:
+        raise InvalidArgument("conflicting options: either specify --name or provide "
+                              "positional arg, not both")
+    # docker's MapOpts: KEY=VALUE, a bare KEY is KEY="", the last of a key wins.
+    opts = {k: v for k, _, v in (o.partition("=") for o in args.opt)}
+    v = _engine(args).volumes.create(args.name or args.name_flag, _labels(args.label),
+                                     args.driver, opts)
     print(v.name)
     return 0
 

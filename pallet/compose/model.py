@@ -50,7 +50,7 @@ SERVICE_KEYS = {
     "dns", "dns_search", "dns_opt", "devices",
 }
 # Read, accepted and not acted on (said in docs/cli.md).
-IGNORED_KEYS = ("expose", "logging", "domainname")
+IGNORED_KEYS = ("expose", "domainname")
 HEALTHCHECK_KEYS = ("test", "interval", "timeout", "start_period", "start_interval", "retries",
                     "disable")
 TOP_KEYS = {"version", "name", "services", "networks", "volumes", "secrets", "configs",
@@ -589,6 +589,40 @@ def _duration(value: Any, path: str) -> float:
                          "or 1m30s") from None
 
 
+def _logging(value: Any, path: str) -> dict[str, Any]:
+    """compose's logging: {driver, options} as `run --log-driver/--log-opt` (the engine
+    checks the driver)."""
+    if not isinstance(value, dict):
+        raise _err(path, "must be a mapping")
+    for key in value:
+        if key not in ("driver", "options"):
+            raise _err(f"{path}.{key}", "additional property not allowed: use driver or "
+                                        "options")
+    out: dict[str, Any] = {}
+    if value.get("driver") is not None:
+        if not isinstance(value["driver"], str):
+            raise _err(f"{path}.driver", "must be a string")
+        out["driver"] = value["driver"]
+    if value.get("options"):
+        out["options"] = {k: v or "" for k, v in
+                          _mapping(value["options"], f"{path}.options").items()}
+    if out.get("driver") != "none":  # docker checks no option of the none driver
+        from pallet.units import ram_in_bytes
+
+        for key, val in (out.get("options") or {}).items():
+            try:
+                if key == "max-size":
+                    ram_in_bytes(val)
+                elif key == "max-file":
+                    int(val)
+                else:
+                    raise _err(f"{path}.options.{key}", "unknown log opt: use max-size or "
+                                                        "max-file")
+            except ValueError:
+                raise _err(f"{path}.options.{key}", f"invalid value {_shown(val)}") from None
+    return out
+
+
 def _healthcheck(value: Any, path: str) -> dict[str, Any]:
     """compose's healthcheck: as docker's Config.Healthcheck (durations in ns; a string test
     is CMD-SHELL; disable: true is NONE)."""
@@ -699,7 +733,9 @@ def _normalize_service(name: str, raw: dict[str, Any], working_dir: str,
             out[key] = _build(value, path, working_dir)
         elif key == "healthcheck":
             out[key] = _healthcheck(value, path)
-        else:  # logging: kept as given
+        elif key == "logging":
+            out[key] = _logging(value, path)
+        else:
             out[key] = value
     if "restart" in out:
         _restart(out["restart"], f"{base}.restart")
@@ -1267,7 +1303,9 @@ def _normalize_volume(project: str, key: str, raw: dict[str, Any]) -> dict[str, 
     if external:
         return out
     if raw.get("driver_opts"):
-        raise _err(f"{path}.driver_opts", "volume options are not supported by pallet")
+        # docker's local driver options (type, device, o): the engine checks them.
+        out["driver_opts"] = {k: "" if v is None else str(v) for k, v in
+                              _mapping(raw["driver_opts"], f"{path}.driver_opts").items()}
     if raw.get("labels"):
         out["labels"] = {k: v or "" for k, v in _mapping(raw["labels"], f"{path}.labels").items()}
     return out

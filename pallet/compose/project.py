@@ -158,7 +158,18 @@ def create_request(project: Project, service: str, number: int, *, name: str = "
             (f"{p['published']}:" if p["published"] else "")
         ports.append(f"{prefix}{p['target']}/{p['protocol']}")
     restart = svc.get("restart", "no") if not oneoff else "no"
+    logging = svc.get("logging") or {}
+    log_opts = dict(logging.get("options") or {})
+    sizes: dict[str, int] = {}  # the model checked them (not a none driver's)
+    if logging.get("driver") != "none":
+        from pallet.units import ram_in_bytes
+
+        if "max-size" in log_opts:
+            sizes["log_max_size"] = ram_in_bytes(log_opts["max-size"])
+        if "max-file" in log_opts:
+            sizes["log_max_files"] = int(log_opts["max-file"])
     return CreateRequest(
+        log_driver=logging.get("driver", ""), log_opts=log_opts, **sizes,
         image=project.image(service), options=opts,
         name=name or container_name(project, service, number),
         network=first["network"] if first else ("bridge" if mode in ("", "bridge") else mode),
@@ -385,7 +396,7 @@ def ensure_volumes(eng: Engine, project: Project, keys: Iterable[str], undo: Rol
         progress("Volume", conf["name"], "Creating")
         labels = {**(conf.get("labels") or {}), PROJECT_LABEL: project.name,
                   VOLUME_LABEL: key, VERSION_LABEL: VERSION}
-        vols.create(conf["name"], labels)
+        vols.create(conf["name"], labels, options=conf.get("driver_opts") or {})
         undo.add(lambda n=conf["name"]: eng.volumes.remove(n))
         progress("Volume", conf["name"], "Created")
 

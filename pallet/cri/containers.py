@@ -190,7 +190,8 @@ class ContainerRPCs:
                 flt.id_prefix = self.node.container(id_ref).id
             except (NotFound, InvalidArgument):
                 return []
-        return [r for r in self.node.engine.list(all=True, filters=flt) if r.pod_id]
+        ids = self.node.sandbox_ids()
+        return [r for r in self.node.engine.list(all=True, filters=flt) if r.pod_id in ids]
 
     def _status(self, rec: ContainerRecord) -> pb.ContainerStatus:
         state = cri_state(rec)

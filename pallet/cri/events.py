@@ -87,7 +87,8 @@ class EventBus:
                 self._subs.remove(q)
 
     def _containers(self) -> list:
-        return [c for c in self.node.engine.list(all=True) if c.pod_id]
+        ids = self.node.sandbox_ids()
+        return [c for c in self.node.engine.list(all=True) if c.pod_id in ids]
 
     def _poll(self) -> None:
         while not self._stop.wait(POLL_INTERVAL):

@@ -80,9 +80,16 @@ class Node:
             rec = self.engine.get(ref)
         except NotFound:
             raise NotFound(f"container {ref!r} not found") from None
-        if not rec.pod_id:
-            raise NotFound(f"container {ref!r} not found (it is not a pod's container)")
+        try:
+            self.pods.get(rec.pod_id or "")  # a CLI pod's member is not ours either
+        except (NotFound, InvalidArgument):
+            raise NotFound(f"container {ref!r} not found (it is not a pod sandbox's "
+                           "container)") from None
         return rec
+
+    def sandbox_ids(self) -> set[str]:
+        """The ids of the CRI's pods (the CLI's pods and their containers are not ours)."""
+        return {p.id for p in self.pods.list()}
 
     def pod(self, ref: str) -> PodRecord:
         if not ref:

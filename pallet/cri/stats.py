@@ -48,7 +48,8 @@ class StatsRPCs:
                 flt.id_prefix = self.node.container(f.id).id
         except NotFound:
             return pb.ListContainerStatsResponse()
-        recs = [r for r in self.node.engine.list(filters=flt) if r.pod_id]
+        ids = self.node.sandbox_ids()
+        recs = [r for r in self.node.engine.list(filters=flt) if r.pod_id in ids]
         return pb.ListContainerStatsResponse(stats=[self._container_stats(r) for r in recs])
 
     def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,

@@ -115,6 +115,9 @@ class CreateRequest:
     platform: str | None = None
     log_max_size: int = LOG_MAX_SIZE
     log_max_files: int = LOG_MAX_FILES
+    log_driver: str = ""         # --log-driver (pallet.engine.logs.LOG_DRIVERS; "": json-file)
+    log_opts: dict[str, str] = field(default_factory=dict)  # --log-opt as given (inspect)
+    mac_address: str = ""        # --mac-address: the first network's interface's MAC
     # A pod's container (CRI): the pod it belongs to, its log file, and the pod's cgroup
     # parent (the container's cgroup is <cgroup_parent>/<id>, as containerd's cgroupfs).
     pod_id: str | None = None
@@ -240,8 +243,10 @@ class Engine:
     def create(self, req: CreateRequest) -> ContainerRecord:
         """Reserve the name, mount the rootfs and write the bundle; state 'created'."""
         from pallet.engine.handlers import handler_name, resolve
+        from pallet.engine.logs import check_log_driver
 
         validate_restart(req.restart)
+        log_driver = check_log_driver(req.log_driver)
         if req.healthcheck:
             from pallet.engine.health import validate
 
@@ -265,6 +270,9 @@ class Engine:
         static_ips = [i for i in (req.ip, req.ip6) if i]
         if static_ips:
             _check_static_ips(self, network, req.ip, req.ip6)
+        mac = parse_mac(req.mac_address) if req.mac_address else ""
+        if mac and (network == "host" or network.startswith("container:")):
+            raise InvalidArgument("conflicting options: mac-address and the network mode")
         if req.aliases and network in (*NETWORK_MODES, "bridge", "default"):
             raise InvalidArgument("network-scoped aliases are only supported for "
                                   "user-defined networks")
@@ -327,7 +335,7 @@ class Engine:
                     opts.namespaces[kind] = self._join_path(cid, kind)
                 else:
                     opts.namespaces[kind] = mode
-            volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image)
+            volume_names, anonymous = self._volume_mounts(opts, vol_specs, rootfs, image, cid)
             opts.mounts.extend(tmpfs)
             self._network_options(opts, network, cid, donor)
             etc_dir = self._etc_files(opts, cdir, network, extra_hosts, req, donor)
@@ -355,11 +363,13 @@ class Engine:
                       "stop_timeout": req.stop_timeout,
                       "hostname": spec.get("hostname", ""), "cmd": opts.command,
                       "entrypoint": opts.entrypoint, "log_max_size": req.log_max_size,
-                      "log_max_files": req.log_max_files,
+                      "log_max_files": req.log_max_files, "log_driver": log_driver,
                       "mounts": [asdict(m) for m in opts.mounts],
                       "host_config": _host_config(opts, req)}
             if uses_embedded_dns(network):
                 config["embedded_dns"] = True
+            if mac:
+                config["mac_address"] = mac
             if idmap:
                 config["rootfs_idmap"] = idmap
             if image_volumes:
@@ -487,14 +497,35 @@ class Engine:
             self.images.prepare_view(v["chain"], v["dir"], idmap)
 
     def _release_mounts(self, rec: ContainerRecord, final: bool) -> None:
-        """Unmount the rootfs and image volumes; FINAL (removal) also drops their leases."""
+        """Unmount the rootfs and image volumes; FINAL (removal) also drops their leases.
+        Volumes with a filesystem of their own are unmounted once no container holds them."""
+        self._release_volumes(rec)
         for v in rec.config.get("image_volumes") or []:
             with contextlib.suppress(PalletError, OSError):
                 self.images.release_view(v["dir"], drop_lease=final)
         self.images.release_rootfs(self.ctr_dir(rec.id), drop_lease=final)
 
+    def _acquire_volumes(self, rec: ContainerRecord) -> None:
+        """Mount the filesystems of REC's volumes that have one (docker's local driver
+        options) on their _data, before the runtime binds them; all or none."""
+        held: list[str] = []
+        try:
+            for name in dict.fromkeys(rec.config.get("volume_names") or []):
+                self.volumes.acquire(name, rec.id)
+                held.append(name)
+        except BaseException:
+            for name in reversed(held):
+                with contextlib.suppress(PalletError, OSError):
+                    self.volumes.release(name, rec.id)
+            raise
+
+    def _release_volumes(self, rec: ContainerRecord) -> None:
+        for name in dict.fromkeys(rec.config.get("volume_names") or []):
+            with contextlib.suppress(PalletError, OSError):
+                self.volumes.release(name, rec.id)
+
     def _volume_mounts(self, opts: ContainerOptions, specs: list[Any], rootfs: str,
-                       image: Any) -> tuple[list[str], list[str]]:
+                       image: Any, cid: str) -> tuple[list[str], list[str]]:
         names, anonymous = [], []
         vols = self.volumes
         covered = {vs.destination for vs in specs} | {m.destination for m in opts.mounts}
@@ -514,7 +545,7 @@ class Engine:
                 anonymous.append(rec.name)
             names.append(rec.name)
             if not vs.nocopy:
-                vols.populate(rec.name, rootfs, vs.destination)
+                vols.populate(rec.name, rootfs, vs.destination, cid)
             opts.mounts.append(Mount(destination=vs.destination, source=rec.mountpoint,
                                      readonly=vs.readonly, propagation=vs.propagation))
         return names, anonymous
@@ -632,7 +663,8 @@ class Engine:
             "id": rec.id, "root": self.root, "run_root": self.run_root,
             "ctr_dir": self.ctr_dir(rec.id), "run_dir": self.run_dir(rec.id),
             "bundle": self.ctr_dir(rec.id), "runtime": rec.runtime_handler,
-            "log_path": rec.log_path, "log_max_size": cfg.get("log_max_size", LOG_MAX_SIZE),
+            "log_path": "" if cfg.get("log_driver") == "none" else rec.log_path,
+            "log_max_size": cfg.get("log_max_size", LOG_MAX_SIZE),
             "log_max_files": cfg.get("log_max_files", LOG_MAX_FILES),
             "tty": bool(cfg.get("tty")), "stdin": bool(cfg.get("stdin")),
             "stdin_once": bool(cfg.get("stdin_once")),
@@ -725,10 +757,15 @@ class Engine:
 
             netns.create("netns", rdir)
             cfg["network_gate"] = True
+        self._acquire_volumes(rec)  # released by the monitor once it exists
         self.close()
-        if streams:  # docker's client attaches before it starts the container
-            container_event(self.root, rec, "attach")
-        fd, _ = monitor.spawn(cfg, streams)
+        try:
+            if streams:  # docker's client attaches before it starts the container
+                container_event(self.root, rec, "attach")
+            fd, _ = monitor.spawn(cfg, streams)
+        except BaseException:
+            self._release_volumes(rec)
+            raise
         net_error: BaseException | None = None
         if gated:
             relayed = b""
@@ -774,6 +811,7 @@ class Engine:
             _network_teardown(self, rec, os.path.join(rdir, "netns"))
         if kind == b"x":
             raise ContainerStartError(err, int(code or 125))
+        self._release_volumes(rec)
         raise SystemFailure(f"the monitor of {rec.id[:12]} died before starting it; see "
                             f"{os.path.join(cdir, 'monitor.log')}")
 
@@ -1035,9 +1073,11 @@ class Engine:
 
     def logs(self, ref: str, follow: bool = False, since: int = 0, until: int = 0,
              tail: int = -1) -> Iterator[LogLine]:
-        from pallet.engine.logs import read_log
+        from pallet.engine.logs import NO_READING, read_log
 
         rec = self.get(ref)
+        if rec.config.get("log_driver") == "none":
+            raise FailedPrecondition(NO_READING)
         rdir = self.run_dir(rec.id)
         return read_log(rec.log_path, since=since, until=until, tail=tail, follow=follow,
                         running=lambda: bool(monitor.alive(rdir)))
@@ -1151,11 +1191,24 @@ class Engine:
                  and os.path.lexists(m["source"])]
         # Outer mounts first, so a mount inside another volume lands on top of it.
         binds.sort(key=lambda m: os.path.normpath(m["destination"]).count("/"))
-        with self.rootfs(rec.id) as rootfs:
-            if not binds:
-                work(rootfs)
-                return
-            _in_private_mounts(rootfs, binds, work)
+        # Volumes with a filesystem of their own are mounted for the while, as docker's
+        # daemon mounts them for cp (a holder of their own: the container may start).
+        holder = f"{rec.id}.cp"
+        held: list[str] = []
+        try:
+            for name in dict.fromkeys(rec.config.get("volume_names") or []):
+                with contextlib.suppress(NotFound):  # removed (forced): nothing to mount
+                    self.volumes.acquire(name, holder)
+                    held.append(name)
+            with self.rootfs(rec.id) as rootfs:
+                if not binds:
+                    work(rootfs)
+                    return
+                _in_private_mounts(rootfs, binds, work)
+        finally:
+            for name in reversed(held):
+                with contextlib.suppress(PalletError, OSError):
+                    self.volumes.release(name, holder)
 
     def copy_from(self, ref: str, src: str, dest: str, follow_link: bool = False) -> None:
         """docker cp CONTAINER:SRC DEST (DEST "-": a tar stream on stdout). Every path is
@@ -1291,7 +1344,7 @@ class Engine:
             "ResolvConfPath": os.path.join(cfg.get("etc_dir") or cdir, "resolv.conf"),
             "HostnamePath": os.path.join(cfg.get("etc_dir") or cdir, "hostname"),
             "HostsPath": os.path.join(cfg.get("etc_dir") or cdir, "hosts"),
-            "LogPath": rec.log_path,
+            "LogPath": "" if cfg.get("log_driver") == "none" else rec.log_path,
             "Name": "/" + rec.name, "RestartCount": rec.restart_count,
             "Driver": "overlay", "Platform": "linux",
             "HostConfig": {
@@ -1314,6 +1367,8 @@ class Engine:
                           and not m["destination"].startswith("/etc/")
                           and not m["source"].startswith(self.volumes.dir)] or None,
                 **_inspect_host_config(cfg.get("host_config") or {}, spec),
+                "LogConfig": {"Type": cfg.get("log_driver") or "json-file",
+                              "Config": (cfg.get("host_config") or {}).get("log_opts") or {}},
             },
             "Mounts": mounts,
             "Config": {
@@ -1327,6 +1382,7 @@ class Engine:
                 "Entrypoint": cfg.get("entrypoint") if cfg.get("entrypoint") is not None
                 else (cfg.get("image_config") or {}).get("Entrypoint"),
                 "Labels": rec.labels, "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+                **({"MacAddress": cfg["mac_address"]} if cfg.get("mac_address") else {}),
                 **({"StopTimeout": cfg["stop_timeout"]}
                    if cfg.get("stop_timeout") is not None else {}),
                 "ExposedPorts": {p: {} for p in cfg.get("exposed") or []} or None,
@@ -1834,7 +1890,30 @@ def container_networks(config: dict[str, Any]) -> list[dict[str, Any]]:
     mode = config.get("network") or "none"
     return [] if not has_own_network(config) else [
         {"name": mode, "ifname": "eth0", "aliases": list(config.get("aliases") or []),
-         "ips": list(config.get("ips") or [])}]
+         "ips": list(config.get("ips") or []), "mac": config.get("mac_address", "")}]
+
+
+def parse_mac(text: str) -> str:
+    """--mac-address as Go's net.ParseMAC reads it (aa:bb:cc:dd:ee:ff, aa-bb-..., or
+    aabb.ccdd.eeff), for an Ethernet interface (6 bytes, unicast); lower case with colons."""
+    s = text.strip()
+    groups: list[str] = []
+    if len(s) >= 14 and s[2] in ":-":
+        groups = s.split(s[2])
+        ok = all(len(g) == 2 for g in groups)
+    elif len(s) >= 14 and s[4] == ".":
+        groups = [g[i:i + 2] for g in s.split(".") for i in (0, 2)]
+        ok = all(len(g) == 4 for g in s.split("."))
+    else:
+        ok = False
+    ok = ok and all(c in "0123456789abcdefABCDEF" for g in groups for c in g)
+    octets = bytes(int(g, 16) for g in groups) if ok else b""
+    if len(octets) != 6:
+        raise InvalidArgument(f"{text} is not a valid mac address")
+    if octets[0] & 1:
+        raise InvalidArgument(f"{text} is not a valid mac address: a multicast address "
+                              "cannot be an interface's")
+    return ":".join(f"{o:02x}" for o in octets)
 
 
 def parse_extra_host(spec: str) -> tuple[str, str]:
@@ -1857,8 +1936,7 @@ def uses_embedded_dns(network: str) -> bool:
     pallet/engine/dns.py); on the default bridge, host and none, with the host's servers."""
     from pallet.engine.network import DEFAULT_NETWORK
 
-    return network not in NETWORK_MODES and network != "" and \
-        not network.startswith("container:") and cni_network(network) != DEFAULT_NETWORK
+    return has_own_network({"network": network}) and cni_network(network) != DEFAULT_NETWORK
 
 
 def cni_network(name: str) -> str:
@@ -1892,7 +1970,7 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any
                     engine.store.update_container(rec.id, config={**rec.config, "ports": ports})
             att = nets.attach(path, rec.id, cni_network(n["name"]), ports, ifname=n["ifname"],
                               aliases=[rec.name, *n.get("aliases", [])], default_route=i == 0,
-                              ips=n.get("ips") or ())
+                              ips=n.get("ips") or (), mac=n.get("mac") or "")
             first = first or att
     except BaseException:
         with contextlib.suppress(PalletError, OSError):
@@ -2012,7 +2090,7 @@ def _host_config(opts: ContainerOptions, req: CreateRequest) -> dict[str, Any]:
             "cpuset_mems": opts.cpuset_mems,
             "memory_reservation": opts.memory_reservation or 0,
             "oom_kill_disable": opts.oom_kill_disable, "oom_score_adj": opts.oom_score_adj or 0,
-            "blkio_weight": opts.blkio_weight,
+            "blkio_weight": opts.blkio_weight, "log_opts": dict(req.log_opts),
             "annotations": {k: v for k, v in opts.annotations.items() if k != NAME_ANNOTATION}}
 
 

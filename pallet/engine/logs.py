@@ -14,6 +14,25 @@ from dataclasses import dataclass
 
 from pallet.errors import InvalidArgument
 
+# docker's json-file (its default) and local, podman's k8s-file: pallet writes its one log
+# (the CRI format) for each of them; none writes nothing (and `logs` cannot read it).
+LOG_DRIVERS = ("json-file", "local", "k8s-file", "none")
+# docker's other built-in drivers ship the output elsewhere; pallet has none of them.
+_SHIPPING_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs",
+                     "gcplogs", "logentries")
+NO_READING = "configured logging driver does not support reading"
+
+
+def check_log_driver(name: str) -> str:
+    """--log-driver NAME as pallet runs it ("" is json-file, docker's default)."""
+    name = name or "json-file"
+    if name in LOG_DRIVERS:
+        return name
+    if name in _SHIPPING_DRIVERS:
+        raise InvalidArgument(f'logging driver "{name}" is not supported by pallet: use '
+                              f"{', '.join(LOG_DRIVERS)}")
+    raise InvalidArgument(f"logger: no log driver named '{name}' is registered")
+
 
 @dataclass
 class LogLine:

@@ -41,6 +41,11 @@ AUTO_PREFIX = 24
 DRIVERS = ("bridge",)
 PROTOCOLS = ("tcp", "udp", "sctp")
 LOOPBACK_NETWORK = "pallet-loopback"
+# The default network's bridge is one device of the host's, whatever pallet root uses it,
+# so its addresses are allocated host-wide: two roots' containers on it must not get the same
+# one. Under /run: the reservations go with the bridge at reboot. (A user network's bridge
+# belongs to one root, and so do its reservations: <root>/cni/networks.)
+HOST_IPAM_DIR = "/run/pallet-ipam"
 
 # Names `--network` gives another meaning to, so no network may take them.
 RESERVED_NAMES = ("host", "none", "container", "default", "bridge")
@@ -263,6 +268,22 @@ def with_static_ips(conflist: Mapping[str, Any], ips: Sequence[str]) -> dict[str
     return {**conflist, "plugins": plugins}
 
 
+def with_mac(conflist: Mapping[str, Any]) -> dict[str, Any]:
+    """CONFLIST whose bridge plugin takes the `mac` capability: the container's interface
+    gets the runtimeConfig's MAC (docker's --mac-address). Debian's containernetworking-
+    plugins 1.1 bridge honours it (also as args.cni.mac and CNI_ARGS MAC=)."""
+    plugins, found = [], False
+    for p in conflist.get("plugins", []):
+        if p.get("type") == "bridge":
+            p = {**p, "capabilities": {**(p.get("capabilities") or {}), "mac": True}}
+            found = True
+        plugins.append(p)
+    if not found:
+        raise InvalidArgument(f"network {conflist.get('name')}: a MAC address can only be "
+                              "given on a bridge network")
+    return {**conflist, "plugins": plugins}
+
+
 def ula_pool(seed: str) -> str:
     """A /48 of fd00::/8 with a 40-bit global id from SEED (the host's machine id), as
     docker derives its default IPv6 pool from its engine id (RFC 4193)."""
@@ -319,7 +340,6 @@ def build_conflist(
     ipam: dict[str, Any] = {
         "type": "host-local",
         "ranges": rangesets,
-        # Under pallet's root: reservations go with it, and tests get their own.
         "dataDir": data_dir,
     }
     if not internal:
@@ -596,6 +616,30 @@ def link_exists(name: str) -> bool:
 
 def _is_bridge(name: str) -> bool:
     return os.path.isdir(f"/sys/class/net/{name}/bridge")
+
+
+def make_bridge(name: str, address: str, mtu: int = 0) -> None:
+    """The bridge NAME, up, with the IPv4 gateway ADDRESS (CIDR; none: "") as the bridge
+    plugin gives it at its first ADD. docker makes its bridge at `network create`: so does
+    pallet, so the subnet's route is on the host at once and another pallet root (or
+    anyone) choosing a subnet sees it taken. IPv6 gateways are left to the plugin."""
+    import subprocess
+
+    def ip(*args: str) -> None:
+        out = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemFailure(f"ip {' '.join(args)}: {out.stderr.strip()}")
+
+    if not _is_bridge(name):
+        # A MAC set once, as the plugin sets it: one left to the kernel follows the lowest
+        # port's, changes as containers come and go, and fails the plugin's CHECK.
+        mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))
+        ip("link", "add", "name", name, "address", mac, "type", "bridge")
+    if mtu:
+        ip("link", "set", name, "mtu", str(mtu))
+    if address:
+        ip("addr", "replace", address, "dev", name)
+    ip("link", "set", name, "up")
 
 
 def delete_link(name: str) -> bool:
@@ -950,14 +994,14 @@ class Networks:
 
     def _conflist(
         self, name: str, bridge: str, subnet: str, gateway: str, opts: Mapping[str, Any],
-        ipam: Sequence[Mapping[str, Any]] = (),
+        ipam: Sequence[Mapping[str, Any]] = (), data_dir: str = "",
     ) -> dict[str, Any]:
         return build_conflist(
             name,
             bridge=bridge,
             subnet=subnet,
             gateway=gateway,
-            data_dir=self.ipam_dir,
+            data_dir=data_dir or self.ipam_dir,
             ip_masq=bool(opts.get("ip_masq", True)),
             internal=bool(opts.get("internal", False)),
             firewall=self.firewall,
@@ -972,7 +1016,8 @@ class Networks:
         subnet = self.default_subnet
         gateway = pick_gateway(ipaddress.ip_network(subnet))
         opts = {"bridge": self.default_bridge, "ip_masq": True, "internal": False}
-        conflist = self._conflist(DEFAULT_NETWORK, self.default_bridge, subnet, gateway, opts)
+        conflist = self._conflist(DEFAULT_NETWORK, self.default_bridge, subnet, gateway, opts,
+                                  data_dir=os.path.join(HOST_IPAM_DIR, self.default_bridge))
         config = {"conflist": conflist, "options": opts, "default": True}
         try:
             current = self.store.get_network(DEFAULT_NETWORK)
@@ -1140,6 +1185,18 @@ class Networks:
                     config={"conflist": conflist, "options": opts, "ipam": ipam},
                 )
             )
+            v4 = [c for c in ipam if ipaddress.ip_network(c["subnet"]).version == 4]
+            if v4 and v4[0].get("gateway"):
+                gateway = f"{v4[0]['gateway']}/{ipaddress.ip_network(v4[0]['subnet']).prefixlen}"
+            else:
+                gateway = ""
+            existed = _is_bridge(bridge)
+            try:  # still in the transaction: a failure leaves no record either
+                make_bridge(bridge, gateway, mtu)
+            except BaseException:
+                if not existed and _is_bridge(bridge):
+                    delete_link(bridge)
+                raise
         self._event(made, "create")
         return made
 
@@ -1354,12 +1411,14 @@ class Networks:
         cni_args: Mapping[str, str] | None = None,
         default_route: bool = True,
         ips: Sequence[str] = (),
+        mac: str = "",
     ) -> Attachment:
         """Connect the namespace at NETNS_PATH to NETWORK as IFNAME via CNI ADD and
         record it. Idempotent for the same (container, network, ifname). Host ports
         already in use fail before any plugin runs; a failed ADD is rolled back.
         default_route=False: no default route through this network (a second one).
-        IPS: static addresses (docker's --ip/--ip6), checked with docker's messages."""
+        IPS: static addresses (docker's --ip/--ip6), checked with docker's messages; MAC:
+        the interface's MAC address (docker's --mac-address), checked by the caller."""
         rec = self.get(network)
         validate_ifname(ifname)
         if not netns.is_netns(netns_path):
@@ -1386,9 +1445,11 @@ class Networks:
         if ips:
             self.check_static_ips(rec, ips, container_id)
             conflist = with_static_ips(conflist, ips)
-        rt = cni.RuntimeConf(
-            container_id, netns_path, ifname, args, {"portMappings": mappings} if mappings else {}
-        )
+        caps: dict[str, Any] = {"portMappings": mappings} if mappings else {}
+        if mac:
+            conflist = with_mac(conflist)
+            caps["mac"] = mac
+        rt = cni.RuntimeConf(container_id, netns_path, ifname, args, caps)
         extra = {"aliases": list(aliases), "networkId": rec.id}
         try:
             if mappings:

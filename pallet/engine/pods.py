@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pallet.engine.network import Networks
 
 NS_MODES = ("pod", "host")
+CLI_NS_MODES = ("pod", "host", "container")  # a CLI pod may leave a kind unshared
 PID_MODES = ("container", "pod", "host")
 _NS_FLAGS = {"ipc": syscalls.CLONE_NEWIPC, "uts": syscalls.CLONE_NEWUTS}
 LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -72,20 +73,29 @@ class PodSpec:
     # for uids and gids (the kubelet allocates the host range). None: the host's.
     uid_mappings: list[list[int]] | None = None
     gid_mappings: list[list[int]] | None = None
+    # Who made it: "cri" (a kubelet's sandbox) or "cli" (`pallet pod create`, podman's
+    # pods: named by NAME alone, network/ipc/uts may be "container", i.e. not shared).
+    origin: str = "cri"
+    uts: str = "pod"
+    extra_hosts: list[list[str]] = field(default_factory=list)  # [host, ip] in /etc/hosts
 
     @property
     def userns(self) -> bool:
         return self.uid_mappings is not None or self.gid_mappings is not None
 
     def record_name(self) -> str:
-        """containerd's sandbox name: unique per metadata and attempt."""
+        """containerd's sandbox name: unique per metadata and attempt (a CLI pod: NAME)."""
+        if self.origin == "cli":
+            return self.name
         return "_".join([self.name, self.namespace, self.uid, str(self.attempt)])
 
     def validate(self) -> None:
         if not self.name:
             raise InvalidArgument("pod metadata.name is empty")
-        for what, value, modes in (("network", self.network, NS_MODES),
-                                   ("ipc", self.ipc, NS_MODES), ("pid", self.pid, PID_MODES)):
+        ns_modes = CLI_NS_MODES if self.origin == "cli" else NS_MODES
+        for what, value, modes in (("network", self.network, ns_modes),
+                                   ("ipc", self.ipc, ns_modes), ("uts", self.uts, ns_modes),
+                                   ("pid", self.pid, PID_MODES)):
             if value not in modes:
                 raise InvalidArgument(f"pod {what} namespace mode {value!r}: use one of "
                                       f"{', '.join(modes)}")
@@ -128,13 +138,22 @@ def validate_id_mappings(uids: list[list[int]] | None, gids: list[list[int]] | N
                                   "ids must fit in 32 bits")
 
 
+def pod_origin(pod: PodRecord) -> str:
+    """"cri" or "cli": which face made POD (older records: the CRI's)."""
+    return (pod.config.get("spec") or {}).get("origin") or "cri"
+
+
 class Pods:
-    """The pods of one engine (its store, root and run root); `networks` gives CNI."""
+    """The pods of one engine (its store, root and run root); `networks` gives CNI.
+    get and list see only the pods of ORIGIN: the CRI server's sandboxes and the CLI's
+    pods share the store, and neither face lists or finds the other's."""
 
     def __init__(self, engine: Engine, networks: Networks | None = None,
                  pid_holder: Callable[..., str] | None = None,
-                 userns_holder: Callable[..., dict[str, str]] | None = None):
+                 userns_holder: Callable[..., dict[str, str]] | None = None,
+                 origin: str = "cri"):
         self.engine = engine
+        self.origin = origin
         self.networks = networks
         # Starting the PID and user namespace holders forks: a threaded caller passes
         # spawner-backed ones.
@@ -152,12 +171,15 @@ class Pods:
     # -- lookups -----------------------------------------------------------------
     def get(self, ref: str) -> PodRecord:
         try:
-            return self.engine.store.get_pod(ref)
+            pod = self.engine.store.get_pod(ref)
         except NotFound:
             raise NotFound(f"pod sandbox {ref!r} not found") from None
+        if pod_origin(pod) != self.origin:
+            raise NotFound(f"pod sandbox {ref!r} not found")
+        return pod
 
     def list(self, flt: PodFilter | None = None) -> list[PodRecord]:
-        return self.engine.store.list_pods(flt)
+        return [p for p in self.engine.store.list_pods(flt) if pod_origin(p) == self.origin]
 
     # -- run -----------------------------------------------------------------------
     def run(self, spec: PodSpec) -> PodRecord:
@@ -210,7 +232,12 @@ class Pods:
             made = self.userns_holder(ndir, spec.uid_mappings, spec.gid_mappings,
                                       ["net", "ipc", "uts"], hostname, sysctls)
             namespaces.update(made)
-        if spec.network == "pod":
+        if spec.network == "pod" and spec.network_name == "none":
+            # A CLI pod's --network none: a namespace of its own with only lo.
+            path = namespaces.get("network") or netns.create("net", ndir)
+            namespaces["network"] = path
+            netns.loopback_up(path)
+        elif spec.network == "pod":
             path = namespaces.get("network") or netns.create("net", ndir)
             namespaces["network"] = path
             if self.networks is None:
@@ -219,17 +246,19 @@ class Pods:
             network = nets.pod_network(spec.network_name)
             undo.append(lambda: nets.detach_all(pid, path))
             nets.loopback_up(path, pid)
-            att = nets.attach(path, pid, network, spec.port_mappings, cni_args={
+            cni_args = {} if spec.origin == "cli" else {
                 "K8S_POD_NAMESPACE": spec.namespace, "K8S_POD_NAME": spec.name,
-                "K8S_POD_INFRA_CONTAINER_ID": pid, "K8S_POD_UID": spec.uid})
+                "K8S_POD_INFRA_CONTAINER_ID": pid, "K8S_POD_UID": spec.uid}
+            att = nets.attach(path, pid, network, spec.port_mappings, cni_args=cni_args)
             ip = att.ip
-        else:
+        elif spec.network == "host":
             namespaces["network"] = "host"
             namespaces["uts"] = "host"
         if spec.ipc == "host":
             namespaces["ipc"] = "host"
         if not spec.userns:
-            kinds = [k for k in ("ipc", "uts") if k not in namespaces]
+            kinds = [k for k in ("ipc", "uts") if k not in namespaces
+                     and getattr(spec, k) == "pod"]
             sysctls = validate_sysctls(spec.sysctls, namespaces)
             namespaces.update(_hold_namespaces(ndir, kinds, hostname,
                                                namespaces.get("network", ""), sysctls))
@@ -248,6 +277,7 @@ class Pods:
             hosts = _read("/etc/hosts") or LOCALHOST
         else:
             hosts = LOCALHOST + (f"{ip}\t{hostname}\n" if ip else f"127.0.1.1\t{hostname}\n")
+        hosts += "".join(f"{ip_}\t{host}\n" for host, ip_ in spec.extra_hosts)
         if spec.dns_servers or spec.dns_searches or spec.dns_options:
             lines = [f"search {' '.join(spec.dns_searches)}"] if spec.dns_searches else []
             lines += [f"nameserver {s}" for s in spec.dns_servers]
@@ -264,7 +294,8 @@ class Pods:
     def join(self, pod: PodRecord, opts: ContainerOptions, pid_mode: str = "container",
              target_pid: int = 0) -> str:
         """Point OPTS at the pod's namespaces and /etc files; returns the engine's network
-        mode for the container ("host" or "none": the pod, not the engine, owns CNI)."""
+        mode for the container ("host" or "none": the pod, not the engine, owns CNI; ""
+        for a CLI pod that does not share its network: the container's own choice)."""
         if pod.state != "ready":
             raise FailedPrecondition(f"pod sandbox {pod.id[:12]} is not ready (stopped); "
                                      "create containers in a running pod")
@@ -294,14 +325,21 @@ class Pods:
             if target_pid <= 0:
                 raise FailedPrecondition("the target container of pid mode TARGET is not running")
             opts.namespaces["pid"] = f"/proc/{target_pid}/ns/pid"
-        opts.hostname = opts.hostname or pod.config.get("hostname", "")
+        # A CLI pod may leave the network or UTS namespace unshared: then its members keep
+        # their own (and their own /etc files and hostname).
+        shared = {"hostname": "uts" in ns, "hosts": "network" in ns,
+                  "resolv.conf": "network" in ns}
+        if shared["hostname"]:
+            opts.hostname = opts.hostname or pod.config.get("hostname", "")
         pdir = self.pod_dir(pod.id)
         taken = {m.destination for m in opts.mounts}
         for name in ("hostname", "hosts", "resolv.conf"):
-            if f"/etc/{name}" not in taken:
+            if f"/etc/{name}" not in taken and shared[name]:
                 opts.mounts.append(Mount(destination=f"/etc/{name}",
                                          source=os.path.join(pdir, name),
                                          readonly=opts.read_only))
+        if "network" not in ns:
+            return ""
         return "host" if ns.get("network") == "host" else "none"
 
     # -- stop and remove -----------------------------------------------------------------
@@ -429,6 +467,11 @@ def start_pid_holder(ndir: str, userns: str = "") -> str:
         try:
             os.close(r)
             os.setsid()
+            # The holder outlives its caller: it must not keep the caller's stdio (a
+            # CLI's pipes) open.
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
             if userns:
                 _setns(userns, syscalls.CLONE_NEWUSER)
             syscalls.unshare(syscalls.CLONE_NEWPID)

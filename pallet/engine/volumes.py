@@ -1,5 +1,7 @@
 """Named and anonymous volumes: a directory per volume under <root>/volumes/NAME/_data,
-recorded in the store, populated from the image on first use like docker's.
+recorded in the store, populated from the image on first use like docker's. A volume
+created with docker's `local` driver options (type, device, o) has that filesystem
+mounted on _data while a container uses it (refcounted per container, as docker's).
 
 Also parses `-v`/`--tmpfs`/`--mount` specs into VolumeSpecs and specgen Mounts (pure
 functions).
@@ -7,14 +9,15 @@ functions).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pallet.engine.specgen import Mount
 from pallet.engine.store import Store, VolumeRecord, new_id, validate_name
-from pallet.errors import FailedPrecondition, InvalidArgument, NotFound
+from pallet.errors import FailedPrecondition, InvalidArgument, NotFound, SystemFailure
 
 ANONYMOUS_LABEL = "io.pallet.volume.anonymous"
 _BIND_OPTIONS = {"ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave",
@@ -183,6 +186,98 @@ def parse_mount(spec: str) -> VolumeSpec | Mount:
                       nocopy=nocopy)
 
 
+# docker's local driver on Linux (moby volume/local/local_unix.go): the options it takes,
+# and the others each one needs.
+LOCAL_OPTIONS = ("type", "o", "device", "size")
+_REQUIRED = (("device", ("type",)), ("type", ("device",)), ("o", ("device", "type")))
+
+
+def _quoted(s: str) -> str:
+    """Go's %q of S, as docker's messages quote a value."""
+    import json
+
+    return json.dumps(s, ensure_ascii=False)
+
+
+def validate_local_options(opts: dict[str, str]) -> None:
+    """docker's checks of `volume create -o` for the local driver, in its words."""
+    for key in opts:
+        if key not in LOCAL_OPTIONS:
+            raise InvalidArgument(f"invalid option: {_quoted(key)}")
+    if "size" in opts:
+        from pallet.units import ram_in_bytes
+
+        try:
+            size = ram_in_bytes(opts["size"])
+        except ValueError:
+            raise InvalidArgument(f"invalid size: '{opts['size']}'") from None
+        if size > 0:  # docker needs project quotas (xfs/ext4 prjquota) under its root
+            raise InvalidArgument("quota size requested but no quota support")
+    for key, needs in _REQUIRED:
+        for need in needs if key in opts else ():
+            if need not in opts:
+                raise InvalidArgument(f"missing required option: {_quoted(need)}")
+
+
+def needs_mount(opts: dict[str, str]) -> bool:
+    """Whether a volume of these options is a filesystem mounted on its _data."""
+    return bool(opts.get("device") or opts.get("type"))
+
+
+def _go_strerror(errno: int) -> str:
+    """An errno as Go's syscall.Errno says it (lower case)."""
+    text = os.strerror(errno)
+    return text[:1].lower() + text[1:]
+
+
+def mount_local(opts: dict[str, str], target: str) -> None:
+    """Mount the filesystem of a local volume's OPTS on TARGET as moby's mount.Mount does:
+    `o` split into mount flags and filesystem data, then propagation, then a read-only
+    remount of a bind. Raises SystemFailure in docker's words."""
+    from pallet.oci.linux import syscalls as sc
+    from pallet.oci.linux.mounts import parse_options
+
+    device, fstype = opts.get("device", ""), opts.get("type", "")
+    if not device:
+        raise SystemFailure("missing device in volume options")
+    plan = parse_options([o for o in opts.get("o", "").split(",") if o])
+    flags, data = plan.flags, ",".join(plan.data)
+    try:
+        sc.mount(device, target, fstype or None, flags, data or None)
+    except OSError as e:
+        what = f"mount {device}:{target}" + (f", flags: 0x{flags:x}" if flags else "") + \
+            (f", data: {data}" if data else "")
+        password = next((o[9:] for o in plan.data if o.startswith("password=")), "")
+        if password:
+            what = what.replace(f"password={password}", "password=********", 1)
+        raise SystemFailure(f"failed to mount local volume: {what}: "
+                            f"{_go_strerror(e.errno or 0)}") from None
+    try:
+        for prop in plan.propagation:
+            sc.mount(None, target, None, prop)
+        if flags & sc.MS_BIND and flags & sc.MS_RDONLY:
+            sc.mount(None, target, None, flags | sc.MS_REMOUNT)
+    except OSError as e:
+        unmount_all(target)
+        raise SystemFailure(f"failed to mount local volume: {e}") from None
+
+
+def unmount_all(path: str) -> None:
+    """Detach whatever is mounted on PATH (a volume's _data); SystemFailure if it stays."""
+    from pallet.image.snapshot import is_mountpoint
+    from pallet.oci.linux import syscalls as sc
+
+    for _ in range(8):  # mounts may be stacked
+        if not is_mountpoint(path):
+            return
+        try:
+            sc.umount2(path, sc.MNT_DETACH)
+        except OSError as e:
+            raise SystemFailure(f"cannot unmount volume data {path}: {e.strerror}") from None
+    if is_mountpoint(path):
+        raise SystemFailure(f"cannot unmount volume data {path}: still mounted")
+
+
 class Volumes:
     """Volumes of one pallet root."""
 
@@ -196,25 +291,33 @@ class Volumes:
 
     def create(self, name: str = "", labels: dict[str, str] | None = None,
                driver: str = "local", options: dict[str, str] | None = None) -> VolumeRecord:
+        """An existing volume of that NAME as it is (docker's), else a new one; OPTIONS:
+        docker's local driver options (type, device, o), checked here."""
         if driver != "local":
             raise InvalidArgument(f"volume driver {driver!r} is not supported; use 'local'")
-        if options:
-            raise InvalidArgument("volume options are not supported by the local driver yet")
         anonymous = not name
         name = name or new_id()
+        options = dict(options or {})
         try:
-            return self.store.get_volume(name) if not anonymous else self._add(name, labels, True)
+            validate_local_options(options)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"create {name}: {e}") from None
+        try:
+            return self.store.get_volume(name) if not anonymous else \
+                self._add(name, labels, True, options)
         except NotFound:
-            return self._add(name, labels, False)
+            return self._add(name, labels, False, options)
 
-    def _add(self, name: str, labels: dict[str, str] | None, anonymous: bool) -> VolumeRecord:
+    def _add(self, name: str, labels: dict[str, str] | None, anonymous: bool,
+             options: dict[str, str]) -> VolumeRecord:
         labels = dict(labels or {})
         if anonymous:
             labels[ANONYMOUS_LABEL] = "true"
         data = self.path(name)
         os.makedirs(data, mode=0o755, exist_ok=True)
         try:
-            rec = self.store.add_volume(VolumeRecord(name=name, mountpoint=data, labels=labels))
+            rec = self.store.add_volume(VolumeRecord(name=name, mountpoint=data, labels=labels,
+                                                     options=options))
         except Exception:
             shutil.rmtree(os.path.dirname(data), ignore_errors=True)
             raise
@@ -247,6 +350,8 @@ class Volumes:
         if used and not force:
             raise FailedPrecondition(f"remove {rec.name}: volume is in use - "
                                      f"[{', '.join(used)}]")
+        # Never delete through a mount: _data may be a bind of a host directory.
+        unmount_all(self.path(rec.name))
         self.store.remove_volume(rec.name)
         shutil.rmtree(os.path.join(self.dir, rec.name), ignore_errors=True)
         self.event(rec.name, "destroy")
@@ -266,24 +371,105 @@ class Volumes:
                 removed.append(v.name)
         return removed
 
-    def populate(self, name: str, rootfs: str, dest: str) -> None:
-        """Copy the image's content at DEST into an empty volume, once (docker's rule)."""
+    def populate(self, name: str, rootfs: str, dest: str, holder: str) -> None:
+        """Copy the image's content at DEST into an empty volume, once (docker's rule); a
+        volume with a filesystem of its own is mounted for the copy (for HOLDER), as
+        docker's daemon does at create (a tmpfs then loses it again when unmounted)."""
         from pallet.engine.users import open_in_rootfs
 
-        data = self.path(name)
-        if os.listdir(data):
-            return
         try:
             fd = open_in_rootfs(rootfs, dest, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return  # nothing in the image at that path
         try:
-            _copy_dir_fd(fd, data)
-            st = os.fstat(fd)
-            os.chown(data, st.st_uid, st.st_gid)
-            os.chmod(data, st.st_mode & 0o7777)
+            try:
+                self.acquire(name, holder)
+            except SystemFailure as e:
+                raise SystemFailure(f"failed to populate volume: {e}") from None
+            try:
+                data = self.path(name)
+                if os.listdir(data):
+                    return
+                _copy_dir_fd(fd, data)
+                st = os.fstat(fd)
+                os.chown(data, st.st_uid, st.st_gid)
+                os.chmod(data, st.st_mode & 0o7777)
+            finally:
+                self.release(name, holder)
         finally:
             os.close(fd)
+
+    # -- the mounts of volumes with options (docker's local driver Mount/Unmount) ----------
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[str]:
+        """The volume's dir, under an exclusive lock on its refcount."""
+        import fcntl
+
+        vdir = os.path.join(self.dir, name)
+        fd = os.open(os.path.join(vdir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield vdir
+        finally:
+            os.close(fd)
+
+    def _holders(self, active: str) -> set[str]:
+        """Who holds a volume mounted: container ids, or ID.WHAT for a while (ID.cp: a copy
+        into a stopped container); a record of a container that is gone is dropped."""
+        out = set()
+        for h in os.listdir(active) if os.path.isdir(active) else ():
+            try:
+                self.store.get_container(h.partition(".")[0])
+            except NotFound:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(active, h))
+                continue
+            out.add(h)
+        return out
+
+    def acquire(self, name: str, holder: str) -> None:
+        """Mount the volume's filesystem on its _data for HOLDER (a container id) unless it
+        is mounted already; a volume without options has nothing to mount."""
+        from pallet.image.snapshot import is_mountpoint
+
+        rec = self.get(name)
+        if not needs_mount(rec.options):
+            return
+        data = self.path(rec.name)
+        with self._locked(rec.name) as vdir:
+            active = os.path.join(vdir, "active")
+            if not is_mountpoint(data):
+                # Holders recorded with nothing mounted are from before a reboot.
+                shutil.rmtree(active, ignore_errors=True)
+                try:
+                    mount_local(rec.options, data)
+                except SystemFailure as e:
+                    raise SystemFailure(f"error while mounting volume '{data}': {e}") from None
+            try:
+                os.makedirs(active, mode=0o700, exist_ok=True)
+                with open(os.path.join(active, holder), "w"):
+                    pass
+            except OSError:
+                if not self._holders(active):
+                    unmount_all(data)
+                raise
+
+    def release(self, name: str, holder: str) -> None:
+        """HOLDER no longer uses the volume: the last one out unmounts it (idempotent)."""
+        try:
+            rec = self.get(name)
+        except NotFound:
+            return  # removed (forced) meanwhile: unmounted then
+        if not needs_mount(rec.options):
+            return
+        with self._locked(rec.name) as vdir:
+            active = os.path.join(vdir, "active")
+            try:
+                os.unlink(os.path.join(active, holder))
+            except FileNotFoundError:
+                return  # not held by HOLDER: leave the others' mount alone
+            if not self._holders(active):
+                unmount_all(self.path(rec.name))
 
 
 def _copy_dir_fd(src_fd: int, dest: str) -> None:

@@ -343,6 +343,12 @@ def serve(*, control: _socket.socket | None = None, listen: str = "",
         poller.register(control.fileno(), select.POLLIN)
     if listener >= 0:
         poller.register(listener, select.POLLIN)
+    # The CLI's zygote serves the code it preloaded: a module edited in place (which
+    # leaves the directories' mtimes, and so the socket's name, as they were) ends it.
+    watch = _watch_sources() if listener >= 0 and control is None else -1
+    if watch >= 0:
+        poller.register(watch, select.POLLIN)
+        server.private.append(watch)
     channels: dict[int, int] = {}   # channel fd -> worker pid
     try:
         while True:
@@ -373,6 +379,8 @@ def serve(*, control: _socket.socket | None = None, listen: str = "",
                     last_busy = time.monotonic()
                 elif fd in channels:
                     _serve_monitor_request(server, fd)
+                elif fd == watch and _sources_changed(watch):
+                    return 0  # the next command starts a zygote of the new code
             if server.workers:
                 last_busy = time.monotonic()
             if listener >= 0 and control is None:
@@ -385,6 +393,45 @@ def serve(*, control: _socket.socket | None = None, listen: str = "",
             for name in (socket_name, _sibling(socket_name, PID_NAME)):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(listen, name))
+
+
+_IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO, _IN_DELETE = 0x8, 0x40, 0x80, 0x200
+
+
+def _watch_sources() -> int:  # pragma: no cover - server
+    """An inotify fd watching pallet's package directories for a module written, moved or
+    deleted (-1 without inotify): no cost to clients, unlike stat'ing every module."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        return -1
+    import pallet
+
+    mask = _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_DELETE
+    for dirpath, dirnames, _ in os.walk(os.path.dirname(pallet.__file__)):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        libc.inotify_add_watch(fd, os.fsencode(dirpath), mask)
+    return fd
+
+
+def _sources_changed(fd: int) -> bool:  # pragma: no cover - server
+    """Whether the pending inotify events name a .py file (an editor's swap file does not)."""
+    import struct
+
+    changed = False
+    while True:
+        try:
+            buf = os.read(fd, 65536)
+        except BlockingIOError:
+            return changed
+        i = 0
+        while i + 16 <= len(buf):
+            _, _, _, size = struct.unpack_from("iIII", buf, i)
+            name = buf[i + 16:i + 16 + size].rstrip(b"\0")
+            changed = changed or name.endswith(b".py")
+            i += 16 + size
 
 
 def _sibling(socket_name: str, name: str) -> str:

@@ -6,8 +6,10 @@ ExecSync and a WebSocket exec, stop and removal leaving the host as it was.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest
 from cri_api.v1 import api_pb2 as pb
 
 from pallet.cri.exec import EXEC_SYNC_LIMIT
-from tests.cri.conftest import Daemon
+from tests.cri.conftest import Daemon, pallet_cli
 from tests.cri.kubelet import (
     CNINet,
     cleanup_pods,
@@ -152,6 +154,43 @@ def test_containers_of_a_pod_share_its_network_ipc_and_uts(daemon: Daemon, logdi
     assert out_a[3] != out_b[3]  # pid: CONTAINER, each its own
     assert out_a[4] == out_b[4] == b"shared"
     cleanup_pods(daemon)
+
+
+def test_cli_pods_and_sandboxes_do_not_see_each_other(daemon: Daemon, logdir: Path) -> None:
+    """`pallet pod create` on the daemon's root: the kubelet never sees that pod or its
+    containers (it would garbage-collect them), and `pallet pod ls` lists no sandbox."""
+    env = dict(os.environ, PALLET_RUNROOT=str(daemon.dir / "run"))
+
+    def pallet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([pallet_cli(), "--root", daemon.root, *args], env=env,
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    sandbox = run_pod(daemon, "kube", logdir)
+    assert pallet("image", "build-busybox").returncode == 0
+    out = pallet("pod", "create", "--name", "pd-cli", "--network", "none")
+    assert out.returncode == 0, out.stderr
+    cli_pod = out.stdout.strip()
+    try:
+        out = pallet("create", "--pod", "pd-cli", "busybox", "sleep", "1")
+        assert out.returncode == 0, out.stderr
+        member = out.stdout.strip()
+        pods = [p.id for p in daemon.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items]
+        assert sandbox in pods and cli_pod not in pods
+        code, _ = code_of(daemon.runtime.PodSandboxStatus,
+                          pb.PodSandboxStatusRequest(pod_sandbox_id=cli_pod))
+        assert code == grpc.StatusCode.NOT_FOUND
+        ctrs = daemon.runtime.ListContainers(pb.ListContainersRequest()).containers
+        assert member not in [c.id for c in ctrs]
+        code, _ = code_of(daemon.runtime.ContainerStatus,
+                          pb.ContainerStatusRequest(container_id=member))
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert pallet("pod", "ls", "-q", "--no-trunc").stdout.split() == [cli_pod]
+        assert pallet("pod", "exists", sandbox).returncode == 1
+    finally:
+        pallet("pod", "rm", "-f", "pd-cli")
+        cleanup_pods(daemon)
+    assert pallet("ps", "-aq").stdout == ""
 
 
 def test_shared_pid_namespace_pod(daemon: Daemon, logdir: Path) -> None:

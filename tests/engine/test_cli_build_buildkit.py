@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from tests.engine.conftest import PALLET, leftovers
+from tests.engine.conftest import PALLET
+from tests.engine.test_cli_build import _clean
+from tests.engine.test_cli_build import _context as _build_context
 from tests.engine.test_cli_container_fs import _store_files
 
 pytestmark = pytest.mark.root
@@ -27,22 +29,7 @@ SYNTAX = "# syntax=docker/dockerfile:1\n"
 
 
 def _context(tmp_path, dockerfile: str, files: dict[str, str] | None = None) -> str:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text(SYNTAX + dockerfile)
-    for name, text in (files or {}).items():
-        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
-        (ctx / name).write_text(text)
-    return str(ctx)
-
-
-def _clean(pallet) -> None:
-    """Nothing of a build is left: no container, mount, process or temp dir."""
-    assert pallet("ps", "-aq").stdout == ""
-    ctrs = os.path.join(pallet.root, "containers")
-    assert not os.path.isdir(ctrs) or os.listdir(ctrs) == []
-    assert not os.path.exists(os.path.join(pallet.root, "tmp"))
-    assert leftovers(pallet) == []
+    return _build_context(tmp_path, files or {}, SYNTAX + dockerfile)
 
 
 def _build(pallet, ctx: str, *args: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """`pallet network create/ls/inspect/rm/prune` as a docker user types them: docker's
-output and exit codes, one-line errors, and nothing touched outside --root."""
+output and exit codes, one-line errors; on the host only the network's bridge (made at create,
+as docker makes it, and removed with the network)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ unique bridge and subnet, except the default-network test.
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import subprocess
@@ -156,3 +157,72 @@ def test_bad_publish_specs_are_refused(pallet):
         out = pallet("run", "--rm", "-p", bad, "busybox", "true")
         assert out.returncode == 125 and named in out.stderr, (bad, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_two_roots_on_the_default_bridge_get_different_addresses(pallet, tmp_path,
+                                                                  busybox_store):
+    """The default bridge (pallet0) is one device of the host's whichever root uses it, so
+    its addresses are allocated host-wide: containers of two roots never share one, and
+    reach each other over it."""
+    import shutil
+
+    from tests.engine.conftest import Pallet
+
+    other_root = str(tmp_path / "other-root")
+    shutil.copytree(busybox_store, other_root, symlinks=True)
+    other = Pallet(other_root, f"/run/pallet-t-{uuid.uuid4().hex[:8]}")
+    try:
+        ips = []
+        for p in (pallet, other):
+            cid = p("run", "-d", "busybox", "sleep", "60", check=True).stdout.strip()
+            ips.append(p("inspect", "-f", "{{.NetworkSettings.IPAddress}}", cid,
+                         check=True).stdout.strip())
+        assert ips[0] != ips[1] and all(ip.startswith("10.87.") for ip in ips), ips
+        ping = other("exec", other("ps", "-q", check=True).stdout.split()[0], "ping", "-c1",
+                     "-W2", ips[0])
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        for p in (pallet, other):
+            ids = p("ps", "-aq", "--no-trunc").stdout.split()
+            if ids:
+                p("rm", "-f", *ids)
+        shutil.rmtree(other.run_root, ignore_errors=True)
+    assert leftovers(pallet) == [] and leftovers(other) == []
+
+
+def test_networks_of_two_roots_never_share_a_subnet(pallet, tmp_path, busybox_store):
+    """docker makes a network's bridge, with its gateway address, at `network create`;
+    so does pallet: the subnet's route is on the host at once, and another root choosing
+    a subnet sees it taken (they picked the same one while bridges waited for a container)."""
+    import ipaddress
+    import shutil
+
+    from tests.engine.conftest import Pallet
+
+    other = Pallet(str(tmp_path / "other-root"), f"/run/pallet-t-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(busybox_store, other.root, symlinks=True)
+    names = [f"tworoot-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    bridges = []
+    try:
+        subnets = []
+        for p, name in zip((pallet, other), names, strict=True):
+            p("network", "create", name, check=True)
+            info = json.loads(p("network", "inspect", name, check=True).stdout)[0]
+            subnet = info["IPAM"]["Config"][0]["Subnet"]
+            bridge = info["Options"].get("com.docker.network.bridge.name") or \
+                f"br-{info['Id'][:12]}"
+            addrs = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", bridge],
+                                   capture_output=True, text=True, check=True).stdout
+            bridges.append(bridge)
+            gateway = info["IPAM"]["Config"][0]["Gateway"]
+            assert f"inet {gateway}/{subnet.split('/')[1]}" in addrs, addrs
+            subnets.append(ipaddress.ip_network(subnet))
+        assert not subnets[0].overlaps(subnets[1]), subnets
+        taken = other("network", "create", "--subnet", str(subnets[0]), "tworoot-clash")
+        assert taken.returncode != 0 and f"subnet {subnets[0]} overlaps" in taken.stderr
+    finally:
+        for p, name in zip((pallet, other), names, strict=True):
+            p("network", "rm", name)
+        shutil.rmtree(other.run_root, ignore_errors=True)
+    assert bridges and not any(os.path.exists(f"/sys/class/net/{b}") for b in bridges)
+    assert leftovers(pallet) == [] and leftovers(other) == []

@@ -140,6 +140,39 @@ def test_new_code_on_disk_gets_a_new_zygote(pallet):
         os.utime(engine_dir, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def test_a_module_edited_in_place_ends_the_zygote(pallet):
+    """An edit that leaves the package directories' mtimes alone (an editor writing the file
+    in place) must not leave commands running the old code: the zygote watches the modules
+    (inotify) and exits; the next command starts one of the new code."""
+    import uuid
+
+    import pallet as pkg
+
+    subprocess.run([PALLET, "--root", pallet.root, "ps"], env=pallet.env, check=True,
+                   capture_output=True, timeout=60)
+    old = zygote_pid(pallet.run_root)
+    assert old and _cmdline(old).startswith(b"pallet-zygote")
+    engine_dir = os.path.join(os.path.dirname(pkg.__file__), "engine")
+    st = os.stat(engine_dir)
+    probe = os.path.join(engine_dir, f"_zygote_probe_{uuid.uuid4().hex[:8]}.txt")
+    try:
+        with open(probe, "w") as f:  # not a module: the zygote stays
+            f.write("x")
+        assert not gone(old, 0.5)
+    finally:
+        os.unlink(probe)
+        os.utime(engine_dir, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # A module opened for writing and closed, as an editor saving in place does (nothing
+    # written here, so the tree is never at risk).
+    open(os.path.join(engine_dir, "store.py"), "ab").close()
+    assert gone(old, 10), "the zygote of the old code is still running"
+    out = subprocess.run([PALLET, "--root", pallet.root, "ps", "-a"], env=pallet.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("CONTAINER ID"), out.stderr
+    new = zygote_pid(pallet.run_root)
+    assert new and new != old
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 from pallet.build.mounts import RunMount
 
@@ -76,6 +77,35 @@ class CacheMounts:
                 except OSError:  # another build made it first
                     shutil.rmtree(tmp, ignore_errors=True)
             yield path
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every entry (`system df`): its name (what prune prints), bytes, when it was made
+        and last written (unix seconds), and whether a build holds it now."""
+        try:
+            names = sorted(os.listdir(self.dir))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            entry = os.path.join(self.dir, name)
+            try:
+                created = os.stat(os.path.join(entry, "meta.json")).st_mtime
+                fd = os.open(os.path.join(entry, "lock"), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # being made or pruned
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    in_use = False
+                except BlockingIOError:
+                    in_use = True
+            finally:
+                os.close(fd)
+            used = max([created] + [os.stat(os.path.join(entry, d)).st_mtime
+                                    for d in os.listdir(entry) if d.startswith("data")])
+            out.append({"id": name, "size": _size(entry), "created": created,
+                        "last_used": used, "in_use": in_use})
+        return out
 
     def prune(self) -> tuple[list[str], int]:
         """Remove every entry no build is using: their names and the bytes freed."""

@@ -141,6 +141,8 @@ def _usage_error(prog: str, message: str) -> NoReturn:
         flag = f"{m.group(1)}, {m.group(2)}" if m.group(1) else m.group(2)
         message = (f'invalid argument "{m.group(3)}" for "{flag}" flag: '
                    f'strconv.ParseBool: parsing "{m.group(3)}": invalid syntax')
+    elif m := re.match(r"argument [^:]*: (invalid argument \".*)", message, re.S):
+        message = m.group(1)  # a flag's value refused by its type, in pflag's words
     elif message.startswith("argument COMMAND: invalid choice"):
         word = re.search(r"invalid choice: '([^']*)'", message)
         message = f"unknown command: {word.group(1) if word else message}"

@@ -65,6 +65,7 @@ class _ContainersOnly:
 
 def add_parsers(sub: Any) -> None:
     from pallet.cli import containers, filesystems, update
+    from pallet.cli.filters import filter_arg
     from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
     p = sub.add_parser("container", help="manage containers",
@@ -77,52 +78,53 @@ def add_parsers(sub: Any) -> None:
     q = csub.add_parser("prune", help="remove all stopped containers",
                         description="remove all stopped containers")
     add_bool_flag(q, "-f", "--force", help="do not prompt for confirmation")
-    q.add_argument("--filter", action="append", default=[], help="label=K[=V] or until=")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("--filter"), help="until=TIMESTAMP|DURATION, "
+                   "label=KEY[=VALUE], label!=KEY[=VALUE]")
     q.set_defaults(func=exit_1_on_error(cmd_prune))
 
 
 def cmd_prune(args: Any) -> int:
     """docker container prune: removes the stopped containers, says which and how much."""
-    import contextlib
     import sys
 
     from pallet.cli.containers import _engine, _human_si
-    from pallet.errors import PalletError
+    from pallet.cli.filters import Filters
 
+    flt = Filters(args.filter, CONTAINER_PRUNE_FILTERS)
     if not args.force:
         print("WARNING! This will remove all stopped containers.")
         print("Are you sure you want to continue? [y/N] ", end="", flush=True)
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             print()
             return 0
-    eng = _engine(args)
-    labels = _label_filters(args.filter)
-    removed, freed = [], 0
-    for rec in eng.list(all=True):
-        if rec.state not in ("exited", "created", "dead"):
-            continue
-        if not all(rec.labels.get(k) == v if v is not None else k in rec.labels
-                   for k, v in labels.items()):
-            continue
-        with contextlib.suppress(PalletError):
-            size = eng.container_size(rec.id)[0]
-            eng.remove(rec.id)
-            removed.append(rec.id)
-            freed += size
+    removed, freed = prune_containers(_engine(args), flt)
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
     print(f"Total reclaimed space: {_human_si(freed)}")
     return 0
 
 
-def _label_filters(values: list[str]) -> dict[str, str | None]:
-    from pallet.errors import InvalidArgument
+CONTAINER_PRUNE_FILTERS = ("label", "label!", "until")
 
-    out: dict[str, str | None] = {}
-    for f in values:
-        key, sep, val = f.partition("=")
-        if key != "label" or not sep:
-            raise InvalidArgument(f"invalid filter '{f}': container prune takes label=KEY[=VALUE]")
-        k, s2, v = val.partition("=")
-        out[k] = v if s2 else None
-    return out
+
+def prune_containers(eng: Any, flt: Any) -> tuple[list[str], int]:
+    """Remove the stopped containers FLT (docker's until=, label=, label!=) chooses; their
+    ids and the bytes their writable layers held. (container prune, system prune)"""
+    import contextlib
+
+    from pallet.errors import PalletError
+
+    until = flt.until()
+    removed, freed = [], 0
+    for rec in eng.list(all=True):
+        if rec.state not in ("exited", "created", "dead"):
+            continue
+        if not flt.labels_match(rec.labels) or (until is not None and rec.created_at >= until):
+            continue
+        with contextlib.suppress(PalletError):
+            size = eng.container_size(rec.id)[0]
+            eng.remove(rec.id)
+            removed.append(rec.id)
+            freed += size
+    return removed, freed

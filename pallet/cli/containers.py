@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from pallet.cli.filters import filter_arg
 from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
 TYPE_CHECKING = False  # typing costs ~10 ms to import on `pallet run`; only checkers need it
@@ -199,12 +200,13 @@ def add_parsers(sub: Any) -> None:
         add_bool_flag(p, "-q", "--quiet", help="only display container IDs")
         p.add_argument("-f", "--filter", action="append", default=[], help="filter output: "
                        "id, name, label, status, exited, ancestor, network, volume, publish, "
-                       "health, before, since")
+                       "health, before, since", type=filter_arg("-f, --filter"))
         p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or "
                        "a Go template such as '{{.ID}}\\t{{.Names}}'")
         add_bool_flag(p, "--no-trunc", help="don't truncate output")
         p.add_argument("-n", "--last", type=int, default=-1, help="show n last created")
         add_bool_flag(p, "-l", "--latest", help="show the latest created")
+        add_bool_flag(p, "-s", "--size", help="display total file sizes")
         add_bool_flag(p, "--pod", help="show the pod of each container (POD ID, PODNAME)")
     p = cmd("exec", "execute a command in a running container", cmd_exec)
     add_bool_flag(p, "-i", "--interactive", help="keep STDIN open")
@@ -293,12 +295,16 @@ def add_parsers(sub: Any) -> None:
     ssub = system.add_subparsers(dest="system_command", metavar="COMMAND")
     p = ssub.add_parser("df", help="show disk usage", description="show disk usage")
     p.add_argument("--format", default="", help="table, json or a Go template")
+    add_bool_flag(p, "-v", "--verbose", help="show detailed information on space usage")
     p.set_defaults(func=exit_1_on_error(cmd_system_df))
     p = ssub.add_parser("prune", help="remove stopped containers, unused networks, dangling "
                         "images (and unused volumes)", description="remove unused data")
     add_bool_flag(p, "-a", "--all", help="remove all unused images")
     add_bool_flag(p, "-f", "--force", help="do not prompt for confirmation")
     add_bool_flag(p, "--volumes", help="prune anonymous volumes")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("--filter"), help="until=TIMESTAMP|DURATION, "
+                   "label=KEY[=VALUE], label!=KEY[=VALUE] (for each kind pruned)")
     p.set_defaults(func=exit_1_on_error(cmd_system_prune))
     p = ssub.add_parser("info", help="display system-wide information")
     p.add_argument("-f", "--format", default="", help="format with a Go template, or json")
@@ -317,9 +323,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-o", "--opt", action="append", default=[], help="set driver specific "
                    "options: the local driver's type=, device=, o= (as mount(8) takes them)")
     p.set_defaults(func=exit_1_on_error(cmd_volume_create))
-    p = vsub.add_parser("ls", help="list volumes")
-    add_bool_flag(p, "-q", "--quiet")
-    p.add_argument("--format", default="table")
+    p = vsub.add_parser("ls", aliases=["list"], help="list volumes")
+    add_bool_flag(p, "-q", "--quiet", help="only display volume names")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("-f, --filter"), help="dangling=true|false, driver=, "
+                   "label=KEY[=VALUE], name=")
+    p.add_argument("--format", default="table", help="table, json, 'table TEMPLATE' or a "
+                   "Go template such as '{{.Name}} {{.Mountpoint}}'")
     p.set_defaults(func=exit_1_on_error(cmd_volume_ls))
     p = vsub.add_parser("inspect", help="display detailed information on volumes")
     p.add_argument("-f", "--format", default="", help="a Go template, or json")
@@ -329,9 +339,12 @@ def add_parsers(sub: Any) -> None:
     add_bool_flag(p, "-f", "--force")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=exit_1_on_error(cmd_volume_rm))
-    p = vsub.add_parser("prune", help="remove unused volumes")
-    add_bool_flag(p, "-a", "--all")
-    add_bool_flag(p, "-f", "--force")
+    p = vsub.add_parser("prune", help="remove unused anonymous volumes (-a: all unused "
+                        "volumes)")
+    add_bool_flag(p, "-a", "--all", help="remove all unused volumes, not just anonymous ones")
+    add_bool_flag(p, "-f", "--force", help="do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("--filter"), help="label=KEY[=VALUE], label!=KEY[=VALUE]")
     p.set_defaults(func=exit_1_on_error(cmd_volume_prune))
 
 
@@ -1304,23 +1317,10 @@ def _trunc(s: str, n: int) -> str:
 
 def _print_formatted(fmt: str, rows: list[dict[str, Any]], headers: dict[str, str],
                      default: Callable[[], None]) -> None:
-    """docker's --format: "" or "table" (the default table), "json" (one object a line),
-    "table TEMPLATE" (header and aligned columns) or a template (one line per row)."""
-    import json
+    """docker's --format (template.print_formatted, which the other listings share)."""
+    from pallet.cli.template import print_formatted
 
-    from pallet.cli.template import Template, render_table
-
-    if fmt in ("", "table"):
-        default()
-    elif fmt == "json":
-        for row in rows:
-            print(json.dumps(_plain(row), separators=(",", ":"), ensure_ascii=False))
-    elif fmt.startswith("table ") or fmt.startswith("table\t"):
-        print(render_table(fmt[6:] if fmt[5] == " " else fmt[7:], rows, headers))
-    else:
-        tmpl = Template(fmt, strict=True)
-        for row in rows:
-            print(tmpl.render(row))
+    print_formatted(fmt, rows, headers, default)
 
 
 _STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -1417,6 +1417,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = [_row(r, args.no_trunc, health_of(r)) for r in recs]
     cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
     headers = PS_HEADERS
+    # docker's CLI asks for sizes with -s, or when the template shows them
+    if args.size or ".Size" in (args.format or ""):
+        for r, row in zip(recs, rows, strict=True):
+            row["Size"] = _size_column(eng, r)
+        cols += ["Size"] if args.size else []
     pods = {p.id: p for p in eng.store.list_pods()} if any(r.pod_id for r in recs) else {}
     for rec, row in zip(recs, rows, strict=True):
         pod = pods.get(rec.pod_id or "")
@@ -1435,6 +1440,17 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
     _print_formatted(args.format, rows, headers, table)
     return 0
+
+
+def _size_column(eng: Engine, rec: ContainerRecord) -> str:
+    """docker's SIZE: the writable layer, and with the image's layers `(virtual ...)`."""
+    from pallet.errors import PalletError
+
+    try:
+        rw, rootfs = eng.container_size(rec.id)
+    except PalletError:  # removed meanwhile
+        return "0B"
+    return f"{_human_si(rw)} (virtual {_human_si(rootfs)})" if rootfs else _human_si(rw)
 
 
 def _print_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -1764,7 +1780,13 @@ def _os_name() -> str:
 
 
 def cmd_system_df(args: argparse.Namespace) -> int:
-    du = _engine(args).disk_usage()
+    from pallet.build.cache_mounts import CacheMounts
+
+    eng = _engine(args)
+    caches = CacheMounts(eng.root).list()
+    if args.verbose:
+        return _system_df_verbose(args, eng, caches)
+    du = eng.disk_usage()
     rows = []
     for kind, key in (("Images", "images"), ("Containers", "containers"),
                       ("Local Volumes", "volumes")):
@@ -1772,6 +1794,10 @@ def cmd_system_df(args: argparse.Namespace) -> int:
         pct = f" ({reclaimable * 100 // size}%)" if size else ""
         rows.append({"Type": kind, "TotalCount": str(total), "Active": str(active),
                      "Size": _human_si(size), "Reclaimable": _human_si(reclaimable) + pct})
+    rows.append({"Type": "Build Cache", "TotalCount": str(len(caches)),
+                 "Active": str(sum(c["in_use"] for c in caches)),
+                 "Size": _human_si(sum(c["size"] for c in caches)),
+                 "Reclaimable": _human_si(sum(c["size"] for c in caches if not c["in_use"]))})
     headers = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
                "Reclaimable": "RECLAIMABLE"}
 
@@ -1782,11 +1808,76 @@ def cmd_system_df(args: argparse.Namespace) -> int:
     return 0
 
 
+DF_IMAGE_COLUMNS = ("Repository", "Tag", "ID", "CreatedSince", "Size", "SharedSize",
+                    "UniqueSize", "Containers")
+DF_CONTAINER_COLUMNS = ("ID", "Image", "Command", "LocalVolumes", "Size", "RunningFor",
+                        "Status", "Names")
+DF_CACHE_HEADERS = {"ID": "CACHE ID", "CacheType": "CACHE TYPE", "Size": "SIZE",
+                    "CreatedSince": "CREATED", "LastUsedSince": "LAST USED",
+                    "UsageCount": "USAGE", "Shared": "SHARED"}
+
+
+def _system_df_verbose(args: argparse.Namespace, eng: Engine,
+                       caches: list[dict[str, Any]]) -> int:
+    """docker's `system df -v`: a table each of images, containers, local volumes and the
+    build cache (RUN --mount=type=cache directories; `*` marks one a build is using)."""
+    import json
+    import time
+
+    from pallet.cli.images import IMAGE_HEADERS, _image_rows, human_duration
+
+    detail = eng.disk_usage_detail()
+    now = time.time()
+    images = []
+    for image, shared, containers in detail["images"]:
+        for row in _image_rows([(image, image.names)], argparse.Namespace(no_trunc=False)):
+            row.update(SharedSize=_human_si(shared), UniqueSize=_human_si(image.size - shared),
+                       Containers=str(containers), Size=_human_si(image.size))
+            images.append(row)
+    ctrs = []
+    for rec, rw in detail["containers"]:
+        row = _row(rec, False)
+        row["Size"] = _human_si(rw)
+        ctrs.append(row)
+    vols = [{"Name": v.name, "Links": str(links), "Size": _human_si(size)}
+            for v, links, size in detail["volumes"]]
+    cache = [{"ID": c["id"][:12] + ("*" if c["in_use"] else ""), "CacheType": "exec.cachemount",
+              "Size": _human_si(c["size"]),
+              "CreatedSince": human_duration(now - c["created"]) + " ago",
+              "LastUsedSince": human_duration(now - c["last_used"]) + " ago",
+              "UsageCount": "N/A", "Shared": "false"} for c in caches]
+    if args.format == "json":
+        print(json.dumps({"Images": images, "Containers": [_plain(r) for r in ctrs],
+                          "Volumes": vols, "BuildCache": cache}, separators=(",", ":")))
+        return 0
+    if args.format not in ("", "table"):
+        from pallet.errors import InvalidArgument
+
+        raise InvalidArgument("system df -v takes --format table or json")
+
+    def table(columns: tuple[str, ...], heads: dict[str, str], rows: list[dict[str, Any]]
+              ) -> None:
+        _print_table([heads[c] for c in columns], [[r[c] for c in columns] for r in rows])
+
+    print("Images space usage:\n")
+    table(DF_IMAGE_COLUMNS, IMAGE_HEADERS, images)
+    print("\nContainers space usage:\n")
+    table(DF_CONTAINER_COLUMNS, PS_HEADERS, ctrs)
+    print("\nLocal Volumes space usage:\n")
+    table(("Name", "Links", "Size"), VOLUME_HEADERS, vols)
+    print(f"\nBuild cache usage: {_human_si(sum(c['size'] for c in caches))}\n")
+    table(tuple(DF_CACHE_HEADERS), DF_CACHE_HEADERS, cache)
+    return 0
+
+
 def cmd_system_prune(args: argparse.Namespace) -> int:
-    import contextlib
+    from pallet.cli.container_group import prune_containers
+    from pallet.cli.filters import Filters
+    from pallet.errors import InvalidArgument
 
-    from pallet.errors import PalletError
-
+    flt = Filters(args.filter, ("label", "label!", "until"))
+    if args.volumes and "until" in flt:
+        raise InvalidArgument('ERROR: The "until" filter is not supported with "--volumes"')
     if not args.force:
         what = ["all stopped containers", "all networks not used by at least one container"]
         if args.volumes:
@@ -1795,38 +1886,42 @@ def cmd_system_prune(args: argparse.Namespace) -> int:
                     if args.all else "all dangling images")
         what.append("unused build cache")
         print("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what))
+        if flt:  # as docker lists them: these keys, sorted
+            given = sorted(f"{k}={v}" for k in ("label", "label!", "until") for v in flt.get(k))
+            print("  Items to be pruned will be filtered with:\n" + "".join(
+                f"  - {w}\n" for w in given))
         print("Are you sure you want to continue? [y/N] ", end="", flush=True)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             print()
             return 0
     eng = _engine(args)
-    removed = []
-    for rec in eng.list(all=True):
-        if rec.state in ("exited", "created"):
-            with contextlib.suppress(PalletError):
-                eng.remove(rec.id)
-                removed.append(rec.id)
+    removed, freed_ctrs = prune_containers(eng, flt)
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    from pallet.cli.networks import prune_networks
     from pallet.engine.network import Networks
 
-    nets = Networks(eng.store, eng.root).prune()
+    nets = prune_networks(Networks(eng.store, eng.root), flt)
     if nets:
         print("Deleted Networks:\n" + "\n".join(nets) + "\n")
     if args.volumes:
-        vols = eng.volumes.prune(all=args.all)
+        vols = eng.volumes.prune(all=args.all, only=lambda v: flt.labels_match(v.labels))
         if vols:
             print("Deleted Volumes:\n" + "\n".join(vols) + "\n")
-    lines, freed = eng.prune_images(all=args.all)
+    from pallet.cli.images import prune_choice
+
+    lines, freed = eng.prune_images(all=args.all, only=prune_choice(flt))
     if lines:
         print("Deleted Images:\n" + "\n".join(lines) + "\n")
-    from pallet.build.cache_mounts import CacheMounts
+    cache_bytes = 0
+    if not flt:  # cache directories have no labels or creation filter of their own
+        from pallet.build.cache_mounts import CacheMounts
 
-    caches, cache_bytes = CacheMounts(eng.root).prune()
-    if caches:
-        print("Deleted build cache objects:\n" + "\n".join(caches) + "\n")
-    print(f"Total reclaimed space: {_human_si(freed + cache_bytes)}")
+        caches, cache_bytes = CacheMounts(eng.root).prune()
+        if caches:
+            print("Deleted build cache objects:\n" + "\n".join(caches) + "\n")
+    print(f"Total reclaimed space: {_human_si(freed_ctrs + freed + cache_bytes)}")
     return 0
 
 
@@ -1852,18 +1947,44 @@ def cmd_volume_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_volume_ls(args: argparse.Namespace) -> int:
-    import json
+VOLUME_HEADERS = {"Name": "VOLUME NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+                  "Mountpoint": "MOUNTPOINT", "Labels": "LABELS", "Label": "LABEL",
+                  "Links": "LINKS", "Size": "SIZE", "Group": "GROUP",
+                  "Availability": "AVAILABILITY", "Status": "STATUS"}
 
-    vols = _engine(args).volumes.list()
+
+def _volume_row(v: Any) -> dict[str, Any]:
+    """One volume as docker's volume ls formatter shows it (Links and Size: `system df`'s)."""
+    labels = dict(v.labels)
+    return {"Availability": "N/A", "Driver": v.driver, "Group": "N/A",
+            "Labels": ",".join(f"{k}={val}" for k, val in labels.items()),
+            "Label": lambda key: labels.get(key, ""), "Links": "N/A",
+            "Mountpoint": v.mountpoint, "Name": v.name, "Scope": "local", "Size": "N/A",
+            "Status": "N/A"}
+
+
+def _volumes_in_use(eng: Engine) -> set[str]:
+    return {n for c in eng.store.list_containers() for n in c.config.get("volume_names") or []}
+
+
+def cmd_volume_ls(args: argparse.Namespace) -> int:
+    from pallet.cli.filters import Filters
+
+    eng = _engine(args)
+    flt = Filters(args.filter, ("dangling", "driver", "label", "name"))
+    dangling = flt.bool("dangling")
+    used = _volumes_in_use(eng) if dangling is not None else set()
+    vols = [v for v in sorted(eng.volumes.list(), key=lambda v: v.name)
+            if flt.matches("name", v.name) and flt.matches("driver", v.driver)
+            and flt.labels_match(v.labels)
+            and (dangling is None or dangling != (v.name in used))]
     if args.quiet:
         for v in vols:
             print(v.name)
-    elif args.format == "json":
-        for v in vols:
-            print(json.dumps(_volume_json(v)))
-    else:
-        _print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols])
+        return 0
+    rows = [_volume_row(v) for v in vols]
+    _print_formatted(args.format, rows, VOLUME_HEADERS, lambda: _print_table(
+        ["DRIVER", "VOLUME NAME"], [[r["Driver"], r["Name"]] for r in rows]))
     return 0
 
 
@@ -1900,8 +2021,28 @@ def cmd_volume_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_volume_prune(args: argparse.Namespace) -> int:
-    removed = _engine(args).volumes.prune(all=args.all)
+    from pallet.cli.filters import Filters
+    from pallet.engine.containers import _du
+
+    flt = Filters(args.filter, ("label", "label!", "all"))
+    every = args.all or bool(flt.bool("all"))  # docker's CLI sends -a as all=true
+    if not args.force:
+        what = "all local volumes" if every else "anonymous local volumes"
+        print(f"WARNING! This will remove {what} not used by at least one container.")
+        print("Are you sure you want to continue? [y/N] ", end="", flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            print()
+            return 0
+    sizes: dict[str, int] = {}
+
+    def chosen(v: Any) -> bool:
+        if not flt.labels_match(v.labels):
+            return False
+        sizes[v.name] = _du(v.mountpoint)  # measured before it goes
+        return True
+
+    removed = _engine(args).volumes.prune(all=every, only=chosen)
     if removed:
         print("Deleted Volumes:\n" + "\n".join(removed) + "\n")
-    print("Total reclaimed space: 0B")
+    print(f"Total reclaimed space: {_human_si(sum(sizes.get(n, 0) for n in removed))}")
     return 0

@@ -6,12 +6,12 @@ Parses and prints only; all work is done by pallet.image.store.ImageStore.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from pallet.cli.filters import filter_arg
 from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
 if TYPE_CHECKING:
@@ -66,6 +66,9 @@ def add_parsers(sub: Any) -> None:
     add_bool_flag(p, "-a", "--all",
                    help="remove all images without a container made from them, not just "
                    "dangling ones")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("--filter"), help="until=TIMESTAMP|DURATION, "
+                   "label=KEY[=VALUE], label!=KEY[=VALUE]")
     p.set_defaults(func=cmd_prune)
     from pallet.cli.build import add_build_parser
 
@@ -98,6 +101,10 @@ def _images_args(p: argparse.ArgumentParser) -> None:
     add_bool_flag(p, "-q", "--quiet", help="only ids")
     add_bool_flag(p, "--digests")
     add_bool_flag(p, "--no-trunc")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("-f, --filter"), help="dangling=true|false, "
+                   "label=KEY[=VALUE], label!=KEY[=VALUE], reference=PATTERN, before=IMAGE, "
+                   "since=IMAGE, until=TIMESTAMP|DURATION")
     p.add_argument("--format", default=None, help="table (the default), json, `table "
                    "TEMPLATE` or a Go template, e.g. '{{.Repository}}:{{.Tag}}'")
     p.set_defaults(func=cmd_images)
@@ -247,13 +254,20 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_rows(store: ImageStore, images: list[Image], args: argparse.Namespace) -> list[dict[str, str]]:
+def _image_rows(listed: list[tuple[Image, list[str]]], args: argparse.Namespace
+                ) -> list[dict[str, str]]:
+    """One row per name (a nameless image: one `<none>` row), as docker's image formatter
+    shows them; LISTED pairs each image with the names to show."""
     from pallet.image.reference import parse_reference
 
+    now = time.time()
     rows = []
-    for image in images:
-        names = image.names or [""]
-        for n in names:
+    for image, names in listed:
+        when = created_epoch(image.created)
+        created_at = "" if when is None else time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC",
+                                                           time.gmtime(when))
+        since = "N/A" if when is None else human_duration(now - when) + " ago"
+        for n in names or [""]:
             if n:
                 r = parse_reference(n)
                 repo = r.familiar().rsplit(":", 1)[0] if r.tag else r.familiar().split("@")[0]
@@ -265,13 +279,16 @@ def _image_rows(store: ImageStore, images: list[Image], args: argparse.Namespace
             rows.append({
                 "Repository": repo, "Tag": tag, "Digest": digest,
                 "ID": image.id if args.no_trunc else image.short_id,
-                "CreatedAt": image.created, "Size": _human(image.size),
+                "CreatedAt": created_at, "CreatedSince": since, "Size": _human(image.size),
+                # docker's daemon leaves these unset in a plain listing
+                "Containers": "N/A", "SharedSize": "N/A", "UniqueSize": "N/A",
+                "VirtualSize": _human(image.size),
             })
     return rows
 
 
-def created_since(created: str, now: float) -> str:
-    """An RFC 3339 time as docker's CREATED column says it: "2 years ago", "N/A" if unknown."""
+def created_epoch(created: str) -> float | None:
+    """An image's RFC 3339 creation time as unix seconds, None if it has none."""
     from datetime import datetime
 
     try:
@@ -280,10 +297,15 @@ def created_since(created: str, now: float) -> str:
         if dot:
             digits = len(frac) - len(frac.lstrip("0123456789"))
             frac = frac[:min(digits, 6)] + frac[digits:]
-        when = datetime.fromisoformat(head + (dot + frac if dot else "")).timestamp()
+        return datetime.fromisoformat(head + (dot + frac if dot else "")).timestamp()
     except ValueError:
-        return "N/A"
-    return human_duration(now - when) + " ago"
+        return None
+
+
+def created_since(created: str, now: float) -> str:
+    """An RFC 3339 time as docker's CREATED column says it: "2 years ago", "N/A" if unknown."""
+    when = created_epoch(created)
+    return "N/A" if when is None else human_duration(now - when) + " ago"
 
 
 def human_duration(seconds: float) -> str:
@@ -314,6 +336,66 @@ def human_duration(seconds: float) -> str:
     return f"{s // 3600 // 24 // 365} years"
 
 
+IMAGE_FILTERS = ("dangling", "label", "label!", "before", "since", "reference", "until")
+IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                 "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE",
+                 "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE"}
+
+
+def filter_images(store: ImageStore, images: list[Image], words: list[str],
+                  accepted: tuple[str, ...] = IMAGE_FILTERS) -> list[tuple[Image, list[str]]]:
+    """docker's image filters over IMAGES: each kept image with the names to show (a
+    reference= filter shows only the names it matches)."""
+    from pallet.cli.filters import Filters, path_match
+    from pallet.errors import NotFound
+
+    flt = Filters(words, accepted)
+    if not flt:
+        return [(i, i.names) for i in images]
+    from pallet.image.reference import parse_reference
+
+    dangling = flt.bool("dangling")
+    until = flt.until()
+    bounds = {}
+    for key in ("before", "since"):
+        for ref in flt.get(key):  # docker: the last one given wins
+            try:
+                bounds[key] = created_epoch(store.get(ref).created) or 0.0
+            except NotFound:
+                raise NotFound(f"No such image: {ref}") from None
+    out = []
+    for image in images:
+        names = image.names
+        if dangling is not None and dangling != (not names):
+            continue
+        labels = (image.config.raw.get("config") or {}).get("Labels") or {}
+        if not flt.labels_match(labels):
+            continue
+        when = created_epoch(image.created) or 0.0
+        if "before" in bounds and not when < bounds["before"]:
+            continue
+        if "since" in bounds and not when > bounds["since"]:
+            continue
+        if until is not None and when * 1e9 > until:
+            continue
+        if "reference" in flt:
+            def matches(name: str) -> bool:
+                ref = parse_reference(name)
+                familiar = ref.familiar()
+                short = familiar.split("@")[0].rsplit(":", 1)[0] if ref.tag else \
+                    familiar.split("@")[0]
+                return any(path_match(p, familiar) or path_match(p, short)
+                           for p in flt.get("reference"))
+
+            names = [n for n in names if matches(n)]
+            if not names:
+                continue
+        out.append((image, names))
+    return out
+
+
+@exit_1_on_error
 def cmd_images(args: argparse.Namespace) -> int:
     store = _store(args)
     images = store.list(intermediates=args.all)
@@ -324,39 +406,25 @@ def cmd_images(args: argparse.Namespace) -> int:
         images = [i for i in images if any(
             parse_reference(n).name == want.name and (not want.tag or parse_reference(n).tag == want.tag)
             for n in i.names)]
+    listed = filter_images(store, images, args.filter)
     if args.quiet:
         seen = []
-        for i in images:
+        for i, _ in listed:
             ident = i.id if args.no_trunc else i.short_id
             if ident not in seen:
                 seen.append(ident)
         print("\n".join(seen)) if seen else None
         return 0
-    rows = _image_rows(store, images, args)
-    if args.format == "json":
-        for row in rows:
-            print(json.dumps(row))
-        return 0
-    now = time.time()
-    for r in rows:
-        r["CreatedSince"] = created_since(r["CreatedAt"], now)
-    heads = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
-             "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE"}
+    rows = _image_rows(listed, args)
     if args.format not in (None, "", "table"):
-        from pallet.cli.template import Template, render_table
+        from pallet.cli.template import print_formatted
 
-        if args.format.startswith(("table ", "table\t")):
-            print(render_table(args.format[6:], rows, heads))
-        else:
-            tmpl = Template(args.format, strict=True)
-            for r in rows:
-                print(tmpl.render(r))
+        print_formatted(args.format, rows, IMAGE_HEADERS, lambda: None)
         return 0
+    from pallet.cli.template import align
+
     cols = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
-    widths = {c: max([len(heads[c])] + [len(r[c]) for r in rows]) for c in cols}
-    print("   ".join(heads[c].ljust(widths[c]) for c in cols).rstrip())
-    for r in rows:
-        print("   ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
+    print(align("\n".join("\t".join(r[c] for c in cols) for r in [IMAGE_HEADERS, *rows])))
     return 0
 
 
@@ -464,6 +532,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return rc
 
 
+def prune_choice(flt: Any) -> Callable[[Image], bool] | None:
+    """Which images a prune's filters (label=, label!=, until=) let go; None: all."""
+    if not flt:
+        return None
+    until = flt.until()
+
+    def chosen(image: Image) -> bool:
+        labels = (image.config.raw.get("config") or {}).get("Labels") or {}
+        when = created_epoch(image.created) or 0.0
+        return flt.labels_match(labels) and (until is None or when * 1e9 < until)
+
+    return chosen
+
+
+@exit_1_on_error
 def cmd_prune(args: argparse.Namespace) -> int:
     if not args.force:
         what = ("all images without at least one container associated to them" if args.all
@@ -473,7 +556,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             print()
             return 0
-    lines, freed = _engine(args).prune_images(all=args.all)
+    from pallet.cli.filters import Filters
+
+    flt = Filters(args.filter, ("dangling", "label", "label!", "until"))
+    every = args.all or flt.bool("dangling") is False  # docker: dangling=false is -a
+    lines, freed = _engine(args).prune_images(all=every, only=prune_choice(flt))
     if lines:
         print("Deleted Images:\n" + "\n".join(lines) + "\n")
     print(f"Total reclaimed space: {_human(freed)}")

@@ -7,11 +7,11 @@ Parses and prints only; all work is done by pallet.engine.network.Networks.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pallet.cli.flags import add_bool_flag
+from pallet.cli.filters import filter_arg
+from pallet.cli.flags import add_bool_flag, exit_1_on_error
 
 if TYPE_CHECKING:
     from pallet.engine.network import Networks
@@ -74,16 +74,12 @@ def add_parsers(sub: Any) -> None:
         p = nsub.add_parser(name, help="list networks")
         add_bool_flag(p, "-q", "--quiet", help="only network ids")
         add_bool_flag(p, "--no-trunc", help="full ids")
-        p.add_argument(
-            "-f",
-            "--filter",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="driver=, id=, label=, name=, scope=, type=custom|builtin",
-        )
-        p.add_argument("--format", default=None, help="`json` or `table`")
-        p.set_defaults(func=cmd_ls)
+        p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                       type=filter_arg("-f, --filter"), help="driver=, id=, label=, name=, "
+                       "scope=, type=custom|builtin, dangling=true|false")
+        p.add_argument("--format", default=None, help="table (the default), json, `table "
+                       "TEMPLATE` or a Go template, e.g. '{{.ID}}: {{.Driver}}'")
+        p.set_defaults(func=exit_1_on_error(cmd_ls))
 
     p = nsub.add_parser("inspect", help="show networks as JSON")
     p.add_argument("networks", nargs="+")
@@ -114,8 +110,10 @@ def add_parsers(sub: Any) -> None:
 
     p = nsub.add_parser("prune", help="remove all networks no container uses")
     add_bool_flag(p, "-f", "--force", help="do not ask (pallet never asks)")
-    p.add_argument("--filter", action="append", default=[], help="label=KEY[=VALUE]")
-    p.set_defaults(func=cmd_prune)
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   type=filter_arg("--filter"), help="until=TIMESTAMP|DURATION, "
+                   "label=KEY[=VALUE], label!=KEY[=VALUE]")
+    p.set_defaults(func=exit_1_on_error(cmd_prune))
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -149,83 +147,102 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _matches(rec: NetworkRecord, filters: dict[str, list[str]]) -> bool:
+NETWORK_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
+NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+                   "IPv4": "IPV4", "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS",
+                   "Label": "LABEL", "CreatedAt": "CREATED AT"}
+
+
+def _builtin(rec: NetworkRecord) -> bool:
     from pallet.engine.network import DEFAULT_NETWORK
 
-    for key, values in filters.items():
-        ok = False
-        for v in values:
-            if key == "name":
-                ok |= v in rec.name  # docker matches names by substring
-            elif key == "id":
-                ok |= rec.id.startswith(v)
-            elif key == "driver":
-                ok |= rec.driver == v
-            elif key == "scope":
-                ok |= v == "local"
-            elif key == "type":
-                builtin = rec.name == DEFAULT_NETWORK or bool(rec.config.get("readonly"))
-                ok |= (v == "builtin") == builtin
-            elif key == "label":
-                k, sep, val = v.partition("=")
-                ok |= k in rec.labels and (not sep or rec.labels[k] == val)
-        if not ok:
-            return False
-    return True
+    return rec.name == DEFAULT_NETWORK or bool(rec.config.get("readonly"))
 
 
-def _filters(items: list[str]) -> dict[str, list[str]]:
+def filter_networks(nets: Networks, recs: list[NetworkRecord], words: list[str]
+                    ) -> list[NetworkRecord]:
+    """docker's network ls filters (moby's daemon/network/filter.go) over RECS."""
+    from pallet.cli.filters import Filters
     from pallet.errors import InvalidArgument
 
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in ("name", "id", "driver", "scope", "type", "label"):
-            raise InvalidArgument(
-                f"invalid filter {item!r}; use driver=, id=, label=, name=, scope= or type="
-            )
-        out.setdefault(key, []).append(value)
+    flt = Filters(words, NETWORK_FILTERS)
+    if not flt:
+        return recs
+    for t in flt.get("type"):
+        if t not in ("custom", "builtin"):
+            raise InvalidArgument(f"Invalid filter: 'type'='{t}'")
+    dangling = None
+    if "dangling" in flt:
+        values = flt.get("dangling")
+        if len(values) > 1:
+            raise InvalidArgument('got more than one value for filter key "dangling"')
+        if values[0] not in ("0", "1", "false", "true"):
+            raise InvalidArgument("invalid value for filter 'dangling', must be \"true\" "
+                                  "(or \"1\"), or \"false\" (or \"0\")")
+        dangling = values[0] in ("1", "true")
+    out = []
+    for r in recs:
+        if not (flt.matches("name", r.name) and flt.matches("id", r.id)
+                and flt.labels_match(r.labels)):
+            continue
+        if "driver" in flt and r.driver not in flt.get("driver"):
+            continue
+        if "scope" in flt and "local" not in flt.get("scope"):
+            continue
+        if "type" in flt and ("builtin" if _builtin(r) else "custom") not in flt.get("type"):
+            continue
+        if dangling is not None:
+            unused = not _builtin(r) and not nets.attachments(r.name)
+            if unused != dangling:
+                continue
+        out.append(r)
     return out
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from pallet.errors import InvalidArgument
-
-    if args.format not in (None, "json", "table"):
-        raise InvalidArgument(f"unsupported --format {args.format!r}; use json or table")
-    flt = _filters(args.filter)
-    recs = [r for r in _networks(args).list() if _matches(r, flt)]
+    nets = _networks(args)
+    recs = filter_networks(nets, nets.list(), args.filter)
     recs.sort(key=lambda r: r.name)
     ids = [r.id if args.no_trunc else r.id[:12] for r in recs]
     if args.quiet:
         for i in ids:
             print(i)
         return 0
-    if args.format == "json":
-        for ident, r in zip(ids, recs, strict=True):
-            print(json.dumps(_ls_row(ident, r)))
-        return 0
-    heads = ("NETWORK ID", "NAME", "DRIVER", "SCOPE")
-    rows = [(ident, r.name, r.driver, "local") for ident, r in zip(ids, recs, strict=True)]
-    widths = [max(len(x) for x in col) for col in zip(heads, *rows, strict=True)]
-    for row in (heads, *rows):
-        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    rows = [_ls_row(ident, r) for ident, r in zip(ids, recs, strict=True)]
+    from pallet.cli.template import align, print_formatted
+
+    def table() -> None:
+        cols = ("ID", "Name", "Driver", "Scope")
+        print(align("\n".join("\t".join(str(r[c]) for c in cols)
+                              for r in [NETWORK_HEADERS, *rows])))
+
+    print_formatted(args.format, rows, NETWORK_HEADERS, table)
     return 0
 
 
-def _ls_row(ident: str, r: NetworkRecord) -> dict[str, Any]:
-    from pallet.engine.network import _rfc3339
+def _go_time(ns: int) -> str:
+    """Go's time.String() in UTC, as docker prints a network's CreatedAt."""
+    import time
 
+    frac = f"{ns % 1_000_000_000:09d}".rstrip("0")
+    return (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 1_000_000_000))
+            + (f".{frac}" if frac else "") + " +0000 UTC")
+
+
+def _ls_row(ident: str, r: NetworkRecord) -> dict[str, Any]:
     opts = r.config.get("options") or {}
+    labels = dict(r.labels)
     return {
         "ID": ident,
         "Name": r.name,
         "Driver": r.driver,
         "Scope": "local",
+        "IPv4": bool(opts.get("ipv4", ":" not in r.subnet)),
         "IPv6": bool(opts.get("ipv6", ":" in r.subnet)),
         "Internal": bool(opts.get("internal", False)),
-        "Labels": ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())),
-        "CreatedAt": _rfc3339(r.created_at),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "Label": lambda key: labels.get(key, ""),
+        "CreatedAt": _go_time(r.created_at),
         "Subnet": r.subnet,
         "Gateway": r.gateway,
     }
@@ -268,23 +285,34 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    flt = _filters(args.filter)
-    nets = _networks(args)
-    if flt:
-        keep = {r.name for r in nets.list() if not _matches(r, flt)}
-        removed = []
-        for r in nets.store.list_networks():
-            if r.name in keep or r.config.get("default") or nets.attachments(r.name):
-                continue
-            nets.remove(r.id)
-            removed.append(r.name)
-    else:
-        removed = nets.prune()
+    from pallet.cli.filters import Filters
+
+    removed = prune_networks(_networks(args), Filters(args.filter, NETWORK_PRUNE_FILTERS))
     if removed:
         print("Deleted Networks:")
         for name in removed:
             print(name)
     return 0
+
+
+NETWORK_PRUNE_FILTERS = ("label", "label!", "until")
+
+
+def prune_networks(nets: Networks, flt: Any) -> list[str]:
+    """Remove the user networks no container is attached to that FLT (docker's until=,
+    label=, label!=) chooses; their names. (network prune, system prune)"""
+    if not flt:
+        return nets.prune()
+    until = flt.until()
+    removed = []
+    for r in nets.store.list_networks():
+        if (_builtin(r) or r.config.get("default") or not flt.labels_match(r.labels)
+                or (until is not None and r.created_at >= until)
+                or nets.attachments(r.name)):
+            continue
+        nets.remove(r.id)
+        removed.append(r.name)
+    return removed
 
 
 def _engine(args: argparse.Namespace) -> Any:

@@ -455,6 +455,25 @@ def align(text: str, minwidth: int = 10, padding: int = 3) -> str:
                      for cells in rows)
 
 
+def print_formatted(fmt: str | None, rows: list[dict[str, Any]], headers: dict[str, str],
+                    default: Callable[[], None]) -> None:
+    """docker's --format of a listing: "" or "table" (DEFAULT, the command's own table),
+    "json" (one object a line), "table TEMPLATE" (a header and aligned columns) or a
+    template (one line per row). A row's callables ({{.Label "k"}}) are not in its json."""
+    if not fmt or fmt == "table":
+        default()
+    elif fmt == "json":
+        for row in rows:
+            print(json.dumps({k: v for k, v in row.items() if not callable(v)},
+                             separators=(",", ":"), ensure_ascii=False))
+    elif fmt.startswith(("table ", "table\t")):
+        print(render_table(fmt[6:], rows, headers))
+    else:
+        tmpl = Template(fmt, strict=True)
+        for row in rows:
+            print(tmpl.render(row))
+
+
 def format_inspected(fmt: str | None, objects: list[Any]) -> str:
     """What docker's inspect commands print: the objects as an indented JSON array (FMT
     empty or "json"), or FMT rendered once per object, a line each (no object: nothing)."""

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from pallet.engine.logs import LogLine
     from pallet.engine.specgen import ContainerOptions
     from pallet.engine.volumes import Volumes
-    from pallet.image.store import ImageStore
+    from pallet.image.store import Image, ImageStore
 
 DEFAULT_ROOT = "/var/lib/pallet"
 DEFAULT_RUN_ROOT = "/run/pallet"
@@ -1571,15 +1571,17 @@ class Engine:
                     f"is being used by stopped container {users[0].id[:12]}")
         return self.images.remove(ref, force=force)
 
-    def prune_images(self, all: bool = False) -> tuple[list[str], int]:
+    def prune_images(self, all: bool = False,
+                     only: Callable[[Image], bool] | None = None) -> tuple[list[str], int]:
         """docker's image prune: the dangling (unnamed) images, or with ALL every image that
-        no container (of any state) was made from. Returns docker's `untagged:`/`deleted:`
-        lines and the bytes freed."""
+        no container (of any state) was made from; with ONLY, of those the ones it chooses
+        (a prune's filters). Returns docker's `untagged:`/`deleted:` lines and the bytes
+        freed."""
         used = {c.image_id for c in self.store.list_containers()}
         lines: list[str] = []
         # -a takes a build's intermediate step images (its cache) too.
         for image in self.images.list(intermediates=all):
-            if image.id in used or (image.names and not all):
+            if image.id in used or (image.names and not all) or (only and not only(image)):
                 continue
             with contextlib.suppress(NotFound):  # removed meanwhile by someone else
                 lines += [ln[0].lower() + ln[1:]
@@ -1607,6 +1609,31 @@ class Engine:
                            sum(ctr_sizes[c.id] for c in ctrs if c.state not in running)),
             "volumes": (len(vols), len(vol_used), sum(vol_sizes.values()),
                         sum(n for v, n in vol_sizes.items() if v not in vol_used)),
+        }
+
+    def disk_usage_detail(self) -> dict[str, list[Any]]:
+        """`system df -v`: per image (Image, bytes it shares with other images, containers
+        made from it), per container (record, its writable layer's bytes) and per volume
+        (record, containers naming it, bytes)."""
+        images = self.images.list()
+        ctrs = [self._refresh(c) for c in self.store.list_containers()]
+        holders: dict[str, int] = {}
+        for i in images:
+            for digest in {d.digest for d in i.layers}:
+                holders[digest] = holders.get(digest, 0) + 1
+        uses: dict[str, int] = {}
+        links: dict[str, int] = {}
+        for c in ctrs:
+            uses[c.image_id] = uses.get(c.image_id, 0) + 1
+            for name in set(c.config.get("volume_names") or []):
+                links[name] = links.get(name, 0) + 1
+        return {
+            "images": [(i, sum(d.size for d in {d.digest: d for d in i.layers}.values()
+                               if holders[d.digest] > 1), uses.get(i.id, 0))
+                       for i in images],
+            "containers": [(c, _du(os.path.join(self.ctr_dir(c.id), "upper"))) for c in ctrs],
+            "volumes": [(v, links.get(v.name, 0), _du(v.mountpoint))
+                        for v in self.volumes.list()],
         }
 
 
@@ -2346,11 +2373,17 @@ def _port_bindings(ports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _du(path: str) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for f in files:
+    """Bytes under PATH as docker counts a container's SizeRw or a volume's size (moby's
+    directory.Size): the files' apparent sizes, a hard-linked file once, directories
+    not at all."""
+    total, seen = 0, set()
+    for dirpath, dirnames, files in os.walk(path):
+        for f in files + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+                st = os.lstat(os.path.join(dirpath, f))
+                if st.st_size and (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
     return total
 
 

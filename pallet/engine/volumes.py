@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pallet.engine.specgen import Mount
@@ -356,10 +356,15 @@ class Volumes:
         shutil.rmtree(os.path.join(self.dir, rec.name), ignore_errors=True)
         self.event(rec.name, "destroy")
 
-    def prune(self, all: bool = True) -> list[str]:
+    def prune(self, all: bool = True,
+              only: Callable[[VolumeRecord], bool] | None = None) -> list[str]:
+        """Remove the anonymous volumes no container names (ALL: every such volume; ONLY:
+        of those, the ones it chooses, a prune's filters); returns their names."""
         removed = []
         for v in self.list():
             if not all and v.labels.get(ANONYMOUS_LABEL) != "true":
+                continue
+            if only and not only(v):
                 continue
             if not self.users(v.name):
                 self.remove(v.name)

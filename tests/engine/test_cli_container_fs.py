@@ -122,7 +122,7 @@ def test_commit_makes_an_image_of_the_changes_and_the_containers_config(pallet):
     assert len(info["RootFS"]["Layers"]) == 2
     # Without a name: a dangling image, listed as <none>.
     dangling = pallet("commit", "changed").stdout.strip()
-    assert f"<none>       <none>   {dangling[7:19]}" in pallet("images").stdout
+    assert f"<none>       <none>    {dangling[7:19]}" in pallet("images").stdout
     # Bad input: docker's messages, exit 1, nothing written.
     after = _store_files(pallet)
     bad = pallet("commit", "-c", "RUN echo no", "changed", "cmds/bad")

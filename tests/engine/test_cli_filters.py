@@ -292,7 +292,8 @@ def network(tmp_path, monkeypatch, capsys):
         out = capsys.readouterr()
         return code, out.out, out.err
 
-    return run
+    yield run
+    run("prune", "-f")  # the bridges its networks made at create
 
 
 def test_network_ls_filters_and_formats(network):

@@ -25,7 +25,8 @@ def pallet(tmp_path, monkeypatch, capsys):
         out = capsys.readouterr()
         return code, out.out, out.err
 
-    return run
+    yield run
+    run("prune", "-f")  # the bridges its networks made at create
 
 
 def test_create_ls_inspect_rm(pallet):

@@ -11,6 +11,7 @@ inside the container's namespace (nsenter).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import shutil
@@ -172,7 +173,7 @@ def test_a_container_on_anothers_network_resolves_through_its_server(pallet, lab
 
 def test_aaaa_and_ipv6_ptr_on_a_dual_stack_network(pallet, lab):
     net = lab.network("--ipv6", "--subnet", lab.v4[0], "--subnet", lab.v6[0])
-    v6 = lab.v6[0].split("/")[0] + "2"
+    v6 = str(ipaddress.ip_network(lab.v6[0])[2])  # canonical: nslookup prints it so
     pallet("run", "-d", "--name", "dn-six", "--network", net, "busybox", "sleep", "120",
            check=True)
     out = pallet("run", "--rm", "--network", net, "busybox", "sh", "-c",

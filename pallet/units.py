@@ -1,4 +1,5 @@
-"""Sizes and durations as docker spells them (pure): `512m`, `1g`, `1.5GB`; `1m30s`."""
+"""Sizes and durations as docker spells them (pure): `512m`, `1g`, `1.5GB`; `1m30s`;
+"About an hour"."""
 
 from __future__ import annotations
 
@@ -34,3 +35,31 @@ def duration_seconds(value: str) -> float:
     if not text or pos != len(text):
         raise ValueError(value)
     return total
+
+
+def human_duration(seconds: float) -> str:
+    """docker's units.HumanDuration: the coarsest unit that still says something."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(s / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{s // 3600 // 24 // 365} years"

@@ -1221,17 +1221,12 @@ def _keep_console(master: int) -> None:
 
 # -- listing and reporting ---------------------------------------------------------------------------
 def _ago(ns: int) -> str:
+    """How long ago NS (epoch ns) was, as docker's ps says it (units.HumanDuration)."""
     import time
 
-    secs = max(0, time.time() - ns / 1e9)
-    for unit, n in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
-                    ("hour", 3600), ("minute", 60)):
-        if secs >= n:
-            k = int(secs // n)
-            return f"{k} {unit}{'s' if k > 1 else ''}"
-    if secs < 1:
-        return "Less than a second"
-    return "1 second" if int(secs) == 1 else f"{int(secs)} seconds"
+    from pallet.units import human_duration
+
+    return human_duration(time.time() - ns / 1e9)
 
 
 def _status(rec: ContainerRecord, health: str = "") -> str:
@@ -1824,7 +1819,8 @@ def _system_df_verbose(args: argparse.Namespace, eng: Engine,
     import json
     import time
 
-    from pallet.cli.images import IMAGE_HEADERS, _image_rows, human_duration
+    from pallet.cli.images import IMAGE_HEADERS, _image_rows
+    from pallet.units import human_duration
 
     detail = eng.disk_usage_detail()
     now = time.time()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pallet.cli.filters import filter_arg
 from pallet.cli.flags import add_bool_flag, exit_1_on_error
+from pallet.units import human_duration
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -306,34 +307,6 @@ def created_since(created: str, now: float) -> str:
     """An RFC 3339 time as docker's CREATED column says it: "2 years ago", "N/A" if unknown."""
     when = created_epoch(created)
     return "N/A" if when is None else human_duration(now - when) + " ago"
-
-
-def human_duration(seconds: float) -> str:
-    """docker's units.HumanDuration: the coarsest unit that still says something."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(s / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{s // 3600 // 24 // 365} years"
 
 
 IMAGE_FILTERS = ("dangling", "label", "label!", "before", "since", "reference", "until")

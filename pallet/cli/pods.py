@@ -165,28 +165,9 @@ def _ago(ns: int) -> str:
     """podman's CREATED: go-units' HumanDuration + " ago"."""
     import time
 
-    secs = max(0.0, time.time() - ns / 1e9)
-    if secs < 1:
-        return "Less than a second ago"
-    if secs < 60:
-        return "1 second ago" if int(secs) == 1 else f"{int(secs)} seconds ago"
-    minutes = secs / 60
-    if minutes < 2:
-        return "About a minute ago"
-    if minutes < 60:
-        return f"{int(minutes)} minutes ago"
-    hours = minutes / 60
-    if round(hours) == 1:
-        return "About an hour ago"
-    if hours < 48:
-        return f"{round(hours)} hours ago"
-    if hours < 24 * 7 * 2:
-        return f"{int(hours // 24)} days ago"
-    if hours < 24 * 30 * 2:
-        return f"{int(hours // 24 // 7)} weeks ago"
-    if hours < 24 * 365 * 2:
-        return f"{int(hours // 24 // 30)} months ago"
-    return f"{int(hours // 24 // 365)} years ago"
+    from pallet.units import human_duration
+
+    return human_duration(max(0.0, time.time() - ns / 1e9)) + " ago"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ def test_images_table_says_how_long_ago_and_json_keeps_the_timestamp(tmp_path, c
     (20 * 86400, "2 weeks"), (100 * 86400, "3 months"), (800 * 86400, "2 years"),
 ])
 def test_human_duration_matches_docker(seconds, text):
-    from pallet.cli.images import human_duration
+    from pallet.units import human_duration
 
     assert human_duration(seconds) == text
 

@@ -379,6 +379,8 @@ class Engine:
             rec = self.store.update_container(cid, config=config)
             self._mounted.add(cid)
             container_event(self.root, rec, "create")
+            if rec.pod_id:
+                self._pod_names_changed(rec.pod_id)
             return rec
         except BaseException:
             for fn in reversed(undo):
@@ -946,6 +948,13 @@ class Engine:
                 os.kill(mon, signal.SIGCHLD)
             _wait_pid_exit(mon, 30)
 
+    def _pod_names_changed(self, pod_id: str) -> None:
+        """A member of a `pallet pod` on a user network came, went or was renamed: the
+        embedded DNS server answers the pod's address to its members' names."""
+        with contextlib.suppress(NotFound):
+            if self.store.get_pod(pod_id).config.get("embedded_dns"):
+                _sync_dns(self)
+
     def destroy(self, rec: ContainerRecord, volumes: bool | None = None) -> None:
         """Release everything the container holds. Idempotent: the monitor (auto-remove)
         and `rm -f` may both get here."""
@@ -963,6 +972,8 @@ class Engine:
             pass  # the monitor (auto-remove) or another rm got here first: reported there
         else:
             container_event(self.root, rec, "destroy")
+            if rec.pod_id:
+                self._pod_names_changed(rec.pod_id)
         if volumes is None:
             volumes = bool(rec.config.get("auto_remove"))
         if volumes:
@@ -1028,6 +1039,8 @@ class Engine:
                                   f"name: {new_name}")
         new = self.store.update_container(rec.id, name=new_name)
         self._rename_endpoints(new, rec.name)
+        if new.pod_id:
+            self._pod_names_changed(new.pod_id)
         container_event(self.root, new, "rename", oldName=f"/{rec.name}")
         return new
 

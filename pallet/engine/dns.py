@@ -205,7 +205,7 @@ class Server:
         """Re-read the attachments: tables of names, and one Member per namespace of a
         running container that uses us."""
         from pallet.engine.network import DEFAULT_NETWORK, LOOPBACK_NETWORK, Networks
-        from pallet.engine.store import Store
+        from pallet.engine.store import ContainerFilter, Store
         from pallet.errors import NotFound
 
         store = Store(self.root)
@@ -216,21 +216,31 @@ class Server:
             for a in Networks(store, self.root).attachments():
                 if a.network in (DEFAULT_NETWORK, LOOPBACK_NETWORK):
                     continue
+                aliases = list(a.aliases)
                 try:
-                    rec = store.get_container(a.container_id)
+                    config = store.get_container(a.container_id).config
+                    servers = (config.get("host_config") or {}).get("dns") or []
                 except NotFound:
-                    continue  # a CRI pod's: cluster DNS is Kubernetes' business
+                    try:  # a `pallet pod`'s: its name, and its members' names
+                        pod = store.get_pod(a.container_id)
+                    except NotFound:
+                        continue
+                    config = pod.config
+                    if not config.get("embedded_dns"):
+                        continue  # a CRI pod's: cluster DNS is Kubernetes' business
+                    servers = (config.get("spec") or {}).get("dns_servers") or []
+                    aliases += [c.name for c in
+                                store.list_containers(ContainerFilter(pod_id=pod.id))]
                 table = names.setdefault(a.network, {})
                 for ip in a.ips:
                     ip = ip.split("/")[0]
-                    for alias in a.aliases:
+                    for alias in aliases:
                         table.setdefault(alias.lower().rstrip("."), []).append(ip)
-                    if a.aliases:
-                        ptrs.setdefault(a.network, {})[ip] = a.aliases[0]
-                if rec.config.get("embedded_dns") and a.netns and os.path.exists(a.netns):
+                    if aliases:
+                        ptrs.setdefault(a.network, {})[ip] = aliases[0]
+                if config.get("embedded_dns") and a.netns and os.path.exists(a.netns):
                     nets, _ = wanted.setdefault(a.netns, (set(), []))
                     nets.add(a.network)
-                    servers = (rec.config.get("host_config") or {}).get("dns") or []
                     wanted[a.netns] = (nets, servers)
         finally:
             store.close()

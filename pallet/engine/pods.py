@@ -249,7 +249,11 @@ class Pods:
             cni_args = {} if spec.origin == "cli" else {
                 "K8S_POD_NAMESPACE": spec.namespace, "K8S_POD_NAME": spec.name,
                 "K8S_POD_INFRA_CONTAINER_ID": pid, "K8S_POD_UID": spec.uid}
-            att = nets.attach(path, pid, network, spec.port_mappings, cni_args=cni_args)
+            # A CLI pod answers by its name on a user network (its members by theirs: the
+            # embedded DNS server looks them up); a CRI pod leaves names to cluster DNS.
+            aliases = [spec.name] if spec.origin == "cli" else []
+            att = nets.attach(path, pid, network, spec.port_mappings, cni_args=cni_args,
+                              aliases=aliases)
             ip = att.ip
         elif spec.network == "host":
             namespaces["network"] = "host"
@@ -268,17 +272,27 @@ class Pods:
             namespaces["pid"] = self.pid_holder(ndir)
         elif spec.pid == "host":
             namespaces["pid"] = "host"
-        self._write_etc(pdir, spec, hostname, ip)
-        return {"spec": asdict(spec), "namespaces": namespaces, "ip": ip, "network": network,
-                "hostname": hostname}
+        embedded = spec.origin == "cli" and network != "" and _user_network(network)
+        self._write_etc(pdir, spec, hostname, ip, embedded)
+        config = {"spec": asdict(spec), "namespaces": namespaces, "ip": ip, "network": network,
+                  "hostname": hostname}
+        if embedded:
+            config["embedded_dns"] = True
+        return config
 
-    def _write_etc(self, pdir: str, spec: PodSpec, hostname: str, ip: str) -> None:
+    def _write_etc(self, pdir: str, spec: PodSpec, hostname: str, ip: str,
+                   embedded_dns: bool = False) -> None:
         if spec.network == "host":
             hosts = _read("/etc/hosts") or LOCALHOST
         else:
             hosts = LOCALHOST + (f"{ip}\t{hostname}\n" if ip else f"127.0.1.1\t{hostname}\n")
         hosts += "".join(f"{ip_}\t{host}\n" for host, ip_ in spec.extra_hosts)
-        if spec.dns_servers or spec.dns_searches or spec.dns_options:
+        if embedded_dns:  # a CLI pod on a user network: docker's/podman's resolver
+            from pallet.engine.dns import resolv_conf
+
+            resolv = resolv_conf(_read("/etc/resolv.conf"), spec.dns_servers, spec.dns_searches,
+                                 spec.dns_options)
+        elif spec.dns_servers or spec.dns_searches or spec.dns_options:
             lines = [f"search {' '.join(spec.dns_searches)}"] if spec.dns_searches else []
             lines += [f"nameserver {s}" for s in spec.dns_servers]
             lines += [f"options {' '.join(spec.dns_options)}"] if spec.dns_options else []
@@ -405,6 +419,12 @@ class Pods:
 
 
 # -- namespace files ---------------------------------------------------------------------------
+def _user_network(name: str) -> bool:
+    from pallet.engine.network import DEFAULT_NETWORK
+
+    return name != DEFAULT_NETWORK
+
+
 def _sysctl_path(name: str) -> str:
     # validate_sysctls allowed only [A-Za-z0-9_-] parts: no '..', no absolute path.
     return "/proc/sys/" + (name if "/" in name else name.replace(".", "/"))

@@ -196,7 +196,15 @@ class UserPods:
                        extra_hosts=hosts)
         rec = self.pods.run(spec)
         config = {**rec.config, "share": sorted(share), "network_mode": network}
-        return self.engine.store.update_pod(rec.id, config=config)
+        rec = self.engine.store.update_pod(rec.id, config=config)
+        if rec.config.get("embedded_dns"):
+            self._sync_dns(start=True)
+        return rec
+
+    def _sync_dns(self, start: bool = False) -> None:
+        from pallet.engine.containers import _sync_dns
+
+        _sync_dns(self.engine, start=start)
 
     # -- containers join -----------------------------------------------------------------
     def join(self, ref: str, req: CreateRequest) -> PodRecord:
@@ -299,6 +307,8 @@ class UserPods:
                     with contextlib.suppress(NotFound):
                         self.engine.stop(c.id, timeout)
         self.pods.remove(pod.id)
+        if pod.config.get("embedded_dns"):
+            self._sync_dns()
         return pod
 
     def prune(self) -> list[str]:

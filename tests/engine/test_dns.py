@@ -185,3 +185,23 @@ def test_aaaa_and_ipv6_ptr_on_a_dual_stack_network(pallet, lab):
     assert "ip6.arpa\tname = dn-six" in answers[3]
     pallet("rm", "-f", "dn-six", check=True)
     assert _dns_servers(pallet) == [] and leftovers(pallet) == []
+
+
+def test_a_pod_on_a_user_network_answers_by_its_name_and_its_members(pallet, lab):
+    """podman's pods with aardvark-dns: the pod's name and each member's name answer with
+    the pod's address; its members resolve the network's other containers."""
+    net = lab.network("--subnet", lab.v4[0])
+    pfx = lab.v4[0].rsplit(".", 1)[0]
+    pallet("pod", "create", "--name", "dn-pod", "--network", net, check=True)
+    pallet("run", "-d", "--pod", "dn-pod", "--name", "dn-member", "busybox", "sleep", "120",
+           check=True)
+    pallet("run", "-d", "--name", "dn-peer", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    for name in ("dn-pod", "dn-member"):
+        assert _addresses(_lookup(pallet, "dn-peer", name)[1]) == [f"{pfx}.2"], name
+    assert _addresses(_lookup(pallet, "dn-member", "dn-peer")[1]) == [f"{pfx}.3"]
+    pallet("rename", "dn-member", "dn-member2", check=True)
+    assert _addresses(_lookup(pallet, "dn-peer", "dn-member2")[1]) == [f"{pfx}.2"]
+    pallet("rm", "-f", "dn-peer", check=True)
+    pallet("pod", "rm", "-f", "dn-pod", check=True)
+    assert _dns_servers(pallet) == [] and leftovers(pallet) == []

@@ -30,6 +30,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _default_run_roots() -> Iterator[None]:
+    """A test that runs the CLI with --root alone gets that root's default run root,
+    /run/pallet-<hash> (the CLI's zygote listens there): remove the ones the test made, as
+    the test's root goes with its tmp dir. Their zygotes, whose socket is gone, exit."""
+    import glob
+    import re
+
+    def made() -> set[str]:  # default_run_root's form only (not pallet-ipam, pallet-runc...)
+        return {d for d in glob.glob("/run/pallet-*")
+                if re.fullmatch(r"/run/pallet-[0-9a-f]{10}", d)}
+
+    before = made()
+    yield
+    for d in made() - before:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> str:
     os.makedirs(CACHE, exist_ok=True)

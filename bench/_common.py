@@ -7,6 +7,18 @@ import shutil
 import subprocess
 
 
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds ARGV takes to run to the end; exits the bench if it fails."""
+    import time
+
+    t = time.perf_counter()
+    out = subprocess.run(argv, env=env, capture_output=True)
+    dt = time.perf_counter() - t
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {out.stderr.decode()[-500:]}")
+    return dt
+
+
 def remove_tree(base: str) -> None:
     """Remove BASE after detaching every mount under it: podman's overlay driver keeps its
     storage dir mounted on itself, and `podman system reset` leaves that mount behind."""

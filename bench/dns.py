@@ -23,11 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import print_results, teardown  # noqa: E402
+from _common import print_results, teardown, timed  # noqa: E402
 from run import PALLET, ULIMITS, procs_matching, pss_kib  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,12 +42,6 @@ def run(argv: list[str], env: dict[str, str]) -> str:
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {(out.stderr or out.stdout)[-500:]}")
     return out.stdout
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    run(argv, env)
-    return time.perf_counter() - t
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import print_results, teardown, zygote_pid  # noqa: E402
+from _common import print_results, teardown, timed, zygote_pid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PALLET = os.path.join(os.path.dirname(sys.executable), "pallet")
@@ -94,15 +94,6 @@ def streaming_cpu(argv: list[str], env: dict[str, str], seconds: float,
             p.kill()
             p.wait()
     return (c1 - c0) / TCK / (t1 - t0) * 100
-
-
-def timed(argv: list[str], env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    out = subprocess.run(argv, env=env, capture_output=True)
-    dt = time.perf_counter() - t
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {out.stderr.decode()[-500:]}")
-    return dt
 
 
 def main() -> int:

@@ -272,25 +272,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.detach and args.abort_on_container_exit:
         raise InvalidArgument("--abort-on-container-exit and --detach are incompatible")
-    if args.build and args.no_build:
-        raise InvalidArgument("--build and --no-build are incompatible")
+    policy = _build_policy(args)
     project = _project(args)
     services = acts.check_services(project, args.services)
     eng = _engine(args)
     _ensure_images(eng, project, project.order(services or None, with_deps=not args.no_deps),
-                   "always" if args.build else "never" if args.no_build else "missing")
+                   policy)
+    target = project
+    if args.no_deps and services:
+        services = project.order(services, with_deps=False)
+        target = _without_deps(project, services)
     try:
-        if args.no_deps and services:
-            order = project.order(services, with_deps=False)
-            recs = acts.up(eng, _without_deps(project, order), order,
-                           force_recreate=args.force_recreate, no_recreate=args.no_recreate,
-                           start=not args.no_start, remove_orphans=args.remove_orphans,
-                           timeout=args.timeout, progress=_progress)
-        else:
-            recs = acts.up(eng, project, services, force_recreate=args.force_recreate,
-                           no_recreate=args.no_recreate, start=not args.no_start,
-                           remove_orphans=args.remove_orphans, timeout=args.timeout,
-                           progress=_progress)
+        recs = acts.up(eng, target, services, force_recreate=args.force_recreate,
+                       no_recreate=args.no_recreate, start=not args.no_start,
+                       remove_orphans=args.remove_orphans, timeout=args.timeout,
+                       progress=_progress)
     finally:
         _warn(project)
     if args.detach or args.no_start:
@@ -298,19 +294,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _attached(args, eng, project, recs)
 
 
-def cmd_create(args: argparse.Namespace) -> int:
-    from pallet.compose import project as acts
+def _build_policy(args: argparse.Namespace) -> str:
+    """up's and create's --build / --no-build: the images to build first (ensure_images)."""
     from pallet.errors import InvalidArgument
 
     if args.build and args.no_build:
         raise InvalidArgument("--build and --no-build are incompatible")
+    return "always" if args.build else "never" if args.no_build else "missing"
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from pallet.compose import project as acts
+    from pallet.errors import InvalidArgument
+
+    policy = _build_policy(args)
     if args.force_recreate and args.no_recreate:
         raise InvalidArgument("--force-recreate and --no-recreate are incompatible")
     project = _project(args)
     services = acts.check_services(project, args.services)
     eng = _engine(args)
-    _ensure_images(eng, project, project.order(services or None),
-                   "always" if args.build else "never" if args.no_build else "missing")
+    _ensure_images(eng, project, project.order(services or None), policy)
     try:
         acts.up(eng, project, services, force_recreate=args.force_recreate,
                 no_recreate=args.no_recreate, start=False,
@@ -357,16 +360,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_cp(args: argparse.Namespace) -> int:
     """docker compose cp: SERVICE:SRC DEST or SRC SERVICE:DEST through `pallet cp`'s copy, in
     container --index (default 1; --all: every container of the service, to copy into)."""
+    from pallet.cli.containers import split_cp_arg
     from pallet.compose.project import check_services, containers
     from pallet.errors import InvalidArgument, NotFound
 
-    def split(s: str) -> tuple[str, str] | None:
-        if ":" in s and not s.startswith(("/", ".", "-")):
-            service, _, path = s.partition(":")
-            return service, path
-        return None
-
-    src, dest = split(args.src), split(args.dest)
+    src, dest = split_cp_arg(args.src), split_cp_arg(args.dest)  # SERVICE:PATH
     if bool(src) == bool(dest):
         raise InvalidArgument("copying between services or between local paths is not "
                               "supported; give exactly one SERVICE:PATH")

@@ -1655,16 +1655,19 @@ def _stats_loop(args: argparse.Namespace, eng: Any, sampler: Any) -> int:
         sys.stdout.flush()
 
 
+def split_cp_arg(s: str) -> tuple[str, str] | None:
+    """docker cp's CONTAINER:PATH as (container, path); None for a local path (one that
+    starts with /, . or -, or has no colon)."""
+    if ":" in s and not s.startswith(("/", ".", "-")):
+        ctr, _, path = s.partition(":")
+        return ctr, path
+    return None
+
+
 def cmd_cp(args: argparse.Namespace) -> int:
     from pallet.errors import InvalidArgument
 
-    def split(s: str) -> tuple[str, str] | None:
-        if ":" in s and not s.startswith(("/", ".", "-")):
-            ctr, _, path = s.partition(":")
-            return ctr, path
-        return None
-
-    src, dest = split(args.src), split(args.dest)
+    src, dest = split_cp_arg(args.src), split_cp_arg(args.dest)
     eng = _engine(args)
     if src and not dest:
         eng.copy_from(src[0], src[1], args.dest, follow_link=args.follow_link)

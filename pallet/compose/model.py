@@ -1242,6 +1242,16 @@ def _uses_default(svc: dict[str, Any]) -> bool:
     return "default" in (svc.get("networks") or {})
 
 
+def _name_and_external(path: str, raw: dict[str, Any]) -> tuple[Any, bool]:
+    """A top-level resource's `name` (None if not given) and whether it is `external` (the
+    old `external: {name: X}` form folded in)."""
+    external = raw.get("external", False)
+    name = raw.get("name")
+    if isinstance(external, dict):
+        name, external = name or external.get("name"), True
+    return name, _bool(external, f"{path}.external")
+
+
 def _top_level(project: str, section: str, key: str, raw: dict[str, Any],
                known: set[str] | frozenset[str], driver: str
                ) -> tuple[dict[str, Any], str, bool]:
@@ -1253,11 +1263,7 @@ def _top_level(project: str, section: str, key: str, raw: dict[str, Any],
     unknown = set(raw) - known
     if unknown:
         raise _err(path, f"unknown key {sorted(unknown)[0]!r}")
-    external = raw.get("external", False)
-    name = raw.get("name")
-    if isinstance(external, dict):
-        name, external = name or external.get("name"), True
-    external = _bool(external, f"{path}.external")
+    name, external = _name_and_external(path, raw)
     out: dict[str, Any] = {"name": str(name or (key if external else f"{project}_{key}"))}
     if external:
         return {**out, "external": True}, path, True
@@ -1325,11 +1331,7 @@ def _normalize_file_object(project: str, section: str, key: str, raw: dict[str, 
                                       f"does not support {section}.*.{k} either)")
         if k not in known:
             raise _err(path, f"unknown key {k!r}")
-    external = raw.get("external", False)
-    name = raw.get("name")
-    if isinstance(external, dict):
-        name, external = name or external.get("name"), True
-    external = _bool(external, f"{path}.external")
+    name, external = _name_and_external(path, raw)
     out: dict[str, Any] = {"name": _str(name, f"{path}.name") if name
                            else (key if external else f"{project}_{key}")}
     if external:

@@ -59,15 +59,21 @@ def pallet(tmp_path, busybox_store) -> Iterator[Pallet]:
     # Short and on tmpfs: unix socket paths are limited to 108 bytes.
     run_root = f"/run/pallet-t-{uuid.uuid4().hex[:8]}"
     p = Pallet(root, run_root)
+    bridges = _bridges()
     yield p
     # Whatever a failing test left running, force-remove it.
     ids = p("ps", "-aq", "--no-trunc").stdout.split()
     if ids:
         p("rm", "-f", *ids)
     # A network's bridge is made at `network create` and lives until `network rm`: the
-    # test's root is deleted after this, so its networks go now.
-    p("network", "prune", "-f")
+    # test's root is deleted after this, so its networks go now (if it made any bridge).
+    if _bridges() - bridges:
+        p("network", "prune", "-f")
     shutil.rmtree(run_root, ignore_errors=True)
+
+
+def _bridges() -> set[str]:
+    return {n for n in os.listdir("/sys/class/net") if os.path.isdir(f"/sys/class/net/{n}/bridge")}
 
 
 def leftovers(p: Pallet, ids: list[str] = ()) -> list[str]:

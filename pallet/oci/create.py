@@ -62,8 +62,6 @@ class Runtime:
     def _create(self, container_id: str, bundle: str, *, console_socket: str | None,
                 pid_file: str | None, no_pivot: bool, preserve_fds: int,
                 stdio: tuple[int, int, int] | None) -> ContainerState:
-        import _socket
-
         from pallet.oci import spec as specmod
         from pallet.oci.init import InitContext, preload
 
@@ -87,7 +85,7 @@ class Runtime:
         staged_pid_file = ""
         host_base = None
         console_sock = None
-        listener = None
+        start_fd = -1
         trees: dict[int, int] = {}
         try:
             if idmapped:
@@ -112,14 +110,14 @@ class Runtime:
                 from pallet.oci.linux.rootfs import mount_facts
 
                 facts = mount_facts(rootfs)
-            # The init blocks in accept() on this socket until `start` connects. It
-            # inherits the listening fd, so it never reaches the state dir by path
-            # (which a user-namespaced or non-dumpable init may not).
-            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            _bind_short(listener, sd.start_socket)
-            listener.listen(1)
+            # The init blocks reading this fifo until `start` writes a byte to it. It
+            # inherits the fd, so it never reaches the state dir by path (which a
+            # user-namespaced or non-dumpable init may not). Read-write: opening it never
+            # blocks, and the init is its reader for as long as it lives.
+            os.mkfifo(sd.start_fifo, 0o600)
+            start_fd = os.open(sd.start_fifo, os.O_RDWR | os.O_CLOEXEC)
             ctx = InitContext(spec=spec, process=spec["process"], rootfs=rootfs, bundle=bundle,
-                              start_fd=listener.fileno(), seccomp_bpf=bpf,
+                              start_fd=start_fd, seccomp_bpf=bpf,
                               seccomp_listener=_notifies(linux),
                               console_fd=console_sock.fileno() if console_sock else None,
                               stdio=stdio, preserve_fds=preserve_fds, no_pivot=no_pivot,
@@ -140,7 +138,7 @@ class Runtime:
                 st.pid = pid
                 st.pid_start = proc_start_time(pid)
                 st.status = "created"
-                sd.stage(st)
+                sd.stage(st, fast=host_base is None and not _hooks(spec, "poststart", "poststop"))
                 if pid_file:
                     staged_pid_file = _stage_pid_file(pid_file, pid)
 
@@ -173,8 +171,8 @@ class Runtime:
         finally:
             if console_sock is not None:
                 console_sock.close()
-            if listener is not None:
-                listener.close()
+            if start_fd >= 0:
+                os.close(start_fd)
             for fd in trees.values():
                 os.close(fd)  # the init attached its copies (or is gone)
 
@@ -201,7 +199,8 @@ class Runtime:
     def status(self, st: ContainerState) -> str:
         if not st.pid or proc_start_time(st.pid) != st.pid_start:
             return "stopped"
-        if os.path.exists(StateDir(self.root, st.id).start_socket):
+        sd = StateDir(self.root, st.id)
+        if os.path.exists(sd.start_fifo) and not os.path.exists(sd.started):
             return "created"
         if st.cgroup_paths and _frozen(st):
             return "paused"
@@ -229,16 +228,7 @@ class Runtime:
             raise FailedPrecondition("cannot start a container that has stopped"
                                      if status == "stopped" else
                                      "cannot start an already running container")
-        try:
-            _release(sd.start_socket)
-        except OSError:
-            raise FailedPrecondition(f"container {container_id} init exited before start") \
-                from None
-        finally:
-            try:
-                os.unlink(sd.start_socket)
-            except FileNotFoundError:
-                pass
+        _release(sd)
         _run_hooks(st.config, "poststart", st.oci("running"))
 
     def kill(self, container_id: str, sig: int = _signal.SIGTERM, all: bool = False) -> None:
@@ -570,14 +560,6 @@ def _short_path(path: str) -> tuple[str, int]:
     return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
 
 
-def _bind_short(sock: _socket.socket, path: str) -> None:
-    short, fd = _short_path(path)
-    try:
-        sock.bind(short)
-    finally:
-        os.close(fd)
-
-
 def _connect_short(sock: _socket.socket, path: str) -> None:
     short, fd = _short_path(path)
     try:
@@ -586,17 +568,27 @@ def _connect_short(sock: _socket.socket, path: str) -> None:
         os.close(fd)
 
 
-def _release(path: str) -> None:
-    """Connect to the init's start socket and wait for its one-byte acknowledgement."""
-    import _socket
-
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+def _release(sd: StateDir) -> None:
+    """Let a created container's init go on to exec: the start protocol of the state dir
+    (pallet.oci.state), which bin/pallet-runc's sh fast path follows too."""
+    try:  # no reader: the init is gone
+        fd = os.open(sd.start_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise FailedPrecondition(f"container {sd.id} init exited before start") from None
     try:
-        _connect_short(s, path)
-        if s.recv(1) != b"0":
-            raise ConnectionResetError("init closed the start socket")
+        try:  # one start only, however many race for it
+            os.close(os.open(sd.started, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o600))
+        except FileExistsError:
+            raise FailedPrecondition("cannot start an already running container") from None
+        os.write(fd, b"0")
     finally:
-        s.close()
+        os.close(fd)
+
+
+def _hooks(spec: dict[str, Any], *phases: str) -> bool:
+    hooks = spec.get("hooks") or {}
+    return any(hooks.get(p) for p in phases)
 
 
 def _run_hooks(spec: dict[str, Any], phase: str, state: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ class InitContext:
               "mount_facts")
 
     def __init__(self, spec: dict[str, Any], process: dict[str, Any], rootfs: str, bundle: str,
-                 start_fd: int = -1,                  # listening start socket; -1 for exec
+                 start_fd: int = -1,                  # the start fifo (read-write); -1 for exec
                  seccomp_bpf: bytes | None = None,
                  seccomp_listener: bool = False,      # the filter has SCMP_ACT_NOTIFY rules
                  console_fd: int | None = None,       # connected --console-socket
@@ -270,13 +270,10 @@ def container_init(ctx: InitContext, sock: _socket.socket) -> None:
         def wait_for_start() -> None:
             send(sock, created=True)
             sock.close()
-            # Blocks until `start` connects.
-            listener = _socket.socket(fileno=ctx.start_fd)
-            conn_fd, _ = listener._accept()  # what socket.socket.accept() wraps
-            conn = _socket.socket(fileno=conn_fd)
-            conn.sendall(b"0")
-            conn.close()
-            listener.close()
+            # Blocks until `start` writes its byte to the start fifo (never EOF: we hold
+            # the fifo read-write).
+            os.read(ctx.start_fd, 1)
+            os.close(ctx.start_fd)
 
         prepare_process(ctx, sock, wait_for_start)
         exec_process(ctx)

@@ -1,7 +1,14 @@
-"""Per-container state directory: state.json, the start socket, and a lock.
+"""Per-container state directory under the runtime root (runc's default /run/runc; ours
+/run/pallet-runc). Status is derived from the process, never trusted from disk.
 
-The state dir lives under the runtime root (runc's default /run/runc; ours
-/run/pallet-runc); status is derived from the process, never trusted from disk.
+    state.json   what ContainerState holds (written whole, then renamed into place)
+    exec.fifo    the start fifo: the init, created, blocks reading it; `start` writes a byte
+    started      made (O_EXCL) by the `start` that released the init: the container is no
+                 longer "created"
+    fastpath     "PID STARTTIME" of the init, then one cgroup directory a line: all that
+                 bin/pallet-runc's sh fast paths for `start` and `delete` need. Only when
+                 those commands have nothing else to do (no poststart or poststop hooks,
+                 no rootfs mounts in the host's namespace).
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_ROOT = "/run/pallet-runc"
-START_SOCKET = "start.sock"
+START_FIFO = "exec.fifo"
+STARTED = "started"
+FASTPATH = "fastpath"
 # Container ids name state dirs (so here, not in spec: start and delete need no spec).
 # ASCII letters and digits, "_", "+", "-" and "." (not re: it costs pallet-runc ~6 ms to import).
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-.")
@@ -98,8 +107,12 @@ class StateDir:
         self.path = os.path.join(root, container_id)
 
     @property
-    def start_socket(self) -> str:
-        return os.path.join(self.path, START_SOCKET)
+    def start_fifo(self) -> str:
+        return os.path.join(self.path, START_FIFO)
+
+    @property
+    def started(self) -> str:
+        return os.path.join(self.path, STARTED)
 
     def create(self) -> None:
         os.makedirs(self.root, mode=0o711, exist_ok=True)
@@ -123,23 +136,39 @@ class StateDir:
         self.stage(st)
         self.commit()
 
-    def stage(self, st: ContainerState) -> None:
-        """Write ST beside state.json; commit() puts it in place (atomically)."""
+    def stage(self, st: ContainerState, fast: bool = False) -> None:
+        """Write ST beside state.json (and, if FAST, the fastpath file beside its place);
+        commit() puts them in place, each atomically."""
         with open(os.path.join(self.path, ".state.json.tmp"), "w") as f:
             f.write(jsonlite.dumps(st.asdict()))
+        dirs = sorted(set(st.cgroup_paths.values()))
+        if fast and not any("\n" in d for d in dirs):
+            with open(os.path.join(self.path, ".fastpath.tmp"), "w") as f:
+                f.write("".join(f"{line}\n" for line in [f"{st.pid} {st.pid_start}", *dirs]))
 
     def commit(self) -> None:
         os.rename(os.path.join(self.path, ".state.json.tmp"),
                   os.path.join(self.path, "state.json"))
+        try:
+            os.rename(os.path.join(self.path, ".fastpath.tmp"),
+                      os.path.join(self.path, FASTPATH))
+        except FileNotFoundError:
+            pass
 
     def remove(self) -> None:
-        try:  # what is left after start and delete: state.json alone
-            os.unlink(os.path.join(self.path, "state.json"))
+        for name in ("state.json", START_FIFO, STARTED, FASTPATH):  # what start leaves
+            try:
+                os.unlink(os.path.join(self.path, name))
+            except FileNotFoundError:
+                pass
+        try:
             os.rmdir(self.path)
             return
+        except FileNotFoundError:
+            return
         except OSError:
-            pass
-        for name in os.listdir(self.path) if os.path.isdir(self.path) else []:
+            pass  # something else in it (a staged file, the lock)
+        for name in os.listdir(self.path):
             try:
                 os.unlink(os.path.join(self.path, name))
             except FileNotFoundError:

@@ -13,10 +13,12 @@ _early = 0  # a child start_early forked that no start_cgroup_sync has taken ove
 def start_early() -> None:
     """Start one now for the create or exec this process is about to do; the next
     start_cgroup_sync takes it over. pallet-runc calls this before importing the runtime,
-    a millisecond or two of start-up sooner."""
+    a millisecond or two of start-up sooner, and its launcher sooner still."""
     global _early
     if not _early:
-        _early = start_cgroup_sync()
+        # bin/pallet-runc's sh started one before Python did; it is our child (sh exec'd us).
+        pid = os.environ.pop("PALLET_CGROUP_SYNC", "")
+        _early = int(pid) if pid.isdigit() else start_cgroup_sync()
 
 
 def start_cgroup_sync() -> int:

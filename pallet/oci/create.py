@@ -431,7 +431,7 @@ def _compile_seccomp(linux: dict[str, Any], root: str) -> bytes | None:
     except ImportError:
         from hashlib import sha256
     profile = jsonlite.dumps(linux["seccomp"])
-    key = sha256(f"{_libseccomp_version(seccomp)} {os.uname().machine} {profile}"
+    key = sha256(f"{_libseccomp_version()} {os.uname().machine} {profile}"
                  .encode()).hexdigest()
     # Not a valid place for a container: list_ids wants a state.json in it.
     cache = os.path.join(root, ".cache", "seccomp")
@@ -458,13 +458,16 @@ def _compile_seccomp(linux: dict[str, Any], root: str) -> bytes | None:
     return bpf
 
 
-def _libseccomp_version(seccomp: Any) -> str:
-    import ctypes
+def _libseccomp_version() -> str:
+    """libseccomp's version, without ctypes (or libseccomp's compiler set-up): a cached
+    program is used without either."""
+    from pallet.oci.linux import libc
 
-    lib = seccomp._libseccomp()
-    fn = lib.seccomp_version
-    fn.restype = ctypes.POINTER(ctypes.c_uint * 3)
-    return ".".join(str(n) for n in fn().contents)
+    try:
+        version = libc.Library("libseccomp.so.2").long_function("seccomp_version")
+    except OSError:
+        return "none"  # compiling says what is missing
+    return ".".join(str(n) for n in libc.u32s_at(version(), 3))
 
 
 def _plan_idmapped(spec: dict[str, Any], bundle: str) -> list[Any]:
@@ -623,10 +626,9 @@ def _frozen(st: ContainerState) -> bool:
 
 
 def _become_subreaper() -> None:
-    import ctypes
+    from pallet.oci.linux import libc
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    libc.LIBC.int_function("prctl")(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 def _kill_and_reap(pid: int, timeout: float = 10.0) -> None:

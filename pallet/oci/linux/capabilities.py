@@ -19,11 +19,11 @@ skipped with a debug message, like runc, rather than failing the container.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 from pallet.errors import SpecError, SystemFailure
 from pallet.oci import debuglog
+from pallet.oci.linux import libc
 
 
 def _debug(message: str, *args: object) -> None:
@@ -56,31 +56,13 @@ _PR_CAP_AMBIENT_RAISE = 2
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_prctl.restype = ctypes.c_int
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-_CapData2 = _CapData * 2
-_capget = _libc.capget
-_capget.argtypes = (ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
-_capget.restype = ctypes.c_int
-_capset = _libc.capset
-_capset.argtypes = (ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData))
-_capset.restype = ctypes.c_int
+_prctl = libc.LIBC.int_function("prctl")
+_capget = libc.LIBC.int_function("capget")
+_capset = libc.LIBC.int_function("capset")
+# struct __user_cap_header_struct {u32 version; int pid} (pid 0: this thread); the data
+# is two struct __user_cap_data_struct {u32 effective, permitted, inheritable}: the low
+# 32 capabilities, then the high.
+_HEADER = libc.pack((_LINUX_CAPABILITY_VERSION_3, 4), (0, 4))
 
 
 def validate(caps: dict | None) -> None:
@@ -126,30 +108,22 @@ def _mask(names: list[str] | None, last: int) -> int:
 
 
 def _fail(what: str) -> SystemFailure:
-    err = ctypes.get_errno()
+    err = libc.get_errno()
     return SystemFailure(f"capabilities: {what}: {os.strerror(err)}")
 
 
 def _get() -> tuple[int, int, int]:
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = _CapData2()
-    if _capget(ctypes.byref(header), data) != 0:
+    data = libc.buffer(24)
+    if _capget(_HEADER, data) != 0:
         raise _fail("capget")
-    return tuple(  # type: ignore[return-value]
-        getattr(data[0], f) | getattr(data[1], f) << 32
-        for f in ("effective", "permitted", "inheritable")
-    )
+    low, high = libc.unpack_u32(data.raw[:12]), libc.unpack_u32(data.raw[12:])
+    return tuple(low[i] | high[i] << 32 for i in range(3))  # type: ignore[return-value]
 
 
 def _set(effective: int, permitted: int, inheritable: int) -> None:
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = _CapData2()
-    for i in (0, 1):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    if _capset(ctypes.byref(header), data) != 0:
+    data = libc.pack(*((value >> shift & 0xFFFFFFFF, 4) for shift in (0, 32)
+                       for value in (effective, permitted, inheritable)))
+    if _capset(_HEADER, data) != 0:
         raise _fail(
             f"capset(effective={effective:#x}, permitted={permitted:#x}, inheritable={inheritable:#x})"
         )
@@ -226,4 +200,4 @@ def apply(caps: dict | None) -> None:
             # not inheritable, which the kernel refuses to raise.
             _debug("capabilities: cannot raise %s in the ambient set: %s (it must also be "
                    "permitted and inheritable); skipped", _NAMES[number],
-                   os.strerror(ctypes.get_errno()))
+                   os.strerror(libc.get_errno()))

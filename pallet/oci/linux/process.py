@@ -4,11 +4,11 @@ oom_score_adj, dumpable, and marking inherited fds close-on-exec.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
 from pallet.errors import SpecError, SystemFailure
+from pallet.oci.linux import libc
 
 # linux.personality.domain -> the persona for personality(2).
 PERSONALITIES: dict[str, int] = {"LINUX": 0x0000, "LINUX32": 0x0008}
@@ -19,19 +19,12 @@ _NR_CLOSE_RANGE = 436  # the same on every architecture (added after the syscall
 _CLOSE_RANGE_CLOEXEC = 1 << 2
 _UINT_MAX = 0xFFFFFFFF
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_prctl.restype = ctypes.c_int
-_personality = _libc.personality
-_personality.argtypes = (ctypes.c_ulong,)
-_personality.restype = ctypes.c_int
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_prctl = libc.LIBC.int_function("prctl")
+_personality = libc.LIBC.int_function("personality")
 
 
 def _fail(what: str) -> SystemFailure:
-    return SystemFailure(f"{what}: {os.strerror(ctypes.get_errno())}")
+    return SystemFailure(f"{what}: {os.strerror(libc.get_errno())}")
 
 
 def set_no_new_privs() -> None:
@@ -103,10 +96,8 @@ def close_fds_from(first: int, keep: set[int] | frozenset[int] = frozenset()) ->
 
 
 def _close_range(lo: int, hi: int) -> bool:
-    rc = _syscall(
-        ctypes.c_long(_NR_CLOSE_RANGE), ctypes.c_uint(lo), ctypes.c_uint(hi),
-        ctypes.c_uint(_CLOSE_RANGE_CLOEXEC),
-    )  # fmt: skip
+    rc = libc.syscall(libc.c_long(_NR_CLOSE_RANGE), libc.c_uint(lo), libc.c_uint(hi),
+                      libc.c_uint(_CLOSE_RANGE_CLOEXEC))
     # ENOSYS before 5.9, EINVAL before CLOSE_RANGE_CLOEXEC (5.11), and any errno the
     # container's seccomp filter (already loaded here) returns for a syscall its
     # profile predates, e.g. EPERM from a default errno action: walk instead.

@@ -10,11 +10,15 @@ the agent at linux.seccomp.listenerPath (`send_to_agent`).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
 from pallet.errors import SpecError, SystemFailure
+from pallet.oci.linux import libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes  # only compiling imports it (~2.7 ms): installing goes through libc
 
 # OCI action name -> libseccomp action value (scmp_act); ERRNO/TRACE take a
 # 16-bit return value in their low bits.
@@ -74,15 +78,6 @@ _EPERM = 1
 _NR_SCMP_ERROR = -1
 _SCMP_FLTATR_CTL_NNP = 3
 _MAX_ARGS = 6
-
-
-class _ArgCmp(ctypes.Structure):
-    _fields_ = [
-        ("arg", ctypes.c_uint),
-        ("op", ctypes.c_int),
-        ("datum_a", ctypes.c_uint64),
-        ("datum_b", ctypes.c_uint64),
-    ]
 
 
 def _action(name: object, ret: object, field: str) -> int:
@@ -167,6 +162,17 @@ class _Libseccomp:
     """The few libseccomp calls compiling needs, loaded on first use."""
 
     def __init__(self) -> None:
+        import ctypes
+
+        class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
+            _fields_ = [
+                ("arg", ctypes.c_uint),
+                ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64),
+            ]
+
+        self.arg_cmp = ArgCmp
         try:
             lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
         except OSError as e:
@@ -307,7 +313,7 @@ def _add_rule(
     indexes = [c[0] for c in conds]
     groups = [[c] for c in conds] if len(set(indexes)) != len(indexes) else [conds]
     for group in groups:
-        arr = (_ArgCmp * max(len(group), 1))()
+        arr = (_lib.arg_cmp * max(len(group), 1))()  # type: ignore[union-attr]
         for j, (index, op, a, b) in enumerate(group):
             arr[j].arg, arr[j].op, arr[j].datum_a, arr[j].datum_b = index, op, a, b
         rc = lib.seccomp_rule_add_array(ctx, action, nr, len(group), arr)
@@ -333,7 +339,7 @@ def _export(lib: ctypes.CDLL, ctx: int) -> bytes:
 
 # --- installing: runs in the container child, so everything is prepared here.
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = libc.LIBC.int_function("prctl")
 _SECCOMP_SET_MODE_FILTER = 1
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -345,10 +351,6 @@ _NR_SECCOMP = {
     "x86_64": 317, "i386": 354, "i686": 354, "aarch64": 277, "armv7l": 383, "armv8l": 383,
     "ppc64le": 358, "ppc64": 358, "s390x": 348, "riscv64": 277, "mips64": 5312,
 }.get(os.uname().machine)  # fmt: skip
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 def install_filter(bpf: bytes, flags: list[str] | None = None, listener: bool = False) -> int:
@@ -367,14 +369,13 @@ def install_filter(bpf: bytes, flags: list[str] | None = None, listener: bool = 
         bits |= _FLAG_NEW_LISTENER | (_FLAG_TSYNC_ESRCH if bits & 1 else 0)
     else:
         bits &= ~_FLAG_WAIT_KILLABLE_RECV
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+    buf = libc.buffer(bpf)
+    # struct sock_fprog {unsigned short len; (padding) struct sock_filter *filter}
+    prog = libc.pack((len(bpf) // 8, 2), (0, 6), (libc.address(buf), 8))
     err = _ENOSYS
     if _NR_SECCOMP is not None:
-        rc = _libc.syscall(
-            ctypes.c_long(_NR_SECCOMP), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
-            ctypes.c_long(bits), ctypes.byref(prog),
-        )  # fmt: skip
+        rc = libc.syscall(libc.c_long(_NR_SECCOMP), libc.c_long(_SECCOMP_SET_MODE_FILTER),
+                          libc.c_long(bits), prog)
         if listener and rc >= 0:
             return rc
         if rc == 0:
@@ -382,16 +383,14 @@ def install_filter(bpf: bytes, flags: list[str] | None = None, listener: bool = 
         if rc > 0:
             # With TSYNC the kernel names the thread it could not synchronize.
             raise SystemFailure(f"seccomp: cannot synchronize the filter to thread {rc}")
-        err = ctypes.get_errno()
+        err = libc.get_errno()
     if err == _ENOSYS and not bits:
         # Kernels before 3.17 only have prctl, which cannot take flags.
-        rc = _libc.prctl(
-            ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(prog),
-            ctypes.c_ulong(0), ctypes.c_ulong(0),
-        )  # fmt: skip
+        rc = _prctl(_PR_SET_SECCOMP, libc.c_ulong(_SECCOMP_MODE_FILTER), prog,
+                    libc.c_ulong(0), libc.c_ulong(0))
         if rc == 0:
             return -1
-        err = ctypes.get_errno()
+        err = libc.get_errno()
     if listener and err == _ESRCH:
         raise SystemFailure("seccomp: cannot synchronize the filter to all threads")
     raise SystemFailure(f"seccomp: installing the filter failed: {os.strerror(err)}")
@@ -406,9 +405,9 @@ def supported_flags() -> list[str]:
     for name, bit in FILTER_FLAGS.items():
         if bit & _FLAG_WAIT_KILLABLE_RECV:
             bit |= _FLAG_NEW_LISTENER  # alone it is always invalid
-        rc = _libc.syscall(ctypes.c_long(_NR_SECCOMP), ctypes.c_long(_SECCOMP_SET_MODE_FILTER),
-                           ctypes.c_long(bit), ctypes.c_void_p(None))
-        if rc < 0 and ctypes.get_errno() == _EFAULT:
+        rc = libc.syscall(libc.c_long(_NR_SECCOMP), libc.c_long(_SECCOMP_SET_MODE_FILTER),
+                          libc.c_long(bit), None)
+        if rc < 0 and libc.get_errno() == _EFAULT:
             out.append(name)
     return out
 

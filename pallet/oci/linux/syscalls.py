@@ -1,4 +1,4 @@
-"""Thin ctypes wrappers for the Linux syscalls Python's os module lacks.
+"""Thin wrappers for the Linux syscalls Python's os module lacks (through libc.py).
 
 Each wrapper raises OSError with errno and the syscall name; nothing here decides
 policy. Constants follow <linux/mount.h>, <linux/sched.h> and <linux/openat2.h>.
@@ -6,11 +6,16 @@ policy. Constants follow <linux/mount.h>, <linux/sched.h> and <linux/openat2.h>.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+from pallet.oci.linux import libc
+
+_mount = libc.LIBC.int_function("mount")
+_umount2 = libc.LIBC.int_function("umount2")
+_unshare = libc.LIBC.int_function("unshare")
+_setns = libc.LIBC.int_function("setns")
+_sethostname = libc.LIBC.int_function("sethostname")
+_setdomainname = libc.LIBC.int_function("setdomainname")
 
 # clone/unshare flags
 CLONE_NEWNS = 0x00020000
@@ -84,7 +89,7 @@ _NR = {
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
+        err = libc.get_errno()
         if path is not None:
             raise OSError(err, f"{what}: {os.strerror(err)}", path)
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -99,67 +104,55 @@ def _b(s: str | bytes | None) -> bytes | None:
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
-    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    ret = _mount(_b(source), _b(target), _b(fstype), libc.c_ulong(flags), _b(data))
     _check(ret, f"mount {source or fstype} on {target}", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), "umount", target)
+    _check(_umount2(_b(target), flags), "umount", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), "pivot_root", new_root)
+    _check(libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
+    _check(_setns(fd, nstype), "setns")
 
 
 def sethostname(name: str) -> None:
     b = name.encode()
-    _check(_libc.sethostname(b, len(b)), "sethostname")
+    _check(_sethostname(b, len(b)), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     b = name.encode()
-    _check(_libc.setdomainname(b, len(b)), "setdomainname")
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+    _check(_setdomainname(b, len(b)), "setdomainname")
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    ret = _libc.syscall(_NR["openat2"], dirfd, _b(path), ctypes.byref(how),
-                        ctypes.sizeof(how))
+    how = libc.pack((flags | os.O_CLOEXEC, 8), (mode, 8), (resolve, 8))  # struct open_how
+    ret = libc.syscall(_NR["openat2"], dirfd, _b(path), how, len(how))
     return _check(ret, "openat2", path)
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
-    ret = _libc.syscall(_NR["open_tree"], dirfd, _b(path), ctypes.c_uint(flags | os.O_CLOEXEC))
+    ret = libc.syscall(_NR["open_tree"], dirfd, _b(path), libc.c_uint(flags | os.O_CLOEXEC))
     return _check(ret, "open_tree", path)
 
 
 def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
-    ret = _libc.syscall(_NR["move_mount"], from_fd, _b(from_path), to_fd, _b(to_path),
-                        ctypes.c_uint(flags))
+    ret = libc.syscall(_NR["move_mount"], from_fd, _b(from_path), to_fd, _b(to_path),
+                       libc.c_uint(flags))
     _check(ret, "move_mount", to_path)
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 def mount_setattr(fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0,
                   propagation: int = 0, userns_fd: int = 0) -> None:
-    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
-    ret = _libc.syscall(_NR["mount_setattr"], fd, _b(path), ctypes.c_uint(flags),
-                        ctypes.byref(attr), ctypes.sizeof(attr))
+    attr = libc.pack((attr_set, 8), (attr_clr, 8), (propagation, 8), (userns_fd, 8))
+    ret = libc.syscall(_NR["mount_setattr"], fd, _b(path), libc.c_uint(flags), attr, len(attr))
     _check(ret, "mount_setattr", path)

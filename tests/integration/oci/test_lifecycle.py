@@ -183,3 +183,28 @@ def test_pallet_runc_starts_the_cgroup_sync_early_and_create_takes_it_over():
     assert cgsync._early == 0
     cgsync.reap_cgroup_sync(early)
     assert not os.path.exists(f"/proc/{early}")
+
+
+def test_start_early_adopts_the_child_the_launcher_started(monkeypatch):
+    # bin/pallet-runc's sh starts the sync child before Python runs and names it in
+    # PALLET_CGROUP_SYNC; Python takes it over (and the variable goes no further).
+    from pallet.oci import cgsync
+
+    child = cgsync.start_cgroup_sync()  # stands in for the one sh started: a real one
+    monkeypatch.setenv("PALLET_CGROUP_SYNC", str(child))
+    monkeypatch.setattr(cgsync, "_early", 0)
+    cgsync.start_early()
+    assert cgsync._early == child
+    assert "PALLET_CGROUP_SYNC" not in os.environ
+    assert cgsync.start_cgroup_sync() == child
+    cgsync.reap_cgroup_sync(child)
+    assert not os.path.exists(f"/proc/{child}")
+
+
+def test_the_launchers_cgroup_sync_leaves_no_trace(runc_cli, bundle, cid, host_clean):
+    b = bundle(["sh", "-c", "env; cat /proc/self/cgroup"])
+    out = runc_cli("run", "--bundle", b, cid)
+    assert out.returncode == 0, out.stderr
+    assert "PALLET_CGROUP_SYNC" not in out.stdout
+    assert "\n0::/\n" in out.stdout  # at the root of its own cgroup namespace
+    host_clean(cid)

@@ -50,9 +50,10 @@ class CacheMounts:
                 os.close(fd)  # pruned meanwhile: make it again
             meta = os.path.join(entry, "meta.json")
             if not os.path.exists(meta):
-                with open(meta + ".tmp", "w") as f:
+                tmp = f"{meta}.{os.getpid()}.tmp"  # concurrent builds: a tmp file each
+                with open(tmp, "w") as f:
                     json.dump({"id": m.id}, f)
-                os.replace(meta + ".tmp", meta)
+                os.replace(tmp, meta)
             name = "data"
             for n in range(1000):
                 name = "data" if n == 0 else f"data-{n}"

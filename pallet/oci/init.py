@@ -298,8 +298,9 @@ _PREPARED = _Prepared()
 def prepare_process(ctx: InitContext, sock: _socket.socket, ready: Callable[[], None]) -> None:
     """Everything up to the point of exec: terminal, limits, identity, capabilities.
 
-    READY is called once setup is complete and before privileges are dropped; SOCK is
-    the parent's, still open until READY.
+    READY is called once all of it is done, privileges dropped too (runc's order: an
+    error in any of it is create's or exec's, and after `start` only exec is left);
+    SOCK is the parent's, still open until READY.
     """
     from pallet.oci.linux import capabilities, process, rlimits
 
@@ -326,7 +327,6 @@ def prepare_process(ctx: InitContext, sock: _socket.socket, ready: Callable[[], 
     _PREPARED.env = env
     if ctx.seccomp_listener and ctx.seccomp_bpf is not None:
         _install_seccomp_listener(ctx, sock)
-    ready()
     caps = proc.get("capabilities")
     nnp = bool(proc.get("noNewPrivileges"))
     if ctx.seccomp_bpf is not None and not nnp:
@@ -349,6 +349,7 @@ def prepare_process(ctx: InitContext, sock: _socket.socket, ready: Callable[[], 
         os.umask(user["umask"])
     if nnp:
         process.set_no_new_privs()
+    ready()
 
 
 def _install_seccomp_listener(ctx: InitContext, sock: _socket.socket) -> None:

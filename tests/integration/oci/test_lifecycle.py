@@ -208,3 +208,26 @@ def test_the_launchers_cgroup_sync_leaves_no_trace(runc_cli, bundle, cid, host_c
     assert "PALLET_CGROUP_SYNC" not in out.stdout
     assert "\n0::/\n" in out.stdout  # at the root of its own cgroup namespace
     host_clean(cid)
+
+
+def test_a_created_init_already_has_the_processs_identity(runc_cli, bundle, cid):
+    # As runc: everything but exec is done before create returns, privileges dropped too,
+    # so a failure there is create's, and `start` only releases the exec.
+    b = bundle(["sleep", "60"])
+
+    def user_1000(c: dict) -> None:
+        c["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [20]}
+        c["process"]["capabilities"] = {k: ["CAP_KILL"] for k in
+                                        ("bounding", "effective", "permitted")}
+
+    edit_config(b, user_1000)
+    assert runc_cli("create", "--bundle", b, cid).returncode == 0
+    st = state(runc_cli, cid)
+    assert st["status"] == "created"
+    status = dict(line.split(":", 1) for line in
+                  open(f"/proc/{st['pid']}/status").read().splitlines())
+    assert status["Uid"].split() == ["1000"] * 4
+    assert status["Gid"].split() == ["1000"] * 4
+    assert status["Groups"].split() == ["20"]
+    assert int(status["CapBnd"], 16) == 1 << 5  # CAP_KILL only
+    assert runc_cli("delete", "--force", cid).returncode == 0

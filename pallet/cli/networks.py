@@ -55,6 +55,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP",
                    help="an address of a subnet containers must not get")
     add_bool_flag(p, "--internal", help="no NAT and no default route")
+    add_bool_flag(p, "--disable-dns", help="no embedded DNS server (127.0.0.11) on this "
+                  "network: its containers use the host's servers and do not resolve each "
+                  "other by name (podman's flag)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "-o",
@@ -140,6 +143,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         ipv4=args.ipv4,
         driver=args.driver,
         internal=args.internal,
+        dns=not args.disable_dns,
         labels=_pairs(args.label, "label"),
         options=_pairs(args.opt, "option"),
     )

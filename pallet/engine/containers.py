@@ -366,7 +366,7 @@ class Engine:
                       "log_max_files": req.log_max_files, "log_driver": log_driver,
                       "mounts": [asdict(m) for m in opts.mounts],
                       "host_config": _host_config(opts, req)}
-            if uses_embedded_dns(network):
+            if uses_embedded_dns(network, self.store):
                 config["embedded_dns"] = True
             if mac:
                 config["mac_address"] = mac
@@ -595,7 +595,7 @@ class Engine:
         else:
             hosts += "".join(f"{ip}\t{host}\n" for host, ip in extra_hosts)
             hosts += f"127.0.1.1\t{hostname}\n" if network == "none" else ""
-        if uses_embedded_dns(network):
+        if uses_embedded_dns(network, self.store):
             from pallet.engine import dns
 
             resolv = dns.resolv_conf(_host_resolv_conf(True), req.dns, req.dns_search,
@@ -1944,12 +1944,18 @@ def parse_extra_host(spec: str) -> tuple[str, str]:
     return host, ip
 
 
-def uses_embedded_dns(network: str) -> bool:
+def uses_embedded_dns(network: str, store: Store) -> bool:
     """docker's rule: containers on a user-defined network resolve at 127.0.0.11 (see
-    pallet/engine/dns.py); on the default bridge, host and none, with the host's servers."""
-    from pallet.engine.network import DEFAULT_NETWORK
+    pallet/engine/dns.py); on the default bridge, host and none, and on a network made with
+    --disable-dns (podman's), with the host's servers."""
+    from pallet.engine.network import DEFAULT_NETWORK, dns_enabled
 
-    return has_own_network({"network": network}) and cni_network(network) != DEFAULT_NETWORK
+    if not has_own_network({"network": network}) or cni_network(network) == DEFAULT_NETWORK:
+        return False
+    try:
+        return dns_enabled(store.get_network(cni_network(network)))
+    except NotFound:
+        return True  # not made yet (compose) or a typo, which attaching reports
 
 
 def cni_network(name: str) -> str:

@@ -204,7 +204,7 @@ class Server:
     def sync(self) -> None:
         """Re-read the attachments: tables of names, and one Member per namespace of a
         running container that uses us."""
-        from pallet.engine.network import DEFAULT_NETWORK, LOOPBACK_NETWORK, Networks
+        from pallet.engine.network import DEFAULT_NETWORK, LOOPBACK_NETWORK, Networks, dns_enabled
         from pallet.engine.store import ContainerFilter, Store
         from pallet.errors import NotFound
 
@@ -213,8 +213,10 @@ class Server:
             names: dict[str, dict[str, list[str]]] = {}
             ptrs: dict[str, dict[str, str]] = {}
             wanted: dict[str, tuple[set[str], list[str]]] = {}
+            skip = {DEFAULT_NETWORK, LOOPBACK_NETWORK}
+            skip |= {r.name for r in store.list_networks() if not dns_enabled(r)}
             for a in Networks(store, self.root).attachments():
-                if a.network in (DEFAULT_NETWORK, LOOPBACK_NETWORK):
+                if a.network in skip:
                     continue
                 aliases = list(a.aliases)
                 try:

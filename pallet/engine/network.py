@@ -1102,6 +1102,7 @@ class Networks:
         driver: str = "bridge",
         bridge: str = "",
         internal: bool = False,
+        dns: bool = True,
         ip_masq: bool = True,
         mtu: int = 0,
         labels: Mapping[str, str] | None = None,
@@ -1171,7 +1172,7 @@ class Networks:
             for c in ipam:
                 host_local_rangeset(c)  # an --ip-range with no free address fails here
             opts = {"bridge": bridge, "ip_masq": ip_masq, "internal": internal, "mtu": mtu,
-                    "ipv6": ipv6, "ipv4": ipv4, "user_subnets": bool(subnets)}
+                    "ipv6": ipv6, "ipv4": ipv4, "user_subnets": bool(subnets), "dns": dns}
             first = ipam[0]
             conflist = self._conflist(name, bridge, first["subnet"], first["gateway"], opts, ipam)
             made = self.store.add_network(
@@ -1345,6 +1346,7 @@ class Networks:
             "EnableIPv6": bool(opts.get("ipv6", 6 in versions)),
             "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_config},
             "Internal": bool(opts.get("internal", False)),
+            "DNSEnabled": dns_enabled(rec),  # podman's dns_enabled; docker's is always on
             "Attachable": False,
             "Ingress": False,
             "ConfigFrom": {"Network": ""},
@@ -1634,3 +1636,9 @@ class Networks:
                 taken.add((proto, port))
             out.append(m)
         return out
+
+
+def dns_enabled(rec: NetworkRecord) -> bool:
+    """Whether containers on this network resolve each other through the embedded DNS
+    server (`network create --disable-dns` turns it off, as podman's)."""
+    return bool((rec.config.get("options") or {}).get("dns", True))

@@ -272,7 +272,10 @@ class Pods:
             namespaces["pid"] = self.pid_holder(ndir)
         elif spec.pid == "host":
             namespaces["pid"] = "host"
-        embedded = spec.origin == "cli" and network != "" and _user_network(network)
+        from pallet.engine.containers import uses_embedded_dns
+
+        embedded = spec.origin == "cli" and network != "" and \
+            uses_embedded_dns(network, self.engine.store)
         self._write_etc(pdir, spec, hostname, ip, embedded)
         config = {"spec": asdict(spec), "namespaces": namespaces, "ip": ip, "network": network,
                   "hostname": hostname}
@@ -419,12 +422,6 @@ class Pods:
 
 
 # -- namespace files ---------------------------------------------------------------------------
-def _user_network(name: str) -> bool:
-    from pallet.engine.network import DEFAULT_NETWORK
-
-    return name != DEFAULT_NETWORK
-
-
 def _sysctl_path(name: str) -> str:
     # validate_sysctls allowed only [A-Za-z0-9_-] parts: no '..', no absolute path.
     return "/proc/sys/" + (name if "/" in name else name.replace(".", "/"))

@@ -12,6 +12,7 @@ inside the container's namespace (nsenter).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import random
 import shutil
@@ -205,3 +206,23 @@ def test_a_pod_on_a_user_network_answers_by_its_name_and_its_members(pallet, lab
     pallet("rm", "-f", "dn-peer", check=True)
     pallet("pod", "rm", "-f", "dn-pod", check=True)
     assert _dns_servers(pallet) == [] and leftovers(pallet) == []
+
+
+def test_a_network_made_with_disable_dns_has_no_embedded_server(pallet, lab):
+    # podman's `network create --disable-dns`: the host's servers, no names of peers.
+    net = lab.network("--subnet", lab.v4[0], "--disable-dns")
+    assert json.loads(pallet("network", "inspect", net, check=True).stdout)[0][
+        "DNSEnabled"] is False
+    pallet("run", "-d", "--name", "dn-quiet", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    pallet("run", "-d", "--name", "dn-quiet2", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    resolv = pallet("exec", "dn-quiet", "cat", "/etc/resolv.conf", check=True).stdout
+    assert "127.0.0.11" not in resolv and "nameserver" in resolv
+    assert _addresses(_lookup(pallet, "dn-quiet", "dn-quiet2")[1]) == []
+    assert _dns_servers(pallet) == []
+    # A network with DNS on beside it is unaffected.
+    other = lab.network("--subnet", lab.v4[1])
+    assert json.loads(pallet("network", "inspect", other, check=True).stdout)[0]["DNSEnabled"]
+    pallet("rm", "-f", "dn-quiet", "dn-quiet2", check=True)
+    assert leftovers(pallet) == []

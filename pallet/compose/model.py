@@ -183,12 +183,73 @@ def normalize_project_name(name: str) -> str:
     return name.lstrip("_-")
 
 
+class _Reset:
+    """A value tagged `!reset` in a compose file: the attribute is dropped."""
+
+
+class _Override:
+    """A value tagged `!override`: it replaces the previous files' value, unmerged."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def _loader() -> Any:
+    """yaml's safe loader, plus compose's merge tags !reset and !override."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def override(loader: Any, node: Any) -> _Override:
+        if isinstance(node, yaml.MappingNode):
+            return _Override(loader.construct_mapping(node, deep=True))
+        if isinstance(node, yaml.SequenceNode):
+            return _Override(loader.construct_sequence(node, deep=True))
+        return _Override(loader.construct_scalar(node))
+
+    Loader.add_constructor("!reset", lambda loader, node: _Reset())
+    Loader.add_constructor("!override", override)
+    return Loader
+
+
+def _merge_tags(raw: dict[str, Any], path: str) -> dict[str, dict[str, str]]:
+    """Take !reset and !override off RAW's service attributes (dropping a reset one,
+    unwrapping an overriding one); {service: {attribute: "reset"|"override"}}. Anywhere
+    else they are refused."""
+    tags: dict[str, dict[str, str]] = {}
+    services = raw.get("services")
+    for name, svc in (services.items() if isinstance(services, dict) else ()):
+        for attr, value in list(svc.items()) if isinstance(svc, dict) else ():
+            if isinstance(value, _Reset):
+                del svc[attr]
+                tags.setdefault(str(name), {})[str(attr)] = "reset"
+            elif isinstance(value, _Override):
+                svc[attr] = value.value
+                tags.setdefault(str(name), {})[str(attr)] = "override"
+
+    def refuse(value: Any, where: str) -> None:
+        if isinstance(value, (_Reset, _Override)):
+            tag = "!reset" if isinstance(value, _Reset) else "!override"
+            raise ComposeFileError(f"{os.path.basename(path)}: {where}: {tag} is supported "
+                                   "on a service's attributes (services.NAME.KEY) only")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                refuse(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                refuse(v, f"{where}[{i}]")
+
+    refuse(raw, "")
+    return tags
+
+
 def _read_yaml(path: str) -> dict[str, Any]:
     import yaml
 
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ComposeFileNotFound(f"open {path}: no such file or directory") from None
     except OSError as e:
@@ -285,6 +346,7 @@ def _load_files(paths: list[str], working_dir: str, env: Mapping[str, str],
     name_key = ""
     for path in paths:
         raw = _read_yaml(path)
+        tags = _merge_tags(raw, path)
         for key in raw:
             if key not in TOP_KEYS and not str(key).startswith("x-"):
                 raise ComposeFileError(f"{os.path.basename(path)}: unknown top-level key "
@@ -299,6 +361,9 @@ def _load_files(paths: list[str], working_dir: str, env: Mapping[str, str],
             for key, item in model[section].items():
                 prev = merged[section].get(key)
                 if section == "services":
+                    # !reset drops the previous files' value, !override takes this one whole
+                    marks = tags.get(key, {})
+                    prev = {k: v for k, v in (prev or {}).items() if k not in marks}
                     merged[section][key] = _merge_service(prev, item) if prev else item
                 else:
                     merged[section][key] = {**(prev or {}), **item}

@@ -240,3 +240,51 @@ services:
         "web": {"condition": "service_started", "required": True, "restart": True}}
     assert "networks" not in p.services["sidecar"] and "depends_on" not in p.services["other"]
     assert p.order(["sidecar"]) == ["web", "sidecar"]
+
+
+def test_reset_and_override_tags_in_an_override_file(tmp_path):
+    write(tmp_path, "compose.yaml", """
+services:
+  web:
+    image: busybox
+    command: httpd -f
+    environment: {A: "1", B: "2"}
+    ports: ["8080:80"]
+    cap_add: [NET_ADMIN]
+""")
+    write(tmp_path, "override.yaml", """
+services:
+  web:
+    ports: !reset []
+    command: !reset null
+    environment: !override {C: "3"}
+    cap_add: !override [SYS_TIME]
+""")
+    web = load(["compose.yaml", "override.yaml"], cwd=str(tmp_path), project_name="rst",
+               environ={}).services["web"]
+    assert "ports" not in web and "command" not in web
+    assert web["environment"] == {"C": "3"}  # not merged with A and B
+    assert web["cap_add"] == ["SYS_TIME"]  # not appended to
+    # Without the tags the same file merges, as before.
+    write(tmp_path, "plain.yaml", """
+services:
+  web:
+    environment: {C: "3"}
+    cap_add: [SYS_TIME]
+""")
+    web = load(["compose.yaml", "plain.yaml"], cwd=str(tmp_path), project_name="rst",
+               environ={}).services["web"]
+    assert web["environment"] == {"A": "1", "B": "2", "C": "3"}
+    assert web["cap_add"] == ["NET_ADMIN", "SYS_TIME"] and web["ports"]
+
+
+def test_reset_elsewhere_is_refused_with_where(tmp_path):
+    write(tmp_path, "compose.yaml", """
+services:
+  web:
+    image: busybox
+    environment: {A: !reset null}
+""")
+    with pytest.raises(ComposeFileError, match=r"services\.web\.environment\.A: !reset is "
+                       r"supported on a service's attributes"):
+        load(["compose.yaml"], cwd=str(tmp_path), project_name="rst", environ={})

@@ -564,6 +564,9 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    import gc
+
+    gc.enable()  # the launcher turned the collector off for commands that end at once
     rt = _runtime(args)
     interval = float(args.interval.rstrip("s") or 5)
     while True:

@@ -1483,14 +1483,19 @@ class Engine:
         if live:
             nets.attach(path, rec.id, net.name, ifname=ifname,
                         aliases=[rec.name, *aliases], default_route=not joined, ips=static_ips)
+        config = {**rec.config, "networks": joined + [entry]}
+        switch = not config.get("embedded_dns") and uses_embedded_dns(net.name, self.store)
+        if switch:
+            config["embedded_dns"] = True
         try:
-            rec = self.store.update_container(rec.id,
-                                              config={**rec.config, "networks": joined + [entry]})
+            rec = self.store.update_container(rec.id, config=config)
         except BaseException:
             if live:
                 with contextlib.suppress(PalletError, OSError):
                     nets.detach(rec.id, net.name, ifname, path)
             raise
+        if switch:
+            _use_embedded_dns(self, rec)
         if live:
             _refresh_hosts(self, nets, net.name)
             _sync_dns(self, start=bool(rec.config.get("embedded_dns")))
@@ -2000,6 +2005,21 @@ def _network_setup(engine: Engine, rec: ContainerRecord, netns_path: str) -> Any
         _refresh_hosts(engine, nets, cni_network(n["name"]))
     _sync_dns(engine, start=bool(rec.config.get("embedded_dns")))
     return first
+
+
+def _use_embedded_dns(engine: Engine, rec: ContainerRecord) -> None:
+    """A container that joins its first user-defined network (docker's libnetwork: the
+    resolver starts when an endpoint needs one) resolves through the embedded server from
+    now on: its resolv.conf, bind-mounted, is rewritten in place (same inode)."""
+    from pallet.engine import dns
+
+    hc = rec.config.get("host_config") or {}
+    text = dns.resolv_conf(_host_resolv_conf(True), hc.get("dns") or [],
+                           hc.get("dns_search") or [], hc.get("dns_options") or [])
+    with contextlib.suppress(FileNotFoundError), \
+            open(os.path.join(engine.ctr_dir(rec.id), "resolv.conf"), "r+") as f:
+        f.write(text)
+        f.truncate()
 
 
 def _sync_dns(engine: Engine, start: bool = False) -> None:

@@ -226,3 +226,22 @@ def test_a_network_made_with_disable_dns_has_no_embedded_server(pallet, lab):
     assert json.loads(pallet("network", "inspect", other, check=True).stdout)[0]["DNSEnabled"]
     pallet("rm", "-f", "dn-quiet", "dn-quiet2", check=True)
     assert leftovers(pallet) == []
+
+
+def test_joining_a_user_network_switches_to_the_embedded_server(pallet, lab):
+    # docker: a container on the default bridge that is connected to a user-defined
+    # network resolves through 127.0.0.11 from then on (its resolv.conf is rewritten).
+    net = lab.network("--subnet", lab.v4[0])
+    pfx = lab.v4[0].rsplit(".", 1)[0]
+    pallet("run", "-d", "--name", "dn-late", "busybox", "sleep", "120", check=True)
+    assert "127.0.0.11" not in pallet("exec", "dn-late", "cat", "/etc/resolv.conf",
+                                      check=True).stdout
+    pallet("run", "-d", "--name", "dn-there", "--network", net, "busybox", "sleep", "120",
+           check=True)
+    pallet("network", "connect", net, "dn-late", check=True)
+    resolv = pallet("exec", "dn-late", "cat", "/etc/resolv.conf", check=True).stdout
+    assert resolv.splitlines()[0] == "nameserver 127.0.0.11"
+    assert _addresses(_lookup(pallet, "dn-late", "dn-there")[1]) == [f"{pfx}.2"]
+    assert _addresses(_lookup(pallet, "dn-there", "dn-late")[1]) == [f"{pfx}.3"]
+    pallet("rm", "-f", "dn-late", "dn-there", check=True)
+    assert _dns_servers(pallet) == [] and leftovers(pallet) == []

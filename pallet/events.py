@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 JOURNAL = "events.log"
 MAX_BYTES = 1 << 20
-TYPES = ("container", "image", "network", "volume")
-FILTER_KEYS = ("container", "event", "image", "label", "network", "type", "volume", "scope")
+TYPES = ("container", "image", "network", "volume", "pod")  # pod: podman's
+FILTER_KEYS = ("container", "event", "image", "label", "network", "type", "volume", "scope",
+               "pod")
 POLL_SECONDS = 0.1
 
 
@@ -210,7 +211,7 @@ def matches(ev: dict[str, Any], filters: dict[str, list[str]]) -> bool:
             ok = any(action == v or action.startswith(v + ":") for v in values)
         elif key == "scope":
             ok = ev.get("scope", "local") in values
-        elif key in ("container", "network", "volume"):
+        elif key in ("container", "network", "volume", "pod"):
             ok = type_ == key and any(aid.startswith(v) or (name and name.startswith(v))
                                       for v in values)
         elif key == "image":

@@ -199,7 +199,14 @@ class UserPods:
         rec = self.engine.store.update_pod(rec.id, config=config)
         if rec.config.get("embedded_dns"):
             self._sync_dns(start=True)
+        self._event(rec, "create")
         return rec
+
+    def _event(self, pod: PodRecord, action: str) -> None:
+        """podman's pod event (type pod, the pod's name) in the root's events journal."""
+        from pallet.events import emit
+
+        emit(self.engine.root, "pod", action, pod.id, {"name": pod.name})
 
     def _sync_dns(self, start: bool = False) -> None:
         from pallet.engine.containers import _sync_dns
@@ -263,12 +270,14 @@ class UserPods:
                 os.close(fd)
 
         self._each(pod, ("created", "exited"), start)
+        self._event(pod, "start")
         return pod
 
     def stop(self, ref: str, timeout: float | None = None) -> PodRecord:
         pod = self.get(ref)
         self._each(pod, ("running", "paused", "restarting"),
                    lambda c: self.engine.stop(c.id, timeout))
+        self._event(pod, "stop")
         return pod
 
     def restart(self, ref: str, timeout: float | None = None) -> PodRecord:
@@ -278,16 +287,19 @@ class UserPods:
     def kill(self, ref: str, signal: int) -> PodRecord:
         pod = self.get(ref)
         self._each(pod, ("running", "paused"), lambda c: self.engine.kill(c.id, signal))
+        self._event(pod, "kill")
         return pod
 
     def pause(self, ref: str) -> PodRecord:
         pod = self.get(ref)
         self._each(pod, ("running",), lambda c: self.engine.pause(c.id))
+        self._event(pod, "pause")
         return pod
 
     def unpause(self, ref: str) -> PodRecord:
         pod = self.get(ref)
         self._each(pod, ("paused",), lambda c: self.engine.unpause(c.id))
+        self._event(pod, "unpause")
         return pod
 
     def remove(self, ref: str, force: bool = False, timeout: float | None = None
@@ -309,6 +321,7 @@ class UserPods:
         self.pods.remove(pod.id)
         if pod.config.get("embedded_dns"):
             self._sync_dns()
+        self._event(pod, "remove")
         return pod
 
     def prune(self) -> list[str]:

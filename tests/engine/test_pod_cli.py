@@ -317,3 +317,23 @@ def test_infra_false_shares_nothing_and_refuses_what_needs_sharing(p, flags, err
     _create(p, "--infra=false", "--name", "pd-noinfra")
     assert json.loads(p("pod", "inspect", "pd-noinfra").stdout)["SharedNamespaces"] == []
     assert leftovers(p) == []
+
+
+def test_pod_events_as_podman(p):
+    t0 = time.time()
+    pod = _create(p, "--name", "pd-ev", "--network", "none")
+    p("create", "--pod", "pd-ev", "--name", "pd-ev-c", "busybox", "sleep", "60", check=True)
+    for verb in ("start", "pause", "unpause", "stop"):
+        p("pod", verb, "pd-ev", check=True)
+    p("pod", "rm", "pd-ev", check=True)
+    out = p("events", "--since", str(t0), "--until", str(time.time() + 0.5),
+            "--filter", "type=pod", timeout=20, check=True).stdout
+    lines = out.splitlines()
+    assert [ln.split(" ")[1:4] for ln in lines] == [
+        ["pod", action, pod] for action in
+        ("create", "start", "pause", "unpause", "stop", "remove")], out
+    assert all(ln.endswith("(name=pd-ev)") for ln in lines)
+    # By name or id prefix, as the other kinds.
+    by_name = p("events", "--since", str(t0), "--until", "0s", "--filter", "pod=pd-ev",
+                check=True).stdout
+    assert by_name.splitlines() == lines

@@ -55,8 +55,9 @@ def test_filters_as_docker_applies_them():
     assert m(net, "network=front") and not m(start, "network=front")
     with pytest.raises(InvalidArgument, match="invalid filter 'colour'"):
         events.parse_filters(["colour=red"])
-    with pytest.raises(InvalidArgument):
-        events.parse_filters(["type=pod"])
+    with pytest.raises(InvalidArgument, match="invalid filter 'type=spaceship'"):
+        events.parse_filters(["type=spaceship"])
+    assert events.parse_filters(["type=pod"]) == {"type": ["pod"]}  # podman's pod events
 
 
 def test_since_and_until_replay_what_was_recorded(tmp_path):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = {"default": "bridge", "bridge": "bridge", "none": "none", "host": "host"}
+ENTITLEMENTS = ("security.insecure", "network.host")  # `--allow`, as buildx (network.host: always)
 
 
 class BuildError(PalletError):
@@ -60,6 +61,7 @@ class BuildOptions:
     platform: str | None = None
     secrets: dict[str, bytes] = field(default_factory=dict)  # --secret id -> value
     iidfile: str = ""                      # --iidfile: the image id written there
+    allow: list[str] = field(default_factory=list)  # --allow entitlements: security.insecure
 
 
 @dataclass
@@ -116,6 +118,10 @@ class Builder:
         if self.opts.network not in NETWORKS:
             raise InvalidArgument(f"network mode {self.opts.network!r} not supported by "
                                   "pallet build: use default, none or host")
+        for entitlement in self.opts.allow:
+            if entitlement not in ENTITLEMENTS:
+                raise InvalidArgument(f"invalid entitlement: {entitlement} (pallet build "
+                                      f"knows {', '.join(ENTITLEMENTS)})")
         df = dfparse.parse(self.opts.dockerfile)
         self.escape = df.escape
         last = len(df.stages) - 1
@@ -452,7 +458,8 @@ class Builder:
 
     @contextlib.contextmanager
     def _container(self, st: _Stage, argv: list[str], env: list[str],
-                   mounts: list[Any] | None = None, network: str = "") -> Iterator[str]:
+                   mounts: list[Any] | None = None, network: str = "",
+                   privileged: bool = False) -> Iterator[str]:
         """A build container of the stage's image (created, not started), removed after."""
         from pallet.engine.containers import CreateRequest
         from pallet.engine.specgen import ContainerOptions
@@ -463,7 +470,7 @@ class Builder:
         cfg = st.config
         opts = ContainerOptions(command=argv, entrypoint=[""], env=env,
                                 workdir=cfg.get("WorkingDir") or "", user=cfg.get("User") or "",
-                                mounts=list(mounts or []))
+                                mounts=list(mounts or []), privileged=privileged)
         req = CreateRequest(image=st.image.id, options=opts,
                             network=network or NETWORKS[self.opts.network], pull="never")
         rec = self.engine.create(req)
@@ -491,6 +498,11 @@ class Builder:
             created_by = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args) + \
                 " " + created_by
         network = self._run_network(inst)
+        insecure = inst.flags.get("security") == "insecure"
+        if insecure and "security.insecure" not in self.opts.allow:
+            # BuildKit's entitlement: the one who builds opts in, not the Dockerfile.
+            raise inst.error("RUN --security=insecure is not allowed: build with --allow "
+                             "security.insecure to let it run with all privileges")
         workdir = st.config.get("WorkingDir") or "/"
         try:
             mounts = [parse_mount(m, lambda w: self._word(st, w)).resolved(workdir)
@@ -510,6 +522,8 @@ class Builder:
                 extra["heredocs"] = [[h.name, h.text] for h in inst.heredocs]
             if "network" in inst.flags:
                 extra["network"] = network
+            if insecure:
+                extra["security"] = "insecure"
             key = self._key(st, "run", created_by, st.config, *([extra] if extra else []))
             hit = self._cached(key)
             if hit is not None:
@@ -517,7 +531,8 @@ class Builder:
                 return
             run_env = [*st.config.get("Env", []), *(f"{k}={v}" for k, v in args)]
             specs, secret_env = self._run_mounts(mounts, binds, pipes, stack)
-            with self._container(st, argv, run_env + secret_env, specs, network) as cid:
+            with self._container(st, argv, run_env + secret_env, specs, network,
+                                 privileged=insecure) as cid:
                 self.say(f" ---> Running in {cid[:12]}")
                 rootfs = os.path.join(self.engine.ctr_dir(cid), "rootfs")
                 if workdir != "/":

@@ -20,10 +20,10 @@ INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "A
                 "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
                 "HEALTHCHECK", "SHELL")
 # The flags each instruction takes: the classic builder's and BuildKit's common ones
-# (RUN --mount, repeatable, and --network; COPY/ADD --link). The others (RUN --security,
-# COPY --parents/--exclude, ADD --checksum...) are refused with docker's `Unknown flag`.
+# (RUN --mount, repeatable, --network and --security; COPY/ADD --link). The others (COPY
+# --parents/--exclude, ADD --checksum...) are refused with docker's `Unknown flag`.
 _FLAGS = {"FROM": ("platform",), "COPY": ("from", "chown", "chmod", "link"),
-          "ADD": ("chown", "chmod", "link"), "RUN": ("mount", "network"),
+          "ADD": ("chown", "chmod", "link"), "RUN": ("mount", "network", "security"),
           "HEALTHCHECK": ("interval", "timeout", "start-period", "start-interval", "retries")}
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 # A heredoc word as BuildKit's parser finds it: [fd]<<[-]DELIMITER.
@@ -171,6 +171,8 @@ def _instruction(c: object, sub: bool = False) -> Instruction:
     _check_args(inst)
     if flags.get("network", "default") not in ("default", "none", "host"):
         raise inst.error(f'unsupported network mode "{flags["network"]}"')
+    if flags.get("security", "sandbox") not in ("sandbox", "insecure"):
+        raise inst.error(f'unsupported security mode "{flags["security"]}"')
     if mounts:
         from pallet.build.mounts import parse_mount
 

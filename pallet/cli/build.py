@@ -63,6 +63,9 @@ def add_build_parser(sub: Any) -> None:
                    help="a secret RUN --mount=type=secret can use (never in the image)")
     p.add_argument("--iidfile", default="", metavar="FILE",
                    help="write the image ID to the file")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="allow an extra privilege: security.insecure (RUN --security="
+                   "insecure runs with all privileges), network.host (always allowed)")
     p.add_argument("-o", "--output", action="append", default=[],
                    help="not supported: the result is an image in pallet's store")
     p.add_argument("context", metavar="PATH|-")
@@ -165,7 +168,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                             build_args=build_args, target=args.target,
                             no_cache=args.no_cache, pull=args.pull, quiet=args.quiet,
                             labels=labels, network=args.network, platform=args.platform,
-                            secrets=secrets, iidfile=args.iidfile)
+                            secrets=secrets, iidfile=args.iidfile,
+                            allow=[e for a in args.allow for e in a.split(",") if e])
         Builder(Engine(args.root or DEFAULT_ROOT), opts, sys.stdout.buffer).build()
     except BuildError as e:
         sys.stdout.flush()

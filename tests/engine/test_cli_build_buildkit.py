@@ -352,3 +352,30 @@ def test_a_refused_or_failed_mount_says_why_and_leaves_nothing(pallet, tmp_path,
     _clean(pallet)
     if "non-zero code" not in message:
         assert _store_files(pallet) == before
+
+
+def test_run_security_insecure_needs_allow_and_runs_with_all_privileges(pallet, tmp_path):
+    # CapEff of the RUN's shell: docker's default set in a sandboxed RUN, all of them with
+    # --security=insecure, which BuildKit grants only with --allow security.insecure.
+    ctx = _context(tmp_path, """\
+FROM busybox
+RUN grep CapEff /proc/self/status > /sandbox
+RUN --security=insecure grep CapEff /proc/self/status > /insecure
+""")
+    out = pallet("build", *NONE, "-t", "bk-insecure", ctx, timeout=120)
+    assert out.returncode == 1
+    assert "RUN --security=insecure is not allowed: build with --allow security.insecure" \
+        in out.stderr, out.stderr
+    assert pallet("image", "inspect", "bk-insecure").returncode != 0  # nothing tagged
+    _build(pallet, ctx, "--allow", "security.insecure", "-t", "bk-insecure")
+    sandbox = int(_sh(pallet, "bk-insecure", "cat /sandbox").split()[1], 16)
+    insecure = int(_sh(pallet, "bk-insecure", "cat /insecure").split()[1], 16)
+    assert sandbox == 0xa80425fb  # docker's default capabilities
+    assert insecure & ~sandbox and insecure & (1 << 21)  # CAP_SYS_ADMIN among them
+    (tmp_path / "bad").mkdir()
+    bad = _context(tmp_path / "bad", "FROM busybox\nRUN --security=sideways true\n")
+    out = pallet("build", *NONE, bad, timeout=60)
+    assert out.returncode == 1 and 'unsupported security mode "sideways"' in out.stderr
+    out = pallet("build", *NONE, "--allow", "fly", ctx, timeout=60)
+    assert out.returncode == 1 and "invalid entitlement: fly" in out.stderr
+    _clean(pallet)

@@ -793,8 +793,21 @@ class Builder:
             except ValueError:
                 raise BuildError(f"invalid chmod parameter: {inst.flags['chmod']}") from None
         with self._source(st, inst) as source, self._heredoc_files(st, inline) as docsrc:
+            # COPY --parents: each match keeps its path from the context's root, or from
+            # a `/./` in its source (BuildKit's pivot), under the destination directory.
+            parents = inst.flags.get("parents", "false").lower() in ("", "true")
+            dest_dir = dest_dir or parents
+            items: list[tuple[Source, str]] = []
+            keep: dict[int, str] = {}
             try:
-                items = [(source, r) for s in srcs for r in source.resolve(s)]
+                for s in srcs:
+                    base = posixpath.normpath(s.partition("/./")[0].lstrip("/")) + "/" \
+                        if parents and "/./" in s else ""
+                    for r in source.resolve(s):
+                        if parents:
+                            keep[len(items)] = r[len(base):] if base and r.startswith(base) \
+                                else r
+                        items.append((source, r))
             except NotFound as e:
                 raise BuildError(f"{cmd} failed: {e}") from None
             except InvalidArgument as e:
@@ -820,7 +833,11 @@ class Builder:
                 rootfs = os.path.join(self.engine.ctr_dir(cid), "rootfs")
                 owner = self._owner(rootfs, inst.flags.get("chown", ""), st)
                 with RootfsWriter(rootfs, owner, chmod) as w:
-                    for src, rel in items:
+                    for i, (src, rel) in enumerate(items):
+                        if i in keep:
+                            w.copy(src, rel, posixpath.join(target, keep[i]),
+                                   contents=src.is_dir(rel))
+                            continue
                         if src.is_dir(rel):
                             w.copy(src, rel, target, contents=True)
                             continue

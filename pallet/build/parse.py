@@ -20,9 +20,9 @@ INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "A
                 "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
                 "HEALTHCHECK", "SHELL")
 # The flags each instruction takes: the classic builder's and BuildKit's common ones
-# (RUN --mount, repeatable, --network and --security; COPY/ADD --link). The others (COPY
-# --parents/--exclude, ADD --checksum...) are refused with docker's `Unknown flag`.
-_FLAGS = {"FROM": ("platform",), "COPY": ("from", "chown", "chmod", "link"),
+# (RUN --mount, repeatable, --network and --security; COPY/ADD --link, COPY --parents).
+# The others (COPY --exclude, ADD --checksum...) are refused with docker's `Unknown flag`.
+_FLAGS = {"FROM": ("platform",), "COPY": ("from", "chown", "chmod", "link", "parents"),
           "ADD": ("chown", "chmod", "link"), "RUN": ("mount", "network", "security"),
           "HEALTHCHECK": ("interval", "timeout", "start-period", "start-interval", "retries")}
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")

@@ -379,3 +379,20 @@ RUN --security=insecure grep CapEff /proc/self/status > /insecure
     out = pallet("build", *NONE, "--allow", "fly", ctx, timeout=60)
     assert out.returncode == 1 and "invalid entitlement: fly" in out.stderr
     _clean(pallet)
+
+
+def test_copy_parents_keeps_the_sources_directories(pallet, tmp_path):
+    ctx = _context(tmp_path, """\
+FROM busybox
+COPY --parents x/a.txt y/b.txt /flat/
+COPY --parents x/./deep/*.txt /pivot/
+COPY --parents x /whole/
+COPY x/a.txt y/b.txt /plain/
+""", {"x/a.txt": "a", "y/b.txt": "b", "x/deep/c.txt": "c", "x/deep/d.bin": "d"})
+    _build(pallet, ctx, "-t", "bk-parents")
+    listing = _sh(pallet, "bk-parents", "cd / && find flat pivot whole plain -type f | sort")
+    assert listing.split() == ["flat/x/a.txt", "flat/y/b.txt", "pivot/deep/c.txt",
+                               "plain/a.txt", "plain/b.txt", "whole/x/a.txt",
+                               "whole/x/deep/c.txt", "whole/x/deep/d.bin"]
+    assert _sh(pallet, "bk-parents", "cat /flat/y/b.txt /pivot/deep/c.txt") == "bc"
+    _clean(pallet)

@@ -143,3 +143,28 @@ def run_detached(p: Pallet, *argv: str) -> str:
     out = p("run", "-d", *argv)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
+
+
+@pytest.fixture
+def network_cli(tmp_path, monkeypatch, capsys):
+    """`pallet network ARGV...` run in process with a private root and CNI conf dir:
+    returns (exit code, stdout, stderr); a usage error's SystemExit is its exit code."""
+    from pallet.cli import main
+
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    config = tmp_path / "pallet.toml"
+    config.write_text(f'[cni]\nconf_dir = "{conf_dir}"\n')
+    monkeypatch.setenv("PALLET_CONFIG", str(config))
+    root = str(tmp_path / "root")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(["--root", root, "network", *argv])
+        except SystemExit as e:  # a usage error
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield run
+    run("prune", "-f")  # the bridges its networks made at create

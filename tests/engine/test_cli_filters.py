@@ -15,8 +15,6 @@ import tarfile
 
 import pytest
 
-from pallet.cli import main
-
 NONE = ("--network", "none")
 
 
@@ -276,24 +274,8 @@ def test_system_df_verbose_tables(pallet):
 
 
 @pytest.fixture
-def network(tmp_path, monkeypatch, capsys):
-    conf_dir = tmp_path / "net.d"
-    conf_dir.mkdir()
-    config = tmp_path / "pallet.toml"
-    config.write_text(f'[cni]\nconf_dir = "{conf_dir}"\n')
-    monkeypatch.setenv("PALLET_CONFIG", str(config))
-    root = str(tmp_path / "root")
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(["--root", root, "network", *argv])
-        except SystemExit as e:  # a usage error
-            code = int(e.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    yield run
-    run("prune", "-f")  # the bridges its networks made at create
+def network(network_cli):
+    return network_cli
 
 
 def test_network_ls_filters_and_formats(network):

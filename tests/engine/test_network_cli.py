@@ -8,25 +8,10 @@ import json
 
 import pytest
 
-from pallet.cli import main
-
 
 @pytest.fixture
-def pallet(tmp_path, monkeypatch, capsys):
-    conf_dir = tmp_path / "net.d"
-    conf_dir.mkdir()
-    config = tmp_path / "pallet.toml"
-    config.write_text(f'[cni]\nconf_dir = "{conf_dir}"\n')
-    monkeypatch.setenv("PALLET_CONFIG", str(config))
-    root = str(tmp_path / "root")
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(["--root", root, "network", *argv])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    yield run
-    run("prune", "-f")  # the bridges its networks made at create
+def pallet(network_cli):
+    return network_cli
 
 
 def test_create_ls_inspect_rm(pallet):

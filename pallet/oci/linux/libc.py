@@ -67,7 +67,6 @@ class Library:
 LIBC = Library()
 syscall = LIBC.long_function("syscall")
 get_errno = _ctypes.get_errno
-byref = _ctypes.byref
 
 
 def buffer(size_or_data: int | bytes) -> Any:

@@ -673,7 +673,8 @@ class Engine:
             "restart": rec.restart_policy, "restart_count": rec.restart_count,
             "auto_remove": bool(cfg.get("auto_remove")),
             "sys_path": [p for p in sys.path if p], "python": sys.executable,
-            "lean_after": _lean_after(), "console_size": cfg.get("console_size"),
+            "lean_after": _lean_after(), "sleep_after": _sleep_after(),
+            "console_size": cfg.get("console_size"),
             # Its monitor will relay a port from [::1] (pallet.engine.relay): the monitor
             # mother loads the relay for it.
             "relay": any(_relayed(m) for m in cfg.get("ports") or ()),
@@ -2342,6 +2343,14 @@ def _lean_after() -> float | None:
     v = os.environ.get("PALLET_MONITOR_LEAN_AFTER")
     if v is None:
         return monitor.DEFAULT_LEAN_AFTER
+    return None if v in ("", "never") else float(v)
+
+
+def _sleep_after() -> float | None:
+    """Seconds without an event before an idle monitor sleeps (monitor.Monitor._sleep)."""
+    v = os.environ.get("PALLET_MONITOR_SLEEP_AFTER")
+    if v is None:
+        return monitor.DEFAULT_SLEEP_AFTER
     return None if v in ("", "never") else float(v)
 
 

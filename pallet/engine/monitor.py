@@ -41,6 +41,18 @@ READ_SIZE = 16384              # conmon reads 8 KiB; a 64 KiB buffer dirtied 64 
 PIPE_BUF = 4096                # what one write to a pipe delivers whole
 DRAIN_TIMEOUT = 2.0            # after the init exits, how long to wait for pipe EOF
 DEFAULT_LEAN_AFTER = 1.0
+DEFAULT_SLEEP_AFTER = 1.0      # seconds without an event before an idle monitor sleeps
+SH = "/bin/sh"
+# What a sleeping monitor runs (see Monitor._sleep): blocked in read() on a pipe nobody
+# writes, until SIGIO's trap execs "$@" (the resume command). The trap ignores SIGIO first:
+# an ignored signal stays ignored across exec, so one more cannot kill the Python that
+# starts (its default action is to terminate) before it has switched O_ASYNC off.
+# Should read() ever return (it cannot: the pipe's write end is ours too), it wakes the same way.
+SLEEP_SCRIPT = """trap 'trap "" IO; exec "$@"' IO
+read -r _
+trap "" IO
+exec "$@"
+"""
 EXIT_FILE = "exit.json"
 PID_FILE = "monitor.pid"
 ATTACH_SOCKET = "attach"
@@ -182,6 +194,9 @@ class Monitor:
         self.relay = None                # published ports on [::1] (relay.Relay), if any
         self.probe = 0                   # pid of a running health probe (cfg["health"])
         self.probe_at = 0.0              # when the next one is due (monotonic)
+        self.active_at = 0.0             # when the last event came (monotonic)
+        self.pidns_pid = 0               # the init _leads_pidns() looked at, and its answer
+        self.pidns_lead = False
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = rfd, wfd
         if state is not None:
@@ -213,11 +228,13 @@ class Monitor:
         self.log.size = os.fstat(self.log.fd).st_size if self.log.fd >= 0 else 0
         if st.get("relay"):
             self.relay = _relay_module().restore(st["relay"])
+        self.active_at = time.monotonic()
 
-    def _go_lean(self) -> None:
+    def _resume_args(self, st: dict) -> list[str]:
+        """The arguments of the lean interpreter that carries on with state ST (the id
+        and root are in plain text at the end, so `ps` shows whose monitor it is)."""
         import marshal
 
-        st = self._snapshot()
         keep = [fd for fd in (self.out_fd, self.err_fd, self.in_fd, self.pty_fd,
                               self.listen_fd, self.log.fd, *self.clients) if fd >= 0]
         for fd in keep:
@@ -225,13 +242,75 @@ class Monitor:
         if self.relay is not None:
             self.relay.detach_fds()
         blob = marshal.dumps((self.cfg, st)).hex()
-        # The id and root are in plain text too, so `ps` shows whose monitor this is.
         # Imported by name from its own dir so the cached bytecode is used: compiling
         # the source in the lean process would leave the compiler's garbage in its heap.
         boot = (f"import sys;sys.path[:0]=[{os.path.dirname(os.path.abspath(__file__))!r}];"
                 "import monitor;monitor.resume()")
-        os.execv(self.cfg["python"], [self.cfg["python"], "-I", "-S", "-c", boot, "--resume",
-                                      blob, self.cfg["id"], self.cfg["root"]])
+        return ["-I", "-S", "-c", boot, "--resume", blob, self.cfg["id"], self.cfg["root"]]
+
+    def _title(self) -> str:
+        return f"pallet-monitor {self.cfg['id']} {self.cfg['root']}"
+
+    def _go_lean(self) -> None:
+        python = self.cfg["python"]
+        os.execv(python, [python, *self._resume_args(self._snapshot())])
+
+    # -- sleeping: an idle monitor is /bin/sh until the kernel has news ---------------------
+    def _can_sleep(self) -> bool:
+        """Nothing to do until the kernel says so: no client, helper, probe, timer, relay
+        or pending byte. And the init must lead its own pid namespace: its death kills every
+        process holding our pipes' write ends, and their EOF is how a sleeping monitor
+        hears of it (SIGCHLD would not do: sh reaps children it does not know, and their
+        exit status with them). A pty master gets no SIGIO on hangup: tty containers stay
+        awake."""
+        if not (self.pid and self.exit_status is None and self.helper == 0 and not self.probe
+                and not self.cfg.get("health") and self.relay is None and not self.clients
+                and self.unacked < 0 and self.gate_w < 0 and not self.stdin_buf
+                and not self.restart_at and self.pending is None and self.pty_fd < 0
+                and self.console_fd < 0 and (self.out_fd >= 0 or self.err_fd >= 0)):
+            return False
+        if self.pidns_pid != self.pid:
+            self.pidns_pid, self.pidns_lead = self.pid, _leads_pid_namespace(self.pid)
+        return self.pidns_lead
+
+    def _sleep(self) -> None:
+        """Exec /bin/sh in read() on a pipe nobody writes (SLEEP_SCRIPT): ~0.1 MiB of
+        private memory where an idle CPython has ~1 MiB (a forked one) or ~2.5 (a fresh
+        one). Same pid, same fds, still the init's parent and subreaper (both survive
+        exec). The kernel wakes it with SIGIO (O_ASYNC): output or EOF on the container's
+        pipes, a connection to the attach socket; its trap execs the lean interpreter with
+        our state (resume()), which carries on and sleeps again when idle. SIGCHLD stays
+        blocked while sh runs, so sh reaps nothing; the init's exit status waits for us.
+
+        The fds are armed by a forked *armer* only once sh has installed its trap: SIGIO
+        before that would kill it. The armer then looks whether anything came meanwhile
+        and wakes sh at once if so. Returns only if sh could not be run."""
+        if not os.access(SH, os.X_OK):
+            self.cfg["sleep_after"] = None
+            return
+        watch = [fd for fd in (self.out_fd, self.err_fd, self.listen_fd) if fd >= 0]
+        # sh cannot trap a signal ignored when it starts: it would sleep for good.
+        _signal.signal(_signal.SIGIO, _signal.SIG_DFL)
+        hold_r, hold_w = os.pipe()
+        armer = os.fork()
+        if armer == 0:
+            _arm(os.getppid(), self.pid, watch)
+        st = self._snapshot()
+        st["sleep"] = (armer, hold_w)
+        resume = [self.cfg["python"], *self._resume_args(st)]
+        os.set_inheritable(hold_w, True)
+        os.dup2(hold_r, 0)
+        os.close(hold_r)
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGCHLD])
+        try:
+            # sh's argv[0] is what `ps` shows of a sleeping monitor.
+            os.execv(SH, [self._title(), "-c", SLEEP_SCRIPT, "pallet-monitor", *resume])
+        except OSError as e:
+            os.write(2, f"monitor {self.cfg['id'][:12]}: cannot sleep: {e}\n".encode())
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [_signal.SIGCHLD])
+        os.kill(armer, _signal.SIGKILL)
+        _woken(st)  # undoes the rest
+        self.cfg["sleep_after"] = None
 
     # -- the loop ------------------------------------------------------------------------
     def fds(self) -> list[int]:
@@ -245,6 +324,7 @@ class Monitor:
     def run(self) -> None:
         _signal.set_wakeup_fd(self.wake_w)
         _signal.signal(_signal.SIGCHLD, _noop)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [_signal.SIGCHLD])  # blocked in sleep
         _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
         try:
             self._reap()
@@ -287,6 +367,13 @@ class Monitor:
                 if left <= 0:
                     self._go_lean()
                 timeout = left if timeout is None else min(timeout, left)
+            sleep_after = self.cfg.get("sleep_after")
+            if sleep_after is not None and self._can_sleep():
+                left = max(self.active_at, self.started_at) + sleep_after - now
+                if left <= 0:
+                    self._sleep()
+                    continue
+                timeout = left if timeout is None else min(timeout, left)
             if self.probe_at and not self.probe and self.pid and self.exit_status is None:
                 left = self.probe_at - now
                 if left <= 0:
@@ -303,6 +390,8 @@ class Monitor:
                 events = poller.poll(None if timeout is None else int(timeout * 1000) + 1)
             except InterruptedError:
                 events = []
+            if events:
+                self.active_at = time.monotonic()
             for fd, ev in events:
                 self._dispatch(fd, ev)
             for fd in registered:
@@ -1315,4 +1404,87 @@ def resume() -> None:
     import marshal
 
     cfg, state = marshal.loads(bytes.fromhex(sys.argv[2]))
+    if "sleep" in state:
+        _woken(state)
     Monitor(cfg, state).run()
+
+
+def _leads_pid_namespace(pid: int) -> bool:
+    """Is PID the init (pid 1) of a pid namespace below ours?"""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    ids = line.split()[1:]
+                    return len(ids) > 1 and ids[-1] == b"1"
+    except OSError:
+        pass
+    return False
+
+
+def _arm(parent: int, init: int, fds: list[int]) -> None:
+    """The armer (a child of a monitor going to sleep; never returns): once PARENT is sh
+    with its SIGIO trap set, have the kernel send it SIGIO for FDS (O_ASYNC), then wake it
+    at once if something came before that, or if INIT is dead already."""
+    code = 0
+    try:
+        import fcntl
+
+        bit = 1 << (_signal.SIGIO - 1)
+        pause = 0.0005
+        while True:  # until sh has set its trap: ~1 ms, longer on a loaded machine
+            caught = ignored = 0
+            with open(f"/proc/{parent}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"SigCgt:"):
+                        caught = int(line.split()[1], 16)
+                    elif line.startswith(b"SigIgn:"):
+                        ignored = int(line.split()[1], 16)
+            if ignored & bit:
+                return  # woken already: the trap has run (its Python waits for us)
+            if caught & bit:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        for fd in fds:
+            fcntl.fcntl(fd, fcntl.F_SETOWN, parent)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+        p = select.poll()
+        for fd in fds:
+            p.register(fd, select.POLLIN)
+        if p.poll(0) or not _running(init):
+            os.kill(parent, _signal.SIGIO)
+    except BaseException as e:  # noqa: BLE001 - last words go to the monitor log
+        os.write(2, f"monitor armer: {type(e).__name__}: {e}\n".encode())
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _woken(st: dict) -> None:
+    """Undo a sleep in the process that slept (state ST): wait for the armer (so that it
+    arms nothing after this), switch O_ASYNC off, SIGIO back to its default (children
+    inherit an ignored signal), stdin back to /dev/null."""
+    import fcntl
+
+    armer, hold = st["sleep"]
+    try:
+        os.waitpid(armer, 0)
+    except ChildProcessError:
+        pass
+    for fd in (st["out"], st["err"], st["listen"]):
+        if fd >= 0:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_ASYNC)
+    _signal.signal(_signal.SIGIO, _signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.close(hold)

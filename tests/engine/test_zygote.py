@@ -323,6 +323,8 @@ def test_no_zygote_runs_everything_in_process(pallet):
 
 
 def test_idle_monitors_share_the_zygotes_pages(pallet):
+    # Awake ones: idle ones sleep in sh after a second (tests/engine/test_monitor_sleep.py).
+    pallet.env["PALLET_MONITOR_SLEEP_AFTER"] = "never"
     ids = [pallet("run", "-d", "busybox", "sleep", "60", check=True).stdout.strip()
            for _ in range(3)]
     time.sleep(1.5)

@@ -14,7 +14,9 @@ ports are N, N+1... (default 18700).
 in with PR_SET_MEMORY_MERGE; conmon does not): ksmd is switched on for that measurement
 and restored (unmerged, then its previous setting) right after.
 Monitors are found by their pid files; the PSS of the zygote and of the monitor mother (the
-lean process that forks them) is also reported shared among them.
+lean process that forks them) is also reported shared among them, and the monitors' again
+once those two have exited (as they do after 5 idle minutes: stopped here). An idle monitor
+sleeps as /bin/sh after 1 s (pallet/engine/monitor.py, Monitor._sleep).
 Everything runs in private roots and is removed at the end.
 """
 
@@ -24,6 +26,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -227,7 +230,7 @@ def main() -> int:
                 results.append((f"  start {step - n_pallet} detached (pallet)",
                                 f"{started:.1f} s", ""))
             n_pallet = n_podman = step
-            time.sleep(2.0)  # monitors settle (and, without a zygote, go lean)
+            time.sleep(2.0)  # monitors settle: idle for 1 s, they sleep (exec /bin/sh)
             mons = monitor_pids(run_root)
             pss = [pss_kib(p) for p in mons]
             pm = statistics.median(pss) if pss else 0
@@ -253,6 +256,21 @@ def main() -> int:
                                 f"{pc / 1024:.2f} MiB (conmon)" if conmons else "n/a"))
                 results.append(("    incl. the zygote's and mother's share",
                                 f"{(sum(pss) + sum(extra)) / len(pss) / 1024:.2f} MiB", ""))
+        # Steady state: the zygote exits after 5 idle minutes, its monitor mother with it;
+        # the monitors (and conmon) are then all that is left. Stopped here, not waited for.
+        servers = [p for p in [zygote_pid(run_root)] if p] + procs_matching(
+            b"pallet-monitor-mother", run_root.encode())
+        for pid in servers[:1]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in servers):
+            time.sleep(0.1)
+        mons = monitor_pids(run_root)
+        if mons:
+            results.append(("  after the zygote and mother exit (median)",
+                            f"{statistics.median(pss_kib(p) for p in mons) / 1024:.2f} MiB",
+                            f"{len(mons)} monitors, no server left"))
         if args.publish_subnet:
             results += published_pss(pallet, env_idle, run_root, args.publish_subnet,
                                       args.publish_port, max(args.idle))

@@ -356,7 +356,7 @@ def _load_files(paths: list[str], working_dir: str, env: Mapping[str, str],
                            env, "", unset)
         if data.get("name"):
             name_key = str(data["name"])
-        model = _file_model(path, data, working_dir, env, environ, unset, including)
+        model = _file_model(path, data, working_dir, env, environ, unset, including, tags)
         for section in SECTIONS:
             for key, item in model[section].items():
                 prev = merged[section].get(key)
@@ -388,15 +388,17 @@ def _sections(data: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def _file_model(path: str, data: Mapping[str, Any], working_dir: str, env: Mapping[str, str],
-                environ: Mapping[str, str], unset: list[str], including: list[str]
+                environ: Mapping[str, str], unset: list[str], including: list[str],
+                tags: Mapping[str, Mapping[str, str]] | None = None
                 ) -> dict[str, dict[str, Any]]:
     """One interpolated file's resources: its services normalised with their `extends`
-    applied, secrets' and configs' files made absolute, then what its `include:` brings."""
+    applied, secrets' and configs' files made absolute, then what its `include:` brings.
+    TAGS: the file's merge tags (_merge_tags), which `extends` honours too."""
     model = _sections(data)
     raw_services = model["services"]
     model["services"] = {
         name: _extended_service(name, raw_services, path, working_dir, working_dir, env,
-                                environ, unset, [])
+                                environ, unset, [], tags or {})
         for name in raw_services}
     for section in ("secrets", "configs"):
         for key, item in model[section].items():
@@ -427,10 +429,12 @@ def _host_path(path: str, working_dir: str, environ: Mapping[str, str]) -> str:
 def _extended_service(name: str, services: Mapping[str, dict[str, Any]], path: str,
                       working_dir: str, files_dir: str, env: Mapping[str, str],
                       environ: Mapping[str, str], unset: list[str],
-                      chain: list[tuple[str, str]]) -> dict[str, Any]:
+                      chain: list[tuple[str, str]],
+                      tags: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
     """Service NAME of SERVICES (read from PATH) normalised, its `extends:` applied as docker
     compose does: the base service (of this file, or of `file:`, whose relative paths resolve
-    against that file's directory) with NAME's own keys merged over it by the override rules.
+    against that file's directory) with NAME's own keys merged over it by the override rules;
+    an attribute NAME tags `!reset` or `!override` (TAGS: PATH's) drops the base's value.
     FILES_DIR resolves a relative `extends.file`; CHAIN: the services extended so far."""
     raw = services[name] or {}
     if not isinstance(raw, dict):
@@ -479,11 +483,12 @@ def _extended_service(name: str, services: Mapping[str, dict[str, Any]], path: s
             [f"extends {s} in {f}" for f, s in [*chain[1:], (base_path, ref)]]
         raise ComposeFileError("Circular reference: " + ", ".join(steps))
     base = _extended_service(ref, base_services, base_path, base_dir, base_files_dir, env,
-                             environ, unset, chain)
+                             environ, unset, chain, {} if file else tags)
     if file and base.get("build") is not None:
         # The base's own default context: its file's directory, not the project's.
         base["build"].setdefault("context", base_dir)
-    return _merge_service(copy.deepcopy(base), own)
+    marks = tags.get(name, {})
+    return _merge_service({k: copy.deepcopy(v) for k, v in base.items() if k not in marks}, own)
 
 
 # -- include ----------------------------------------------------------------------------------

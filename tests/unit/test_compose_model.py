@@ -278,6 +278,30 @@ services:
     assert web["cap_add"] == ["NET_ADMIN", "SYS_TIME"] and web["ports"]
 
 
+def test_reset_and_override_tags_apply_through_extends(tmp_path):
+    write(tmp_path, "compose.yaml", """
+services:
+  base:
+    image: busybox
+    command: httpd -f
+    environment: {A: "1"}
+    ports: ["8080:80"]
+  web:
+    extends: base
+    ports: !reset []
+    environment: !override {B: "2"}
+  plain:
+    extends: base
+    environment: {B: "2"}
+""")
+    svcs = load(["compose.yaml"], cwd=str(tmp_path), project_name="rst", environ={}).services
+    assert "ports" not in svcs["web"] and svcs["web"]["command"] == ["httpd", "-f"]
+    assert svcs["web"]["environment"] == {"B": "2"}
+    # Untagged, the extending service merges with its base as before.
+    assert svcs["plain"]["environment"] == {"A": "1", "B": "2"}
+    assert len(svcs["plain"]["ports"]) == 1
+
+
 def test_reset_elsewhere_is_refused_with_where(tmp_path):
     write(tmp_path, "compose.yaml", """
 services:

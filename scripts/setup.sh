@@ -8,6 +8,7 @@ PACKAGES=(busybox-static libseccomp2 libseccomp-dev iptables iproute2 containern
           docker-registry skopeo umoci runc crun runsc podman containerd procps apache2-utils debootstrap
           golang-go golang-github-docker-spdystream-dev  # Go: a real SPDY client in tests
           dnsmasq-base  # a real upstream for the embedded DNS server's tests
+          openssh-client  # ssh-agent and ssh-add: `build --ssh` with key files, and its tests
           python3 python3-venv)
 
 missing=()

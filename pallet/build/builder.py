@@ -27,12 +27,20 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pallet.build import parse as dfparse
 from pallet.build.context import Source
-from pallet.build.mounts import RunMount, missing_paths, parse_mount, remove_stubs
+from pallet.build.mounts import (
+    RunMount,
+    missing_paths,
+    parse_mount,
+    remove_stubs,
+    resolve_mounts,
+    ssh_auth_sock,
+)
 from pallet.build.shell_lex import env_map, process_heredoc, process_word
 from pallet.errors import InvalidArgument, NotFound, PalletError
 
 if TYPE_CHECKING:
     from pallet.build.cache_mounts import CacheMounts
+    from pallet.build.ssh import SSHAgents, SSHSpec
     from pallet.engine.containers import Engine
     from pallet.image.store import Image
 
@@ -60,6 +68,7 @@ class BuildOptions:
     network: str = "default"
     platform: str | None = None
     secrets: dict[str, bytes] = field(default_factory=dict)  # --secret id -> value
+    ssh: list[SSHSpec] = field(default_factory=list)  # --ssh: agent sockets or keys by id
     iidfile: str = ""                      # --iidfile: the image id written there
     allow: list[str] = field(default_factory=list)  # --allow entitlements: security.insecure
 
@@ -97,6 +106,7 @@ class Builder:
         self.used_args: set[str] = set()
         self.stages: list[tuple[dfparse.Stage, Image | None]] = []
         self.tmp = ""
+        self.ssh: SSHAgents | None = None  # the --ssh agents, while the build runs
 
     # -- output --------------------------------------------------------------------------
     def say(self, line: str) -> None:
@@ -137,10 +147,16 @@ class Builder:
         meta = self._meta_args(df.meta_args)
         self.tmp = tempfile.mkdtemp(prefix="build-", dir=self._tmp_root())
         try:
-            image = None
-            for stage in stages:
-                image = self._stage(stage, meta, stage.index == last)
-                self.stages.append((stage, image))
+            with contextlib.ExitStack() as stack:
+                if self.opts.ssh:
+                    from pallet.build.ssh import SSHAgents
+
+                    self.ssh = stack.enter_context(SSHAgents(self.opts.ssh,
+                                                             os.path.join(self.tmp, "ssh")))
+                image = None
+                for stage in stages:
+                    image = self._stage(stage, meta, stage.index == last)
+                    self.stages.append((stage, image))
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -505,15 +521,16 @@ class Builder:
                              "security.insecure to let it run with all privileges")
         workdir = st.config.get("WorkingDir") or "/"
         try:
-            mounts = [parse_mount(m, lambda w: self._word(st, w)).resolved(workdir)
-                      for m in inst.mounts]
+            mounts = resolve_mounts([parse_mount(m, lambda w: self._word(st, w))
+                                     for m in inst.mounts], workdir)
         except InvalidArgument as e:
             raise inst.error(str(e)) from None
         with contextlib.ExitStack() as stack:
             binds = {i: self._bind_source(st, m, stack) for i, m in enumerate(mounts)
                      if m.type == "bind"}
-            # BuildKit's cache key: the mounts' specs (not a cache's content or a secret's
-            # value), a bind's source content; a plain RUN keeps the classic builder's key.
+            # BuildKit's cache key: the mounts' specs (not a cache's content, a secret's
+            # value or an agent's socket), a bind's source content; a plain RUN keeps the
+            # classic builder's key.
             extra: dict[str, Any] = {}
             if mounts:
                 extra["mounts"] = [{**m.key(), **({"content": binds[i][2]} if i in binds
@@ -530,6 +547,7 @@ class Builder:
                 self._use(st, hit, True)
                 return
             run_env = [*st.config.get("Env", []), *(f"{k}={v}" for k, v in args)]
+            run_env += ssh_auth_sock(mounts, run_env)
             specs, secret_env = self._run_mounts(mounts, binds, pipes, stack)
             with self._container(st, argv, run_env + secret_env, specs, network,
                                  privileged=insecure) as cid:
@@ -600,6 +618,7 @@ class Builder:
         out: list[Mount] = []
         env: list[str] = []
         locked: dict[str, str] = {}  # a locked cache mounted twice: one lock, or a deadlock
+        ssh: list[tuple[RunMount, str]] = []  # an ssh mount and its agent's socket
         for i, m in enumerate(mounts):
             if m.type == "cache":
                 path = locked.get(m.id) if m.sharing == "locked" else None
@@ -629,6 +648,21 @@ class Builder:
                     path = self._tmp_file(value, 0o400 if m.mode is None else m.mode,
                                           m.uid or 0, m.gid or 0, stack)
                     out.append(Mount(destination=m.target, source=path, readonly=True))
+            elif m.type == "ssh":
+                agent = self.ssh.socket(m.id) if self.ssh is not None else None
+                if agent is None:
+                    if m.required:
+                        raise BuildError(f'no SSH key "{m.id}" forwarded from the client: '
+                                         f"pass it with --ssh {m.id}[=SOCKET|KEY[,KEY]]")
+                    continue  # not given, not required: BuildKit skips the mount
+                ssh.append((m, agent))
+        if ssh:
+            assert self.ssh is not None
+            paths = stack.enter_context(self.ssh.forward(
+                [(agent, m.mode if m.mode is not None else 0o600, m.uid or 0, m.gid or 0)
+                 for m, agent in ssh]))
+            out += [Mount(destination=m.target, source=path, readonly=True)
+                    for (m, _), path in zip(ssh, paths, strict=True)]
         for name, text in pipes.items():
             path = self._tmp_file(text.encode(), 0o755, 0, 0, stack)
             out.append(Mount(destination=f"/dev/pipes/{name}", source=path, readonly=True))

@@ -1,8 +1,6 @@
-"""RUN --mount: BuildKit's mount specs (`type=cache|bind|tmpfs|secret,target=...`) parsed
+"""RUN --mount: BuildKit's mount specs (`type=cache|bind|tmpfs|secret|ssh,target=...`) parsed
 and checked with BuildKit's words (pure), and the mount points a RUN's runtime made in its
 rootfs for them, removed again before the step is committed (BuildKit's mount stubs).
-
-type=ssh is refused: pallet build forwards no SSH agent.
 """
 
 from __future__ import annotations
@@ -43,9 +41,16 @@ class RunMount:
     size: int | None = None
     env: str = ""
 
-    def resolved(self, workdir: str) -> RunMount:
+    def resolved(self, workdir: str, ssh_index: int = 0) -> RunMount:
         """With BuildKit's defaults filled in: an absolute target (a relative one is under
-        WORKDIR), a cache's id (its target), a secret's id and target."""
+        WORKDIR), a cache's id (its target), a secret's id and target, an ssh mount's id
+        ("default"), mode (0600) and target (the SSH_INDEX-th of the RUN's ssh mounts:
+        /run/buildkit/ssh_agent.SSH_INDEX)."""
+        if self.type == "ssh":
+            target = self.target or f"/run/buildkit/ssh_agent.{ssh_index}"
+            return replace(self, id=self.id or "default",
+                           mode=0o600 if self.mode is None else self.mode,
+                           target=posixpath.normpath(posixpath.join(workdir or "/", target)))
         if self.type == "secret":
             sid = self.source or self.id
             if not sid:
@@ -69,6 +74,25 @@ class RunMount:
     def key(self) -> dict[str, Any]:
         """What of the mount a step's cache key holds (a secret's value never)."""
         return {k: v for k, v in vars(self).items() if v not in ("", None)}
+
+
+def resolve_mounts(mounts: list[RunMount], workdir: str) -> list[RunMount]:
+    """A RUN's MOUNTS resolved (RunMount.resolved), its ssh mounts numbered in order."""
+    out, n = [], 0
+    for m in mounts:
+        out.append(m.resolved(workdir, n))
+        n += m.type == "ssh"
+    return out
+
+
+def ssh_auth_sock(mounts: list[RunMount], env: list[str]) -> list[str]:
+    """The SSH_AUTH_SOCK a RUN with MOUNTS gets (BuildKit's): its first ssh mount's target,
+    unless its environment ENV (KEY=VALUE) has one. Also when the mount is skipped (an id
+    the build was not given): the RUN is the same step either way."""
+    ssh = [m for m in mounts if m.type == "ssh"]
+    if not ssh or any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+        return []
+    return [f"SSH_AUTH_SOCK={ssh[0].target}"]
 
 
 def parse_mount(spec: str, expand: Callable[[str], str] | None) -> RunMount:
@@ -180,9 +204,8 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None) -> RunMount:
                               "supported by pallet build: a cache starts empty")
     if m.get("sharing") and kind != "cache":
         raise InvalidArgument(f"invalid cache sharing set for {kind} mount")
-    if kind == "ssh":
-        raise InvalidArgument(f'no SSH key "{m.get("id") or "default"}" forwarded from the '
-                              "client: pallet build does not forward an SSH agent (no --ssh)")
+    if kind == "ssh" and m.get("source"):
+        raise InvalidArgument("ssh does not support source")
     return RunMount(**m)
 
 

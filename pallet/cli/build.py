@@ -61,6 +61,10 @@ def add_build_parser(sub: Any) -> None:
     add_bool_flag(p, "--force-rm", help="always remove intermediate containers (always)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|env=VAR]",
                    help="a secret RUN --mount=type=secret can use (never in the image)")
+    p.add_argument("--ssh", action="append", default=[],
+                   metavar="default|ID[=SOCKET|KEY[,KEY]]",
+                   help="an SSH agent socket or keys RUN --mount=type=ssh can use (ID alone: "
+                   "$SSH_AUTH_SOCK; keys: pallet runs an ssh-agent for the build)")
     p.add_argument("--iidfile", default="", metavar="FILE",
                    help="write the image ID to the file")
     p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
@@ -145,6 +149,7 @@ def _secrets(specs: list[str]) -> dict[str, bytes]:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from pallet.build.builder import Builder, BuildError, BuildOptions
+    from pallet.build.ssh import parse_ssh_specs
     from pallet.engine.containers import DEFAULT_ROOT, Engine
     from pallet.errors import PalletError
 
@@ -155,6 +160,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 125
     try:
         secrets = _secrets(args.secret)
+        ssh = parse_ssh_specs(args.ssh, os.environ.get("SSH_AUTH_SOCK", ""))
         text, context = _dockerfile(args)
         build_args = {}
         for a in args.build_arg:
@@ -168,7 +174,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                             build_args=build_args, target=args.target,
                             no_cache=args.no_cache, pull=args.pull, quiet=args.quiet,
                             labels=labels, network=args.network, platform=args.platform,
-                            secrets=secrets, iidfile=args.iidfile,
+                            secrets=secrets, ssh=ssh, iidfile=args.iidfile,
                             allow=[e for a in args.allow for e in a.split(",") if e])
         Builder(Engine(args.root or DEFAULT_ROOT), opts, sys.stdout.buffer).build()
     except BuildError as e:

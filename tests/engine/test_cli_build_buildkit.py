@@ -1,9 +1,9 @@
 """A modern Dockerfile (`# syntax=docker/dockerfile:1`) through `pallet build`: BuildKit's
 heredocs (RUN scripts, COPY'd files), RUN --mount (cache kept across builds and out of
-the image, bind, tmpfs, secret) and --network, COPY --chmod/--link, --iidfile; the layer
-cache keyed on the mounts; the refusals (ssh mounts, unknown types, -o) in one line with
-nothing left on the host. Real builds on the busybox image, RUN containers on
---network none unless the test is about networking.
+the image, bind, tmpfs, secret, ssh with real ssh-agents) and --network, COPY
+--chmod/--link, --iidfile; the layer cache keyed on the mounts; the refusals (unknown
+types, missing ids, bad --ssh, -o) in one line with nothing left on the host. Real builds
+on the busybox image, RUN containers on --network none unless the test is about networking.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import struct
 import subprocess
 import tarfile
 import time
@@ -322,8 +324,6 @@ def test_iidfile_and_output(pallet, tmp_path):
 
 
 @pytest.mark.parametrize("dockerfile,args,message", [
-    ("FROM busybox\nRUN --mount=type=ssh ssh-add -l\n", (),
-     'Error: Dockerfile parse error line 3: no SSH key "default" forwarded from the client'),
     ("FROM busybox\nRUN --mount=type=volume,target=/v true\n", (),
      'Error: Dockerfile parse error line 3: unsupported mount type "volume"'),
     ("FROM busybox\nRUN --mount=type=secret,id=tok,required true\n", (),
@@ -396,3 +396,246 @@ COPY x/a.txt y/b.txt /plain/
                                "whole/x/deep/c.txt", "whole/x/deep/d.bin"]
     assert _sh(pallet, "bk-parents", "cat /flat/y/b.txt /pivot/deep/c.txt") == "bc"
     _clean(pallet)
+
+
+# -- RUN --mount=type=ssh ------------------------------------------------------------------
+@pytest.fixture
+def ssh_key(tmp_path):
+    """make(COMMENT): a new ed25519 key (no passphrase) made by ssh-keygen; its path."""
+    def make(comment: str, passphrase: str = "") -> str:
+        path = str(tmp_path / f"key-{comment}")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", comment,
+                        "-f", path], check=True, capture_output=True)
+        return path
+    return make
+
+
+@pytest.fixture
+def ssh_agent(tmp_path):
+    """start(NAME, *KEYS): a real ssh-agent on the socket NAME in the test's tmp dir, holding
+    KEYS (ssh-add); its socket's path. Every agent started is killed at teardown."""
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *keys: str) -> str:
+        path = str(tmp_path / name)
+        proc = subprocess.Popen(["ssh-agent", "-D", "-a", path], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        procs.append(proc)
+        assert proc.stdout.readline().startswith(b"SSH_AUTH_SOCK=")
+        for key in keys:
+            subprocess.run(["ssh-add", "-q", key], env={**os.environ, "SSH_AUTH_SOCK": path},
+                           check=True, capture_output=True)
+        return path
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _agent_identities(path: str) -> list[str]:
+    """The comments of the keys the agent on socket PATH holds, asked as ssh-add -l asks:
+    SSH_AGENTC_REQUEST_IDENTITIES (11), answered by SSH_AGENT_IDENTITIES_ANSWER (12)."""
+    def recv(s: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            assert chunk, f"the agent at {path} closed the connection"
+            data += chunk
+        return data
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"\0\0\0\x01\x0b")
+        msg = recv(s, struct.unpack(">I", recv(s, 4))[0])
+    assert msg[0] == 12, msg
+    comments, off = [], 5
+    for _ in range(struct.unpack(">I", msg[1:5])[0]):
+        off += 4 + struct.unpack(">I", msg[off:off + 4])[0]  # the key blob
+        size = struct.unpack(">I", msg[off:off + 4])[0]
+        comments.append(msg[off + 4:off + 4 + size].decode())
+        off += 4 + size
+    return comments
+
+
+def _build_helpers(pallet) -> list[tuple[int, str]]:
+    """(pid, argv[0]) of the processes a build of PALLET's runs in its tmp dir: the
+    ssh-agent it started for key files, the forwarder of a RUN's ssh mounts."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if cwd.startswith(pallet.root + "/"):
+            name = os.path.basename(argv[0].decode())
+            out.append((int(pid), os.path.basename(argv[3].decode())
+                        if name.startswith("python") else name))
+    return out
+
+
+def _running_build_container(pallet, deadline: float) -> int:
+    """The pid of the RUN container the running build waits in (it made /waiting)."""
+    while time.monotonic() < deadline:
+        for cid in pallet("ps", "-q", "--no-trunc").stdout.split():
+            pid = pallet("inspect", "-f", "{{.State.Pid}}", cid).stdout.strip()
+            if pid.isdigit() and os.path.exists(f"/proc/{pid}/root/waiting"):
+                return int(pid)
+        time.sleep(0.1)
+    raise AssertionError("no RUN container waiting")
+
+
+SSH_DOCKERFILE = """\
+FROM busybox
+RUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && stat -c '%n %a %u %g' "$SSH_AUTH_SOCK" > /seen
+RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,mode=0660,uid=7,gid=8 \\
+    --mount=type=ssh stat -c '%n %a %u %g' /tmp/deploy.sock /run/buildkit/ssh_agent.1 >> /seen \\
+    && echo "$SSH_AUTH_SOCK" >> /seen
+RUN echo "after: [$SSH_AUTH_SOCK]" >> /seen
+RUN --mount=type=ssh,id=absent test ! -e /run/buildkit/ssh_agent.0 \\
+    && echo "skipped: $SSH_AUTH_SOCK" >> /seen
+RUN --mount=type=ssh --mount=type=ssh,id=deploy,target=/deploy.sock \\
+    touch /waiting && i=0 && while [ ! -e /go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done \\
+    && cat /go >> /seen && rm /go /waiting
+"""
+
+
+def test_ssh_mounts_reach_the_callers_agent_and_pallets_own_for_that_run_only(
+        pallet, tmp_path, ssh_key, ssh_agent):
+    caller = ssh_agent("caller.sock", ssh_key("caller-key"))
+    deploy = ssh_key("deploy-key")
+    ctx = _context(tmp_path, SSH_DOCKERFILE)
+    pallet.env["SSH_AUTH_SOCK"] = caller  # `--ssh default`: the caller's agent
+    build = subprocess.Popen(
+        [PALLET, "--root", pallet.root, "build", *NONE, "--ssh", "default", "--ssh",
+         f"deploy={deploy}", "-t", "bk-ssh", ctx], env=pallet.env, text=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # The last RUN waits: its sockets are asked for their keys from the host, through
+        # the RUN's root. Busybox has no client that speaks to a unix socket, so this is
+        # what proves a RUN's socket is an agent's: the caller's holds caller-key, the
+        # one pallet started for the key file holds deploy-key.
+        pid = _running_build_container(pallet, time.monotonic() + 60)
+        root = f"/proc/{pid}/root"
+        said = [_agent_identities(f"{root}/run/buildkit/ssh_agent.0"),
+                _agent_identities(f"{root}/deploy.sock")]
+        helpers = sorted(name for _, name in _build_helpers(pallet))
+        with open(f"{root}/go", "w") as f:
+            f.write(f"agents: {said}\n")
+        out, err = build.communicate(timeout=120)
+    finally:
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+    assert build.returncode == 0, out + err
+    assert said == [["caller-key"], ["deploy-key"]]
+    # While it ran: pallet's ssh-agent (deploy's keys) and the RUN's forwarder; after the
+    # build neither is left.
+    assert helpers == ["ssh-agent", "ssh_forward.py"]
+    assert _build_helpers(pallet) == []
+    # Each socket as the mount said (mode 0600 and root by default); SSH_AUTH_SOCK names
+    # the RUN's first ssh mount, for that RUN only (a skipped mount's too, as BuildKit).
+    assert _sh(pallet, "bk-ssh", "cat /seen") == (
+        "/run/buildkit/ssh_agent.0 600 0 0\n"
+        "/tmp/deploy.sock 660 7 8\n/run/buildkit/ssh_agent.1 600 0 0\n/tmp/deploy.sock\n"
+        "after: []\n"
+        "skipped: /run/buildkit/ssh_agent.0\n"
+        "agents: [['caller-key'], ['deploy-key']]\n")
+    # No socket, mount point or directory made for one is in the image.
+    assert _sh(pallet, "bk-ssh", "ls -a /run /tmp /deploy.sock 2>&1; env | grep SSH_; true") \
+        == ("ls: /run: No such file or directory\n"
+            "ls: /deploy.sock: No such file or directory\n/tmp:\n.\n..\n")
+    names = _layer_names(pallet, tmp_path, "bk-ssh")
+    assert "seen" in names
+    assert not [n for n in names if "ssh" in n or n.startswith(("run", "deploy", "waiting"))]
+    # Another agent on another socket, the key at another path: the same steps, from the
+    # cache (BuildKit keys on the mount's spec, never on where the agent lives).
+    other = ssh_agent("other-agent.sock", ssh_key("other-key"))
+    os.rename(deploy, str(tmp_path / "moved-key"))
+    pallet.env["SSH_AUTH_SOCK"] = other
+    again = _build(pallet, ctx, "--ssh", "default", "--ssh",
+                   f"deploy={tmp_path / 'moved-key'}")
+    assert len(_cached_steps(again.stdout)) == 5
+    assert _build_helpers(pallet) == []
+    _clean(pallet)
+
+
+def _layer_names(pallet, tmp_path, image: str) -> list[str]:
+    """The name of every entry in IMAGE's layers, as `pallet save` writes them."""
+    path = str(tmp_path / "saved-names.tar")
+    pallet("save", "-o", path, image, check=True)
+    names = []
+    with tarfile.open(path) as outer:
+        for member in outer.getmembers():
+            if member.isfile():
+                try:
+                    with tarfile.open(fileobj=outer.extractfile(member), mode="r:*") as layer:
+                        names += [m.name for m in layer.getmembers()]
+                except tarfile.TarError:
+                    continue  # a manifest or config
+    return names
+
+
+def test_a_socket_given_as_a_path_and_a_user_who_owns_the_mount(pallet, tmp_path, ssh_key,
+                                                                 ssh_agent):
+    # `--ssh ID=SOCKET`: that agent; `required` with the id given runs; the socket is the
+    # RUN's user's when the mount says so (uid), and theirs only (mode 0600).
+    sock = ssh_agent("agent.sock", ssh_key("k"))
+    pallet.env.pop("SSH_AUTH_SOCK", None)
+    ctx = _context(tmp_path, """\
+FROM busybox
+USER 1000:1000
+RUN --mount=type=ssh,id=git,required=true,uid=1000 \\
+    stat -c '%u %a' "$SSH_AUTH_SOCK" > /tmp/seen && test -w "$SSH_AUTH_SOCK" && id -u >> /tmp/seen
+""")
+    _build(pallet, ctx, "--ssh", f"git={sock}", "-t", "bk-ssh-user")
+    assert _sh(pallet, "bk-ssh-user", "cat /tmp/seen") == "1000 600\n1000\n"
+    _clean(pallet)
+
+
+@pytest.mark.parametrize("dockerfile,args,message", [
+    # A required id the build was not given: BuildKit's words and the flag to pass.
+    ("RUN --mount=type=ssh,required=true true\n", (),
+     'no SSH key "default" forwarded from the client: pass it with --ssh default'),
+    ("RUN --mount=type=ssh,id=deploy,required true\n", ("--ssh", "other={key}"),
+     'no SSH key "deploy" forwarded from the client: pass it with --ssh deploy'),
+    # Bad --ssh values, before any step runs.
+    ("RUN true\n", ("--ssh", "default"),
+     "Error: invalid --ssh default: no agent socket or key given and SSH_AUTH_SOCK is not set"),
+    ("RUN true\n", ("--ssh", "deploy=/nonexistent/bk-key"),
+     "Error: invalid --ssh deploy=/nonexistent/bk-key: /nonexistent/bk-key: No such file or "
+     "directory"),
+    ("RUN true\n", ("--ssh", "deploy={key},{ctx}/f.txt"),
+     "Error: invalid --ssh deploy={key},{ctx}/f.txt: cannot load key {ctx}/f.txt: "),
+    ("RUN true\n", ("--ssh", "deploy={locked}"),
+     "Error: invalid --ssh deploy={locked}: key {locked} needs a passphrase"),
+    ("RUN true\n", ("--ssh", "deploy={ctx}"),
+     "Error: invalid --ssh deploy={ctx}: {ctx} is neither an agent socket nor a key file"),
+    ("RUN true\n", ("--ssh", "a={key}", "--ssh", "a={key}"),
+     "Error: invalid --ssh a={key}: duplicate id a"),
+    ("RUN true\n", ("--ssh", "deploy={key},,{key}"),
+     "Error: invalid --ssh deploy={key},,{key}: an empty path in the list"),
+    # A RUN that fails with its agent: the agent, the forwarder and the sockets go.
+    ("RUN --mount=type=ssh,id=deploy test -S /run/buildkit/ssh_agent.0 && exit 3\n",
+     ("--ssh", "deploy={key}"),
+     "The command '/bin/sh -c test -S /run/buildkit/ssh_agent.0 && exit 3' returned a "
+     "non-zero code: 3"),
+])
+def test_a_missing_ssh_id_or_bad_ssh_spec_says_why_and_leaves_nothing(
+        pallet, tmp_path, ssh_key, dockerfile, args, message):
+    ctx = _context(tmp_path, "FROM busybox\n" + dockerfile, {"f.txt": "not a key\n"})
+    names = {"key": ssh_key("k"), "locked": ssh_key("locked", "a passphrase"), "ctx": ctx}
+    pallet.env.pop("SSH_AUTH_SOCK", None)
+    before = _store_files(pallet)
+    out = pallet("build", *NONE, *(a.format(**names) for a in args), ctx, timeout=120)
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.startswith(message.format(**names)) and out.stderr.count("\n") == 1, \
+        out.stderr
+    assert _build_helpers(pallet) == []
+    _clean(pallet)
+    if "non-zero code" not in message:
+        assert _store_files(pallet) == before

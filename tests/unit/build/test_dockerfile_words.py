@@ -68,8 +68,10 @@ def test_a_dockerfile_parses_into_stages_with_its_meta_args():
     ("RUN true\nFROM busybox\n", "line 1: no build stage in current context"),
     ("FROM busybox\nRUN --security=sideways true\n", 'unsupported security mode "sideways"'),
     ("FROM busybox\nCOPY --exclude=*.md a b/\n", "Unknown flag: exclude"),
-    ("FROM busybox\nRUN --mount=type=ssh true\n",
-     'line 2: no SSH key "default" forwarded from the client'),
+    ("FROM busybox\nRUN --mount=type=ssh,source=/k true\n",
+     "line 2: ssh does not support source"),
+    ("FROM busybox\nRUN --mount=type=ssh,sharing=locked true\n",
+     "invalid cache sharing set for ssh mount"),
     ("FROM busybox\nRUN --mount=type=nfs,target=/x true\n",
      'line 2: unsupported mount type "nfs"'),
     ("FROM busybox\nRUN --mount=type=cache,target=/x,colour=red true\n",
@@ -137,6 +139,46 @@ def test_run_mounts_parse_with_buildkits_defaults():
     assert read("type=tmpfs,target=/t,size=1m").size == 1 << 20
     with pytest.raises(InvalidArgument, match='invalid mount target "/"'):
         read("type=cache", "/")
+
+
+def test_ssh_mounts_are_numbered_and_name_the_runs_agent_socket():
+    from pallet.build.mounts import parse_mount, resolve_mounts, ssh_auth_sock
+
+    mounts = resolve_mounts([parse_mount(s, str) for s in (
+        "type=ssh", "type=cache,target=/c", "type=ssh,id=deploy,target=agent,mode=0660,uid=7",
+        "type=ssh,required=true")], "/src")
+    ssh = [m for m in mounts if m.type == "ssh"]
+    # BuildKit's defaults: id "default", mode 0600, /run/buildkit/ssh_agent.N counting the
+    # RUN's ssh mounts only; a relative target under WORKDIR.
+    assert [(m.id, m.target, m.mode, m.uid, m.required) for m in ssh] == [
+        ("default", "/run/buildkit/ssh_agent.0", 0o600, None, False),
+        ("deploy", "/src/agent", 0o660, 7, False),
+        ("default", "/run/buildkit/ssh_agent.2", 0o600, None, True)]
+    # The RUN's SSH_AUTH_SOCK is its first ssh mount, unless its ENV or ARGs set one.
+    assert ssh_auth_sock(mounts, ["PATH=/bin"]) == ["SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0"]
+    assert ssh_auth_sock(mounts, ["SSH_AUTH_SOCK=/mine"]) == []
+    assert ssh_auth_sock(mounts[1:2], []) == []
+    # The cache key holds the mount's spec, never an agent's socket on the host.
+    assert ssh[1].key() == {"type": "ssh", "target": "/src/agent", "readonly": True,
+                            "id": "deploy", "mode": 0o660, "uid": 7, "required": False}
+
+
+def test_ssh_specs_are_read_as_buildx_reads_them():
+    from pallet.build.ssh import SSHSpec, parse_ssh_specs
+
+    # An id alone (or with an empty value) is $SSH_AUTH_SOCK, an empty id is "default",
+    # several paths are key files; an empty --ssh is skipped.
+    assert parse_ssh_specs(["default", "", "deploy=/k1,/k2", "other="], "/run/a.sock") == [
+        SSHSpec("default", ("/run/a.sock",), "default"),
+        SSHSpec("deploy", ("/k1", "/k2"), "deploy=/k1,/k2"),
+        SSHSpec("other", ("/run/a.sock",), "other=")]
+    assert parse_ssh_specs(["=/s"], "") == [SSHSpec("default", ("/s",), "=/s")]
+    for specs, message in ((["default"], "invalid --ssh default: no agent socket or key given "
+                            "and SSH_AUTH_SOCK is not set"),
+                           (["x=/k1,,/k2"], "invalid --ssh x=/k1,,/k2: an empty path"),
+                           (["a=/s", "a=/t"], "invalid --ssh a=/t: duplicate id a")):
+        with pytest.raises(InvalidArgument, match=message):
+            parse_ssh_specs(specs, "")
 
 
 def test_build_secrets_are_read_as_buildx_reads_them(tmp_path, monkeypatch):

@@ -54,6 +54,8 @@ class Source:
                 patterns = dockerignore.parse(f.read())
         except FileNotFoundError:
             pass
+        except ValueError as e:
+            raise InvalidArgument(f"invalid .dockerignore pattern {e}") from None
         return cls(root, patterns)
 
     def _excluded(self, rel: str) -> bool:

@@ -22,20 +22,35 @@ class Pattern:
 
 
 def parse(text: str) -> list[Pattern]:
-    """The patterns of a .dockerignore file's TEXT."""
+    """The patterns of a .dockerignore file's TEXT; ValueError names a malformed one."""
     out = []
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        exclusion = line.startswith("!")
-        if exclusion:
-            line = line[1:].strip()
-        if not line:
+        if line.startswith("!") and not line[1:].strip():
             continue
-        line = posixpath.normpath(line).lstrip("/") or "."
-        out.append(Pattern(line, exclusion, re.compile(_regex(line))))
+        try:
+            out.append(pattern(line))
+        except ValueError as e:
+            raise ValueError(f"{line!r}: {e}") from None
     return out
+
+
+def pattern(text: str) -> Pattern:
+    """One pattern (a leading `!` re-includes), as .dockerignore and COPY --exclude
+    write them. ValueError: it is empty or malformed, with Go's words (filepath.Match's
+    `syntax error in pattern`, moby/patternmatcher's `illegal exclusion pattern`)."""
+    line = text.strip()
+    exclusion = line.startswith("!")
+    if exclusion:
+        line = line[1:].strip()
+        if not line:
+            raise ValueError('illegal exclusion pattern: "!"')
+    if not line:
+        raise ValueError("empty pattern")
+    line = posixpath.normpath(line).lstrip("/") or "."
+    return Pattern(line, exclusion, re.compile(_regex(line)))
 
 
 def _regex(pattern: str) -> str:
@@ -53,7 +68,13 @@ def _regex(pattern: str) -> str:
             out.append("[^/]*")
         elif ch == "?":
             out.append("[^/]")
-        elif ch == "\\" and i + 1 < n:
+        elif ch == "[":
+            regex, i = _char_class(pattern, i + 1)
+            out.append(regex)
+            continue
+        elif ch == "\\":
+            if i + 1 >= n:
+                raise ValueError("syntax error in pattern")
             i += 1
             out.append(re.escape(pattern[i]))
         elif ch in _ESCAPE:
@@ -63,6 +84,41 @@ def _regex(pattern: str) -> str:
         i += 1
     out.append("$")
     return "".join(out)
+
+
+def _char_class(pattern: str, i: int) -> tuple[str, int]:
+    """The `[...]` class whose body starts at I, as a regex, and the index after its
+    `]`, with Go's filepath.Match rules: `^` negates, `a-z` ranges, `\\` escapes, and a
+    class that is empty, unclosed or has a stray `-`/`]` is malformed."""
+    n = len(pattern)
+    negate = i < n and pattern[i] == "^"
+    if negate:
+        i += 1
+    items: list[str] = []
+    count = 0
+    while True:
+        if i < n and pattern[i] == "]" and count:
+            break
+        lo, i = _class_char(pattern, i)
+        hi = lo
+        if i < n and pattern[i] == "-":
+            hi, i = _class_char(pattern, i + 1)
+        count += 1
+        if lo <= hi:  # Go: a reversed range matches nothing, it is no error
+            items.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
+    if not items:
+        return ("[^/]" if negate else "(?!)"), i + 1
+    return "[" + ("^" if negate else "") + "".join(items) + "]", i + 1
+
+
+def _class_char(pattern: str, i: int) -> tuple[str, int]:
+    if i >= len(pattern) or pattern[i] in "-]":
+        raise ValueError("syntax error in pattern")
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            raise ValueError("syntax error in pattern")
+    return pattern[i], i + 1
 
 
 def excluded(patterns: list[Pattern], path: str) -> bool:

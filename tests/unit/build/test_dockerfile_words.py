@@ -53,6 +53,24 @@ def test_dockerignore_follows_dockers_pattern_rules():
     assert dockerignore.may_include_below(pats, "docs")
 
 
+def test_patterns_are_checked_with_go_filepath_match_rules():
+    def ok(text: str, path: str) -> bool:
+        return dockerignore.excluded([dockerignore.pattern(text)], path)
+
+    assert ok("[a-c]x", "bx") and not ok("[a-c]x", "dx")
+    assert ok("[^a]x", "bx") and not ok("[^a]x", "ax")
+    assert ok(r"a\*b", "a*b") and not ok(r"a\*b", "axb")
+    assert ok(r"[\]]", "]") and not ok("[z-a]", "z")  # a reversed range matches nothing
+    assert ok("pkg/**/*.md", "pkg/top.md") and ok("pkg/**/*.md", "pkg/a/b/c.md")
+    for bad in ("[", "[]", "[a", "[-a]", "[a-]", "x\\", "[^]"):
+        with pytest.raises(ValueError, match="syntax error in pattern"):
+            dockerignore.pattern(bad)
+    with pytest.raises(ValueError, match='illegal exclusion pattern: "!"'):
+        dockerignore.pattern("!")
+    with pytest.raises(ValueError, match="'\\[x': syntax error"):
+        dockerignore.parse("ok\n[x\n")
+
+
 def test_a_dockerfile_parses_into_stages_with_its_meta_args():
     df = parse("# escape=`\nARG V=1\nFROM busybox:${V} AS First\nRUN echo a `\n  b\n"
                "FROM first\nCOPY --from=first /a /b\n")

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from pallet.build import dockerignore
 from pallet.build import parse as dfparse
-from pallet.build.context import Source
+from pallet.build.context import Exclude, Source
 from pallet.build.mounts import (
     RunMount,
     missing_paths,
@@ -826,6 +827,7 @@ class Builder:
                 chmod = int(inst.flags["chmod"], 8)
             except ValueError:
                 raise BuildError(f"invalid chmod parameter: {inst.flags['chmod']}") from None
+        patterns = tuple(dockerignore.pattern(p) for p in inst.excludes)
         with self._source(st, inst) as source, self._heredoc_files(st, inline) as docsrc:
             # COPY --parents: each match keeps its path from the context's root, or from
             # a `/./` in its source (BuildKit's pivot), under the destination directory.
@@ -833,6 +835,7 @@ class Builder:
             dest_dir = dest_dir or parents
             items: list[tuple[Source, str]] = []
             keep: dict[int, str] = {}
+            excludes: dict[int, Exclude] = {}  # COPY --exclude: what each item leaves out
             try:
                 for s in srcs:
                     base = posixpath.normpath(s.partition("/./")[0].lstrip("/")) + "/" \
@@ -841,6 +844,9 @@ class Builder:
                         if parents:
                             keep[len(items)] = r[len(base):] if base and r.startswith(base) \
                                 else r
+                        if patterns:
+                            excludes[len(items)] = Exclude.of(patterns, s, r,
+                                                              keep.get(len(items)))
                         items.append((source, r))
             except NotFound as e:
                 raise BuildError(f"{cmd} failed: {e}") from None
@@ -850,15 +856,26 @@ class Builder:
             if len(items) > 1 and not dest_dir:
                 raise BuildError(f"When using {cmd} with more than one source file, the "
                                  "destination must be a directory and end with a /")
-            digest = source.digest([r for src, r in items if src is source])
+            first, rel0 = items[0]
+            kind = "multi" if len(items) > 1 else ("dir" if first.is_dir(rel0) else "file")
+            # An item the patterns leave out whole (a wildcard's match, a --parents path)
+            # is not copied; what is left under the others is walked less the patterns.
+            skipped = {i for i, ex in excludes.items() if ex.skips("")}
+            ours = [i for i, (src, _) in enumerate(items) if src is source and i not in skipped]
+            digest = source.digest([items[i][1] for i in ours],
+                                   [excludes.get(i) for i in ours])
             if inline:
                 digest = hashlib.sha256(
                     (digest + docsrc.digest([h.name for h in inline])).encode()).hexdigest()
-            first, rel0 = items[0]
-            kind = "multi" if len(items) > 1 else ("dir" if first.is_dir(rel0) else "file")
             created_by = " ".join([*self._shell(st),
                                    f"#(nop) {cmd} {kind}:{digest} in {dest} "])
-            key = self._key(st, cmd, created_by, inst.flags, target, dest_dir, st.config)
+            # The patterns are in the key as written (BuildKit's too): a changed pattern
+            # never reuses the old step, even where it leaves out the same files.
+            key_parts: list[object] = [cmd, created_by, inst.flags, target, dest_dir,
+                                       st.config]
+            if inst.excludes:
+                key_parts.append({"exclude": list(inst.excludes)})
+            key = self._key(st, *key_parts)
             hit = self._cached(key)
             if hit is not None:
                 self._use(st, hit, True)
@@ -867,13 +884,18 @@ class Builder:
                 rootfs = os.path.join(self.engine.ctr_dir(cid), "rootfs")
                 owner = self._owner(rootfs, inst.flags.get("chown", ""), st)
                 with RootfsWriter(rootfs, owner, chmod) as w:
+                    if items and len(skipped) == len(items) and dest_dir:
+                        w.directory(target)  # everything left out: BuildKit's empty copy
                     for i, (src, rel) in enumerate(items):
+                        if i in skipped:
+                            continue
+                        exclude = excludes.get(i)
                         if i in keep:
                             w.copy(src, rel, posixpath.join(target, keep[i]),
-                                   contents=src.is_dir(rel))
+                                   contents=src.is_dir(rel), exclude=exclude)
                             continue
                         if src.is_dir(rel):
-                            w.copy(src, rel, target, contents=True)
+                            w.copy(src, rel, target, contents=True, exclude=exclude)
                             continue
                         tar = open_archive(src, rel) if cmd == "ADD" and src is source \
                             else None
@@ -886,7 +908,7 @@ class Builder:
                         into = dest_dir or w.is_dir(target)
                         name = posixpath.basename(rel)
                         w.copy(src, rel, posixpath.join(target, name) if into else target,
-                               contents=False)
+                               contents=False, exclude=exclude)
                 image = self._commit_container(st, cid, created_by, key)
         self._use(st, image, False)
 

@@ -1,8 +1,8 @@
 """What a build copies from: its context directory (less what .dockerignore excludes) or
-another stage's or image's filesystem (COPY --from). A source path never leads out of its
-root: the path itself is resolved inside the root (its symlinks followed there, as docker
-does), and everything under a copied directory is walked by fd with O_NOFOLLOW, symlinks
-copied as links.
+another stage's or image's filesystem (COPY --from), less what a COPY's --exclude patterns
+name. A source path never leads out of its root: the path itself is resolved inside the
+root (its symlinks followed there, as docker does), and everything under a copied directory
+is walked by fd with O_NOFOLLOW, symlinks copied as links.
 """
 
 from __future__ import annotations
@@ -30,6 +30,51 @@ class Entry:
     st: os.stat_result
     link: str
     fd: int
+
+
+@dataclass(frozen=True)
+class Exclude:
+    """COPY/ADD --exclude's PATTERNS for one copied source. BuildKit matches them against
+    the paths under the source itself (`COPY --exclude=tmp src/ /d/` leaves out
+    src/tmp), or, with --parents, under the context's root or the `/./` pivot: PREFIX is
+    the source's own path there. NAME, if set, is what the source itself is matched as
+    (a wildcard's match: its path below the wildcard's directory, so `COPY
+    --exclude=*.txt hom* /d/` leaves out home.txt); a source named as is always copied."""
+
+    patterns: tuple[dockerignore.Pattern, ...]
+    prefix: str = ""
+    name: str | None = None
+
+    @classmethod
+    def of(cls, patterns: tuple[dockerignore.Pattern, ...], src: str, rel: str,
+           kept: str | None = None) -> Exclude:
+        """PATTERNS for REL, one path the COPY source SRC names; KEPT: REL's path under
+        the destination with --parents."""
+        if kept is not None:
+            return cls(patterns, prefix=kept, name=kept)
+        clean = posixpath.normpath(src.lstrip("/")) if src.strip("/") else "."
+        if not _GLOB.search(clean):
+            return cls(patterns)
+        fixed = []
+        for part in clean.split("/"):
+            if _GLOB.search(part):
+                break
+            fixed.append(part)
+        base = "/".join(fixed)
+        return cls(patterns, name=rel[len(base) + 1:] if base else rel)
+
+    def skips(self, path: str) -> bool:
+        """Whether PATH (relative to the source, "" the source itself) is left out."""
+        if not path:
+            return self.name is not None and dockerignore.excluded(list(self.patterns),
+                                                                    self.name)
+        return dockerignore.excluded(list(self.patterns), self._full(path))
+
+    def may_include_below(self, path: str) -> bool:
+        return dockerignore.may_include_below(list(self.patterns), self._full(path))
+
+    def _full(self, path: str) -> str:
+        return posixpath.join(self.prefix, path) if self.prefix else path
 
 
 class Source:
@@ -112,9 +157,12 @@ class Source:
             if e.path:
                 yield posixpath.join(rel, e.path) if rel else e.path, e.st
 
-    def walk(self, rel: str, files: bool = True) -> Iterator[Entry]:
-        """REL and, for a directory, everything under it that is not excluded, parents
-        first; a regular file's FD is open while its entry is handled (FILES)."""
+    def walk(self, rel: str, files: bool = True,
+             exclude: Exclude | None = None) -> Iterator[Entry]:
+        """REL and, for a directory, everything under it that neither .dockerignore nor
+        EXCLUDE leaves out, parents first (an excluded directory is skipped whole, unless
+        a `!` pattern may take back something under it); a regular file's FD is open
+        while its entry is handled (FILES)."""
         fd = self._open(rel, rel)
         try:
             st = os.fstat(fd)
@@ -122,7 +170,7 @@ class Source:
                 dfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     yield Entry("", st, "", -1)
-                    yield from self._walk_dir(dfd, rel, "", files)
+                    yield from self._walk_dir(dfd, rel, "", files, exclude)
                 finally:
                     os.close(dfd)
             elif stat.S_ISREG(st.st_mode) and files:
@@ -136,7 +184,8 @@ class Source:
         finally:
             os.close(fd)
 
-    def _walk_dir(self, dfd: int, base: str, rel: str, files: bool) -> Iterator[Entry]:
+    def _walk_dir(self, dfd: int, base: str, rel: str, files: bool,
+                  exclude: Exclude | None) -> Iterator[Entry]:
         for name in sorted(os.listdir(dfd)):
             path = posixpath.join(rel, name) if rel else name
             whole = posixpath.join(base, path) if base else path
@@ -145,12 +194,15 @@ class Source:
             if self._excluded(whole) and not (
                     is_dir and dockerignore.may_include_below(self.ignore, whole)):
                 continue
+            if exclude is not None and exclude.skips(path) and not (
+                    is_dir and exclude.may_include_below(path)):
+                continue
             if is_dir:
                 cfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                               dir_fd=dfd)
                 try:
                     yield Entry(path, st, "", -1)
-                    yield from self._walk_dir(cfd, base, path, files)
+                    yield from self._walk_dir(cfd, base, path, files, exclude)
                 finally:
                     os.close(cfd)
             elif stat.S_ISLNK(st.st_mode):
@@ -164,13 +216,15 @@ class Source:
             else:
                 yield Entry(path, st, "", -1)
 
-    def digest(self, rels: list[str]) -> str:
+    def digest(self, rels: list[str],
+               excludes: list[Exclude | None] | None = None) -> str:
         """A hash of the content and metadata (names, types, modes, link targets, not
-        times) of RELS and everything under them: a COPY step's cache key."""
+        times) of RELS and everything under them (less what EXCLUDES, one per rel, leave
+        out): a COPY step's cache key."""
         h = hashlib.sha256()
-        for rel in rels:
+        for i, rel in enumerate(rels):
             h.update(f"source\0{rel}\0".encode())
-            for e in self.walk(rel):
+            for e in self.walk(rel, exclude=excludes[i] if excludes else None):
                 h.update(f"{e.path}\0{e.st.st_mode:o}\0{e.link}\0".encode())
                 if e.fd >= 0:
                     h.update(_file_digest(e.fd).encode())

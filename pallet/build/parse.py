@@ -1,8 +1,9 @@
 """A Dockerfile as stages of instructions, checked before anything runs: known
 instructions, their flags (the classic builder's and BuildKit's common ones: RUN --mount
-and --network, COPY/ADD --link) and argument counts, an instruction before the first FROM
-(only ARG may be), a stage name given twice; heredocs (`RUN <<EOF`, `COPY <<EOF /f`) with
-their delimiter's quoting (expand or not) and `<<-` (strip leading tabs).
+and --network, COPY/ADD --link and --exclude, whose patterns are checked) and argument
+counts, an instruction before the first FROM (only ARG may be), a stage name given twice;
+heredocs (`RUN <<EOF`, `COPY <<EOF /f`) with their delimiter's quoting (expand or not) and
+`<<-` (strip leading tabs).
 
 The lines themselves (continuations, comments, the `# escape=` directive, JSON forms)
 are split by the official Go parser, through the `dockerfile` package. Pure.
@@ -20,10 +21,12 @@ INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "A
                 "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL",
                 "HEALTHCHECK", "SHELL")
 # The flags each instruction takes: the classic builder's and BuildKit's common ones
-# (RUN --mount, repeatable, --network and --security; COPY/ADD --link, COPY --parents).
-# The others (COPY --exclude, ADD --checksum...) are refused with docker's `Unknown flag`.
-_FLAGS = {"FROM": ("platform",), "COPY": ("from", "chown", "chmod", "link", "parents"),
-          "ADD": ("chown", "chmod", "link"), "RUN": ("mount", "network", "security"),
+# (RUN --mount, repeatable, --network and --security; COPY/ADD --link and --exclude,
+# repeatable, COPY --parents). The others (ADD --checksum, --keep-git-dir...) are refused
+# with docker's `Unknown flag`.
+_FLAGS = {"FROM": ("platform",),
+          "COPY": ("from", "chown", "chmod", "link", "parents", "exclude"),
+          "ADD": ("chown", "chmod", "link", "exclude"), "RUN": ("mount", "network", "security"),
           "HEALTHCHECK": ("interval", "timeout", "start-period", "start-interval", "retries")}
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 # A heredoc word as BuildKit's parser finds it: [fd]<<[-]DELIMITER.
@@ -57,6 +60,8 @@ class Instruction:
     trigger: Instruction | None = None  # ONBUILD's instruction
     mounts: tuple[str, ...] = ()  # RUN --mount specs, as written (expanded when run)
     heredocs: tuple[Heredoc, ...] = ()
+    # COPY/ADD --exclude patterns, as written: BuildKit does not expand variables in them.
+    excludes: tuple[str, ...] = ()
 
     def error(self, message: str) -> InvalidArgument:
         return InvalidArgument(f"Dockerfile parse error line {self.line}: {message}")
@@ -141,7 +146,7 @@ def parse_instruction(line: str, where: int = 0) -> Instruction:
         raise InvalidArgument(f"invalid ONBUILD trigger {line!r}")
     inst = _instruction(commands[0])
     return Instruction(inst.cmd, inst.args, inst.json, inst.original, where or inst.line,
-                       inst.flags, inst.trigger, inst.mounts, inst.heredocs)
+                       inst.flags, inst.trigger, inst.mounts, inst.heredocs, inst.excludes)
 
 
 def _instruction(c: object, sub: bool = False) -> Instruction:
@@ -162,12 +167,14 @@ def _instruction(c: object, sub: bool = False) -> Instruction:
                                   "allowed as an ONBUILD trigger")
         text = original.split(None, 1)[1] if " " in original.strip() else ""
         trigger = Instruction(trigger.cmd, trigger.args, trigger.json, text, line,
-                              trigger.flags, None, trigger.mounts, trigger.heredocs)
+                              trigger.flags, None, trigger.mounts, trigger.heredocs,
+                              trigger.excludes)
         return Instruction(cmd, args, False, original, line, {}, trigger)
-    flags, mounts = _flags(cmd, tuple(c.flags), line)
+    flags, mounts, excludes = _flags(cmd, tuple(c.flags), line)
     docs = tuple(getattr(c, "heredocs", ()) or ())
     heredocs = _heredocs(cmd, args, docs) if docs else ()
-    inst = Instruction(cmd, args, bool(c.json), original, line, flags, None, mounts, heredocs)
+    inst = Instruction(cmd, args, bool(c.json), original, line, flags, None, mounts, heredocs,
+                       excludes)
     _check_args(inst)
     if flags.get("network", "default") not in ("default", "none", "host"):
         raise inst.error(f'unsupported network mode "{flags["network"]}"')
@@ -184,20 +191,44 @@ def _instruction(c: object, sub: bool = False) -> Instruction:
     return inst
 
 
-def _flags(cmd: str, words: tuple[str, ...], line: int) -> tuple[dict[str, str],
-                                                                 tuple[str, ...]]:
+def _flags(cmd: str, words: tuple[str, ...], line: int
+           ) -> tuple[dict[str, str], tuple[str, ...], tuple[str, ...]]:
+    """The instruction's flags, its RUN --mount specs and its COPY/ADD --exclude
+    patterns (both repeatable, in order)."""
     allowed = _FLAGS.get(cmd, ())
     out: dict[str, str] = {}
     mounts: list[str] = []
+    excludes: list[str] = []
     for w in words:
-        name, _, value = w[2:].partition("=")
+        name, eq, value = w[2:].partition("=")
         if name not in allowed:
             raise InvalidArgument(f"Dockerfile parse error line {line}: Unknown flag: {name}")
         if name == "mount":
             mounts.append(value)
+        elif name == "exclude":
+            if not eq:
+                raise InvalidArgument(f"Dockerfile parse error line {line}: Missing a value "
+                                      "on flag: exclude")
+            excludes.append(_exclude_pattern(value, line))
         else:
             out[name] = value
-    return out, tuple(mounts)
+    return out, tuple(mounts), tuple(excludes)
+
+
+def _exclude_pattern(value: str, line: int) -> str:
+    """VALUE if it is a pattern BuildKit's matcher takes (.dockerignore's syntax);
+    an empty one, which BuildKit would silently drop, is refused as the slip it is."""
+    from pallet.build import dockerignore
+
+    where = f"Dockerfile parse error line {line}"
+    if not value.strip():
+        raise InvalidArgument(f"{where}: empty --exclude pattern: give a path pattern, "
+                              "e.g. --exclude=*.txt")
+    try:
+        dockerignore.pattern(value)
+    except ValueError as e:
+        raise InvalidArgument(f"{where}: invalid --exclude pattern {value!r}: {e}") from None
+    return value
 
 
 def heredoc_word(word: str) -> tuple[str, bool, bool] | None:

@@ -14,7 +14,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from pallet.build.context import Entry, Source
+from pallet.build.context import Entry, Exclude, Source
 from pallet.errors import InvalidArgument
 
 
@@ -87,10 +87,12 @@ class RootfsWriter:
         self._dirs[path] = fd
         return fd
 
-    def copy(self, source: Source, rel: str, target: str, contents: bool) -> None:
+    def copy(self, source: Source, rel: str, target: str, contents: bool,
+             exclude: Exclude | None = None) -> None:
         """REL of SOURCE to TARGET (a path in the rootfs): a directory's CONTENTS go into
-        TARGET (docker's COPY dir/ semantics), anything else becomes TARGET."""
-        for e in source.walk(rel):
+        TARGET (docker's COPY dir/ semantics), anything else becomes TARGET; what EXCLUDE
+        leaves out (COPY --exclude) is not copied."""
+        for e in source.walk(rel, exclude=exclude):
             if not e.path:
                 if stat.S_ISDIR(e.st.st_mode) and contents:
                     self.directory(target)

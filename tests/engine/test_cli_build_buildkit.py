@@ -1,9 +1,11 @@
 """A modern Dockerfile (`# syntax=docker/dockerfile:1`) through `pallet build`: BuildKit's
 heredocs (RUN scripts, COPY'd files), RUN --mount (cache kept across builds and out of
 the image, bind, tmpfs, secret, ssh with real ssh-agents) and --network, COPY
---chmod/--link, --iidfile; the layer cache keyed on the mounts; the refusals (unknown
-types, missing ids, bad --ssh, -o) in one line with nothing left on the host. Real builds
-on the busybox image, RUN containers on --network none unless the test is about networking.
+--chmod/--link/--parents, COPY and ADD --exclude (what the patterns name is not in the
+image), --iidfile; the layer cache keyed on the mounts and on the exclude patterns; the
+refusals (unknown types, missing ids, bad --ssh, bad patterns, -o) in one line with nothing
+left on the host. Real builds on the busybox image, RUN containers on --network none unless
+the test is about networking.
 """
 
 from __future__ import annotations
@@ -639,3 +641,129 @@ def test_a_missing_ssh_id_or_bad_ssh_spec_says_why_and_leaves_nothing(
     _clean(pallet)
     if "non-zero code" not in message:
         assert _store_files(pallet) == before
+
+
+EXCLUDE_FILES = {
+    "app/main.py": "main", "app/notes.txt": "notes", "app/README.md": "readme",
+    "app/pkg/top.md": "top", "app/pkg/a/code.py": "code", "app/pkg/a/doc.md": "doc",
+    "app/pkg/b/c/deep.md": "deep", "app/tmp/cache.bin": "cache", "app/tmp/sub/x": "x",
+    "home.txt": "t", "home.md": "m", "homer.py": "p", "keep.txt": "k",
+    "media/song.mp3": "mp3", "media/clip.mpeg": "mpeg",
+}
+
+
+def _files(pallet, image: str, *dirs: str) -> list[str]:
+    return _sh(pallet, image, f"cd / && find {' '.join(dirs)} -type f | sort").split()
+
+
+def test_copy_exclude_leaves_out_the_files_and_directories_its_patterns_name(pallet, tmp_path):
+    ctx = _context(tmp_path, """\
+FROM busybox
+COPY --exclude=*.txt . /all/
+COPY --exclude=pkg/**/*.md --exclude=tmp app/ /app/
+COPY --exclude=*.txt --exclude=*.md hom* /hom/
+COPY --link --exclude=**/*.py app/pkg /linked/
+ADD --exclude=*.mp3 media/ /media/
+""", EXCLUDE_FILES)
+    _build(pallet, ctx, "-t", "bk-exc")
+    # A top-level glob: `*` stays in one path component, so app/notes.txt is copied.
+    top = _files(pallet, "bk-exc", "all")
+    assert "all/home.txt" not in top and "all/keep.txt" not in top
+    assert {"all/app/notes.txt", "all/home.md", "all/homer.py", "all/Dockerfile",
+            "all/app/tmp/sub/x"} <= set(top)
+    # Patterns are relative to the source: `**` in subdirectories, a whole directory.
+    assert _files(pallet, "bk-exc", "app") == [
+        "app/README.md", "app/main.py", "app/notes.txt", "app/pkg/a/code.py"]
+    assert _sh(pallet, "bk-exc", "test -e /app/tmp || echo gone; cat /app/pkg/a/code.py"
+               ) == "gone\ncode"
+    # A wildcard's matches are themselves matched (the Dockerfile reference's example).
+    assert _files(pallet, "bk-exc", "hom") == ["hom/homer.py"]
+    assert _files(pallet, "bk-exc", "linked") == [
+        "linked/a/doc.md", "linked/b/c/deep.md", "linked/top.md"]
+    assert _files(pallet, "bk-exc", "media") == ["media/clip.mpeg"]
+    _clean(pallet)
+
+
+def test_copy_exclude_from_a_stage_or_an_image(pallet, tmp_path):
+    ctx = _context(tmp_path, """\
+FROM busybox AS gen
+RUN mkdir -p /out/logs /out/bin && echo tool > /out/bin/tool && echo l > /out/logs/a.log \\
+    && echo k > /out/keep.cfg && echo x > /out/x.log
+FROM busybox
+COPY --from=gen --exclude=logs --exclude=*.log /out/ /dst/
+COPY --from=busybox --exclude=passwd /etc/ /etc2/
+COPY --from=gen --exclude=* /out/ /nothing/
+""")
+    _build(pallet, ctx, "-t", "bk-exc-from")
+    assert _files(pallet, "bk-exc-from", "dst") == ["dst/bin/tool", "dst/keep.cfg"]
+    assert _sh(pallet, "bk-exc-from", "test -e /dst/logs || echo gone") == "gone\n"
+    # The busybox image's /etc (passwd and group) less passwd.
+    assert _files(pallet, "bk-exc-from", "etc2") == ["etc2/group"]
+    assert _sh(pallet, "bk-exc-from", "ls -A /nothing; test -d /nothing && echo dir"
+               ) == "dir\n"
+    _clean(pallet)
+
+
+def test_copy_exclude_with_parents_matches_from_the_root_or_the_pivot(pallet, tmp_path):
+    ctx = _context(tmp_path, """\
+FROM busybox
+COPY --parents --exclude=x/deep/*.bin --exclude=y x y /par/
+COPY --parents --exclude=deep/*.bin x/./deep /piv/
+COPY --parents --exclude=x/a.txt x/*.txt y/b.txt /one/
+""", {"x/a.txt": "a", "x/z.txt": "z", "x/deep/c.txt": "c", "x/deep/d.bin": "d",
+      "y/b.txt": "b"})
+    _build(pallet, ctx, "-t", "bk-exc-parents")
+    assert _files(pallet, "bk-exc-parents", "par", "piv", "one") == [
+        "one/x/z.txt", "one/y/b.txt", "par/x/a.txt", "par/x/deep/c.txt", "par/x/z.txt",
+        "piv/deep/c.txt"]
+    _clean(pallet)
+
+
+def test_a_changed_exclude_pattern_misses_the_cache(pallet, tmp_path):
+    dockerfile = "FROM busybox\nCOPY --exclude={} src/ /s/\nRUN ls /s > /listing\n"
+    files = {"src/a.txt": "a", "src/b.md": "b", "src/c.py": "c"}
+    ctx = _context(tmp_path, dockerfile.format("*.md"), files)
+    _build(pallet, ctx, "-t", "bk-exc-cache")
+    assert _sh(pallet, "bk-exc-cache", "cat /listing").split() == ["a.txt", "c.py"]
+    # The same build again: every step from the cache, and so is it when only a file the
+    # pattern leaves out changed.
+    again = _build(pallet, ctx, "-t", "bk-exc-cache")
+    assert len(_cached_steps(again.stdout)) == 2
+    (tmp_path / "ctx" / "src" / "b.md").write_text("changed")
+    again = _build(pallet, ctx, "-t", "bk-exc-cache")
+    assert len(_cached_steps(again.stdout)) == 2
+    # Another pattern: the COPY and what follows it run again...
+    (tmp_path / "ctx" / "Dockerfile").write_text(SYNTAX + dockerfile.format("*.py"))
+    changed = _build(pallet, ctx, "-t", "bk-exc-cache")
+    assert _cached_steps(changed.stdout) == []
+    assert _sh(pallet, "bk-exc-cache", "cat /listing").split() == ["a.txt", "b.md"]
+    # ...even one that leaves out the very same files.
+    (tmp_path / "ctx" / "Dockerfile").write_text(SYNTAX + dockerfile.format("c.py"))
+    same = _build(pallet, ctx, "-t", "bk-exc-cache")
+    assert _cached_steps(same.stdout) == []
+    _clean(pallet)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("COPY --exclude= . /a/", "empty --exclude pattern: give a path pattern, e.g. "
+     "--exclude=*.txt"),
+    ('COPY --exclude="  " . /a/', "empty --exclude pattern"),
+    ("COPY --exclude=*.md --exclude=[a . /a/",
+     "invalid --exclude pattern '[a': syntax error in pattern"),
+    ("ADD --exclude=src/[]x . /a/", "invalid --exclude pattern 'src/[]x': syntax error in "
+     "pattern"),
+    ("COPY --exclude=! . /a/", """invalid --exclude pattern '!': illegal exclusion pattern: "!\""""),
+    ("ADD --exclude . /a/", "Missing a value on flag: exclude"),
+    ("RUN --exclude=x true", "Unknown flag: exclude"),
+])
+def test_a_bad_exclude_pattern_is_refused_in_one_line_and_leaves_nothing(pallet, tmp_path,
+                                                                         line, message):
+    ctx = _context(tmp_path, f"FROM busybox\n{line}\n", {"f.txt": "f"})
+    before = _store_files(pallet)
+    out = pallet("build", *NONE, "-t", "bk-exc-bad", ctx)
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.startswith(f"Error: Dockerfile parse error line 3: {message}")
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert pallet("image", "inspect", "bk-exc-bad").returncode != 0
+    _clean(pallet)
+    assert _store_files(pallet) == before

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from pallet.build import dockerignore
-from pallet.build.parse import parse
+from pallet.build.context import Exclude
+from pallet.build.parse import parse, parse_instruction
 from pallet.build.shell_lex import process_word
 from pallet.errors import InvalidArgument
 
@@ -71,6 +72,27 @@ def test_patterns_are_checked_with_go_filepath_match_rules():
         dockerignore.parse("ok\n[x\n")
 
 
+def test_copy_exclude_patterns_are_kept_in_order_and_matched_as_buildkit_does():
+    df = parse("FROM busybox\nCOPY --exclude=*.txt --exclude=pkg/**/*.md --link . /app/\n"
+               "ADD --exclude=tmp src/ /d/\nONBUILD COPY --exclude=*.md . /x/\n")
+    copy, add, onbuild = df.stages[0].instructions
+    assert copy.excludes == ("*.txt", "pkg/**/*.md") and copy.flags == {"link": ""}
+    assert add.excludes == ("tmp",)
+    assert parse_instruction(onbuild.trigger.original).excludes == ("*.md",)  # run later
+    pats = (dockerignore.pattern("*.txt"), dockerignore.pattern("tmp"))
+    # Under a source, paths relative to it; a source named as is always copied.
+    plain = Exclude.of(pats, "src/", "src")
+    assert plain.skips("a.txt") and plain.skips("tmp/x") and not plain.skips("d/a.txt")
+    assert not plain.skips("")
+    # A wildcard's match is matched by its path below the wildcard's directory.
+    assert Exclude.of(pats, "docs/hom*", "docs/home.txt").skips("")
+    assert not Exclude.of(pats, "docs/hom*", "docs/homer").skips("")
+    # --parents: from the context's root (or the pivot), the source itself included.
+    assert Exclude.of(pats, "tmp", "tmp", kept="tmp").skips("")
+    under_x = Exclude.of(pats, "x", "x", kept="x")
+    assert not under_x.skips("a.txt") and not under_x.skips("tmp")  # x/a.txt, x/tmp
+
+
 def test_a_dockerfile_parses_into_stages_with_its_meta_args():
     df = parse("# escape=`\nARG V=1\nFROM busybox:${V} AS First\nRUN echo a `\n  b\n"
                "FROM first\nCOPY --from=first /a /b\n")
@@ -85,7 +107,12 @@ def test_a_dockerfile_parses_into_stages_with_its_meta_args():
     ("FROM busybox\nBOGUS x\n", "line 2: unknown instruction: BOGUS"),
     ("RUN true\nFROM busybox\n", "line 1: no build stage in current context"),
     ("FROM busybox\nRUN --security=sideways true\n", 'unsupported security mode "sideways"'),
-    ("FROM busybox\nCOPY --exclude=*.md a b/\n", "Unknown flag: exclude"),
+    ("FROM busybox\nADD --checksum=sha256:0 a b/\n", "Unknown flag: checksum"),
+    ("FROM busybox\nRUN --exclude=*.md true\n", "Unknown flag: exclude"),
+    ("FROM busybox\nCOPY --exclude= a b/\n", "line 2: empty --exclude pattern"),
+    ("FROM busybox\nCOPY --exclude a b/\n", "Missing a value on flag: exclude"),
+    ("FROM busybox\nADD --exclude=a/[b a b/\n",
+     r"invalid --exclude pattern 'a/\[b': syntax error in pattern"),
     ("FROM busybox\nRUN --mount=type=ssh,source=/k true\n",
      "line 2: ssh does not support source"),
     ("FROM busybox\nRUN --mount=type=ssh,sharing=locked true\n",

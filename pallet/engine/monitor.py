@@ -1130,11 +1130,10 @@ def _become_subreaper() -> None:
 
 
 def _find_title_area() -> tuple[int, int]:
+    fields = _stat("self")
     try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
         return int(fields[45]), int(fields[46])
-    except (OSError, ValueError, IndexError):
+    except (ValueError, IndexError):
         return 0, 0
 
 
@@ -1378,13 +1377,35 @@ def _close_fds_except(keep: tuple[int, ...]) -> None:
     os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
-def _start_time(pid: int) -> int:
+def _stat(pid: int | str) -> list[bytes]:
+    """The fields of /proc/PID/stat after the command name (the state first); [] if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-    except OSError:
-        return 0
-    return int(data[data.rindex(b")") + 2:].split()[19])
+        return data[data.rindex(b")") + 2:].split()
+    except (OSError, ValueError):
+        return []
+
+
+def _status(pid: int, *keys: bytes) -> dict[bytes, list[bytes]]:
+    """The lines of /proc/PID/status named KEYS (b"NSpid"...): {key: its values}."""
+    out = {}
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            key, _, rest = line.partition(b":")
+            if key in keys:
+                out[key] = rest.split()
+    return out
+
+
+def _start_time(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[19]) if len(fields) > 19 else 0
+
+
+def _running(pid: int) -> bool:
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != b"Z"
 
 
 def alive(run_dir: str) -> int:
@@ -1412,14 +1433,10 @@ def resume() -> None:
 def _leads_pid_namespace(pid: int) -> bool:
     """Is PID the init (pid 1) of a pid namespace below ours?"""
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"NSpid:"):
-                    ids = line.split()[1:]
-                    return len(ids) > 1 and ids[-1] == b"1"
+        ids = _status(pid, b"NSpid").get(b"NSpid", [])
     except OSError:
-        pass
-    return False
+        return False
+    return len(ids) > 1 and ids[-1] == b"1"
 
 
 def _arm(parent: int, init: int, fds: list[int]) -> None:
@@ -1433,13 +1450,8 @@ def _arm(parent: int, init: int, fds: list[int]) -> None:
         bit = 1 << (_signal.SIGIO - 1)
         pause = 0.0005
         while True:  # until sh has set its trap: ~1 ms, longer on a loaded machine
-            caught = ignored = 0
-            with open(f"/proc/{parent}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"SigCgt:"):
-                        caught = int(line.split()[1], 16)
-                    elif line.startswith(b"SigIgn:"):
-                        ignored = int(line.split()[1], 16)
+            masks = _status(parent, b"SigCgt", b"SigIgn")
+            caught, ignored = (int(masks[k][0], 16) for k in (b"SigCgt", b"SigIgn"))
             if ignored & bit:
                 return  # woken already: the trap has run (its Python waits for us)
             if caught & bit:
@@ -1459,14 +1471,6 @@ def _arm(parent: int, init: int, fds: list[int]) -> None:
         code = 1
     finally:
         os._exit(code)
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _woken(st: dict) -> None:

@@ -195,8 +195,9 @@ class Monitor:
         self.probe = 0                   # pid of a running health probe (cfg["health"])
         self.probe_at = 0.0              # when the next one is due (monotonic)
         self.active_at = 0.0             # when the last event came (monotonic)
-        self.pidns_pid = 0               # the init _leads_pidns() looked at, and its answer
-        self.pidns_lead = False
+        self.pidns_pid = 0               # the init _can_sleep() looked at, and what it found:
+        self.pidns_lead = False          # it leads its own pid namespace
+        self.cg_events = ""              # its own cgroup v2's cgroup.events, if any
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = rfd, wfd
         if state is not None:
@@ -258,27 +259,29 @@ class Monitor:
     # -- sleeping: an idle monitor is /bin/sh until the kernel has news ---------------------
     def _can_sleep(self) -> bool:
         """Nothing to do until the kernel says so: no client, helper, probe, timer, relay
-        or pending byte. And the init must lead its own pid namespace: its death kills every
-        process holding our pipes' write ends, and their EOF is how a sleeping monitor
-        hears of it (SIGCHLD would not do: sh reaps children it does not know, and their
-        exit status with them). A pty master gets no SIGIO on hangup: tty containers stay
-        awake."""
+        or pending byte. And a sleeping monitor must hear of the init's death without
+        SIGCHLD (sh reaps children it does not know, and their exit status with them): the
+        init must lead its own pid namespace, so that its death kills every process of the
+        container, which closes our pipes' write ends (EOF) and empties its cgroup. A pty
+        master gets no SIGIO on hangup, and an init may close its stdout and stderr: then
+        the container's own cgroup v2 must be there to watch (cgroup.events)."""
         if not (self.pid and self.exit_status is None and self.helper == 0 and not self.probe
                 and not self.cfg.get("health") and self.relay is None and not self.clients
                 and self.unacked < 0 and self.gate_w < 0 and not self.stdin_buf
-                and not self.restart_at and self.pending is None and self.pty_fd < 0
-                and self.console_fd < 0 and (self.out_fd >= 0 or self.err_fd >= 0)):
+                and not self.restart_at and self.pending is None and self.console_fd < 0):
             return False
         if self.pidns_pid != self.pid:
             self.pidns_pid, self.pidns_lead = self.pid, _leads_pid_namespace(self.pid)
-        return self.pidns_lead
+            self.cg_events = _cgroup_events(self.pid) if self.pidns_lead else ""
+        return self.pidns_lead and (self.out_fd >= 0 or self.err_fd >= 0 or bool(self.cg_events))
 
     def _sleep(self) -> None:
         """Exec /bin/sh in read() on a pipe nobody writes (SLEEP_SCRIPT): ~0.1 MiB of
         private memory where an idle CPython has ~1 MiB (a forked one) or ~2.5 (a fresh
         one). Same pid, same fds, still the init's parent and subreaper (both survive
         exec). The kernel wakes it with SIGIO (O_ASYNC): output or EOF on the container's
-        pipes, a connection to the attach socket; its trap execs the lean interpreter with
+        pipes or pty, a connection to the attach socket, a change of the container's
+        cgroup.events when no pipe is left to tell its death; its trap execs the lean interpreter with
         our state (resume()), which carries on and sleeps again when idle. SIGCHLD stays
         blocked while sh runs, so sh reaps nothing; the init's exit status waits for us.
 
@@ -288,7 +291,15 @@ class Monitor:
         if not os.access(SH, os.X_OK):
             self.cfg["sleep_after"] = None
             return
-        watch = [fd for fd in (self.out_fd, self.err_fd, self.listen_fd) if fd >= 0]
+        watch = [fd for fd in (self.out_fd, self.err_fd, self.pty_fd, self.listen_fd)
+                 if fd >= 0]
+        cg_watch = -1
+        if self.out_fd < 0 and self.err_fd < 0:  # no pipe whose EOF tells the init's death
+            cg_watch = _watch_file(self.cg_events)
+            if cg_watch < 0:
+                self.cg_events = ""
+                return
+            watch.append(cg_watch)
         # sh cannot trap a signal ignored when it starts: it would sleep for good.
         _signal.signal(_signal.SIGIO, _signal.SIG_DFL)
         hold_r, hold_w = os.pipe()
@@ -296,9 +307,11 @@ class Monitor:
         if armer == 0:
             _arm(os.getppid(), self.pid, watch)
         st = self._snapshot()
-        st["sleep"] = (armer, hold_w)
+        st["sleep"] = (armer, hold_w, cg_watch)
         resume = [self.cfg["python"], *self._resume_args(st)]
-        os.set_inheritable(hold_w, True)
+        for fd in (hold_w, cg_watch):
+            if fd >= 0:
+                os.set_inheritable(fd, True)
         os.dup2(hold_r, 0)
         os.close(hold_r)
         _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGCHLD])
@@ -1439,6 +1452,41 @@ def _leads_pid_namespace(pid: int) -> bool:
     return len(ids) > 1 and ids[-1] == b"1"
 
 
+def _cgroup_events(pid: int) -> str:
+    """The cgroup.events file of PID's cgroup v2 if that cgroup is PID's own (not the root,
+    not ours: a runtime may have left it where it was made), else ""."""
+    def v2(p: int | str) -> str:
+        with open(f"/proc/{p}/cgroup", "rb") as f:
+            for line in f:
+                if line.startswith(b"0::"):
+                    return line[3:].strip().decode()
+        return ""
+
+    try:
+        path, ours = v2(pid), v2("self")
+        with open("/proc/self/mountinfo") as f:
+            mnt = next((line.split()[4] for line in f if " - cgroup2 " in line), "")
+    except OSError:
+        return ""
+    events = f"{mnt}{path}/cgroup.events"
+    return events if mnt and path not in ("", "/", ours) and os.path.exists(events) else ""
+
+
+def _watch_file(path: str) -> int:
+    """An inotify fd (non-blocking, close-on-exec) readable once PATH is modified (a
+    cgroup's populated 1 -> 0), or -1."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        return -1
+    if libc.inotify_add_watch(fd, path.encode(), 0x2) < 0:  # IN_MODIFY
+        os.close(fd)
+        return -1
+    return fd
+
+
 def _arm(parent: int, init: int, fds: list[int]) -> None:
     """The armer (a child of a monitor going to sleep; never returns): once PARENT is sh
     with its SIGIO trap set, have the kernel send it SIGIO for FDS (O_ASYNC), then wake it
@@ -1476,15 +1524,15 @@ def _arm(parent: int, init: int, fds: list[int]) -> None:
 def _woken(st: dict) -> None:
     """Undo a sleep in the process that slept (state ST): wait for the armer (so that it
     arms nothing after this), switch O_ASYNC off, SIGIO back to its default (children
-    inherit an ignored signal), stdin back to /dev/null."""
+    inherit an ignored signal), stdin back to /dev/null, the cgroup watch closed."""
     import fcntl
 
-    armer, hold = st["sleep"]
+    armer, hold, cg_watch = st["sleep"]
     try:
         os.waitpid(armer, 0)
     except ChildProcessError:
         pass
-    for fd in (st["out"], st["err"], st["listen"]):
+    for fd in (st["out"], st["err"], st["pty"], st["listen"]):
         if fd >= 0:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_ASYNC)
     _signal.signal(_signal.SIGIO, _signal.SIG_DFL)
@@ -1492,3 +1540,5 @@ def _woken(st: dict) -> None:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.close(hold)
+    if cg_watch >= 0:
+        os.close(cg_watch)

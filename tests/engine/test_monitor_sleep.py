@@ -140,14 +140,17 @@ def test_attach_and_logs_follow_wake_it(sleepy):
     assert leftovers(p, [cid]) == []
 
 
+def state(p, cid: str) -> list[str]:
+    """ExitCode and Status, from the store: unlike `wait`, nothing that wakes the monitor."""
+    return p("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", cid).stdout.split()
+
+
 def test_exit_while_asleep_records_the_code_and_restarts(sleepy):
     p = sleepy
     cid = p("run", "-d", "busybox", "sh", "-c", "sleep 1.5; exit 3", check=True).stdout.strip()
     mon = monitor_pid(p, cid)
     assert wait_for(lambda: asleep(mon))
-    assert p("wait", cid, timeout=30).stdout.strip() == "3"
-    assert p("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", cid).stdout.split() \
-        == ["3", "exited"]
+    assert wait_for(lambda: state(p, cid) == ["3", "exited"])
     # on-failure:1: exits while asleep, restarts once, exits again.
     rid = p("run", "-d", "--restart", "on-failure:1", "busybox", "sh", "-c",
             "sleep 1; exit 4", check=True).stdout.strip()
@@ -189,11 +192,50 @@ def test_stop_and_kill_while_asleep(sleepy):
     assert leftovers(p, [cid, kid]) == []
 
 
-@pytest.mark.parametrize("flags", [["-t"], ["--pid", "host"], ["--health-cmd", "true"]],
-                         ids=["tty", "pid-host", "healthcheck"])
+def test_a_tty_containers_monitor_sleeps_and_hears_output_and_exit(sleepy):
+    """A pty master gets SIGIO for output but none on hangup: the container's cgroup v2
+    (cgroup.events, through inotify) tells the init's death."""
+    p = sleepy
+    cid = p("run", "-d", "-t", "busybox", "sh", "-c", "sleep 1.5; echo tty-out; sleep 1.5; "
+            "exit 6", check=True).stdout.strip()
+    mon = monitor_pid(p, cid)
+    if not _cgroup_v2_of(p, cid):
+        p("rm", "-f", cid, check=True)
+        pytest.skip("the container has no cgroup v2 of its own here: its monitor stays awake")
+    assert wait_for(lambda: asleep(mon))
+    assert wait_for(lambda: p("logs", cid).stdout.strip() == "tty-out")
+    assert wait_for(lambda: asleep(mon))
+    assert wait_for(lambda: state(p, cid) == ["6", "exited"])
+    p("rm", cid, check=True)
+    assert leftovers(p, [cid]) == []
+
+
+def test_an_init_that_closed_its_stdio_is_still_heard_exiting(sleepy):
+    p = sleepy
+    cid = p("run", "-d", "busybox", "sh", "-c", "exec >/dev/null 2>&1; sleep 2; exit 5",
+            check=True).stdout.strip()
+    mon = monitor_pid(p, cid)
+    if not _cgroup_v2_of(p, cid):
+        p("rm", "-f", cid, check=True)
+        pytest.skip("the container has no cgroup v2 of its own here: its monitor stays awake")
+    assert wait_for(lambda: asleep(mon))
+    assert wait_for(lambda: state(p, cid) == ["5", "exited"])
+    p("rm", cid, check=True)
+    assert leftovers(p, [cid]) == []
+
+
+def _cgroup_v2_of(p, cid: str) -> bool:
+    from pallet.engine.monitor import _cgroup_events
+
+    pid = int(p("inspect", "-f", "{{.State.Pid}}", cid, check=True).stdout)
+    return bool(_cgroup_events(pid))
+
+
+@pytest.mark.parametrize("flags", [["--pid", "host"], ["--health-cmd", "true"]],
+                         ids=["pid-host", "healthcheck"])
 def test_monitors_that_could_miss_news_stay_awake(sleepy, flags):
-    """A pty master gets no SIGIO on hangup; without a pid namespace of its own the init's
-    death need not close the pipes; a health check needs a timer."""
+    """Without a pid namespace of its own the init's death need not close the pipes nor
+    empty its cgroup; a health check needs a timer."""
     p = sleepy
     cid = p("run", "-d", *flags, "busybox", "sleep", "60", check=True).stdout.strip()
     mon = monitor_pid(p, cid)

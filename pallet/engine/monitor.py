@@ -273,7 +273,14 @@ class Monitor:
         if self.pidns_pid != self.pid:
             self.pidns_pid, self.pidns_lead = self.pid, _leads_pid_namespace(self.pid)
             self.cg_events = _cgroup_events(self.pid) if self.pidns_lead else ""
-        return self.pidns_lead and (self.out_fd >= 0 or self.err_fd >= 0 or bool(self.cg_events))
+        if not self.pidns_lead:
+            return False
+        if self.out_fd >= 0 or self.err_fd >= 0:
+            return True
+        # An empty cgroup with the init not reaped yet: it is exiting (an init's exit can
+        # wait a while in its namespace's teardown, after its cgroup emptied): no event
+        # is left to come but SIGCHLD, so stay awake for it.
+        return bool(self.cg_events) and _populated(self.cg_events)
 
     def _sleep(self) -> None:
         """Exec /bin/sh in read() on a pipe nobody writes (SLEEP_SCRIPT): ~0.1 MiB of
@@ -298,6 +305,9 @@ class Monitor:
             cg_watch = _watch_file(self.cg_events)
             if cg_watch < 0:
                 self.cg_events = ""
+                return
+            if not _populated(self.cg_events):  # emptied before the watch: stay awake
+                os.close(cg_watch)
                 return
             watch.append(cg_watch)
         # sh cannot trap a signal ignored when it starts: it would sleep for good.
@@ -1470,6 +1480,15 @@ def _cgroup_events(pid: int) -> str:
         return ""
     events = f"{mnt}{path}/cgroup.events"
     return events if mnt and path not in ("", "/", ours) and os.path.exists(events) else ""
+
+
+def _populated(events: str) -> bool:
+    """Does the cgroup whose cgroup.events file is EVENTS hold a process?"""
+    try:
+        with open(events, "rb") as f:
+            return b"populated 1" in f.read()
+    except OSError:
+        return False
 
 
 def _watch_file(path: str) -> int:

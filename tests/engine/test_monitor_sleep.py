@@ -8,6 +8,7 @@ codes, restarts, stop. Real containers, real kernel; the monitor sleeps after 0.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
@@ -220,6 +221,42 @@ def test_an_init_that_closed_its_stdio_is_still_heard_exiting(sleepy):
         pytest.skip("the container has no cgroup v2 of its own here: its monitor stays awake")
     assert wait_for(lambda: asleep(mon))
     assert wait_for(lambda: state(p, cid) == ["5", "exited"])
+    p("rm", cid, check=True)
+    assert leftovers(p, [cid]) == []
+
+
+@pytest.mark.parametrize("tty", [True, False], ids=["tty", "pipes"])
+def test_an_init_whose_exit_waits_in_its_namespace_teardown_is_still_heard(sleepy, tty):
+    """A dying init leaves its cgroup (and closes its stdio) before it becomes a zombie; as
+    the init of a pid namespace it first waits for every process of the namespace to be
+    reaped, and one whose parent is outside (here the test's, an exec'd process in real
+    life) can keep it waiting. The monitor must not fall asleep meanwhile: nothing but
+    SIGCHLD is left to come."""
+    import subprocess
+
+    p = sleepy
+    cid = p("run", "-d", *(["-t"] if tty else []), "busybox", "sleep", "100",
+            check=True).stdout.strip()
+    mon = monitor_pid(p, cid)
+    if not _cgroup_v2_of(p, cid):
+        p("rm", "-f", cid, check=True)
+        pytest.skip("the container has no cgroup v2 of its own here")
+    init = p("inspect", "-f", "{{.State.Pid}}", cid, check=True).stdout.strip()
+    # A child in the container's pid namespace whose parent (outside it) reaps it only
+    # when its stdin closes.
+    holder = subprocess.Popen(
+        ["nsenter", "-t", init, "-p", "--no-fork", "--", sys.executable, "-c",
+         "import os, sys\npid = os.fork()\nif pid == 0:\n    os.execvp('sleep', ['sleep', "
+         "'100'])\nsys.stdin.read()\nos.waitpid(pid, 0)"], stdin=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: asleep(mon))
+        p("kill", cid, check=True)
+        time.sleep(2.0)  # the init waits for the holder's child; the monitor stays awake
+        assert not asleep(mon)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert wait_for(lambda: state(p, cid) == ["137", "exited"])
     p("rm", cid, check=True)
     assert leftovers(p, [cid]) == []
 
